@@ -1,0 +1,184 @@
+"""Typed, validated configuration of a detector.
+
+A :class:`DetectorConfig` is the single source of truth for a run: it is read from YAML, overridden by
+CLI flags with :meth:`DetectorConfig.with_overrides`, stored whole in ``detector.json`` and logged to
+MLflow as flat ``section.key`` parameters (:meth:`DetectorConfig.flat`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation (albumentations). All off by default: aligned parts need none."""
+
+    hflip: bool = False
+    vflip: bool = False
+    shift: float = Field(0.0, ge=0.0, le=0.5, description="max shift, fraction of the image side")
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="max rotation in degrees")
+    brightness: float = Field(0.0, ge=0.0, le=1.0, description="max brightness change")
+    contrast: float = Field(0.0, ge=0.0, le=1.0, description="max contrast change")
+
+    @property
+    def enabled(self) -> bool:
+        """True when any transform is switched on."""
+        return any([self.hflip, self.vflip, self.shift, self.rotate, self.brightness, self.contrast])
+
+
+class DataConfig(_Section):
+    """How images are read and split."""
+
+    image_size: tuple[int, int] = (128, 128)
+    channels: Literal[1, 3] = 1
+    holdout_fraction: float = Field(0.15, gt=0.0, lt=0.9)
+    cache_mb: int = Field(1024, ge=0, description="decoded training images are kept in RAM up to this")
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, v: Any) -> Any:
+        if isinstance(v, int):
+            return (v, v)
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 8:
+            raise ValueError("image_size must be at least 8 pixels")
+        return v
+
+
+class ModelConfig(_Section):
+    """Architecture and reconstruction loss."""
+
+    name: Literal["conv"] = "conv"
+    widths: tuple[int, ...] = (16, 32, 64)
+    convs_per_block: int = Field(1, ge=1, le=4)
+    activation: Literal["relu", "leaky_relu", "elu", "gelu"] = "leaky_relu"
+    batch_norm: bool = False
+    bottleneck: Literal["conv", "dense"] = "conv"
+    latent_channels: int = Field(16, ge=1, description="channels of the 1x1-conv bottleneck")
+    latent_dim: int = Field(128, ge=1, description="size of the dense bottleneck vector")
+    loss: Literal["mse", "l1", "bce", "ssim", "ssim_l1"] = "mse"
+    ssim_weight: float = Field(0.84, ge=0.0, le=1.0, description="weight of 1-SSIM in ssim_l1")
+
+    @field_validator("widths")
+    @classmethod
+    def _check_widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1:
+            raise ValueError("widths must be a non-empty list of positive integers")
+        return v
+
+
+class TrainConfig(_Section):
+    """Optimisation."""
+
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    patience: int = Field(6, ge=1, description="early-stopping patience on validation loss")
+    seed: int = 0
+
+
+class ScoringConfig(_Section):
+    """Residual map -> anomaly map -> image score."""
+
+    metric: Literal["l2", "l1"] = "l2"
+    smoothing_sigma: float = Field(2.0, ge=0.0, description="Gaussian sigma in model-resolution pixels")
+    reduction: Literal["max", "mean", "topk_mean"] = "max"
+    topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
+    batch_size: int = Field(32, ge=1)
+
+
+class ThresholdConfig(_Section):
+    """Image threshold calibrated on held-out good images."""
+
+    method: Literal["quantile"] = "quantile"
+    quantile: float = Field(0.99, gt=0.0, le=1.0)
+
+
+class TrackingConfig(_Section):
+    """MLflow experiment naming."""
+
+    experiment: str = "anomaly-ae"
+
+
+class DetectorConfig(_Section):
+    """Everything that defines a detector."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _check_depth(self) -> DetectorConfig:
+        factor = 2 ** len(self.model.widths)
+        h, w = self.data.image_size
+        if h % factor or w % factor:
+            raise ValueError(
+                f"image_size {h}x{w} must be divisible by 2**len(widths) = {factor} "
+                f"({len(self.model.widths)} down-sampling blocks)"
+            )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DetectorConfig:
+        """Read a YAML file; unknown keys are an error."""
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: top level must be a mapping")
+        return cls.model_validate(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-ready dict (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+    def flat(self) -> dict[str, Any]:
+        """``{"data.image_size": [128, 128], ...}``: every leaf value under its dotted path."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = node
+
+        walk("", self.to_dict())
+        return out
+
+    def with_overrides(self, overrides: dict[str, Any]) -> DetectorConfig:
+        """Return a validated copy with dotted keys replaced, e.g. ``{"train.epochs": 3}``.
+
+        ``None`` values are ignored, so CLI options that were not given can be passed as they are.
+        """
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            if leaf not in node:
+                raise KeyError(f"unknown config key {key!r}")
+            node[leaf] = value
+        return type(self).model_validate(data)

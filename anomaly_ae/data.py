@@ -1,0 +1,182 @@
+"""Image files -> float32 NHWC arrays in [0, 1].
+
+Only numpy and OpenCV: the same code feeds every Keras backend. Reading is separate from preprocessing
+so that a file that cannot be read costs one :class:`ImageReadError` (with a one-line reason), never a
+batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+class ImageReadError(Exception):
+    """A file could not be turned into an image; ``str(err)`` is a one-line reason."""
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files under ``folder`` (recursive, sorted by relative path, hidden files skipped).
+
+    Raises:
+        NotADirectoryError: ``folder`` is not a directory.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root}")
+    found = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+            found.append(p)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def read_image(path: str | Path, channels: int) -> np.ndarray:
+    """Decode a file to uint8 ``(H, W, channels)``, RGB order when ``channels == 3``.
+
+    16-bit images are scaled to 8 bit, alpha is dropped, palette images are expanded and the EXIF
+    orientation of JPEGs is applied (OpenCV's ``IMREAD_COLOR``/``IMREAD_GRAYSCALE`` do all of that).
+
+    Raises:
+        ImageReadError: empty, unreadable or undecodable file.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
+    except OSError as err:
+        raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
+    if data.size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+    try:
+        image = cv2.imdecode(data, flag)
+    except cv2.error as err:  # pragma: no cover - OpenCV rarely raises here, but may on odd codecs
+        raise ImageReadError(f"cannot decode image: {err.msg if hasattr(err, 'msg') else err}") from None
+    if image is None or image.size == 0:
+        raise ImageReadError("cannot decode image (corrupt or not an image file)")
+    if channels == 1:
+        return image[..., None]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize + channel conversion + scaling to [0, 1]; serialisable fitted state of a detector."""
+
+    image_size: tuple[int, int]  # (height, width) the model sees
+    channels: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        d["scale"] = "uint8 / 255"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`."""
+        return cls(image_size=tuple(d["image_size"]), channels=int(d["channels"]))  # type: ignore[arg-type]
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """uint8/float ``(H, W, C)`` -> same dtype ``(h, w, C)`` at the model size."""
+        h, w = self.image_size
+        if image.shape[:2] == (h, w):
+            return image
+        shrinking = image.shape[0] > h or image.shape[1] > w
+        out = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        return out.reshape(h, w, image.shape[2])
+
+    def convert_channels(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W)`` or ``(H, W, 1|3|4)`` -> ``(H, W, channels)``; RGB in, RGB out."""
+        if image.ndim == 2:
+            image = image[..., None]
+        c = image.shape[2]
+        if c == 4:
+            image, c = image[..., :3], 3
+        if c == self.channels:
+            return image
+        if self.channels == 1 and c == 3:
+            return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
+        if self.channels == 3 and c == 1:
+            return np.repeat(image, 3, axis=2)
+        raise ValueError(f"cannot convert an image with {c} channels to {self.channels}")
+
+    def __call__(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Images (uint8 0-255 or float 0-1; any size) -> float32 ``(N, h, w, channels)`` in [0, 1]."""
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3) and not _is_batch(images):
+            images = [images]
+        out = np.empty((len(images), *self.image_size, self.channels), dtype=np.float32)
+        for i, image in enumerate(images):
+            image = np.asarray(image)
+            scale = _scale_of(image)
+            out[i] = self.resize(self.convert_channels(image)).astype(np.float32) * scale
+        return out
+
+
+def _is_batch(images: np.ndarray) -> bool:
+    """A 3-D array is a batch of gray images unless its last axis looks like channels."""
+    return images.ndim == 3 and images.shape[-1] not in (1, 3, 4)
+
+
+def _scale_of(image: np.ndarray) -> float:
+    if image.dtype == np.uint8:
+        return 1.0 / 255.0
+    if image.dtype == np.uint16:
+        return 1.0 / 65535.0
+    return 1.0
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into (train, holdout) index arrays; holdout has >= 1 item.
+
+    Raises:
+        ValueError: fewer than 2 items.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 good images to hold some out for validation, got {n}")
+    n_hold = min(n - 1, max(1, int(round(n * fraction))))
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+
+
+@dataclass
+class LoadResult:
+    """Decoded images at model size plus what could not be read."""
+
+    images: np.ndarray  # uint8 (N, h, w, C)
+    paths: list[Path]
+    failures: list[tuple[Path, str]]
+
+
+def load_folder(paths: Sequence[Path], preprocessing: Preprocessing) -> LoadResult:
+    """Decode ``paths`` to a uint8 ``(N, h, w, C)`` array at model size, skipping unreadable files."""
+    h, w = preprocessing.image_size
+    images = np.empty((len(paths), h, w, preprocessing.channels), dtype=np.uint8)
+    ok: list[Path] = []
+    failures: list[tuple[Path, str]] = []
+    for p in paths:
+        try:
+            image = read_image(p, preprocessing.channels)
+        except ImageReadError as err:
+            failures.append((p, str(err)))
+            continue
+        images[len(ok)] = preprocessing.resize(image)
+        ok.append(p)
+    return LoadResult(images[: len(ok)], ok, failures)
+
+
+def iter_batches(paths: Sequence[Path], batch_size: int) -> Iterator[Sequence[Path]]:
+    """Consecutive slices of ``paths`` of at most ``batch_size`` items."""
+    for start in range(0, len(paths), batch_size):
+        yield paths[start : start + batch_size]

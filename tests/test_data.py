@@ -1,0 +1,100 @@
+import cv2
+import numpy as np
+import pytest
+
+from anomaly_ae.data import ImageReadError, Preprocessing, list_images, load_folder, read_image, split_holdout
+
+
+def _write(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def test_list_images_recursive_sorted_and_filtered(tmp_path):
+    img = np.zeros((4, 4), np.uint8)
+    for rel in ["b.png", "a.jpg", "sub/c.bmp", "sub/deeper/d.tiff", "x.TIF"]:
+        _write(tmp_path / rel, img)
+    (tmp_path / "notes.txt").write_text("no")
+    (tmp_path / ".hidden").mkdir()
+    _write(tmp_path / ".hidden" / "e.png", img)
+    rels = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert rels == ["a.jpg", "b.png", "sub/c.bmp", "sub/deeper/d.tiff", "x.TIF"]
+
+
+def test_read_image_gray_and_rgb_conversions(tmp_path):
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    rgb[..., 2] = 10
+    p = _write(tmp_path / "c.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    as_rgb = read_image(p, 3)
+    assert as_rgb.shape == (6, 8, 3) and as_rgb.dtype == np.uint8
+    np.testing.assert_array_equal(as_rgb, rgb)  # RGB order, not OpenCV's BGR
+    as_gray = read_image(p, 1)
+    assert as_gray.shape == (6, 8, 1)
+    assert abs(int(as_gray[0, 0, 0]) - round(0.299 * 200 + 0.114 * 10)) <= 1
+
+    g = _write(tmp_path / "g.png", np.full((5, 5), 77, np.uint8))
+    assert read_image(g, 3).shape == (5, 5, 3)
+    assert (read_image(g, 3) == 77).all()
+
+
+def test_read_image_16bit_and_rgba(tmp_path):
+    p16 = _write(tmp_path / "d.png", np.full((4, 4), 65535, np.uint16))
+    assert read_image(p16, 1).max() == 255
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 1] = 255
+    p = _write(tmp_path / "a.png", rgba)
+    out = read_image(p, 3)
+    assert out.shape == (4, 4, 3) and (out[..., 1] == 255).all() and (out[..., 0] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [(b"", "empty file"), (b"this is text", "cannot decode"), (b"\x89PNG\r\n\x1a\n\x00\x00", "cannot decode")],
+)
+def test_bad_files_raise_one_line_reason(tmp_path, content, reason):
+    p = tmp_path / "bad.png"
+    p.write_bytes(content)
+    with pytest.raises(ImageReadError, match=reason) as info:
+        read_image(p, 1)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_png_is_an_error(tmp_path):
+    p = _write(tmp_path / "t.png", (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(ImageReadError):
+        read_image(p, 1)
+
+
+def test_preprocessing_scales_resizes_and_converts():
+    pre = Preprocessing(image_size=(8, 16), channels=1)
+    img = np.full((32, 64, 3), 255, np.uint8)
+    x = pre([img, np.zeros((4, 4), np.uint8)])
+    assert x.shape == (2, 8, 16, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[1], 0.0)
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    rgb = Preprocessing(image_size=(8, 8), channels=3)(np.full((8, 8, 1), 0.5, np.float32))
+    assert rgb.shape == (1, 8, 8, 3) and np.allclose(rgb, 0.5)
+
+
+def test_split_holdout_is_seeded_disjoint_and_complete():
+    tr, ho = split_holdout(20, 0.15, seed=3)
+    assert len(ho) == 3 and len(tr) == 17
+    assert sorted(np.concatenate([tr, ho]).tolist()) == list(range(20))
+    tr2, ho2 = split_holdout(20, 0.15, seed=3)
+    np.testing.assert_array_equal(ho, ho2)
+    assert not np.array_equal(split_holdout(20, 0.15, seed=4)[1], ho)
+    assert len(split_holdout(2, 0.01, 0)[1]) == 1
+    with pytest.raises(ValueError):
+        split_holdout(1, 0.5, 0)
+
+
+def test_load_folder_skips_bad_files(tmp_path):
+    _write(tmp_path / "ok.png", np.full((10, 10), 9, np.uint8))
+    (tmp_path / "zero.png").write_bytes(b"")
+    res = load_folder(list_images(tmp_path), Preprocessing((4, 4), 1))
+    assert res.images.shape == (1, 4, 4, 1) and (res.images == 9).all()
+    assert [(p.name, "empty" in e) for p, e in res.failures] == [("zero.png", True)]
