@@ -1,0 +1,67 @@
+"""Common base of every autoencoder: ``encoder`` -> ``decoder``, loss in ``compute_loss``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from anomaly_ae.losses import LOSSES, reconstruction_loss
+
+
+class Autoencoder(keras.Model):
+    """``x -> decoder(encoder(x))``; trained with ``fit(x, x)`` on images in [0, 1].
+
+    Subclasses build ``encoder`` and ``decoder`` (functional sub-models) from plain constructor
+    arguments and extend :meth:`get_config` with them, so ``.keras`` files load with ``safe_mode=True``.
+    The reconstruction loss is chosen by name and computed in :meth:`compute_loss`, which every Keras
+    backend calls (no per-backend ``train_step``).
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        loss: str = "mse",
+        ssim_weight: float = 0.84,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.reconstruction_loss = loss
+        self.ssim_weight = float(ssim_weight)
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        """``(N, H, W, C)`` -> reconstruction ``(N, H, W, C)``."""
+        return self.decoder(self.encoder(x, training=training), training=training)
+
+    def encode(self, x: Any) -> Any:
+        """Latent code of ``x``."""
+        return self.encoder(x, training=False)
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        """Reconstruction loss between ``y`` (the clean image) and ``y_pred``, plus layer losses."""
+        target = x if y is None else y
+        loss = reconstruction_loss(self.reconstruction_loss, target, y_pred, self.ssim_weight)
+        if self.losses:
+            loss = loss + ops.sum(ops.stack([ops.cast(v, loss.dtype) for v in self.losses]))
+        return loss
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "loss": self.reconstruction_loss,
+            "ssim_weight": self.ssim_weight,
+        }

@@ -1,0 +1,102 @@
+"""Convolutional VGG-style autoencoder.
+
+Encoder: for each width, ``convs_per_block`` x (Conv 3x3 [+ BatchNorm] + activation), then 2x max-pool.
+Bottleneck: a 1x1 conv to ``latent_channels`` (fully convolutional) or flatten -> Dense(``latent_dim``).
+Decoder: the mirror image with nearest 2x up-sampling, then a 3x3 conv with a sigmoid to the input
+channels. ``encoder`` and ``decoder`` are named functional sub-models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from anomaly_ae.models.base import Autoencoder
+
+
+def _conv_block(x: Any, width: int, n: int, activation: str, batch_norm: bool, name: str) -> Any:
+    for j in range(n):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv{j + 1}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{j + 1}")(x)
+        x = layers.Activation(activation, name=f"{name}_act{j + 1}")(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class ConvAutoencoder(Autoencoder):
+    """VGG-style convolutional autoencoder for ``(H, W, C)`` images in [0, 1]."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        widths: tuple[int, ...] = (16, 32, 64),
+        convs_per_block: int = 1,
+        activation: str = "leaky_relu",
+        batch_norm: bool = False,
+        bottleneck: str = "conv",
+        latent_channels: int = 16,
+        latent_dim: int = 128,
+        loss: str = "mse",
+        ssim_weight: float = 0.84,
+        **kwargs: Any,
+    ) -> None:
+        self.image_shape = tuple(int(v) for v in input_shape)
+        self.widths = tuple(int(w) for w in widths)
+        self.convs_per_block = int(convs_per_block)
+        self.activation = activation
+        self.batch_norm = bool(batch_norm)
+        self.bottleneck = bottleneck
+        self.latent_channels = int(latent_channels)
+        self.latent_dim = int(latent_dim)
+        encoder, decoder = self._build_parts()
+        super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
+
+    def _build_parts(self) -> tuple[keras.Model, keras.Model]:
+        h, w, c = self.image_shape
+        factor = 2 ** len(self.widths)
+        if h % factor or w % factor:
+            raise ValueError(f"input {h}x{w} is not divisible by {factor} (2 ** number of blocks)")
+        inp = keras.Input(shape=self.image_shape, name="image")
+        x = inp
+        for i, width in enumerate(self.widths):
+            x = _conv_block(x, width, self.convs_per_block, self.activation, self.batch_norm, f"enc{i + 1}")
+            x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+        bh, bw = h // factor, w // factor
+        if self.bottleneck == "conv":
+            z = layers.Conv2D(self.latent_channels, 1, name="latent")(x)
+        elif self.bottleneck == "dense":
+            z = layers.Dense(self.latent_dim, name="latent")(layers.Flatten(name="flatten")(x))
+        else:
+            raise ValueError(f"unknown bottleneck {self.bottleneck!r}; use 'conv' or 'dense'")
+        encoder = keras.Model(inp, z, name="encoder")
+
+        z_in = keras.Input(shape=tuple(z.shape[1:]), name="latent")
+        if self.bottleneck == "conv":
+            y = layers.Conv2D(self.widths[-1], 1, name="expand")(z_in)
+        else:
+            y = layers.Dense(bh * bw * self.widths[-1], name="expand")(z_in)
+            y = layers.Reshape((bh, bw, self.widths[-1]), name="unflatten")(y)
+        y = layers.Activation(self.activation, name="expand_act")(y)
+        for i in reversed(range(len(self.widths))):
+            y = layers.UpSampling2D(2, name=f"dec{i + 1}_up")(y)
+            y = _conv_block(y, self.widths[i], self.convs_per_block, self.activation, self.batch_norm, f"dec{i + 1}")
+        out = layers.Conv2D(c, 3, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(y)
+        decoder = keras.Model(z_in, out, name="decoder")
+        return encoder, decoder
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            input_shape=list(self.image_shape),
+            widths=list(self.widths),
+            convs_per_block=self.convs_per_block,
+            activation=self.activation,
+            batch_norm=self.batch_norm,
+            bottleneck=self.bottleneck,
+            latent_channels=self.latent_channels,
+            latent_dim=self.latent_dim,
+        )
+        return config

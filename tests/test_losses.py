@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+from keras import ops
+from skimage.metrics import structural_similarity
+
+from anomaly_ae.losses import gaussian_window, reconstruction_loss, ssim, ssim_map
+
+
+def _np(t):
+    return ops.convert_to_numpy(t)
+
+
+def test_gaussian_window_normalised_and_symmetric():
+    w = gaussian_window(11, 1.5)
+    assert w.shape == (11, 11)
+    assert abs(w.sum() - 1.0) < 1e-6
+    np.testing.assert_allclose(w, w.T)
+    assert w[5, 5] == w.max()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_matches_skimage(channels):
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 40, 36, channels)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    b[1] = np.clip(a[1] * 0.7 + 0.1, 0, 1)  # a second kind of difference: contrast and brightness
+    ours = _np(ssim(ops.convert_to_tensor(a), ops.convert_to_tensor(b)))
+    for i in range(2):
+        ref = structural_similarity(
+            a[i], b[i], data_range=1.0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, channel_axis=-1,
+        )
+        assert ours[i] == pytest.approx(ref, abs=1e-4)
+    assert ours[0] < 0.97 and ours[1] < 0.97  # both differences are seen
+
+
+def test_ssim_of_identical_images_is_one():
+    a = np.random.default_rng(1).random((1, 16, 16, 1)).astype(np.float32)
+    m = _np(ssim_map(ops.convert_to_tensor(a), ops.convert_to_tensor(a)))
+    assert m.shape == (1, 6, 6, 1)
+    np.testing.assert_allclose(m, 1.0, atol=1e-5)
+
+
+def test_pixel_losses_on_hand_made_arrays():
+    x = np.array([[[[0.0], [1.0]], [[0.5], [0.5]]]], np.float32)  # (1, 2, 2, 1)
+    y = np.array([[[[0.5], [1.0]], [[0.0], [0.5]]]], np.float32)
+    X, Y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
+    assert float(_np(reconstruction_loss("mse", X, Y))) == pytest.approx((0.25 + 0.25) / 4)
+    assert float(_np(reconstruction_loss("l1", X, Y))) == pytest.approx((0.5 + 0.5) / 4)
+    p = np.clip(y, 1e-7, 1 - 1e-7)
+    bce = -np.mean(x * np.log(p) + (1 - x) * np.log(1 - p))
+    assert float(_np(reconstruction_loss("bce", X, Y))) == pytest.approx(bce, rel=1e-5)
+
+
+def test_ssim_losses_combine_as_documented():
+    rng = np.random.default_rng(2)
+    a = rng.random((2, 24, 24, 1)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1).astype(np.float32)
+    A, B = ops.convert_to_tensor(a), ops.convert_to_tensor(b)
+    s = float(np.mean(_np(ssim(A, B))))
+    l1 = float(np.mean(np.abs(a - b)))
+    assert float(_np(reconstruction_loss("ssim", A, B))) == pytest.approx(1 - s, rel=1e-5)
+    got = float(_np(reconstruction_loss("ssim_l1", A, B, ssim_weight=0.3)))
+    assert got == pytest.approx(0.3 * (1 - s) + 0.7 * l1, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown loss"):
+        reconstruction_loss("huber", A, B)
