@@ -1,0 +1,152 @@
+"""The self-contained model directory.
+
+::
+
+    RUN_DIR/
+      model.keras      the whole autoencoder (Keras format: JSON config + weights, no pickle)
+      detector.json    schema version, versions, resolved config, preprocessing, threshold,
+                       validation-score statistics and scores, heatmap range, training summary
+      config.yaml      the resolved config, for reading and re-use with --config
+
+It is written into a temporary sibling folder and moved into place, so a crash never leaves a
+half-written model behind. Loading uses ``keras.saving.load_model(..., safe_mode=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.data import Preprocessing
+from anomaly_ae.thresholds import ScoreStats
+
+if TYPE_CHECKING:
+    from anomaly_ae.detector import Detector
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.keras"
+META_FILE = "detector.json"
+CONFIG_FILE = "config.yaml"
+
+
+class ModelDirError(ValueError):
+    """A folder is not a loadable model directory; the message says why."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a model directory."""
+    from anomaly_ae import __version__
+
+    out = {
+        "anomaly_ae": __version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+    for dist in ("tensorflow", "jax", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def detector_metadata(det: Detector) -> dict[str, Any]:
+    """Everything but the weights, as JSON-ready data."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "config": det.config.to_dict(),
+        "preprocessing": det.preprocessing_.to_dict(),
+        "threshold": {
+            "method": det.config.threshold.method,
+            "quantile": det.config.threshold.quantile,
+            "value": float(det.threshold_),
+        },
+        "score_stats": det.score_stats_.to_dict(),
+        "val_scores": [float(s) for s in det.val_scores_],
+        "heatmap_range": list(det.heatmap_range_),
+        "training": getattr(det, "train_info_", {}),
+        "history": getattr(det, "history_", {}),
+    }
+
+
+def save_detector(det: Detector, path: Path) -> Path:
+    """Write ``det`` to the model directory ``path`` (created, or its files replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        det.model_.save(tmp / MODEL_FILE)
+        det.config.to_yaml(tmp / CONFIG_FILE)
+        write_json_atomic(tmp / META_FILE, detector_metadata(det))
+        if not path.exists():
+            os.rename(tmp, path)
+        else:
+            for f in (MODEL_FILE, CONFIG_FILE, META_FILE):  # metadata last: it names the threshold
+                os.replace(tmp / f, path / f)
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_detector(path: Path) -> Detector:
+    """Restore a :class:`~anomaly_ae.detector.Detector` from a model directory."""
+    import anomaly_ae.models  # noqa: F401  (registers the serialisable classes)
+    from anomaly_ae.detector import Detector
+
+    meta_path = path / META_FILE
+    if not path.is_dir():
+        raise ModelDirError(f"not a model directory: {path} does not exist or is not a folder")
+    if not meta_path.is_file() or not (path / MODEL_FILE).is_file():
+        raise ModelDirError(f"not a model directory: {path} lacks {META_FILE} or {MODEL_FILE}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelDirError(f"{meta_path}: unreadable ({err})") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ModelDirError(
+            f"{meta_path}: schema_version {meta.get('schema_version')!r} is not supported "
+            f"(this anomaly-ae reads version {SCHEMA_VERSION})"
+        )
+    det = Detector(DetectorConfig.model_validate(meta["config"]))
+    det.model_ = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+    det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
+    det.threshold_ = float(meta["threshold"]["value"])
+    det.score_stats_ = ScoreStats.from_dict(meta["score_stats"])
+    det.val_scores_ = np.asarray(meta["val_scores"], dtype=np.float64)
+    det.heatmap_range_ = tuple(meta["heatmap_range"])
+    det.train_info_ = meta.get("training", {})
+    det.history_ = meta.get("history", {})
+    det.metadata_ = meta
+    expected = (*det.preprocessing_.image_size, det.preprocessing_.channels)
+    got = tuple(getattr(det.model_, "image_shape", expected))
+    if got != expected:
+        raise ModelDirError(f"{path}: model input {got} does not match preprocessing {expected}")
+    return det

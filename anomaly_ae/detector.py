@@ -1,0 +1,235 @@
+"""``Detector``: preprocessing -> autoencoder -> anomaly map -> image score -> threshold.
+
+pyod-like API where a score always means "higher = more anomalous"::
+
+    det = Detector(DetectorConfig.from_yaml("configs/default.yaml")).fit("good_images/")
+    det.score(images)          # (N,)
+    det.anomaly_maps(images)   # (N, H, W) at the input size
+    det.predict(images)        # (N,) bool, score > threshold_
+    det.save("runs/a"); Detector.load("runs/a")
+
+Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``threshold_``, ``score_stats_``,
+``val_scores_``, ``heatmap_range_``, ``history_``, ``train_info_`` (and, after ``fit`` only,
+``val_sample_``: up to 8 held-out images at model size).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.data import (
+    ImageReadError,
+    Preprocessing,
+    list_images,
+    load_folder,
+    read_image,
+    split_holdout,
+)
+from anomaly_ae.dataset import ImageDataset
+from anomaly_ae.models import build_model
+from anomaly_ae.scoring import image_score, residual_map, resize_map, smooth
+from anomaly_ae.seeding import set_seed
+from anomaly_ae.thresholds import ScoreStats, fit_threshold
+
+ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
+
+
+class NotFittedError(RuntimeError):
+    """The detector was used before ``fit`` or ``load``."""
+
+
+class Detector:
+    """Autoencoder-based anomaly detector (see module docstring)."""
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, good: ImagesLike, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Detector:
+        """Train on good images (a folder, or an array ``(N, H, W[, C])``) and calibrate the threshold.
+
+        A seeded ``holdout_fraction`` of the images is never trained on: it drives early stopping and
+        the image threshold. Unreadable files in a folder are skipped and listed in
+        ``train_info_["skipped"]``.
+        """
+        cfg = self.config
+        set_seed(cfg.train.seed)
+        pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
+        images, skipped = self._load_training_images(good, pre)
+        train_idx, val_idx = split_holdout(len(images), cfg.data.holdout_fraction, cfg.train.seed)
+        train_src = _take(images, train_idx)
+        val_images = np.stack([_at_model_size(images, i, pre) for i in val_idx])
+
+        bs = cfg.train.batch_size
+        train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed)
+        val_ds = ImageDataset(val_images, pre, bs)
+        model = build_model(cfg)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
+        early = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.train.patience, restore_best_weights=True
+        )
+        start = time.perf_counter()
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=[early, *callbacks], verbose=0
+        )
+        fit_seconds = time.perf_counter() - start
+
+        self.model_ = model
+        self.preprocessing_ = pre
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        self.calibrate(val_images)
+        self.val_sample_ = val_images[:8]  # for reports; not saved
+        val_loss = self.history_.get("val_loss", [float("nan")])
+        self.train_info_ = {
+            "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx)),
+            "epochs_run": len(val_loss),
+            "best_epoch": int(np.nanargmin(val_loss)) + 1,
+            "best_val_loss": float(np.nanmin(val_loss)),
+            "fit_seconds": round(fit_seconds, 2),
+            "skipped": [{"path": str(p), "error": e} for p, e in skipped],
+        }
+        return self
+
+    def calibrate(self, good: ImagesLike) -> Detector:
+        """(Re)compute validation scores, statistics, threshold and heatmap range from good images."""
+        self._check_fitted(need_threshold=False)
+        x = self._preprocess(good)
+        maps = self._maps_at_model_size(x)
+        s = self.config.scoring
+        scores = image_score(maps, s.reduction, s.topk_fraction)
+        t = self.config.threshold
+        self.val_scores_ = scores
+        self.score_stats_ = ScoreStats.of(scores)
+        self.threshold_ = fit_threshold(scores, t.method, t.quantile)
+        peaks = maps.reshape(len(maps), -1).max(axis=1)
+        lo = float(np.median(maps))
+        hi = float(np.quantile(peaks, t.quantile))
+        self.heatmap_range_ = (lo, max(hi, lo + 1e-12))
+        return self
+
+    def _load_training_images(
+        self, good: ImagesLike, pre: Preprocessing
+    ) -> tuple[np.ndarray | list[Path], list[tuple[Path, str]]]:
+        if not isinstance(good, str | Path):
+            arr = [np.asarray(im) for im in (good if not isinstance(good, np.ndarray) else _as_batch(good))]
+            return np.stack([pre.resize(pre.convert_channels(im)) for im in arr]), []
+        paths = list_images(good)
+        if not paths:
+            raise ValueError(f"no images found in {good}")
+        h, w = pre.image_size
+        budget = self.config.data.cache_mb * 2**20
+        if len(paths) * h * w * pre.channels <= budget:
+            loaded = load_folder(paths, pre)
+            return loaded.images, loaded.failures
+        readable, skipped = [], []  # too big for RAM: check every file once, then stream them
+        for p in paths:
+            try:
+                read_image(p, pre.channels)
+                readable.append(p)
+            except ImageReadError as err:
+                skipped.append((p, str(err)))
+        return readable, skipped
+
+    # ---------------------------------------------------------------- inference
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Model-size float32 ``(N, h, w, C)`` -> reconstructions, batched by ``scoring.batch_size``."""
+        self._check_fitted(need_threshold=False)
+        bs = self.config.scoring.batch_size
+        out = np.empty(x.shape, dtype=np.float32)
+        for i in range(0, len(x), bs):
+            batch = x[i : i + bs]
+            n = len(batch)
+            if n < bs:  # pad to a fixed batch shape: one compiled graph, no retracing
+                batch = np.concatenate([batch, np.zeros((bs - n, *x.shape[1:]), x.dtype)])
+            out[i : i + n] = keras.ops.convert_to_numpy(self.model_.predict_on_batch(batch))[:n]
+        return out
+
+    def _maps_at_model_size(self, x: np.ndarray) -> np.ndarray:
+        s = self.config.scoring
+        return smooth(residual_map(x, self.reconstruct(x), s.metric), s.smoothing_sigma)
+
+    def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Decoded images of any sizes -> (scores ``(N,)``, anomaly maps, each at its image's size).
+
+        Scores are computed on the model-size maps, so they do not depend on the original size.
+        """
+        x = self.preprocessing_(list(images))
+        maps = self._maps_at_model_size(x)
+        s = self.config.scoring
+        scores = image_score(maps, s.reduction, s.topk_fraction)
+        return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
+
+    def score(self, images: ImagesLike) -> np.ndarray:
+        """Image scores ``(N,)``; higher = more anomalous."""
+        self._check_fitted(need_threshold=False)
+        return self.score_images(self._decode(images))[0]
+
+    def anomaly_maps(self, images: ImagesLike) -> np.ndarray:
+        """Anomaly maps ``(N, H, W)`` at the input size (inputs of one size; else use ``score_images``)."""
+        self._check_fitted(need_threshold=False)
+        maps = self.score_images(self._decode(images))[1]
+        return np.stack(maps)
+
+    def predict(self, images: ImagesLike) -> np.ndarray:
+        """``(N,)`` bool: ``score > threshold_``."""
+        self._check_fitted(need_threshold=True)
+        return self.score(images) > self.threshold_
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the self-contained model directory (see :mod:`anomaly_ae.artifact`)."""
+        from anomaly_ae.artifact import save_detector
+
+        self._check_fitted(need_threshold=True)
+        return save_detector(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        """Restore a detector saved with :meth:`save` (Keras ``safe_mode=True``)."""
+        from anomaly_ae.artifact import load_detector
+
+        return load_detector(Path(path))
+
+    # ------------------------------------------------------------------ helpers
+    def _check_fitted(self, need_threshold: bool) -> None:
+        if not hasattr(self, "model_") or (need_threshold and not hasattr(self, "threshold_")):
+            raise NotFittedError("this Detector is not fitted yet: call fit() or Detector.load() first")
+
+    def _decode(self, images: ImagesLike) -> list[np.ndarray]:
+        if isinstance(images, str | Path):
+            p = Path(images)
+            paths = list_images(p) if p.is_dir() else [p]
+            return [read_image(q, self.preprocessing_.channels) for q in paths]
+        if isinstance(images, np.ndarray):
+            return list(_as_batch(images))
+        return [np.asarray(im) for im in images]
+
+    def _preprocess(self, images: ImagesLike) -> np.ndarray:
+        return self.preprocessing_(self._decode(images))
+
+
+def _as_batch(images: np.ndarray) -> np.ndarray:
+    """``(H, W)``/``(H, W, C)`` single image or ``(N, H, W[, C])`` batch -> a batch."""
+    if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
+        return images[None]
+    return images
+
+
+def _take(images: np.ndarray | list[Path], idx: np.ndarray) -> np.ndarray | list[Path]:
+    if isinstance(images, np.ndarray):
+        return images[idx]
+    return [images[i] for i in idx]
+
+
+def _at_model_size(images: np.ndarray | list[Path], i: int, pre: Preprocessing) -> np.ndarray:
+    if isinstance(images, np.ndarray):
+        return images[i]
+    return pre.resize(read_image(images[i], pre.channels))

@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import pytest
+
+from anomaly_ae.artifact import SCHEMA_VERSION, ModelDirError
+from anomaly_ae.data import list_images, read_image
+from anomaly_ae.detector import Detector, NotFittedError
+
+
+def test_fitted_attributes(tiny_detector):
+    d = tiny_detector
+    info = d.train_info_
+    assert info["n_train"] == 18 and info["n_val"] == 6  # 25% of 24 held out
+    assert info["epochs_run"] == 2 and len(d.history_["loss"]) == 2 and len(d.history_["val_loss"]) == 2
+    assert d.val_scores_.shape == (6,)
+    assert d.score_stats_.count == 6
+    # quantile 0.99 of the held-out good scores
+    assert d.threshold_ == pytest.approx(np.quantile(d.val_scores_, 0.99))
+    assert d.val_scores_.min() <= d.threshold_ <= d.val_scores_.max()
+    lo, hi = d.heatmap_range_
+    assert 0 <= lo < hi
+
+
+def test_score_maps_predict_shapes(tiny_detector, tiny_data):
+    paths = list_images(tiny_data / "test")
+    images = [read_image(p, 1) for p in paths]
+    scores = tiny_detector.score(images)
+    assert scores.shape == (len(paths),) and np.isfinite(scores).all()
+    maps = tiny_detector.anomaly_maps(np.stack(images))
+    assert maps.shape == (len(paths), 32, 32)
+    # score = reduction of the model-size map (max for the tiny config)
+    np.testing.assert_allclose(scores, maps.reshape(len(maps), -1).max(axis=1), rtol=1e-5)
+    pred = tiny_detector.predict(images)
+    assert pred.dtype == bool
+    np.testing.assert_array_equal(pred, scores > tiny_detector.threshold_)
+    # a folder path and arrays give the same scores
+    np.testing.assert_allclose(tiny_detector.score(tiny_data / "test"), scores)
+
+
+def test_maps_come_back_at_original_size(tiny_detector):
+    rng = np.random.default_rng(0)
+    images = [(rng.random((48, 80)) * 255).astype(np.uint8), (rng.random((32, 32)) * 255).astype(np.uint8)]
+    scores, maps = tiny_detector.score_images(images)
+    assert [m.shape for m in maps] == [(48, 80), (32, 32)]
+    assert scores.shape == (2,)
+
+
+def test_higher_score_for_an_obvious_defect(tiny_detector, tiny_data):
+    good = read_image(list_images(tiny_data / "test" / "good")[0], 1)
+    bad = good.copy()
+    bad[10:20, 10:20] = 0  # a black square
+    s_good, s_bad = tiny_detector.score([good, bad])
+    assert s_bad > s_good
+
+
+def test_save_load_round_trip(tiny_detector, tiny_data, tmp_path):
+    run = tiny_detector.save(tmp_path / "run")
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "detector.json", "model.keras"]
+    meta = json.loads((run / "detector.json").read_text())
+    assert meta["schema_version"] == SCHEMA_VERSION
+    assert meta["threshold"]["value"] == tiny_detector.threshold_
+    assert meta["score_stats"]["count"] == 6 and len(meta["val_scores"]) == 6
+    assert meta["preprocessing"]["image_size"] == [32, 32] and meta["preprocessing"]["channels"] == 1
+    assert {"anomaly_ae", "keras", "backend"} <= set(meta["versions"])
+    assert meta["config"]["model"]["widths"] == [8, 16]
+    loaded = Detector.load(run)
+    assert loaded.threshold_ == tiny_detector.threshold_
+    assert loaded.config == tiny_detector.config
+    x = tiny_data / "test"
+    np.testing.assert_array_equal(loaded.score(x), tiny_detector.score(x))
+    # saving again over an existing directory replaces the files
+    tiny_detector.save(run)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_load_errors_are_clear(tmp_path, tiny_detector):
+    with pytest.raises(ModelDirError, match="not a model directory"):
+        Detector.load(tmp_path / "missing")
+    run = tiny_detector.save(tmp_path / "run")
+    meta = json.loads((run / "detector.json").read_text())
+    meta["schema_version"] = 99
+    (run / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelDirError, match="schema_version 99"):
+        Detector.load(run)
+
+
+def test_unfitted_detector_refuses():
+    with pytest.raises(NotFittedError):
+        Detector().score(np.zeros((1, 32, 32, 1), np.uint8))
+
+
+def test_fit_on_arrays_and_rgb(tiny_config):
+    cfg = tiny_config.with_overrides({"data.channels": 3, "train.epochs": 1})
+    x = (np.random.default_rng(0).random((8, 40, 40, 3)) * 255).astype(np.uint8)
+    det = Detector(cfg).fit(x)
+    assert det.train_info_["n_train"] == 6
+    assert det.score(x).shape == (8,)
+    assert det.anomaly_maps(x).shape == (8, 40, 40)
+
+
+def test_same_seed_same_model(tiny_config, tiny_data):
+    cfg = tiny_config.with_overrides({"train.epochs": 1})
+    a = Detector(cfg).fit(tiny_data / "train" / "good")
+    b = Detector(cfg).fit(tiny_data / "train" / "good")
+    np.testing.assert_allclose(a.val_scores_, b.val_scores_, rtol=1e-5)
+
+
+def test_unreadable_training_files_are_skipped(tiny_config, tiny_data, tmp_path):
+    import shutil
+
+    good = tmp_path / "good"
+    shutil.copytree(tiny_data / "train" / "good", good)
+    (good / "broken.png").write_bytes(b"not an image")
+    det = Detector(tiny_config.with_overrides({"train.epochs": 1})).fit(good)
+    assert [s["path"].endswith("broken.png") for s in det.train_info_["skipped"]] == [True]
+    assert det.train_info_["n_train"] + det.train_info_["n_val"] == 24
