@@ -47,4 +47,4 @@ class RichProgress(keras.callbacks.Callback):
         parts = [f"{k} {float(logs[k]):.5f}" for k in ("loss", "val_loss") if k in logs]
         self.last = "  " + "  ".join(parts) if parts else ""
         self.progress.update(self.task, description=f"epoch {epoch + 1}/{self.epochs}{self.last}")
-        self.progress.console.log(f"epoch {epoch + 1}/{self.epochs}{self.last}")
+        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs}{self.last}")

@@ -1,0 +1,1 @@
+"""The ``anomaly-ae`` command line (typer). Commands import the library lazily: ``--help`` stays fast."""

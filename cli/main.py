@@ -1,0 +1,43 @@
+"""Entry point of the ``anomaly-ae`` console script: one sub-module per command."""
+
+from __future__ import annotations
+
+import os
+
+# Before any TensorFlow import: keep TF's C++ start-up chatter out of the user's terminal, and keep
+# albumentations from checking the network for a newer version on import.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import typer  # noqa: E402
+
+from cli.common import silence_native_stderr  # noqa: E402
+from cli.score import score  # noqa: E402
+from cli.train import train  # noqa: E402
+
+app = typer.Typer(
+    name="anomaly-ae",
+    help="Learn what good parts look like; find and localise defects by reconstruction error.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """anomaly-ae: autoencoder-based visual inspection (train on good images, score new ones)."""
+
+
+app.command("train")(train)
+app.command("score")(score)
+
+
+def main() -> None:
+    """Console-script entry point: quiet native TensorFlow logging, then run the typer app."""
+    silence_native_stderr()
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,87 @@
+"""``anomaly-ae score RUN_DIR INPUT_DIR --out OUT_DIR``: scores.csv + heatmap overlays.
+
+Streams the folder in batches (never the whole folder in memory). A file that cannot be read gets a
+row with an empty score and the reason; the run goes on. Exit code 0 when every file scored, 3 when
+some failed, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import EXIT_PARTIAL, console, fail_usage
+
+
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="Model directory written by 'anomaly-ae train'.")],
+    input_dir: Annotated[Path, typer.Argument(help="Folder of images to score (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv and heatmaps/.")],
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call.")] = None,
+    heatmaps: Annotated[bool, typer.Option(help="Write heatmap overlays.")] = True,
+) -> None:
+    """Score every image in INPUT_DIR with the model in RUN_DIR."""
+    if not run_dir.is_dir():
+        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    if not input_dir.is_dir():
+        fail_usage(f"INPUT_DIR {input_dir} is not a folder")
+
+    from anomaly_ae.artifact import ModelDirError
+    from anomaly_ae.data import list_images
+
+    paths = list_images(input_dir)
+    if not paths:
+        fail_usage(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from anomaly_ae.data import ImageReadError, iter_batches, read_image
+    from anomaly_ae.detector import Detector
+    from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_png_atomic
+
+    try:
+        det = Detector.load(run_dir)
+    except ModelDirError as err:
+        fail_usage(str(err))
+    bs = batch_size or det.config.scoring.batch_size
+    threshold = det.threshold_
+    n_ok = n_anomalous = n_failed = 0
+    csv_out = ScoresCsv(out / "scores.csv")
+    with Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("scoring", total=len(paths))
+        for batch in iter_batches(paths, bs):
+            images, ok_paths = [], []
+            for p in batch:
+                rel = p.relative_to(input_dir).as_posix()
+                try:
+                    images.append(read_image(p, det.preprocessing_.channels))
+                    ok_paths.append(p)
+                except ImageReadError as err:
+                    csv_out.write(rel, None, threshold, str(err))
+                    console.print(f"[yellow]failed[/yellow] {rel}: {err}")
+                    n_failed += 1
+            if images:
+                scores, maps = det.score_images(images)
+                for p, image, s, amap in zip(ok_paths, images, scores, maps, strict=True):
+                    rel_path = p.relative_to(input_dir)
+                    csv_out.write(rel_path.as_posix(), float(s), threshold)
+                    if heatmaps:
+                        overlay = heatmap_overlay(image, amap, det.heatmap_range_)
+                        write_png_atomic(out / "heatmaps" / rel_path.with_suffix(".png"), overlay)
+                    n_ok += 1
+                    n_anomalous += int(s > threshold)
+            progress.advance(task, len(batch))
+    csv_out.close()
+    console.print(
+        f"scored {n_ok}, anomalous {n_anomalous}, failed {n_failed} (threshold {threshold:.6g})"
+    )
+    console.print(f"scores         {out / 'scores.csv'}")
+    if heatmaps:
+        console.print(f"heatmaps       {out / 'heatmaps'}")
+    if n_failed:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -1,0 +1,138 @@
+"""``anomaly-ae train GOOD_DIR``: fit a detector, save its model directory, track the run in MLflow."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, fail_usage
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def train(
+    good_dir: Annotated[Path, typer.Argument(help="Folder of good images (searched recursively).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (default: configs/default.yaml).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Model directory to write (default: runs/<timestamp>).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    image_size: Annotated[int | None, typer.Option(min=8, help="Override data.image_size (square).")] = None,
+    channels: Annotated[int | None, typer.Option(min=1, max=3, help="Override data.channels: 1 or 3.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")] = False,
+) -> None:
+    """Train an autoencoder on GOOD_DIR and write a self-contained model directory."""
+    if not good_dir.is_dir():
+        fail_usage(f"GOOD_DIR {good_dir} is not a folder")
+    if channels == 2:
+        fail_usage("--channels must be 1 or 3")
+    cfg_path = config or DEFAULT_CONFIG
+    if not cfg_path.is_file():
+        fail_usage(f"config file {cfg_path} not found")
+
+    from pydantic import ValidationError
+
+    from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.data import list_images
+
+    try:
+        cfg = DetectorConfig.from_yaml(cfg_path).with_overrides(
+            {
+                "train.epochs": epochs,
+                "data.image_size": image_size,
+                "data.channels": channels,
+                "train.seed": seed,
+                "tracking.experiment": experiment,
+            }
+        )
+    except (ValidationError, ValueError, KeyError) as err:
+        fail_usage(f"invalid configuration: {err}")
+    n_images = len(list_images(good_dir))
+    if n_images < 2:
+        fail_usage(f"GOOD_DIR {good_dir} holds {n_images} image(s); at least 2 are needed")
+
+    run_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if no_track:
+        from anomaly_ae.tracking import NullTracker
+
+        tracker = NullTracker()
+        _fit_and_save(cfg, good_dir, run_dir, tracker)
+        return
+    from anomaly_ae.tracking import MlflowTracker, local_store_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd())
+    with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name) as tracker:
+        _fit_and_save(cfg, good_dir, run_dir, tracker)
+        console.print(f"MLflow run     {tracker.run_id} in {uri}")
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            console.print(f"               view it with: mlflow ui --backend-store-uri {uri}")
+
+
+def _fit_and_save(cfg, good_dir: Path, run_dir: Path, tracker) -> None:  # noqa: ANN001
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from anomaly_ae.callbacks import RichProgress, TrackingCallback
+    from anomaly_ae.detector import Detector
+    from anomaly_ae.report import reconstruction_grid
+
+    tracker.log_params({"data.good_dir": str(good_dir), **cfg.flat()})
+    console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({cfg.data.image_size[0]}x"
+                  f"{cfg.data.image_size[1]}x{cfg.data.channels}, up to {cfg.train.epochs} epochs)")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        det = Detector(cfg).fit(
+            good_dir, callbacks=[RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
+        )
+    det.save(run_dir)
+
+    info = det.train_info_
+    stats = det.score_stats_
+    tracker.log_metrics(
+        {
+            "threshold": det.threshold_,
+            "val_score_mean": stats.mean,
+            "val_score_std": stats.std,
+            "val_score_max": stats.max,
+            **{f"val_score_{k}": v for k, v in stats.quantiles.items()},
+            "best_val_loss": info["best_val_loss"],
+            "best_epoch": info["best_epoch"],
+            "fit_seconds": info["fit_seconds"],
+            "n_train": info["n_train"],
+            "n_val": info["n_val"],
+            "n_skipped": len(info["skipped"]),
+        }
+    )
+    if tracker.run_id is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            grid = Path(tmp) / "validation_grid.png"
+            x = det.preprocessing_(det.val_sample_)
+            x_hat = det.reconstruct(x)
+            from anomaly_ae.scoring import residual_map, smooth
+
+            maps = smooth(residual_map(x, x_hat, cfg.scoring.metric), cfg.scoring.smoothing_sigma)
+            grid.write_bytes(reconstruction_grid(x, x_hat, maps, det.heatmap_range_))
+            tracker.log_artifact(grid)
+        tracker.log_artifact(run_dir / "config.yaml")
+        tracker.log_artifacts(run_dir, "model")
+
+    for item in info["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {item['path']}: {item['error']}")
+    console.print(f"model          {run_dir}")
+    console.print(
+        f"trained        {info['n_train']} images, validated on {info['n_val']}, {info['epochs_run']} epochs "
+        f"(best {info['best_epoch']}, val loss {info['best_val_loss']:.5g}) in {info['fit_seconds']:.1f} s"
+    )
+    console.print(
+        f"threshold      {det.threshold_:.6g} (quantile {cfg.threshold.quantile} of {stats.count} "
+        f"validation-good scores; mean {stats.mean:.4g}, std {stats.std:.4g}, max {stats.max:.4g})"
+    )
+

@@ -1,0 +1,124 @@
+import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tiny_config_file, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    res = runner.invoke(
+        app,
+        ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file), "--out", str(run),
+         "--epochs", "1", "--no-track"],
+    )
+    assert res.exit_code == 0, res.output
+    return run, res.output
+
+
+def test_train_writes_model_dir_and_summary(trained_run):
+    run, output = trained_run
+    assert (run / "model.keras").is_file() and (run / "detector.json").is_file()
+    assert "threshold" in output and str(run) in output
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 1  # the CLI flag overrode the file's 2
+    assert saved["data"]["image_size"] == [32, 32]
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        return header, [dict(zip(header, r, strict=True)) for r in reader]
+
+
+def test_score_folder_with_corrupt_file_and_subfolders(trained_run, tiny_data, tmp_path):
+    run, _ = trained_run
+    inp = tmp_path / "in"
+    shutil.copytree(tiny_data / "test", inp)
+    (inp / "good" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (inp / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["score", str(run), str(inp), "--out", str(out), "--batch-size", "3"])
+    assert res.exit_code == 3, res.output
+    header, rows = _read_csv(out / "scores.csv")
+    assert header == ["path", "score", "is_anomaly", "threshold", "error"]
+    assert len(rows) == 4 + 2 * 3 + 2
+    by_path = {r["path"]: r for r in rows}
+    assert by_path["good/corrupt.png"]["score"] == "" and "cannot decode" in by_path["good/corrupt.png"]["error"]
+    assert "empty file" in by_path["empty.jpg"]["error"]
+    scored = [r for r in rows if not r["error"]]
+    assert len(scored) == 10
+    threshold = float(scored[0]["threshold"])
+    for r in scored:
+        assert r["is_anomaly"] == str(float(r["score"]) > threshold).lower()
+        assert (out / "heatmaps" / r["path"]).with_suffix(".png").is_file()
+    assert "scored 10" in res.output and "failed 2" in res.output
+    assert not (out / "scores.csv.partial").exists()
+
+
+def test_score_all_good_exits_zero_and_matches_api(trained_run, tiny_data, tmp_path):
+    run, _ = trained_run
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["score", str(run), str(tiny_data / "test" / "good"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    _, rows = _read_csv(out / "scores.csv")
+    from anomaly_ae.detector import Detector
+
+    api = Detector.load(run).score(tiny_data / "test" / "good")
+    assert [float(r["score"]) for r in rows] == pytest.approx(api.tolist(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["score", "no/such/run", "."],
+        ["score", "{run}", "{empty}"],
+        ["score", "{empty}", "{empty}"],
+        ["train", "{empty}", "--no-track"],
+        ["train", "no/such/folder", "--no-track"],
+        ["train", "{empty}", "--channels", "2"],
+    ],
+)
+def test_usage_errors_exit_2(args, trained_run, tmp_path):
+    run, _ = trained_run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = [a.format(run=run, empty=empty) for a in args]
+    if argv[0] == "score":
+        argv += ["--out", str(tmp_path / "o")]
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 2, res.output
+
+
+def test_help_does_not_import_heavy_packages():
+    code = "\n".join(
+        [
+            "import sys",
+            "from typer.testing import CliRunner",
+            "from cli.main import app",
+            "r = CliRunner().invoke(app, ['--help'])",
+            "assert r.exit_code == 0 and 'train' in r.output and 'score' in r.output, r.output",
+            "heavy = ('keras', 'tensorflow', 'mlflow', 'cv2', 'matplotlib', 'albumentations')",
+            "loaded = [m for m in heavy if m in sys.modules]",
+            "assert not loaded, loaded",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr + out.stdout
+
+
+def test_console_script_help():
+    exe = shutil.which("anomaly-ae", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "console script anomaly-ae is not installed"
+    out = subprocess.run([exe, "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--no-track" in out.stdout

@@ -1,0 +1,62 @@
+from typer.testing import CliRunner
+
+from cli.main import app
+
+
+def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_dir = tmp_path / "run"
+    res = CliRunner().invoke(
+        app,
+        ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file), "--out", str(run_dir),
+         "--experiment", "unit-test"],
+    )
+    assert res.exit_code == 0, res.output
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("unit-test")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in res.output
+    p = run.data.params
+    assert p["train.epochs"] == "2" and p["model.widths"] == "[8, 16]" and p["data.image_size"] == "[32, 32]"
+    assert p["data.good_dir"].endswith("good")
+    assert len(p) > 30
+    loss = client.get_metric_history(run.info.run_id, "loss")
+    val = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in loss] == [0, 1] and [m.step for m in val] == [0, 1]
+    import json
+
+    meta = json.loads((run_dir / "detector.json").read_text())
+    assert run.data.metrics["threshold"] == meta["threshold"]["value"]
+    assert run.data.metrics["val_score_mean"] == meta["score_stats"]["mean"]
+    assert run.data.metrics["n_val"] == 6
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"validation_grid.png", "config.yaml", "model"} <= top
+    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.keras", "model/detector.json", "model/config.yaml"} <= model_files
+    grid = client.download_artifacts(run.info.run_id, "validation_grid.png", str(tmp_path))
+    assert open(grid, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_store_is_sqlite_in_working_dir(tmp_path):
+    from anomaly_ae.tracking import local_store_uri
+
+    assert local_store_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_no_track_creates_no_store(tiny_data, tiny_config_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = CliRunner().invoke(
+        app,
+        ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file), "--out", "r",
+         "--epochs", "1", "--no-track"],
+    )
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
