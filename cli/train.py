@@ -6,11 +6,15 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import console, fail_usage
+
+if TYPE_CHECKING:
+    from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.tracking import Tracker
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -75,7 +79,7 @@ def train(
             console.print(f"               view it with: mlflow ui --backend-store-uri {uri}")
 
 
-def _fit_and_save(cfg, good_dir: Path, run_dir: Path, tracker) -> None:  # noqa: ANN001
+def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: Tracker) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.callbacks import RichProgress, TrackingCallback
@@ -89,9 +93,12 @@ def _fit_and_save(cfg, good_dir: Path, run_dir: Path, tracker) -> None:  # noqa:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     ) as progress:
-        det = Detector(cfg).fit(
-            good_dir, callbacks=[RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
-        )
+        try:
+            det = Detector(cfg).fit(
+                good_dir, callbacks=[RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
+            )
+        except ValueError as err:  # e.g. fewer than 2 readable images
+            fail_usage(str(err))
     det.save(run_dir)
 
     info = det.train_info_

@@ -122,3 +122,13 @@ def test_console_script_help():
     assert exe, "console script anomaly-ae is not installed"
     out = subprocess.run([exe, "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--no-track" in out.stdout
+
+
+def test_train_on_a_folder_of_unreadable_files_is_a_usage_error(tmp_path, tiny_config_file):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("a.png", "b.jpg", "c.png"):
+        (bad / name).write_bytes(b"not an image")
+    res = runner.invoke(app, ["train", str(bad), "--config", str(tiny_config_file), "--no-track"])
+    assert res.exit_code == 2
+    assert "at least 2 good images" in res.output
