@@ -84,9 +84,15 @@ def detector_metadata(det: Detector) -> dict[str, Any]:
         "config": det.config.to_dict(),
         "preprocessing": det.preprocessing_.to_dict(),
         "threshold": {
-            "method": det.config.threshold.method,
-            "quantile": det.config.threshold.quantile,
+            **det.config.threshold.model_dump(mode="json"),
             "value": float(det.threshold_),
+            "pixel_value": float(det.pixel_threshold_),
+            "expected_fpr": float(det.expected_fpr_),
+        },
+        "normalization": {
+            "formula": "clip((score - threshold) / (max - min) + 0.5, 0, 1)",
+            "min": det.norm_range_[0],
+            "max": det.norm_range_[1],
         },
         "score_stats": det.score_stats_.to_dict(),
         "val_scores": [float(s) for s in det.val_scores_],
@@ -139,6 +145,9 @@ def load_detector(path: Path) -> Detector:
     det.model_ = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
     det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
     det.threshold_ = float(meta["threshold"]["value"])
+    det.pixel_threshold_ = float(meta["threshold"]["pixel_value"])
+    det.expected_fpr_ = float(meta["threshold"]["expected_fpr"])
+    det.norm_range_ = (float(meta["normalization"]["min"]), float(meta["normalization"]["max"]))
     det.score_stats_ = ScoreStats.from_dict(meta["score_stats"])
     det.val_scores_ = np.asarray(meta["val_scores"], dtype=np.float64)
     det.heatmap_range_ = tuple(meta["heatmap_range"])

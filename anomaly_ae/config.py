@@ -41,6 +41,10 @@ class DataConfig(_Section):
     channels: Literal[1, 3] = 1
     holdout_fraction: float = Field(0.15, gt=0.0, lt=0.9)
     cache_mb: int = Field(1024, ge=0, description="decoded training images are kept in RAM up to this")
+    patch_size: int | None = Field(
+        None, ge=8, description="train on random square patches of the resized images; score whole images"
+    )
+    patches_per_image: int = Field(16, ge=1, description="random patches per training image and epoch")
     augment: AugmentConfig = AugmentConfig()
 
     @field_validator("image_size", mode="before")
@@ -93,18 +97,29 @@ class TrainConfig(_Section):
 class ScoringConfig(_Section):
     """Residual map -> anomaly map -> image score."""
 
-    metric: Literal["l2", "l1"] = "l2"
-    smoothing_sigma: float = Field(2.0, ge=0.0, description="Gaussian sigma in model-resolution pixels")
+    metric: Literal["l2", "l1", "ssim", "ssim_l1"] = "l2"
+    channel_reduction: Literal["mean", "max"] = "mean"
+    ssim_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of 1-SSIM in the ssim_l1 map")
+    smoothing_sigma: float = Field(
+        2.0, ge=0.0, description="Gaussian sigma in pixels of the original image (typical training size)"
+    )
     reduction: Literal["max", "mean", "topk_mean"] = "max"
     topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
     batch_size: int = Field(32, ge=1)
+    tile_size: int | None = Field(None, ge=16, description="reconstruct large images in overlapping tiles")
+    tile_overlap: int = Field(32, ge=0)
 
 
 class ThresholdConfig(_Section):
-    """Image threshold calibrated on held-out good images."""
+    """Image and pixel thresholds, calibrated on held-out good images (or labelled data with f1)."""
 
-    method: Literal["quantile"] = "quantile"
+    method: Literal["quantile", "mad", "max", "f1"] = "quantile"
     quantile: float = Field(0.99, gt=0.0, le=1.0)
+    mad_k: float = Field(3.0, gt=0.0, description="k of median + k * 1.4826 * MAD")
+    pixel_method: Literal["quantile", "f1"] = "quantile"
+    pixel_quantile: float = Field(
+        0.99, gt=0.0, le=1.0, description="quantile of the per-image peak pixel of validation-good maps"
+    )
 
 
 class TrackingConfig(_Section):
@@ -127,10 +142,23 @@ class DetectorConfig(_Section):
     def _check_depth(self) -> DetectorConfig:
         factor = 2 ** len(self.model.widths)
         h, w = self.data.image_size
-        if h % factor or w % factor:
+        patch = self.data.patch_size
+        if patch is not None:
+            if patch % factor:
+                raise ValueError(f"patch_size {patch} must be divisible by 2**len(widths) = {factor}")
+            if patch > min(h, w):
+                raise ValueError(f"patch_size {patch} is larger than image_size {h}x{w}")
+            if self.model.bottleneck != "conv":
+                raise ValueError("patch training needs a fully convolutional model: model.bottleneck 'conv'")
+        elif h % factor or w % factor:
             raise ValueError(
                 f"image_size {h}x{w} must be divisible by 2**len(widths) = {factor} "
                 f"({len(self.model.widths)} down-sampling blocks)"
+            )
+        tile = self.scoring.tile_size
+        if tile is not None and (tile % factor or tile <= 2 * self.scoring.tile_overlap):
+            raise ValueError(
+                f"tile_size {tile} must be divisible by {factor} and larger than twice tile_overlap"
             )
         return self
 

@@ -75,18 +75,32 @@ class Preprocessing:
 
     image_size: tuple[int, int]  # (height, width) the model sees
     channels: int
+    source_size: tuple[int, int] | None = None  # typical (height, width) of the training images
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = asdict(self)
         d["image_size"] = list(self.image_size)
+        d["source_size"] = list(self.source_size) if self.source_size else None
         d["scale"] = "uint8 / 255"
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         """Inverse of :meth:`to_dict`."""
-        return cls(image_size=tuple(d["image_size"]), channels=int(d["channels"]))  # type: ignore[arg-type]
+        src = d.get("source_size")
+        return cls(
+            image_size=tuple(d["image_size"]),  # type: ignore[arg-type]
+            channels=int(d["channels"]),
+            source_size=tuple(src) if src else None,  # type: ignore[arg-type]
+        )
+
+    def with_source_size(self, sizes: Sequence[tuple[int, int]]) -> Preprocessing:
+        """Copy recording the median (height, width) of the original images."""
+        if not sizes:
+            return self
+        arr = np.asarray(sizes)
+        return Preprocessing(self.image_size, self.channels, (int(np.median(arr[:, 0])), int(np.median(arr[:, 1]))))
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8/float ``(H, W, C)`` -> same dtype ``(h, w, C)`` at the model size."""
@@ -157,6 +171,7 @@ class LoadResult:
     images: np.ndarray  # uint8 (N, h, w, C)
     paths: list[Path]
     failures: list[tuple[Path, str]]
+    sizes: list[tuple[int, int]]  # original (height, width) of each image
 
 
 def load_folder(paths: Sequence[Path], preprocessing: Preprocessing) -> LoadResult:
@@ -165,6 +180,7 @@ def load_folder(paths: Sequence[Path], preprocessing: Preprocessing) -> LoadResu
     images = np.empty((len(paths), h, w, preprocessing.channels), dtype=np.uint8)
     ok: list[Path] = []
     failures: list[tuple[Path, str]] = []
+    sizes: list[tuple[int, int]] = []
     for p in paths:
         try:
             image = read_image(p, preprocessing.channels)
@@ -173,7 +189,8 @@ def load_folder(paths: Sequence[Path], preprocessing: Preprocessing) -> LoadResu
             continue
         images[len(ok)] = preprocessing.resize(image)
         ok.append(p)
-    return LoadResult(images[: len(ok)], ok, failures)
+        sizes.append(image.shape[:2])
+    return LoadResult(images[: len(ok)], ok, failures, sizes)
 
 
 def iter_batches(paths: Sequence[Path], batch_size: int) -> Iterator[Sequence[Path]]:

@@ -18,14 +18,20 @@ from anomaly_ae.data import Preprocessing, read_image
 class ImageDataset(keras.utils.PyDataset):
     """Yields ``(x, x)`` float32 batches ``(B, h, w, C)`` in [0, 1] for autoencoder training.
 
+    With ``patch_size`` set, each item is a random ``patch_size`` square crop of a (resized) image,
+    ``patches_per_image`` per image and epoch; the crops are drawn again every epoch when ``shuffle``
+    is on, and stay fixed otherwise (validation).
+
     Args:
         source: uint8 ``(N, h, w, C)`` images already at model size (cached), or file paths that are
             decoded on every access (for folders too large for RAM).
         preprocessing: resize/channels/scaling.
-        batch_size: images per batch; the last batch may be smaller.
+        batch_size: items per batch; the last batch may be smaller.
         augment: albumentations settings; ``None`` or all-off means no augmentation.
-        shuffle: reshuffle the order at every epoch (seeded).
-        seed: seeds the order and the augmentation.
+        shuffle: reshuffle (and redraw patches) at every epoch (seeded).
+        seed: seeds the order, the patches and the augmentation.
+        patch_size: crop side in pixels, or ``None`` for whole images.
+        patches_per_image: crops per image and epoch.
     """
 
     def __init__(
@@ -36,6 +42,8 @@ class ImageDataset(keras.utils.PyDataset):
         augment: AugmentConfig | None = None,
         shuffle: bool = False,
         seed: int = 0,
+        patch_size: int | None = None,
+        patches_per_image: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -43,14 +51,28 @@ class ImageDataset(keras.utils.PyDataset):
         self.preprocessing = preprocessing
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.patch_size = patch_size
+        self.patches_per_image = patches_per_image if patch_size else 1
         self._rng = np.random.default_rng(seed)
-        self._order = np.arange(len(source))
         self._augment = build_augmentation(augment, seed) if augment is not None and augment.enabled else None
-        if shuffle:
-            self._rng.shuffle(self._order)
+        self._items = self._draw_items()
+
+    def _draw_items(self) -> np.ndarray:
+        """``(M, 3)`` int array of (image index, top, left)."""
+        n = len(self.source)
+        idx = np.repeat(np.arange(n), self.patches_per_image)
+        items = np.zeros((len(idx), 3), np.int64)
+        items[:, 0] = idx
+        if self.patch_size:
+            h, w = self.preprocessing.image_size
+            items[:, 1] = self._rng.integers(0, h - self.patch_size + 1, len(idx))
+            items[:, 2] = self._rng.integers(0, w - self.patch_size + 1, len(idx))
+        if self.shuffle:
+            self._rng.shuffle(items)
+        return items
 
     def __len__(self) -> int:
-        return math.ceil(len(self.source) / self.batch_size)
+        return math.ceil(len(self._items) / self.batch_size)
 
     def _image(self, i: int) -> np.ndarray:
         if isinstance(self.source, np.ndarray):
@@ -58,13 +80,25 @@ class ImageDataset(keras.utils.PyDataset):
         return self.preprocessing.resize(read_image(self.source[i], self.preprocessing.channels))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = [self._image(int(i)) for i in idx]
+        rows = self._items[index * self.batch_size : (index + 1) * self.batch_size]
+        images = []
+        for i, top, left in rows:
+            im = self._image(int(i))
+            if self.patch_size:
+                im = im[top : top + self.patch_size, left : left + self.patch_size]
+            images.append(im)
         if self._augment is not None:
             images = [self._augment(image=im)["image"].reshape(im.shape) for im in images]
-        x = self.preprocessing(np.stack(images))
+        x = self.preprocessing(np.stack(images)) if not self.patch_size else _scale(np.stack(images))
         return x, x
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self._rng.shuffle(self._order)
+            self._items = self._draw_items()
+
+
+def _scale(images: np.ndarray) -> np.ndarray:
+    """Already-cropped model-resolution images to float32 in [0, 1] (no resize)."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32)

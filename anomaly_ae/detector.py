@@ -8,8 +8,9 @@ pyod-like API where a score always means "higher = more anomalous"::
     det.predict(images)        # (N,) bool, score > threshold_
     det.save("runs/a"); Detector.load("runs/a")
 
-Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``threshold_``, ``score_stats_``,
-``val_scores_``, ``heatmap_range_``, ``history_``, ``train_info_`` (and, after ``fit`` only,
+Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``threshold_``, ``pixel_threshold_``,
+``expected_fpr_``, ``norm_range_``, ``score_stats_``, ``val_scores_``, ``heatmap_range_``, ``history_``,
+``train_info_`` (and, after ``fit`` only,
 ``val_sample_``: up to 8 held-out images at model size).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from anomaly_ae.config import DetectorConfig
+from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data import (
     ImageReadError,
     Preprocessing,
@@ -32,10 +33,12 @@ from anomaly_ae.data import (
     split_holdout,
 )
 from anomaly_ae.dataset import ImageDataset
+from anomaly_ae.metrics import PixelAccumulator
 from anomaly_ae.models import build_model
-from anomaly_ae.scoring import image_score, residual_map, resize_map, smooth
+from anomaly_ae.scoring import image_score, model_sigma, residual_map, resize_map, smooth
 from anomaly_ae.seeding import set_seed
-from anomaly_ae.thresholds import ScoreStats, fit_threshold
+from anomaly_ae.thresholds import ScoreStats, expected_fpr, fit_threshold, normalize
+from anomaly_ae.tiling import pad_to_multiple, tiled_predict
 
 ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
 
@@ -52,23 +55,28 @@ class Detector:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, good: ImagesLike, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Detector:
-        """Train on good images (a folder, or an array ``(N, H, W[, C])``) and calibrate the threshold.
+        """Train on good images (a folder, or an array ``(N, H, W[, C])``) and calibrate the thresholds.
 
         A seeded ``holdout_fraction`` of the images is never trained on: it drives early stopping and
-        the image threshold. Unreadable files in a folder are skipped and listed in
-        ``train_info_["skipped"]``.
+        the thresholds. Unreadable files in a folder are skipped and listed in
+        ``train_info_["skipped"]``. With ``data.patch_size`` the model trains on random patches and
+        reconstructs whole images (fully convolutional).
         """
         cfg = self.config
         set_seed(cfg.train.seed)
         pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
-        images, skipped = self._load_training_images(good, pre)
+        images, skipped, sizes = self._load_training_images(good, pre)
+        pre = pre.with_source_size(sizes)
         train_idx, val_idx = split_holdout(len(images), cfg.data.holdout_fraction, cfg.train.seed)
         train_src = _take(images, train_idx)
         val_images = np.stack([_at_model_size(images, i, pre) for i in val_idx])
 
         bs = cfg.train.batch_size
-        train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed)
-        val_ds = ImageDataset(val_images, pre, bs)
+        patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image}
+        train_ds = ImageDataset(
+            train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed, **patches
+        )
+        val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
         model = build_model(cfg)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
         early = keras.callbacks.EarlyStopping(
@@ -97,29 +105,68 @@ class Detector:
         }
         return self
 
-    def calibrate(self, good: ImagesLike) -> Detector:
-        """(Re)compute validation scores, statistics, threshold and heatmap range from good images."""
+    def calibrate(
+        self,
+        good: ImagesLike,
+        anomalous: ImagesLike | None = None,
+        masks: Sequence[np.ndarray | None] | None = None,
+        threshold: ThresholdConfig | None = None,
+    ) -> Detector:
+        """(Re)compute the image and pixel thresholds, score statistics and heatmap range. No retraining.
+
+        Args:
+            good: held-out good images (never the training images: an autoencoder reconstructs those
+                too well). Their scores give the statistics and the ``quantile``/``mad``/``max``
+                thresholds.
+            anomalous: labelled anomalous images, needed by ``method: f1``.
+            masks: bool ground-truth masks ``(H, W)`` at the size of each anomalous image (``None``
+                for an image without one), needed by ``pixel_method: f1``.
+            threshold: new threshold settings (replace ``config.threshold``).
+        """
         self._check_fitted(need_threshold=False)
-        x = self._preprocess(good)
-        maps = self._maps_at_model_size(x)
-        s = self.config.scoring
-        scores = image_score(maps, s.reduction, s.topk_fraction)
+        if threshold is not None:
+            self.config = self.config.model_copy(update={"threshold": threshold})
         t = self.config.threshold
+        good_images = self._decode(good)
+        scores, maps = self._score_model_size(self.preprocessing_(good_images))
+        peaks = maps.reshape(len(maps), -1).max(axis=1)
+
+        bad_images = self._decode(anomalous) if anomalous is not None else []
+        if t.method == "f1":
+            if not bad_images:
+                raise ValueError("threshold method 'f1' needs anomalous images")
+            bad_scores = self.score_images(bad_images)[0]
+            labels = np.r_[np.zeros(len(scores), bool), np.ones(len(bad_scores), bool)]
+            self.threshold_ = fit_threshold(np.r_[scores, bad_scores], "f1", labels=labels)
+        else:
+            self.threshold_ = fit_threshold(scores, t.method, t.quantile, t.mad_k)
+        if t.pixel_method == "f1":
+            if not bad_images or masks is None:
+                raise ValueError("pixel_method 'f1' needs anomalous images with masks")
+            acc = PixelAccumulator()
+            for im in good_images:
+                acc.add(self.score_images([im])[1][0])
+            for im, m in zip(bad_images, masks, strict=True):
+                if m is not None:
+                    acc.add(self.score_images([im])[1][0], m)
+            self.pixel_threshold_ = acc.pixel_f1_max()[1]
+        else:
+            self.pixel_threshold_ = float(np.quantile(peaks, t.pixel_quantile))
         self.val_scores_ = scores
         self.score_stats_ = ScoreStats.of(scores)
-        self.threshold_ = fit_threshold(scores, t.method, t.quantile)
-        peaks = maps.reshape(len(maps), -1).max(axis=1)
+        self.expected_fpr_ = expected_fpr(scores, self.threshold_)
+        self.norm_range_ = (float(scores.min()), float(scores.max()))
         lo = float(np.median(maps))
-        hi = float(np.quantile(peaks, t.quantile))
-        self.heatmap_range_ = (lo, max(hi, lo + 1e-12))
+        self.heatmap_range_ = (lo, max(self.pixel_threshold_, lo + 1e-12))
         return self
 
     def _load_training_images(
         self, good: ImagesLike, pre: Preprocessing
-    ) -> tuple[np.ndarray | list[Path], list[tuple[Path, str]]]:
+    ) -> tuple[np.ndarray | list[Path], list[tuple[Path, str]], list[tuple[int, int]]]:
         if not isinstance(good, str | Path):
             arr = [np.asarray(im) for im in (good if not isinstance(good, np.ndarray) else _as_batch(good))]
-            return np.stack([pre.resize(pre.convert_channels(im)) for im in arr]), []
+            stacked = np.stack([pre.resize(pre.convert_channels(im)) for im in arr])
+            return stacked, [], [im.shape[:2] for im in arr]
         paths = list_images(good)
         if not paths:
             raise ValueError(f"no images found in {good}")
@@ -127,20 +174,34 @@ class Detector:
         budget = self.config.data.cache_mb * 2**20
         if len(paths) * h * w * pre.channels <= budget:
             loaded = load_folder(paths, pre)
-            return loaded.images, loaded.failures
-        readable, skipped = [], []  # too big for RAM: check every file once, then stream them
+            return loaded.images, loaded.failures, loaded.sizes
+        readable, skipped, sizes = [], [], []  # too big for RAM: check every file once, then stream them
         for p in paths:
             try:
-                read_image(p, pre.channels)
+                sizes.append(read_image(p, pre.channels).shape[:2])
                 readable.append(p)
             except ImageReadError as err:
                 skipped.append((p, str(err)))
-        return readable, skipped
+        return readable, skipped, sizes
 
     # ---------------------------------------------------------------- inference
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Model-size float32 ``(N, h, w, C)`` -> reconstructions, batched by ``scoring.batch_size``."""
+        """Model-size float32 ``(N, h, w, C)`` -> reconstructions, batched by ``scoring.batch_size``.
+
+        Fully convolutional (patch) models get reflect-padded inputs (sides rounded up to a multiple of
+        the down-sampling factor) and, with ``scoring.tile_size``, overlapping tiles.
+        """
         self._check_fitted(need_threshold=False)
+        s = self.config.scoring
+        factor = 2 ** len(self.config.model.widths)
+        xp, (h, w) = pad_to_multiple(x, factor)
+        if s.tile_size is not None and max(xp.shape[1:3]) > s.tile_size:
+            out = tiled_predict(self._predict_batched, xp, s.tile_size, s.tile_overlap)
+        else:
+            out = self._predict_batched(xp)
+        return out[:, :h, :w]
+
+    def _predict_batched(self, x: np.ndarray) -> np.ndarray:
         bs = self.config.scoring.batch_size
         out = np.empty(x.shape, dtype=np.float32)
         for i in range(0, len(x), bs):
@@ -151,25 +212,37 @@ class Detector:
             out[i : i + n] = keras.ops.convert_to_numpy(self.model_.predict_on_batch(batch))[:n]
         return out
 
+    def _sigma(self) -> tuple[float, float]:
+        pre = self.preprocessing_
+        return model_sigma(self.config.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
+
     def _maps_at_model_size(self, x: np.ndarray) -> np.ndarray:
         s = self.config.scoring
-        return smooth(residual_map(x, self.reconstruct(x), s.metric), s.smoothing_sigma)
+        res = residual_map(x, self.reconstruct(x), s.metric, s.channel_reduction, s.ssim_weight)
+        return smooth(res, self._sigma())
+
+    def _score_model_size(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps = self._maps_at_model_size(x)
+        s = self.config.scoring
+        return image_score(maps, s.reduction, s.topk_fraction), maps
 
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Decoded images of any sizes -> (scores ``(N,)``, anomaly maps, each at its image's size).
 
         Scores are computed on the model-size maps, so they do not depend on the original size.
         """
-        x = self.preprocessing_(list(images))
-        maps = self._maps_at_model_size(x)
-        s = self.config.scoring
-        scores = image_score(maps, s.reduction, s.topk_fraction)
+        scores, maps = self._score_model_size(self.preprocessing_(list(images)))
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
         self._check_fitted(need_threshold=False)
         return self.score_images(self._decode(images))[0]
+
+    def normalize(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on a [0, 1] scale where the image threshold is 0.5 (see :func:`thresholds.normalize`)."""
+        self._check_fitted(need_threshold=True)
+        return normalize(scores, self.threshold_, *self.norm_range_)
 
     def anomaly_maps(self, images: ImagesLike) -> np.ndarray:
         """Anomaly maps ``(N, H, W)`` at the input size (inputs of one size; else use ``score_images``)."""
@@ -181,6 +254,11 @@ class Detector:
         """``(N,)`` bool: ``score > threshold_``."""
         self._check_fitted(need_threshold=True)
         return self.score(images) > self.threshold_
+
+    def predict_masks(self, images: ImagesLike) -> np.ndarray:
+        """``(N, H, W)`` bool defect masks: ``anomaly map > pixel_threshold_`` (inputs of one size)."""
+        self._check_fitted(need_threshold=True)
+        return self.anomaly_maps(images) > self.pixel_threshold_
 
     # -------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ def build_model(config: DetectorConfig) -> keras.Model:
     """Instantiate the configured architecture for the configured image size and channels."""
     m = config.model
     cls = ARCHITECTURES[m.name]
-    h, w = config.data.image_size
+    h, w = config.data.image_size if config.data.patch_size is None else (None, None)
     return cls(
         input_shape=(h, w, config.data.channels),
         widths=m.widths,

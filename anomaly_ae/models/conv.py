@@ -27,7 +27,17 @@ def _conv_block(x: Any, width: int, n: int, activation: str, batch_norm: bool, n
 
 @keras.saving.register_keras_serializable(package="anomaly_ae")
 class ConvAutoencoder(Autoencoder):
-    """VGG-style convolutional autoencoder for ``(H, W, C)`` images in [0, 1]."""
+    """VGG-style convolutional autoencoder for ``(H, W, C)`` images in [0, 1].
+
+    ``input_shape`` may be ``(None, None, C)`` (with the conv bottleneck): a fully convolutional model
+    that trains on patches and reconstructs whole images whose sides are multiples of
+    ``2 ** len(widths)``.
+    """
+
+    @property
+    def downsampling(self) -> int:
+        """Total down-sampling factor, ``2 ** len(widths)``."""
+        return 2 ** len(self.widths)
 
     def __init__(
         self,
@@ -43,7 +53,7 @@ class ConvAutoencoder(Autoencoder):
         ssim_weight: float = 0.84,
         **kwargs: Any,
     ) -> None:
-        self.image_shape = tuple(int(v) for v in input_shape)
+        self.image_shape = tuple(None if v is None else int(v) for v in input_shape)
         self.widths = tuple(int(w) for w in widths)
         self.convs_per_block = int(convs_per_block)
         self.activation = activation
@@ -57,14 +67,17 @@ class ConvAutoencoder(Autoencoder):
     def _build_parts(self) -> tuple[keras.Model, keras.Model]:
         h, w, c = self.image_shape
         factor = 2 ** len(self.widths)
-        if h % factor or w % factor:
+        if h is None or w is None:
+            if self.bottleneck != "conv":
+                raise ValueError("a model for any image size (None dims) needs the 'conv' bottleneck")
+        elif h % factor or w % factor:
             raise ValueError(f"input {h}x{w} is not divisible by {factor} (2 ** number of blocks)")
         inp = keras.Input(shape=self.image_shape, name="image")
         x = inp
         for i, width in enumerate(self.widths):
             x = _conv_block(x, width, self.convs_per_block, self.activation, self.batch_norm, f"enc{i + 1}")
             x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
-        bh, bw = h // factor, w // factor
+        bh, bw = (h // factor, w // factor) if h is not None and w is not None else (None, None)
         if self.bottleneck == "conv":
             z = layers.Conv2D(self.latent_channels, 1, name="latent")(x)
         elif self.bottleneck == "dense":
@@ -90,7 +103,7 @@ class ConvAutoencoder(Autoencoder):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            input_shape=list(self.image_shape),
+            input_shape=list(self.image_shape),  # None for patch (fully convolutional) models
             widths=list(self.widths),
             convs_per_block=self.convs_per_block,
             activation=self.activation,
