@@ -156,6 +156,27 @@ def load_detector(path: Path) -> Detector:
     det.metadata_ = meta
     expected = (*det.preprocessing_.image_size, det.preprocessing_.channels)
     got = tuple(getattr(det.model_, "image_shape", expected))
-    if got != expected:
+    if any(g is not None and g != e for g, e in zip(got, expected, strict=True)):
         raise ModelDirError(f"{path}: model input {got} does not match preprocessing {expected}")
     return det
+
+
+def save_calibration(det: Detector, path: Path) -> Path:
+    """Rewrite only ``detector.json`` and ``config.yaml`` of an existing model directory (atomically).
+
+    Used by ``anomaly-ae calibrate``: the weights are untouched; the original ``created`` time is kept
+    and ``calibrated`` records when the thresholds changed.
+    """
+    if not (path / MODEL_FILE).is_file():
+        raise ModelDirError(f"not a model directory: {path} lacks {MODEL_FILE}")
+    meta = detector_metadata(det)
+    previous = getattr(det, "metadata_", {})
+    meta["created"] = previous.get("created", meta["created"])
+    meta["calibrated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
+    os.close(fd)
+    det.config.to_yaml(tmp)
+    os.replace(tmp, path / CONFIG_FILE)
+    write_json_atomic(path / META_FILE, meta)
+    det.metadata_ = meta
+    return path

@@ -52,6 +52,19 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
         raise
 
 
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (no pickle) through a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(array, np.float32), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class ScoresCsv:
     """``scores.csv`` written row by row into ``<name>.partial`` and renamed when closed."""
 

@@ -62,11 +62,19 @@ class MlflowTracker:
         run_name: optional display name.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None
+    ) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.resumed = False
+        if run_id is not None and self._run_exists(run_id):  # add to an existing run (e.g. evaluation)
+            self.run_id: str | None = run_id
+            self.experiment_id = self.client.get_run(run_id).info.experiment_id
+            self.resumed = True
+            return
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             artifact_location = None
@@ -79,11 +87,18 @@ class MlflowTracker:
         self.experiment_id = exp_id
         self.run_id: str | None = self.client.create_run(exp_id, run_name=run_name).info.run_id
 
+    def _run_exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception:  # noqa: BLE001 - mlflow raises MlflowException or store-specific errors
+            return False
+
     def __enter__(self) -> MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
+        if not self.resumed or exc_type:
+            self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log parameters (values stringified, 100 per request)."""

@@ -45,3 +45,12 @@ def silence_native_stderr() -> None:
         os.close(devnull)
     except OSError:  # no usable stderr: leave everything as it is
         pass
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the local store ``sqlite:///<cwd>/mlflow.db``."""
+    from pathlib import Path
+
+    from anomaly_ae.tracking import local_store_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd())

@@ -11,7 +11,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import typer  # noqa: E402
 
+from cli.calibrate import calibrate  # noqa: E402
 from cli.common import silence_native_stderr  # noqa: E402
+from cli.evaluate import evaluate  # noqa: E402
 from cli.score import score  # noqa: E402
 from cli.train import train  # noqa: E402
 
@@ -31,6 +33,8 @@ def _main() -> None:
 
 app.command("train")(train)
 app.command("score")(score)
+app.command("evaluate")(evaluate)
+app.command("calibrate")(calibrate)
 
 
 def main() -> None:

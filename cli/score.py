@@ -21,6 +21,8 @@ def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv and heatmaps/.")],
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call.")] = None,
     heatmaps: Annotated[bool, typer.Option(help="Write heatmap overlays.")] = True,
+    masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255) from the pixel threshold.")] = True,
+    raw_maps: Annotated[bool, typer.Option("--raw-maps", help="Also save float32 anomaly maps as .npy.")] = False,
 ) -> None:
     """Score every image in INPUT_DIR with the model in RUN_DIR."""
     if not run_dir.is_dir():
@@ -35,11 +37,12 @@ def score(
     if not paths:
         fail_usage(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
 
+    import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.data import ImageReadError, iter_batches, read_image
     from anomaly_ae.detector import Detector
-    from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_png_atomic
+    from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
 
     try:
         det = Detector.load(run_dir)
@@ -73,6 +76,11 @@ def score(
                     if heatmaps:
                         overlay = heatmap_overlay(image, amap, det.heatmap_range_)
                         write_png_atomic(out / "heatmaps" / rel_path.with_suffix(".png"), overlay)
+                    if masks:
+                        mask = (amap > det.pixel_threshold_).astype(np.uint8) * 255
+                        write_png_atomic(out / "masks" / rel_path.with_suffix(".png"), mask)
+                    if raw_maps:
+                        write_npy_atomic(out / "maps" / rel_path.with_suffix(".npy"), amap)
                     n_ok += 1
                     n_anomalous += int(s > threshold)
             progress.advance(task, len(batch))
@@ -81,7 +89,8 @@ def score(
         f"scored {n_ok}, anomalous {n_anomalous}, failed {n_failed} (threshold {threshold:.6g})"
     )
     console.print(f"scores         {out / 'scores.csv'}")
-    if heatmaps:
-        console.print(f"heatmaps       {out / 'heatmaps'}")
+    for flag, name in ((heatmaps, "heatmaps"), (masks, "masks"), (raw_maps, "maps")):
+        if flag:
+            console.print(f"{name:<14} {out / name}")
     if n_failed:
         raise typer.Exit(EXIT_PARTIAL)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import console, fail_usage
+from cli.common import console, fail_usage, tracking_uri
 
 if TYPE_CHECKING:
     from anomaly_ae.config import DetectorConfig
@@ -69,9 +69,9 @@ def train(
         tracker = NullTracker()
         _fit_and_save(cfg, good_dir, run_dir, tracker)
         return
-    from anomaly_ae.tracking import MlflowTracker, local_store_uri
+    from anomaly_ae.tracking import MlflowTracker
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd())
+    uri = tracking_uri()
     with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name) as tracker:
         _fit_and_save(cfg, good_dir, run_dir, tracker)
         console.print(f"MLflow run     {tracker.run_id} in {uri}")
@@ -99,6 +99,8 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
             )
         except ValueError as err:  # e.g. fewer than 2 readable images
             fail_usage(str(err))
+    if tracker.run_id is not None:
+        det.train_info_["mlflow"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
     det.save(run_dir)
 
     info = det.train_info_

@@ -132,3 +132,25 @@ def test_train_on_a_folder_of_unreadable_files_is_a_usage_error(tmp_path, tiny_c
     res = runner.invoke(app, ["train", str(bad), "--config", str(tiny_config_file), "--no-track"])
     assert res.exit_code == 2
     assert "at least 2 good images" in res.output
+
+
+def test_score_writes_masks_and_raw_maps(trained_run, tiny_data, tmp_path):
+    import numpy as np
+
+    from anomaly_ae.detector import Detector
+
+    run, _ = trained_run
+    out = tmp_path / "out"
+    inp = tiny_data / "test" / "scratch"
+    res = runner.invoke(app, ["score", str(run), str(inp), "--out", str(out), "--raw-maps"])
+    assert res.exit_code == 0, res.output
+    det = Detector.load(run)
+    maps = det.anomaly_maps(inp)
+    for i, name in enumerate(["000", "001"]):
+        raw = np.load(out / "maps" / f"{name}.npy", allow_pickle=False)
+        np.testing.assert_allclose(raw, maps[i], rtol=1e-6)
+        import cv2
+
+        mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(mask == 255, maps[i] > det.pixel_threshold_)
