@@ -141,19 +141,26 @@ def load_detector(path: Path) -> Detector:
             f"{meta_path}: schema_version {meta.get('schema_version')!r} is not supported "
             f"(this anomaly-ae reads version {SCHEMA_VERSION})"
         )
-    det = Detector(DetectorConfig.model_validate(meta["config"]))
-    det.model_ = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
-    det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
-    det.threshold_ = float(meta["threshold"]["value"])
-    det.pixel_threshold_ = float(meta["threshold"]["pixel_value"])
-    det.expected_fpr_ = float(meta["threshold"]["expected_fpr"])
-    det.norm_range_ = (float(meta["normalization"]["min"]), float(meta["normalization"]["max"]))
-    det.score_stats_ = ScoreStats.from_dict(meta["score_stats"])
-    det.val_scores_ = np.asarray(meta["val_scores"], dtype=np.float64)
-    det.heatmap_range_ = tuple(meta["heatmap_range"])
-    det.train_info_ = meta.get("training", {})
-    det.history_ = meta.get("history", {})
-    det.metadata_ = meta
+    try:
+        det = Detector(DetectorConfig.model_validate(meta["config"]))
+        det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
+        det.threshold_ = float(meta["threshold"]["value"])
+        det.pixel_threshold_ = float(meta["threshold"]["pixel_value"])
+        det.expected_fpr_ = float(meta["threshold"]["expected_fpr"])
+        det.norm_range_ = (float(meta["normalization"]["min"]), float(meta["normalization"]["max"]))
+        det.score_stats_ = ScoreStats.from_dict(meta["score_stats"])
+        det.val_scores_ = np.asarray(meta["val_scores"], dtype=np.float64)
+        det.heatmap_range_ = tuple(meta["heatmap_range"])
+        det.train_info_ = meta.get("training", {})
+        det.history_ = meta.get("history", {})
+        det.metadata_ = meta
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelDirError(f"{meta_path}: missing or invalid field ({type(err).__name__}: {err})") from None
+    try:
+        det.model_ = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelDirError(f"{path / MODEL_FILE}: cannot be loaded safely ({first})") from None
     expected = (*det.preprocessing_.image_size, det.preprocessing_.channels)
     got = tuple(getattr(det.model_, "image_shape", expected))
     if any(g is not None and g != e for g, e in zip(got, expected, strict=True)):

@@ -115,3 +115,12 @@ def test_unreadable_training_files_are_skipped(tiny_config, tiny_data, tmp_path)
     det = Detector(tiny_config.with_overrides({"train.epochs": 1})).fit(good)
     assert [s["path"].endswith("broken.png") for s in det.train_info_["skipped"]] == [True]
     assert det.train_info_["n_train"] + det.train_info_["n_val"] == 24
+
+
+def test_load_reports_missing_fields(tmp_path, tiny_detector):
+    run = tiny_detector.save(tmp_path / "run")
+    meta = json.loads((run / "detector.json").read_text())
+    del meta["threshold"]["pixel_value"]
+    (run / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelDirError, match="missing or invalid field.*pixel_value"):
+        Detector.load(run)

@@ -1,3 +1,6 @@
+import json
+
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -30,8 +33,6 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
     loss = client.get_metric_history(run.info.run_id, "loss")
     val = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in loss] == [0, 1] and [m.step for m in val] == [0, 1]
-    import json
-
     meta = json.loads((run_dir / "detector.json").read_text())
     assert run.data.metrics["threshold"] == meta["threshold"]["value"]
     assert run.data.metrics["val_score_mean"] == meta["score_stats"]["mean"]
@@ -42,6 +43,33 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
     assert {"model/model.keras", "model/detector.json", "model/config.yaml"} <= model_files
     grid = client.download_artifacts(run.info.run_id, "validation_grid.png", str(tmp_path))
     assert open(grid, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert meta["training"]["mlflow"]["run_id"] == run.info.run_id
+
+    # evaluate adds its metrics and report to the model's run
+    res = CliRunner().invoke(app, ["evaluate", str(run_dir), str(tiny_data), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert "the model's run" in res.output
+    after = client.get_run(run.info.run_id)
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert after.data.metrics["eval_image_auroc"] == pytest.approx(ev["image_auroc"])
+    assert after.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {
+        "evaluation/metrics.json", "evaluation/report.html"}
+    assert len(client.search_runs([exp.experiment_id])) == 1
+
+
+def test_evaluate_of_an_untracked_model_makes_a_new_run(tiny_detector, tiny_data, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_dir = tiny_detector.save(tmp_path / "run")
+    res = CliRunner().invoke(app, ["evaluate", str(run_dir), str(tiny_data), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert "a new run" in res.output
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("anomaly-ae").experiment_id])
+    assert len(runs) == 1 and "eval_pixel_aupro" in runs[0].data.metrics
 
 
 def test_default_store_is_sqlite_in_working_dir(tmp_path):
