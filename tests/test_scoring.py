@@ -67,3 +67,44 @@ def test_quantile_threshold_and_stats():
         quantile_threshold(np.array([]), 0.9)
     with pytest.raises(ValueError):
         fit_threshold(s, "otsu")
+
+
+def test_local_ssim_map_matches_skimage_full_map():
+    from skimage.metrics import structural_similarity
+
+    from anomaly_ae.scoring import local_ssim
+
+    rng = np.random.default_rng(5)
+    a = rng.random((1, 30, 26, 1)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.15, a.shape), 0, 1).astype(np.float32)
+    ours = local_ssim(a, b)[0, :, :, 0]
+    _, ref = structural_similarity(a[0, :, :, 0], b[0, :, :, 0], data_range=1.0, gaussian_weights=True,
+                                   sigma=1.5, use_sample_covariance=False, full=True)
+    np.testing.assert_allclose(ours, ref, atol=2e-4)
+    assert ours.shape == (30, 26)
+    np.testing.assert_allclose(local_ssim(a, a), 1.0, atol=1e-4)
+
+
+def test_ssim_and_channel_reduction_in_residual_map():
+    rng = np.random.default_rng(6)
+    x = rng.random((1, 20, 20, 3)).astype(np.float32)
+    x_hat = x.copy()
+    x_hat[0, 5:10, 5:10, 1] = 1.0 - x_hat[0, 5:10, 5:10, 1]  # damage one channel in one square
+    ssim_map = residual_map(x, x_hat, "ssim")
+    assert ssim_map.shape == (1, 20, 20)
+    assert ssim_map[0, 7, 7] > 0.1 and abs(ssim_map[0, 18, 18]) < 1e-3
+    mean_l1 = residual_map(x, x_hat, "l1", "mean")
+    max_l1 = residual_map(x, x_hat, "l1", "max")
+    np.testing.assert_allclose(max_l1, 3 * mean_l1, rtol=1e-5)  # only one channel differs
+    mix = residual_map(x, x_hat, "ssim_l1", ssim_weight=0.25)
+    np.testing.assert_allclose(mix, 0.25 * ssim_map + 0.75 * mean_l1, rtol=1e-4, atol=1e-6)
+
+
+def test_anisotropic_sigma_conversion():
+    from anomaly_ae.scoring import model_sigma
+
+    assert model_sigma(4.0, (128, 128), (460, 1130)) == pytest.approx((4 * 128 / 460, 4 * 128 / 1130))
+    spike = np.zeros((1, 41, 41), np.float32)
+    spike[0, 20, 20] = 1
+    s = smooth(spike, (4.0, 1.0))
+    assert s[0, 20 + 4, 20] > s[0, 20, 20 + 4]  # wider along y
