@@ -19,12 +19,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed
 
 demo: venv
-	@rm -rf runs/demo runs/demo-scores
+	@rm -rf runs/demo runs/demo-scores runs/demo-eval
 	$(BIN)/anomaly-ae train $(DATA)/train/good --config configs/default.yaml --out runs/demo --experiment demo
 	$(BIN)/anomaly-ae score runs/demo $(DATA)/test --out runs/demo-scores
-	@$(BIN)/python benchmarks/csv_auroc.py runs/demo-scores/scores.csv
+	$(BIN)/anomaly-ae evaluate runs/demo $(DATA) --out runs/demo-eval
 	@echo "CSV:      runs/demo-scores/scores.csv"
-	@echo "Heatmaps: runs/demo-scores/heatmaps/"
+	@echo "Heatmaps: runs/demo-scores/heatmaps/  (masks: runs/demo-scores/masks/)"
+	@echo "Report:   runs/demo-eval/report.html  (metrics: runs/demo-eval/metrics.json)"
 	@echo "MLflow:   $(CURDIR)/mlflow.db (experiment 'demo'); browse with: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: venv

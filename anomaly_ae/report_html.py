@@ -131,7 +131,7 @@ def write_report(
 <html><head><meta charset="utf-8"><title>anomaly-ae evaluation {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} figure{{display:inline-block;margin:4px}}
-img{{max-width:360px}} .figs img{{max-width:420px}}</style></head><body>
+figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}</style></head><body>
 <h1>anomaly-ae evaluation {html.escape(title)}</h1>
 <p>Dataset <code>{html.escape(str(dataset_dir))}</code>: {m['counts']['good']} good and
 {m['counts']['anomalous']} anomalous test images ({m['counts']['with_masks']} with masks,

@@ -56,6 +56,10 @@ def evaluate(
 
     console.print(f"image AUROC {fmt('image_auroc')}   image F1-max {fmt('image_f1_max')}   "
                   f"pixel AUROC {fmt('pixel_auroc')}   pixel AUPRO {fmt('pixel_aupro')}")
+    for defect, dm in m.get("per_defect", {}).items():
+        console.print(f"  {defect:<12} image AUROC {dm.get('image_auroc', float('nan')):.4f}   "
+                      f"pixel AUROC {dm.get('pixel_auroc', float('nan')):.4f}   "
+                      f"pixel AUPRO {dm.get('pixel_aupro', float('nan')):.4f}")
     at = m["at_threshold"]
     console.print(f"at threshold {det.threshold_:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
     console.print(f"metrics        {out / 'metrics.json'}")
