@@ -17,7 +17,8 @@ Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``threshold_``, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -27,6 +28,7 @@ from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data import (
     ImageReadError,
     Preprocessing,
+    iter_batches,
     list_images,
     load_folder,
     read_image,
@@ -41,6 +43,17 @@ from anomaly_ae.thresholds import ScoreStats, expected_fpr, fit_threshold, norma
 from anomaly_ae.tiling import pad_to_multiple, tiled_predict
 
 ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
+
+
+@dataclass
+class ScoredFile:
+    """One file of a streamed batch: the decoded image with its score and map, or why it failed."""
+
+    path: Path
+    image: np.ndarray | None = None  # uint8 (H, W, C) as read
+    score: float | None = None
+    amap: np.ndarray | None = None  # (H, W) float32 at the image's size
+    error: str | None = None
 
 
 class NotFittedError(RuntimeError):
@@ -132,23 +145,23 @@ class Detector:
         peaks = maps.reshape(len(maps), -1).max(axis=1)
 
         bad_images = self._decode(anomalous) if anomalous is not None else []
+        if (t.method == "f1" or t.pixel_method == "f1") and not bad_images:
+            raise ValueError("threshold method 'f1' needs anomalous images")
+        bad_scores, bad_maps = self.score_images(bad_images) if bad_images else (np.empty(0), [])
         if t.method == "f1":
-            if not bad_images:
-                raise ValueError("threshold method 'f1' needs anomalous images")
-            bad_scores = self.score_images(bad_images)[0]
             labels = np.r_[np.zeros(len(scores), bool), np.ones(len(bad_scores), bool)]
             self.threshold_ = fit_threshold(np.r_[scores, bad_scores], "f1", labels=labels)
         else:
             self.threshold_ = fit_threshold(scores, t.method, t.quantile, t.mad_k)
         if t.pixel_method == "f1":
-            if not bad_images or masks is None:
+            if masks is None:
                 raise ValueError("pixel_method 'f1' needs anomalous images with masks")
             acc = PixelAccumulator()
-            for im in good_images:
-                acc.add(self.score_images([im])[1][0])
-            for im, m in zip(bad_images, masks, strict=True):
-                if m is not None:
-                    acc.add(self.score_images([im])[1][0], m)
+            for m, im in zip(maps, good_images, strict=True):
+                acc.add(resize_map(m, im.shape[:2]))
+            for amap, mask in zip(bad_maps, masks, strict=True):
+                if mask is not None:
+                    acc.add(amap, mask)
             self.pixel_threshold_ = acc.pixel_f1_max()[1]
         else:
             self.pixel_threshold_ = float(np.quantile(peaks, t.pixel_quantile))
@@ -216,13 +229,14 @@ class Detector:
         pre = self.preprocessing_
         return model_sigma(self.config.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
 
-    def _maps_at_model_size(self, x: np.ndarray) -> np.ndarray:
+    def maps_from_reconstruction(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+        """Model-size anomaly maps ``(N, h, w)`` of inputs ``x`` and their reconstructions ``x_hat``."""
         s = self.config.scoring
-        res = residual_map(x, self.reconstruct(x), s.metric, s.channel_reduction, s.ssim_weight)
+        res = residual_map(x, x_hat, s.metric, s.channel_reduction, s.ssim_weight)
         return smooth(res, self._sigma())
 
     def _score_model_size(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps = self._maps_at_model_size(x)
+        maps = self.maps_from_reconstruction(x, self.reconstruct(x))
         s = self.config.scoring
         return image_score(maps, s.reduction, s.topk_fraction), maps
 
@@ -233,6 +247,35 @@ class Detector:
         """
         scores, maps = self._score_model_size(self.preprocessing_(list(images)))
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
+
+    def iter_score(self, paths: Sequence[Path], batch_size: int | None = None) -> Iterator[ScoredFile]:
+        """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.
+
+        A file that cannot be read yields ``error`` (its one-line reason) instead of a score; only one
+        batch of images is in memory at a time.
+        """
+        self._check_fitted(need_threshold=False)
+        channels = self.preprocessing_.channels
+        for batch in iter_batches(paths, batch_size or self.config.scoring.batch_size):
+            decoded: list[tuple[int, np.ndarray]] = []
+            errors: dict[int, str] = {}
+            for i, p in enumerate(batch):
+                try:
+                    decoded.append((i, read_image(p, channels)))
+                except ImageReadError as err:
+                    errors[i] = str(err)
+            scored = iter(())
+            if decoded:
+                scores, maps = self.score_images([im for _, im in decoded])
+                scored = iter(zip(decoded, scores, maps, strict=True))
+            nxt = next(scored, None)
+            for i, p in enumerate(batch):
+                if i in errors:
+                    yield ScoredFile(p, error=errors[i])
+                else:
+                    (_, image), s, amap = nxt  # type: ignore[misc]
+                    yield ScoredFile(p, image=image, score=float(s), amap=amap)
+                    nxt = next(scored, None)
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anomaly_ae.data import ImageReadError, iter_batches, list_images, read_image
+from anomaly_ae.data import list_images, read_image
 from anomaly_ae.detector import Detector
 from anomaly_ae.metrics import PixelAccumulator, image_metrics
 
@@ -101,27 +101,21 @@ def evaluate(
     defect_accs: dict[str, PixelAccumulator] = {}
     records: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    channels = det.preprocessing_.channels
-    for batch in iter_batches(items, det.config.scoring.batch_size):
-        ok, images = [], []
-        for it in batch:
-            try:
-                images.append(read_image(it.path, channels))
-                ok.append(it)
-            except ImageReadError as err:
-                failures.append({"path": it.rel, "error": str(err)})
-        if images:
-            scores, maps = det.score_images(images)
-            for it, s, amap in zip(ok, scores, maps, strict=True):
-                records.append({"path": it.rel, "defect": it.defect, "label": it.label, "score": float(s),
-                                "has_mask": it.mask_path is not None})
-                if not it.label:
-                    good_acc.add(amap)
-                elif it.mask_path is not None:
-                    acc = defect_accs.setdefault(it.defect, PixelAccumulator())
-                    acc.add(amap, read_mask(it.mask_path, amap.shape))
+    by_path = {it.path: it for it in items}
+    for scored in det.iter_score([it.path for it in items]):
+        it = by_path[scored.path]
+        if scored.error is not None:
+            failures.append({"path": it.rel, "error": scored.error})
+        else:
+            records.append({"path": it.rel, "defect": it.defect, "label": it.label, "score": scored.score,
+                            "has_mask": it.mask_path is not None})
+            if not it.label:
+                good_acc.add(scored.amap)
+            elif it.mask_path is not None:
+                acc = defect_accs.setdefault(it.defect, PixelAccumulator())
+                acc.add(scored.amap, read_mask(it.mask_path, scored.amap.shape))
         if on_progress:
-            on_progress(len(batch))
+            on_progress(1)
 
     metrics = _metrics(records, good_acc, defect_accs, det, max_fpr)
     metrics["per_defect"] = {}

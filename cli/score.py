@@ -40,7 +40,6 @@ def score(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from anomaly_ae.data import ImageReadError, iter_batches, read_image
     from anomaly_ae.detector import Detector
     from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
 
@@ -57,33 +56,25 @@ def score(
         console=console, transient=True,
     ) as progress:
         task = progress.add_task("scoring", total=len(paths))
-        for batch in iter_batches(paths, bs):
-            images, ok_paths = [], []
-            for p in batch:
-                rel = p.relative_to(input_dir).as_posix()
-                try:
-                    images.append(read_image(p, det.preprocessing_.channels))
-                    ok_paths.append(p)
-                except ImageReadError as err:
-                    csv_out.write(rel, None, threshold, str(err))
-                    console.print(f"[yellow]failed[/yellow] {rel}: {err}")
-                    n_failed += 1
-            if images:
-                scores, maps = det.score_images(images)
-                for p, image, s, amap in zip(ok_paths, images, scores, maps, strict=True):
-                    rel_path = p.relative_to(input_dir)
-                    csv_out.write(rel_path.as_posix(), float(s), threshold)
-                    if heatmaps:
-                        overlay = heatmap_overlay(image, amap, det.heatmap_range_)
-                        write_png_atomic(out / "heatmaps" / rel_path.with_suffix(".png"), overlay)
-                    if masks:
-                        mask = (amap > det.pixel_threshold_).astype(np.uint8) * 255
-                        write_png_atomic(out / "masks" / rel_path.with_suffix(".png"), mask)
-                    if raw_maps:
-                        write_npy_atomic(out / "maps" / rel_path.with_suffix(".npy"), amap)
-                    n_ok += 1
-                    n_anomalous += int(s > threshold)
-            progress.advance(task, len(batch))
+        for item in det.iter_score(paths, bs):
+            rel_path = item.path.relative_to(input_dir)
+            if item.error is not None:
+                csv_out.write(rel_path.as_posix(), None, threshold, item.error)
+                console.print(f"[yellow]failed[/yellow] {rel_path.as_posix()}: {item.error}")
+                n_failed += 1
+            else:
+                csv_out.write(rel_path.as_posix(), item.score, threshold)
+                if heatmaps:
+                    overlay = heatmap_overlay(item.image, item.amap, det.heatmap_range_)
+                    write_png_atomic(out / "heatmaps" / rel_path.with_suffix(".png"), overlay)
+                if masks:
+                    mask = (item.amap > det.pixel_threshold_).astype(np.uint8) * 255
+                    write_png_atomic(out / "masks" / rel_path.with_suffix(".png"), mask)
+                if raw_maps:
+                    write_npy_atomic(out / "maps" / rel_path.with_suffix(".npy"), item.amap)
+                n_ok += 1
+                n_anomalous += int(item.score > threshold)
+            progress.advance(task, 1)
     csv_out.close()
     console.print(
         f"scored {n_ok}, anomalous {n_anomalous}, failed {n_failed} (threshold {threshold:.6g})"

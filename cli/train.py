@@ -125,9 +125,7 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
             grid = Path(tmp) / "validation_grid.png"
             x = det.preprocessing_(det.val_sample_)
             x_hat = det.reconstruct(x)
-            from anomaly_ae.scoring import residual_map, smooth
-
-            maps = smooth(residual_map(x, x_hat, cfg.scoring.metric), cfg.scoring.smoothing_sigma)
+            maps = det.maps_from_reconstruction(x, x_hat)
             grid.write_bytes(reconstruction_grid(x, x_hat, maps, det.heatmap_range_))
             tracker.log_artifact(grid)
         tracker.log_artifact(run_dir / "config.yaml")

@@ -124,3 +124,20 @@ def test_load_reports_missing_fields(tmp_path, tiny_detector):
     (run / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ModelDirError, match="missing or invalid field.*pixel_value"):
         Detector.load(run)
+
+
+def test_iter_score_keeps_order_and_reports_failures(tiny_detector, tiny_data, tmp_path):
+    import shutil
+
+    paths = list_images(tiny_data / "test")[:5]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    copy = tmp_path / "ok.png"
+    shutil.copy(paths[0], copy)
+    order = [paths[1], bad, paths[2], copy, paths[3], paths[4]]
+    items = list(tiny_detector.iter_score(order, batch_size=2))
+    assert [it.path for it in items] == order
+    assert items[1].error and "cannot decode" in items[1].error and items[1].score is None
+    ok = [it for it in items if it.error is None]
+    np.testing.assert_allclose([it.score for it in ok], tiny_detector.score([it.image for it in ok]), rtol=1e-6)
+    assert items[3].score == pytest.approx(tiny_detector.score(paths[0])[0], rel=1e-6)
