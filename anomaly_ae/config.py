@@ -62,19 +62,36 @@ class DataConfig(_Section):
         return v
 
 
-class ModelConfig(_Section):
-    """Architecture and reconstruction loss."""
+MODEL_NAMES = ("conv", "dense", "linear", "sparse", "contractive")
+CONV_MODELS = ("conv",)
 
-    name: Literal["conv"] = "conv"
+
+class ModelConfig(_Section):
+    """Architecture and reconstruction loss (fields a model does not use are ignored by it)."""
+
+    name: Literal["conv", "dense", "linear", "sparse", "contractive"] = "conv"
+    # convolutional models
     widths: tuple[int, ...] = (16, 32, 64)
     convs_per_block: int = Field(1, ge=1, le=4)
-    activation: Literal["relu", "leaky_relu", "elu", "gelu"] = "leaky_relu"
     batch_norm: bool = False
     bottleneck: Literal["conv", "dense"] = "conv"
     latent_channels: int = Field(16, ge=1, description="channels of the 1x1-conv bottleneck")
-    latent_dim: int = Field(128, ge=1, description="size of the dense bottleneck vector")
+    # every model
+    activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "linear"] = "leaky_relu"
+    latent_dim: int = Field(128, ge=1, description="size of the dense bottleneck / code vector")
     loss: Literal["mse", "l1", "bce", "ssim", "ssim_l1"] = "mse"
     ssim_weight: float = Field(0.84, ge=0.0, le=1.0, description="weight of 1-SSIM in ssim_l1")
+    # dense-family models
+    hidden: tuple[int, ...] = Field((256,), description="Dense widths between the image and the code")
+    latent_activation: Literal["linear", "relu", "sigmoid", "tanh"] = "linear"
+    l1: float = Field(0.0, ge=0.0, description="L1 kernel regularisation of every Dense layer")
+    l2: float = Field(0.0, ge=0.0, description="L2 kernel regularisation of every Dense layer")
+    activity_l1: float = Field(0.0, ge=0.0, description="L1 activity regularisation of the code")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    sparsity: Literal["kl", "l1"] = "kl"
+    sparsity_target: float = Field(0.05, gt=0.0, lt=1.0, description="rho of the KL sparsity penalty")
+    sparsity_weight: float = Field(1.0, ge=0.0, description="beta of the sparsity penalty")
+    contractive_weight: float = Field(1e-3, ge=0.0, description="lambda of the Jacobian penalty")
 
     @field_validator("widths")
     @classmethod
@@ -143,6 +160,10 @@ class DetectorConfig(_Section):
         factor = 2 ** len(self.model.widths)
         h, w = self.data.image_size
         patch = self.data.patch_size
+        if self.model.name not in CONV_MODELS:
+            if patch is not None or self.scoring.tile_size is not None:
+                raise ValueError(f"model {self.model.name!r} is not convolutional: no patch_size / tile_size")
+            return self
         if patch is not None:
             if patch % factor:
                 raise ValueError(f"patch_size {patch} must be divisible by 2**len(widths) = {factor}")

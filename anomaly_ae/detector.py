@@ -206,7 +206,8 @@ class Detector:
         """
         self._check_fitted(need_threshold=False)
         s = self.config.scoring
-        factor = 2 ** len(self.config.model.widths)
+        fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
+        factor = 2 ** len(self.config.model.widths) if fully_convolutional else 1
         xp, (h, w) = pad_to_multiple(x, factor)
         if s.tile_size is not None and max(xp.shape[1:3]) > s.tile_size:
             out = tiled_predict(self._predict_batched, xp, s.tile_size, s.tile_overlap)

@@ -22,7 +22,12 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 def train(
     good_dir: Annotated[Path, typer.Argument(help="Folder of good images (searched recursively).")],
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (default: configs/default.yaml).")
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config (default: configs/<model>.yaml or configs/default.yaml)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="conv | dense | linear | sparse | contractive (overrides model.name)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Model directory to write (default: runs/<timestamp>).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
@@ -37,6 +42,8 @@ def train(
         fail_usage(f"GOOD_DIR {good_dir} is not a folder")
     if channels == 2:
         fail_usage("--channels must be 1 or 3")
+    if config is None and model is not None and (DEFAULT_CONFIG.parent / f"{model}.yaml").is_file():
+        config = DEFAULT_CONFIG.parent / f"{model}.yaml"
     cfg_path = config or DEFAULT_CONFIG
     if not cfg_path.is_file():
         fail_usage(f"config file {cfg_path} not found")
@@ -49,6 +56,7 @@ def train(
     try:
         cfg = DetectorConfig.from_yaml(cfg_path).with_overrides(
             {
+                "model.name": model,
                 "train.epochs": epochs,
                 "data.image_size": image_size,
                 "data.channels": channels,

@@ -154,3 +154,23 @@ def test_score_writes_masks_and_raw_maps(trained_run, tiny_data, tmp_path):
         mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
         np.testing.assert_array_equal(mask == 255, maps[i] > det.pixel_threshold_)
+
+
+@pytest.mark.parametrize("model", ["dense", "linear", "sparse", "contractive"])
+def test_train_and_score_every_dense_family_model(model, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--model", model, "--image-size", "32",
+                              "--epochs", "1", "--out", str(run), "--no-track"])
+    assert res.exit_code == 0, res.output
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["name"] == model and saved["data"]["image_size"] == [32, 32]
+    assert saved["model"]["latent_dim"] == yaml.safe_load(
+        (__import__("pathlib").Path(__file__).parent.parent / "configs" / f"{model}.yaml").read_text())["model"][
+        "latent_dim"]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["score", str(run), str(tiny_data / "test"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    _, rows = _read_csv(out / "scores.csv")
+    assert len(rows) == 10 and all(r["score"] for r in rows)

@@ -45,7 +45,8 @@ def test_yaml_round_trip_and_flat(tmp_path):
     assert len(flat) == len(set(flat))
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "vgg.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_shipped_configs_load(name):
     cfg = DetectorConfig.from_yaml(REPO / "configs" / name)
-    assert cfg.model.name == "conv"
+    stem = name.removesuffix(".yaml")
+    assert cfg.model.name == (stem if stem in ("dense", "linear", "sparse", "contractive") else "conv")

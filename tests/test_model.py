@@ -25,7 +25,8 @@ def test_conv_autoencoder_shapes_and_parts(bottleneck):
 
 
 def test_registry_is_explicit():
-    assert ARCHITECTURES == {"conv": ConvAutoencoder}
+    assert list(ARCHITECTURES) == ["conv", "dense", "linear", "sparse", "contractive"]
+    assert ARCHITECTURES["conv"] is ConvAutoencoder
 
 
 def test_rejects_indivisible_input():

@@ -1,4 +1,8 @@
-"""Model registry: an explicit dict from config name to class (no discovery magic)."""
+"""Model registry: an explicit dict from config name to class (no discovery magic).
+
+Every class takes ``input_shape`` plus the keyword arguments that its ``config_kwargs`` picks from a
+:class:`~anomaly_ae.config.ModelConfig`, and round-trips through ``get_config``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,19 @@ import keras
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.models.base import Autoencoder
+from anomaly_ae.models.contractive import ContractiveAutoencoder
 from anomaly_ae.models.conv import ConvAutoencoder
+from anomaly_ae.models.dense import DenseAutoencoder
+from anomaly_ae.models.linear import LinearAutoencoder
+from anomaly_ae.models.sparse import SparseAutoencoder
 
-ARCHITECTURES: dict[str, type[Autoencoder]] = {"conv": ConvAutoencoder}
+ARCHITECTURES: dict[str, type[Autoencoder]] = {
+    "conv": ConvAutoencoder,
+    "dense": DenseAutoencoder,
+    "linear": LinearAutoencoder,
+    "sparse": SparseAutoencoder,
+    "contractive": ContractiveAutoencoder,
+}
 
 
 def build_model(config: DetectorConfig) -> keras.Model:
@@ -18,17 +32,20 @@ def build_model(config: DetectorConfig) -> keras.Model:
     h, w = config.data.image_size if config.data.patch_size is None else (None, None)
     return cls(
         input_shape=(h, w, config.data.channels),
-        widths=m.widths,
-        convs_per_block=m.convs_per_block,
-        activation=m.activation,
-        batch_norm=m.batch_norm,
-        bottleneck=m.bottleneck,
-        latent_channels=m.latent_channels,
-        latent_dim=m.latent_dim,
+        **cls.config_kwargs(m),
         loss=m.loss,
         ssim_weight=m.ssim_weight,
         name=f"{m.name}_autoencoder",
     )
 
 
-__all__ = ["ARCHITECTURES", "Autoencoder", "ConvAutoencoder", "build_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "Autoencoder",
+    "ContractiveAutoencoder",
+    "ConvAutoencoder",
+    "DenseAutoencoder",
+    "LinearAutoencoder",
+    "SparseAutoencoder",
+    "build_model",
+]

@@ -35,6 +35,11 @@ class Autoencoder(keras.Model):
         self.reconstruction_loss = loss
         self.ssim_weight = float(ssim_weight)
 
+    @classmethod
+    def config_kwargs(cls, m: Any) -> dict[str, Any]:
+        """Constructor arguments (besides ``input_shape``, ``loss``, ``ssim_weight``) from a ``ModelConfig``."""
+        raise NotImplementedError
+
     def call(self, x: Any, training: bool = False) -> Any:
         """``(N, H, W, C)`` -> reconstruction ``(N, H, W, C)``."""
         return self.decoder(self.encoder(x, training=training), training=training)

@@ -100,6 +100,13 @@ class ConvAutoencoder(Autoencoder):
         decoder = keras.Model(z_in, out, name="decoder")
         return encoder, decoder
 
+    @classmethod
+    def config_kwargs(cls, m: Any) -> dict[str, Any]:
+        """Constructor arguments from a ``ModelConfig``."""
+        return {"widths": m.widths, "convs_per_block": m.convs_per_block, "activation": m.activation,
+                "batch_norm": m.batch_norm, "bottleneck": m.bottleneck, "latent_channels": m.latent_channels,
+                "latent_dim": m.latent_dim}
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(

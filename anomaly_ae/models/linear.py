@@ -1,0 +1,44 @@
+"""Linear autoencoder: ``x_hat = W2 (W1 x + b1) + b2`` trained with squared error.
+
+Its optimum spans the same subspace as the top ``latent_dim`` principal components of the training
+images (Baldi & Hornik, 1989): the biases centre the data, and the rows of the decoder kernel ``W2``
+span the principal subspace (they need not be orthonormal, nor the components themselves).
+``tests/test_family.py`` checks that the principal angles between the two subspaces are near zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from anomaly_ae.models.base import Autoencoder
+from anomaly_ae.models.dense import dense_parts
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class LinearAutoencoder(Autoencoder):
+    """Linear encoder and decoder (no activations, unbounded output), MSE loss."""
+
+    def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 32, loss: str = "mse",
+                 ssim_weight: float = 0.84, **kwargs: Any) -> None:
+        self.image_shape = tuple(int(v) for v in input_shape)
+        self.latent_dim = int(latent_dim)
+        encoder, decoder = dense_parts(self.image_shape, (), self.latent_dim, "linear", "linear",
+                                       output_activation="linear")
+        super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
+
+    @classmethod
+    def config_kwargs(cls, m: Any) -> dict[str, Any]:
+        """Constructor arguments from a ``ModelConfig``."""
+        return {"latent_dim": m.latent_dim}
+
+    def decoder_basis(self) -> np.ndarray:
+        """Decoder kernel ``(latent_dim, H*W*C)``: its rows span the learned subspace."""
+        return keras.ops.convert_to_numpy(self.decoder.get_layer("reconstruction").kernel)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(input_shape=list(self.image_shape), latent_dim=self.latent_dim)
+        return config

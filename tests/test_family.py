@@ -1,0 +1,134 @@
+"""The autoencoder family: serialisation of every model and each one's defining mathematics."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.models import ARCHITECTURES, build_model
+from anomaly_ae.models.contractive import ContractiveAutoencoder, sigmoid_jacobian_frobenius
+from anomaly_ae.models.linear import LinearAutoencoder
+from anomaly_ae.models.sparse import SparseAutoencoder, kl_sparsity
+
+SMALL = {"data.image_size": 16, "model.widths": [4, 8], "model.hidden": [32], "model.latent_dim": 8}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_model_round_trips_with_identical_outputs(name, tmp_path):
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": name})
+    model = build_model(cfg)
+    model.compile(optimizer="adam")
+    x = np.random.default_rng(0).random((8, 16, 16, 1)).astype(np.float32)
+    model.fit(x, x, epochs=1, batch_size=4, verbose=0)
+    ref = keras.ops.convert_to_numpy(model(x))
+    assert ref.shape == x.shape
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    assert type(loaded) is ARCHITECTURES[name]
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), ref)
+
+
+def test_dense_regularisers_and_dropout_come_from_the_config():
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": "dense", "model.l1": 1e-4, "model.l2": 1e-3,
+                                           "model.activity_l1": 1e-2, "model.dropout": 0.2})
+    model = build_model(cfg)
+    x = np.random.default_rng(0).random((4, 16, 16, 1)).astype(np.float32)
+    model(x, training=True)
+    assert len(model.losses) == 5  # 4 kernel regularisers + 1 activity regulariser
+    assert any(isinstance(lay, keras.layers.Dropout) for lay in model.encoder.layers)
+    under = build_model(DetectorConfig().with_overrides({**SMALL, "model.name": "dense"}))
+    assert under.losses == []
+
+
+def test_linear_autoencoder_spans_the_pca_subspace():
+    """Baldi & Hornik: the trained decoder spans the top-k principal subspace."""
+    from scipy.linalg import subspace_angles
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    d, k, n = 16, 3, 512
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    scales = np.r_[[1.0, 0.7, 0.5], np.full(d - k, 0.05)]  # distinct top-3 variances, small rest
+    data = (rng.normal(size=(n, d)) * scales) @ basis.T  # normalised inputs: centred, unit scale
+    x = data.reshape(n, 4, 4, 1).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = LinearAutoencoder(input_shape=(4, 4, 1), latent_dim=k)
+    model.compile(optimizer=keras.optimizers.Adam(3e-2))
+    model.fit(x, x, epochs=60, batch_size=32, verbose=0)
+    pcs = PCA(k).fit(data).components_  # (k, d)
+    angles = subspace_angles(model.decoder_basis().T, pcs.T)
+    assert np.all(np.cos(angles) > 0.99), np.cos(angles)
+
+
+def test_kl_sparsity_matches_closed_form():
+    h = np.array([[0.1, 0.5, 0.02], [0.3, 0.5, 0.04], [0.2, 0.5, 0.03]], np.float32)
+    rho = 0.05
+    q = h.mean(axis=0)  # 0.2, 0.5, 0.03
+    expected = np.sum(rho * np.log(rho / q) + (1 - rho) * np.log((1 - rho) / (1 - q)))
+    assert float(ops.convert_to_numpy(kl_sparsity(ops.convert_to_tensor(h), rho))) == pytest.approx(expected, rel=1e-5)
+    at_target = np.full((4, 3), rho, np.float32)
+    assert float(ops.convert_to_numpy(kl_sparsity(ops.convert_to_tensor(at_target), rho))) == pytest.approx(0, abs=1e-6)
+
+
+def test_sparse_training_drives_mean_activation_to_rho():
+    rng = np.random.default_rng(1)
+    x = rng.random((256, 8, 8, 1)).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = SparseAutoencoder(input_shape=(8, 8, 1), hidden=(), latent_dim=32, sparsity_target=0.05,
+                              sparsity_weight=3.0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    h0 = float(np.mean(ops.convert_to_numpy(model.encoder(x))))
+    model.fit(x, x, epochs=40, batch_size=64, verbose=0)
+    h = ops.convert_to_numpy(model.encoder(x))
+    assert abs(h0 - 0.5) < 0.1  # sigmoid units start near 0.5
+    assert abs(float(h.mean()) - 0.05) < 0.02, h.mean()
+
+
+def _numeric_jacobian_sq(encoder, x, eps=1e-3):
+    """Sum over samples of ||J||_F^2 by central differences (float64 numpy)."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    total = np.zeros(len(x))
+    for i in range(flat.shape[1]):
+        plus, minus = flat.copy(), flat.copy()
+        plus[:, i] += eps
+        minus[:, i] -= eps
+        fp = ops.convert_to_numpy(encoder(plus.reshape(x.shape).astype(np.float32))).astype(np.float64)
+        fm = ops.convert_to_numpy(encoder(minus.reshape(x.shape).astype(np.float32))).astype(np.float64)
+        total += np.sum(((fp - fm) / (2 * eps)) ** 2, axis=1)
+    return total
+
+
+def test_contractive_closed_form_matches_finite_differences():
+    keras.utils.set_random_seed(0)
+    model = ContractiveAutoencoder(input_shape=(3, 3, 1), hidden=(), latent_dim=5)
+    x = np.random.default_rng(2).random((4, 3, 3, 1)).astype(np.float32)
+    h = model.encoder(x)
+    closed = ops.convert_to_numpy(sigmoid_jacobian_frobenius(h, model.encoder.get_layer("latent").kernel))
+    np.testing.assert_allclose(closed, _numeric_jacobian_sq(model.encoder, x), rtol=2e-2)
+    assert float(ops.convert_to_numpy(model.jacobian_penalty(x, h))) == pytest.approx(closed.mean(), rel=1e-6)
+
+
+def test_contractive_estimator_for_deep_encoders():
+    keras.utils.set_random_seed(0)
+    model = ContractiveAutoencoder(input_shape=(3, 3, 1), hidden=(6,), latent_dim=4, activation="tanh",
+                                   probe_sigma=1e-2)
+    x = np.random.default_rng(3).random((4, 3, 3, 1)).astype(np.float32)
+    h = model.encoder(x)
+    estimates = [float(ops.convert_to_numpy(model.jacobian_penalty(x, h))) for _ in range(300)]
+    exact = _numeric_jacobian_sq(model.encoder, x).mean()
+    assert np.mean(estimates) == pytest.approx(exact, rel=0.1)
+
+
+def test_penalties_enter_the_training_loss():
+    x = np.random.default_rng(4).random((8, 4, 4, 1)).astype(np.float32)
+    for model in (SparseAutoencoder(input_shape=(4, 4, 1), hidden=(), latent_dim=4, sparsity_weight=5.0),
+                  ContractiveAutoencoder(input_shape=(4, 4, 1), latent_dim=4, contractive_weight=1.0)):
+        y = model(x, training=True)
+        assert len(model.losses) == 1
+        with_penalty = float(ops.convert_to_numpy(model.compute_loss(x, x, y)))
+        plain = float(np.mean((x - ops.convert_to_numpy(y)) ** 2))
+        assert with_penalty > plain + 1e-4
+        model(x, training=False)
+        assert model.losses == []  # inference adds no penalty
