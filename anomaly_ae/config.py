@@ -62,14 +62,14 @@ class DataConfig(_Section):
         return v
 
 
-MODEL_NAMES = ("conv", "dense", "linear", "sparse", "contractive")
-CONV_MODELS = ("conv",)
+MODEL_NAMES = ("conv", "dense", "linear", "sparse", "contractive", "denoising", "vae")
+CONV_MODELS = ("conv", "denoising")  # fully convolutional: patch training and tiling possible
 
 
 class ModelConfig(_Section):
     """Architecture and reconstruction loss (fields a model does not use are ignored by it)."""
 
-    name: Literal["conv", "dense", "linear", "sparse", "contractive"] = "conv"
+    name: Literal["conv", "dense", "linear", "sparse", "contractive", "denoising", "vae"] = "conv"
     # convolutional models
     widths: tuple[int, ...] = (16, 32, 64)
     convs_per_block: int = Field(1, ge=1, le=4)
@@ -92,6 +92,11 @@ class ModelConfig(_Section):
     sparsity_target: float = Field(0.05, gt=0.0, lt=1.0, description="rho of the KL sparsity penalty")
     sparsity_weight: float = Field(1.0, ge=0.0, description="beta of the sparsity penalty")
     contractive_weight: float = Field(1e-3, ge=0.0, description="lambda of the Jacobian penalty")
+    # corruption of training inputs (every model; required by "denoising")
+    noise: Literal["gaussian", "salt_pepper", "mask"] | None = None
+    noise_level: float = Field(0.0, ge=0.0, le=1.0)
+    # variational
+    beta: float = Field(1.0, ge=0.0, description="weight of the KL term of the VAE")
 
     @field_validator("widths")
     @classmethod
@@ -160,9 +165,13 @@ class DetectorConfig(_Section):
         factor = 2 ** len(self.model.widths)
         h, w = self.data.image_size
         patch = self.data.patch_size
+        if self.model.name == "denoising" and (self.model.noise is None or self.model.noise_level <= 0):
+            raise ValueError("model 'denoising' needs model.noise and model.noise_level > 0")
         if self.model.name not in CONV_MODELS:
             if patch is not None or self.scoring.tile_size is not None:
-                raise ValueError(f"model {self.model.name!r} is not convolutional: no patch_size / tile_size")
+                raise ValueError(f"model {self.model.name!r} is not fully convolutional: no patch_size / tile_size")
+            if self.model.name == "vae" and (h % factor or w % factor):
+                raise ValueError(f"image_size {h}x{w} must be divisible by 2**len(widths) = {factor}")
             return self
         if patch is not None:
             if patch % factor:

@@ -36,6 +36,18 @@ def heatmap_overlay(
     return cv2.addWeighted(base, 1.0 - alpha, colour, alpha, 0.0)
 
 
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` RGB/gray images tiled into one BGR/gray uint8 image for ``cv2.imwrite``."""
+    n, h, w, c = images.shape
+    cols = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = im
+    return cv2.cvtColor(grid, cv2.COLOR_RGB2BGR) if c == 3 else grid[..., 0]
+
+
 def write_png_atomic(path: Path, image: np.ndarray) -> None:
     """Encode and write a PNG through a temporary file, so a crash never leaves half a file."""
     ok, buf = cv2.imencode(".png", image)

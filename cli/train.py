@@ -27,7 +27,9 @@ def train(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="conv | dense | linear | sparse | contractive (overrides model.name)."),
+        typer.Option(
+            "--model", "-m", help="conv | dense | linear | sparse | contractive | denoising | vae (model.name)."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Model directory to write (default: runs/<timestamp>).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,

@@ -23,6 +23,8 @@ SCRIPT = textwrap.dedent(
         cfg = DetectorConfig().with_overrides({
             "data.image_size": 16, "model.widths": [4, 8], "model.loss": loss, "model.name": name,
             "model.hidden": [16], "model.latent_dim": 4,
+            "model.noise": "gaussian" if name == "denoising" else None,
+            "model.noise_level": 0.1 if name == "denoising" else 0.0,
             "train.epochs": 1, "train.batch_size": 4, "data.holdout_fraction": 0.2})
         x = (np.random.default_rng(0).random((10, 16, 16, 1)) * 255).astype(np.uint8)
         det = Detector(cfg)
@@ -43,6 +45,6 @@ def test_every_model_trains_one_epoch_under_jax():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "OK" in out.stdout
-    for name in ("conv", "dense", "linear", "sparse", "contractive"):
+    for name in ("conv", "dense", "linear", "sparse", "contractive", "denoising", "vae"):
         assert f"trained {name}" in out.stdout
     assert "TF imported: False" in out.stdout  # seeding must not drag TensorFlow in

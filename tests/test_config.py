@@ -49,4 +49,5 @@ def test_yaml_round_trip_and_flat(tmp_path):
 def test_shipped_configs_load(name):
     cfg = DetectorConfig.from_yaml(REPO / "configs" / name)
     stem = name.removesuffix(".yaml")
-    assert cfg.model.name == (stem if stem in ("dense", "linear", "sparse", "contractive") else "conv")
+    named = ("dense", "linear", "sparse", "contractive", "denoising", "vae")
+    assert cfg.model.name == (stem if stem in named else "conv")

@@ -16,7 +16,8 @@ SMALL = {"data.image_size": 16, "model.widths": [4, 8], "model.hidden": [32], "m
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_every_model_round_trips_with_identical_outputs(name, tmp_path):
-    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": name})
+    extra = {"model.noise": "gaussian", "model.noise_level": 0.1} if name == "denoising" else {}
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": name, **extra})
     model = build_model(cfg)
     model.compile(optimizer="adam")
     x = np.random.default_rng(0).random((8, 16, 16, 1)).astype(np.float32)
@@ -132,3 +133,71 @@ def test_penalties_enter_the_training_loss():
         assert with_penalty > plain + 1e-4
         model(x, training=False)
         assert model.losses == []  # inference adds no penalty
+
+
+def test_corruption_only_in_training():
+    from anomaly_ae.layers import Corruption
+
+    x = np.full((2, 8, 8, 1), 0.5, np.float32)
+    for kind in ("gaussian", "salt_pepper", "mask"):
+        layer = Corruption(kind, 0.3, seed=1)
+        np.testing.assert_array_equal(ops.convert_to_numpy(layer(x, training=False)), x)
+        y = ops.convert_to_numpy(layer(x, training=True))
+        changed = np.mean(y != x)
+        assert changed > (0.9 if kind == "gaussian" else 0.15), (kind, changed)
+        assert y.min() >= 0 and y.max() <= 1
+    with pytest.raises(ValueError):
+        Corruption("blur")
+
+
+def test_denoising_model_corrupts_in_training_and_never_when_scoring():
+    from anomaly_ae.detector import Detector
+
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": "denoising", "model.noise": "mask",
+                                           "model.noise_level": 0.5, "train.epochs": 1})
+    x = (np.random.default_rng(0).random((8, 16, 16, 1)) * 255).astype(np.uint8)
+    det = Detector(cfg).fit(x)
+    model = det.model_
+    xf = x.astype(np.float32) / 255
+    inference = ops.convert_to_numpy(model(xf, training=False))
+    np.testing.assert_array_equal(ops.convert_to_numpy(model(xf, training=False)), inference)
+    clean_path = ops.convert_to_numpy(model.decoder(model.encoder(xf)))
+    np.testing.assert_allclose(inference, clean_path, atol=1e-6)  # scoring sees the real image
+    corrupted = model.corrupt(xf, training=True)
+    assert float(np.mean(ops.convert_to_numpy(corrupted) == 0)) > 0.4
+    np.testing.assert_allclose(det.reconstruct(xf), inference, atol=1e-6)
+    with pytest.raises(ValueError, match="needs model.noise"):
+        DetectorConfig().with_overrides({**SMALL, "model.name": "denoising"})
+
+
+def test_vae_kl_closed_form_and_reproducible_sampling():
+    from anomaly_ae.layers import Sampling
+    from anomaly_ae.models.vae import kl_divergence
+
+    mu = np.array([[0.0, 1.0], [2.0, -1.0]], np.float32)
+    log_var = np.array([[0.0, 0.5], [-1.0, 0.0]], np.float32)
+    expected = -0.5 * np.sum(1 + log_var - mu**2 - np.exp(log_var), axis=1)
+    got = ops.convert_to_numpy(kl_divergence(ops.convert_to_tensor(mu), ops.convert_to_tensor(log_var)))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[0] == pytest.approx(0.5 * (1.0 + np.exp(0.5) - 1 - 0.5))  # first dim contributes 0
+    a = ops.convert_to_numpy(Sampling(seed=7)([mu, log_var]))
+    b = ops.convert_to_numpy(Sampling(seed=7)([mu, log_var]))
+    c = ops.convert_to_numpy(Sampling(seed=8)([mu, log_var]))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_vae_scores_from_the_mean_and_samples_from_the_prior():
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": "vae"})
+    model = build_model(cfg)
+    x = np.random.default_rng(0).random((4, 16, 16, 1)).astype(np.float32)
+    y1 = ops.convert_to_numpy(model(x))
+    np.testing.assert_array_equal(y1, ops.convert_to_numpy(model(x)))  # inference is deterministic
+    mu, _ = model.encoder(x)
+    np.testing.assert_allclose(y1, ops.convert_to_numpy(model.decoder(mu)), atol=1e-6)
+    model(x, training=True)
+    assert len(model.losses) == 1  # the KL term
+    s1 = ops.convert_to_numpy(model.sample(3, seed=5))
+    assert s1.shape == (3, 16, 16, 1)
+    np.testing.assert_array_equal(s1, ops.convert_to_numpy(model.sample(3, seed=5)))
+    assert ops.convert_to_numpy(model.kl_divergence(x)).shape == (4,)

@@ -25,7 +25,7 @@ def test_conv_autoencoder_shapes_and_parts(bottleneck):
 
 
 def test_registry_is_explicit():
-    assert list(ARCHITECTURES) == ["conv", "dense", "linear", "sparse", "contractive"]
+    assert list(ARCHITECTURES) == ["conv", "dense", "linear", "sparse", "contractive", "denoising", "vae"]
     assert ARCHITECTURES["conv"] is ConvAutoencoder
 
 

@@ -12,9 +12,11 @@ from anomaly_ae.config import DetectorConfig
 from anomaly_ae.models.base import Autoencoder
 from anomaly_ae.models.contractive import ContractiveAutoencoder
 from anomaly_ae.models.conv import ConvAutoencoder
+from anomaly_ae.models.denoising import DenoisingAutoencoder
 from anomaly_ae.models.dense import DenseAutoencoder
 from anomaly_ae.models.linear import LinearAutoencoder
 from anomaly_ae.models.sparse import SparseAutoencoder
+from anomaly_ae.models.vae import VariationalAutoencoder
 
 ARCHITECTURES: dict[str, type[Autoencoder]] = {
     "conv": ConvAutoencoder,
@@ -22,6 +24,8 @@ ARCHITECTURES: dict[str, type[Autoencoder]] = {
     "linear": LinearAutoencoder,
     "sparse": SparseAutoencoder,
     "contractive": ContractiveAutoencoder,
+    "denoising": DenoisingAutoencoder,
+    "vae": VariationalAutoencoder,
 }
 
 
@@ -35,6 +39,9 @@ def build_model(config: DetectorConfig) -> keras.Model:
         **cls.config_kwargs(m),
         loss=m.loss,
         ssim_weight=m.ssim_weight,
+        noise=m.noise,
+        noise_level=m.noise_level,
+        noise_seed=config.train.seed,
         name=f"{m.name}_autoencoder",
     )
 
@@ -44,8 +51,10 @@ __all__ = [
     "Autoencoder",
     "ContractiveAutoencoder",
     "ConvAutoencoder",
+    "DenoisingAutoencoder",
     "DenseAutoencoder",
     "LinearAutoencoder",
     "SparseAutoencoder",
+    "VariationalAutoencoder",
     "build_model",
 ]

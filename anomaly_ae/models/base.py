@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from anomaly_ae.layers import Corruption
 from anomaly_ae.losses import LOSSES, reconstruction_loss
 
 
@@ -25,6 +26,9 @@ class Autoencoder(keras.Model):
         decoder: keras.Model,
         loss: str = "mse",
         ssim_weight: float = 0.84,
+        noise: str | None = None,
+        noise_level: float = 0.0,
+        noise_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -34,6 +38,14 @@ class Autoencoder(keras.Model):
         self.decoder = decoder
         self.reconstruction_loss = loss
         self.ssim_weight = float(ssim_weight)
+        self.noise = noise
+        self.noise_level = float(noise_level)
+        self.noise_seed = int(noise_seed)
+        self.corruption = Corruption(noise, noise_level, noise_seed, name="corruption") if noise else None
+
+    def corrupt(self, x: Any, training: bool = False) -> Any:
+        """Training-time corruption of the input (denoising); the identity at inference."""
+        return self.corruption(x, training=training) if self.corruption is not None else x
 
     @classmethod
     def config_kwargs(cls, m: Any) -> dict[str, Any]:
@@ -41,8 +53,8 @@ class Autoencoder(keras.Model):
         raise NotImplementedError
 
     def call(self, x: Any, training: bool = False) -> Any:
-        """``(N, H, W, C)`` -> reconstruction ``(N, H, W, C)``."""
-        return self.decoder(self.encoder(x, training=training), training=training)
+        """``(N, H, W, C)`` -> reconstruction ``(N, H, W, C)`` (of the corrupted input when training)."""
+        return self.decoder(self.encoder(self.corrupt(x, training), training=training), training=training)
 
     def encode(self, x: Any) -> Any:
         """Latent code of ``x``."""
@@ -69,4 +81,7 @@ class Autoencoder(keras.Model):
             "trainable": self.trainable,
             "loss": self.reconstruction_loss,
             "ssim_weight": self.ssim_weight,
+            "noise": self.noise,
+            "noise_level": self.noise_level,
+            "noise_seed": self.noise_seed,
         }

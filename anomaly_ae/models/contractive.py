@@ -71,6 +71,7 @@ class ContractiveAutoencoder(Autoencoder):
         return ops.mean(ops.sum(ops.square(moved - h), axis=1)) / (self.probe_sigma**2)
 
     def call(self, x: Any, training: bool = False) -> Any:
+        x = self.corrupt(x, training)
         h = self.encoder(x, training=training)
         if training:
             self.add_loss(self.contractive_weight * self.jacobian_penalty(x, h))

@@ -68,6 +68,7 @@ class SparseAutoencoder(Autoencoder):
         return self.sparsity_weight * ops.mean(ops.sum(ops.abs(h), axis=1))
 
     def call(self, x: Any, training: bool = False) -> Any:
+        x = self.corrupt(x, training)
         h = self.encoder(x, training=training)
         if training:
             self.add_loss(self.sparsity_penalty(h))

@@ -1,0 +1,123 @@
+"""Convolutional variational autoencoder (Kingma & Welling, 2014), backend-agnostic.
+
+The encoder (VGG-style conv blocks, flatten) gives ``z_mean`` and ``z_log_var``; training samples
+``z`` with the reparameterisation trick (:class:`~anomaly_ae.layers.Sampling`, a layer-owned
+SeedGenerator) and adds ``beta * KL / n_pixels`` with
+
+    KL = -1/2 * sum_j (1 + log_var_j - mean_j^2 - exp(log_var_j))     (per image, mean over the batch)
+
+— divided by the number of pixels because the reconstruction loss is a per-pixel mean; ``beta = 1``
+is then the usual ELBO with a Gaussian decoder of fixed variance, up to a constant. Inference
+(scoring) reconstructs from ``z_mean``, so scores are deterministic; :meth:`kl_divergence` gives the
+KL term per image for use as an extra image score.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+from anomaly_ae.layers import Sampling
+from anomaly_ae.models.base import Autoencoder
+from anomaly_ae.models.conv import _conv_block
+
+
+def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
+    """KL(N(mean, exp(log_var)) || N(0, I)) per sample, ``(N,)``."""
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=1)
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class VariationalAutoencoder(Autoencoder):
+    """Conv VAE for ``(H, W, C)`` images in [0, 1]; ``encoder(x) -> [z_mean, z_log_var]``."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        widths: tuple[int, ...] = (16, 32, 64),
+        convs_per_block: int = 1,
+        activation: str = "leaky_relu",
+        latent_dim: int = 64,
+        beta: float = 1.0,
+        sampling_seed: int = 1337,
+        loss: str = "mse",
+        ssim_weight: float = 0.84,
+        **kwargs: Any,
+    ) -> None:
+        self.image_shape = tuple(int(v) for v in input_shape)
+        self.widths = tuple(int(w) for w in widths)
+        self.convs_per_block = int(convs_per_block)
+        self.activation = activation
+        self.latent_dim = int(latent_dim)
+        self.beta = float(beta)
+        self.sampling_seed = int(sampling_seed)
+        encoder, decoder = self._build_parts()
+        super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
+        self.sampling = Sampling(self.sampling_seed, name="sampling")
+
+    def _build_parts(self) -> tuple[keras.Model, keras.Model]:
+        h, w, c = self.image_shape
+        factor = 2 ** len(self.widths)
+        if h % factor or w % factor:
+            raise ValueError(f"input {h}x{w} is not divisible by {factor} (2 ** number of blocks)")
+        inp = keras.Input(shape=self.image_shape, name="image")
+        x = inp
+        for i, width in enumerate(self.widths):
+            x = _conv_block(x, width, self.convs_per_block, self.activation, False, f"enc{i + 1}")
+            x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+        x = layers.Flatten(name="flatten")(x)
+        z_mean = layers.Dense(self.latent_dim, name="z_mean")(x)
+        z_log_var = layers.Dense(self.latent_dim, name="z_log_var")(x)
+        encoder = keras.Model(inp, [z_mean, z_log_var], name="encoder")
+
+        bh, bw = h // factor, w // factor
+        z_in = keras.Input(shape=(self.latent_dim,), name="z")
+        y = layers.Dense(bh * bw * self.widths[-1], name="expand")(z_in)
+        y = layers.Reshape((bh, bw, self.widths[-1]), name="unflatten")(y)
+        y = layers.Activation(self.activation, name="expand_act")(y)
+        for i in reversed(range(len(self.widths))):
+            y = layers.UpSampling2D(2, name=f"dec{i + 1}_up")(y)
+            y = _conv_block(y, self.widths[i], self.convs_per_block, self.activation, False, f"dec{i + 1}")
+        out = layers.Conv2D(c, 3, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(y)
+        return encoder, keras.Model(z_in, out, name="decoder")
+
+    @classmethod
+    def config_kwargs(cls, m: Any) -> dict[str, Any]:
+        """Constructor arguments from a ``ModelConfig``."""
+        return {"widths": m.widths, "convs_per_block": m.convs_per_block, "activation": m.activation,
+                "latent_dim": m.latent_dim, "beta": m.beta}
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        z_mean, z_log_var = self.encoder(self.corrupt(x, training), training=training)
+        if not training:
+            return self.decoder(z_mean, training=False)
+        z = self.sampling([z_mean, z_log_var])
+        n_pixels = math.prod(self.image_shape)
+        self.add_loss(self.beta * ops.mean(kl_divergence(z_mean, z_log_var)) / n_pixels)
+        return self.decoder(z, training=True)
+
+    def kl_divergence(self, x: Any) -> Any:
+        """KL term per image ``(N,)`` (an optional extra anomaly score: higher = further from the prior)."""
+        z_mean, z_log_var = self.encoder(x, training=False)
+        return kl_divergence(z_mean, z_log_var)
+
+    def sample(self, n: int, seed: int = 0) -> Any:
+        """``n`` images decoded from ``z ~ N(0, I)`` drawn with ``seed``."""
+        z = keras.random.normal((n, self.latent_dim), seed=seed)
+        return self.decoder(z, training=False)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            input_shape=list(self.image_shape),
+            widths=list(self.widths),
+            convs_per_block=self.convs_per_block,
+            activation=self.activation,
+            latent_dim=self.latent_dim,
+            beta=self.beta,
+            sampling_seed=self.sampling_seed,
+        )
+        return config

@@ -1,0 +1,40 @@
+"""``anomaly-ae sample RUN_DIR --n 16 --out grid.png``: new images from a VAE's prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, fail_usage
+
+
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="Model directory of a 'vae' model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file for the grid of samples.")],
+    n: Annotated[int, typer.Option("--n", min=1, max=1024, help="Number of samples.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
+) -> None:
+    """Decode N draws from the prior N(0, I) of a variational autoencoder into a PNG grid."""
+    if not run_dir.is_dir():
+        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+
+    import keras
+    import numpy as np
+
+    from anomaly_ae.artifact import ModelDirError
+    from anomaly_ae.detector import Detector
+    from anomaly_ae.models.vae import VariationalAutoencoder
+    from anomaly_ae.report import image_grid, write_png_atomic
+
+    try:
+        det = Detector.load(run_dir)
+    except ModelDirError as err:
+        fail_usage(str(err))
+    if not isinstance(det.model_, VariationalAutoencoder):
+        fail_usage(f"{run_dir} holds a '{det.config.model.name}' model; only 'vae' models can sample")
+    images = keras.ops.convert_to_numpy(det.model_.sample(n, seed=seed))
+    grid = image_grid((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    write_png_atomic(out, grid)
+    console.print(f"wrote {n} samples to {out}")
