@@ -48,3 +48,14 @@ class RichProgress(keras.callbacks.Callback):
         self.last = "  " + "  ".join(parts) if parts else ""
         self.progress.update(self.task, description=f"epoch {epoch + 1}/{self.epochs}{self.last}")
         self.progress.console.print(f"epoch {epoch + 1}/{self.epochs}{self.last}")
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Sets a VAE's ``kl_scale`` to ``min(1, (epoch + 1) / epochs)`` at the start of every epoch."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = max(1, int(epochs))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.kl_scale.assign(min(1.0, (epoch + 1) / self.epochs))

@@ -97,6 +97,7 @@ class ModelConfig(_Section):
     noise_level: float = Field(0.0, ge=0.0, le=1.0)
     # variational
     beta: float = Field(1.0, ge=0.0, description="weight of the KL term of the VAE")
+    kl_warmup_epochs: int = Field(0, ge=0, description="raise the KL weight linearly over these epochs (0: off)")
 
     @field_validator("widths")
     @classmethod

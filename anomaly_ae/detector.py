@@ -91,13 +91,21 @@ class Detector:
         )
         val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
         model = build_model(cfg)
+        if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
+            model.adapt(pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255)
         model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.train.patience, restore_best_weights=True
         )
+        extra: list[keras.callbacks.Callback] = []
+        if getattr(model, "kl_warmup_epochs", 0):
+            from anomaly_ae.callbacks import KLWarmup
+
+            extra.append(KLWarmup(model.kl_warmup_epochs))
         start = time.perf_counter()
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=[early, *callbacks], verbose=0
+            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=[*extra, early, *callbacks],
+            verbose=0,
         )
         fit_seconds = time.perf_counter() - start
 

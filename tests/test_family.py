@@ -52,15 +52,20 @@ def test_linear_autoencoder_spans_the_pca_subspace():
     d, k, n = 16, 3, 512
     basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
     scales = np.r_[[1.0, 0.7, 0.5], np.full(d - k, 0.05)]  # distinct top-3 variances, small rest
-    data = (rng.normal(size=(n, d)) * scales) @ basis.T  # normalised inputs: centred, unit scale
+    data = 0.5 + 0.1 * (rng.normal(size=(n, d)) * scales) @ basis.T  # image-like: around 0.5, small spread
     x = data.reshape(n, 4, 4, 1).astype(np.float32)
     keras.utils.set_random_seed(0)
     model = LinearAutoencoder(input_shape=(4, 4, 1), latent_dim=k)
+    model.adapt(x)  # the model's own input normalisation
     model.compile(optimizer=keras.optimizers.Adam(3e-2))
     model.fit(x, x, epochs=60, batch_size=32, verbose=0)
     pcs = PCA(k).fit(data).components_  # (k, d)
     angles = subspace_angles(model.decoder_basis().T, pcs.T)
     assert np.all(np.cos(angles) > 0.99), np.cos(angles)
+    # reconstructions come back in image units and equal the PCA reconstruction
+    pca_rec = PCA(k).fit(data).inverse_transform(PCA(k).fit(data).transform(data))
+    rec = ops.convert_to_numpy(model(x)).reshape(n, d)
+    assert np.mean((rec - pca_rec) ** 2) < 0.01 * np.mean((data - data.mean(0)) ** 2)
 
 
 def test_kl_sparsity_matches_closed_form():
@@ -201,3 +206,22 @@ def test_vae_scores_from_the_mean_and_samples_from_the_prior():
     assert s1.shape == (3, 16, 16, 1)
     np.testing.assert_array_equal(s1, ops.convert_to_numpy(model.sample(3, seed=5)))
     assert ops.convert_to_numpy(model.kl_divergence(x)).shape == (4,)
+
+
+def test_vae_kl_warmup_raises_the_kl_weight_per_epoch():
+    from anomaly_ae.detector import Detector
+
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": "vae", "model.kl_warmup_epochs": 4,
+                                           "train.epochs": 2, "train.patience": 5})
+    x = (np.random.default_rng(0).random((8, 16, 16, 1)) * 255).astype(np.uint8)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(ops.convert_to_numpy(self.model.kl_scale)))
+
+    det = Detector(cfg).fit(x, callbacks=[Record()])
+    assert det.train_info_["epochs_run"] == 2
+    assert seen == pytest.approx([0.25, 0.5])  # epochs 1 and 2 of a 4-epoch warm-up
+    no_warmup = build_model(DetectorConfig().with_overrides({**SMALL, "model.name": "vae"}))
+    assert float(ops.convert_to_numpy(no_warmup.kl_scale)) == 1.0

@@ -6,10 +6,11 @@ SeedGenerator) and adds ``beta * KL / n_pixels`` with
 
     KL = -1/2 * sum_j (1 + log_var_j - mean_j^2 - exp(log_var_j))     (per image, mean over the batch)
 
-— divided by the number of pixels because the reconstruction loss is a per-pixel mean; ``beta = 1``
-is then the usual ELBO with a Gaussian decoder of fixed variance, up to a constant. Inference
-(scoring) reconstructs from ``z_mean``, so scores are deterministic; :meth:`kl_divergence` gives the
-KL term per image for use as an extra image score.
+(times a warm-up factor rising linearly to 1 over ``kl_warmup_epochs``, see
+:class:`~anomaly_ae.callbacks.KLWarmup`) — divided by the number of pixels because the
+reconstruction loss is a per-pixel mean; ``beta = 1`` is then the usual ELBO with a Gaussian decoder
+of fixed variance, up to a constant. Inference (scoring) reconstructs from ``z_mean``, so scores are
+deterministic; :meth:`kl_divergence` gives the KL term per image for use as an extra image score.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class VariationalAutoencoder(Autoencoder):
         activation: str = "leaky_relu",
         latent_dim: int = 64,
         beta: float = 1.0,
+        kl_warmup_epochs: int = 0,
         sampling_seed: int = 1337,
         loss: str = "mse",
         ssim_weight: float = 0.84,
@@ -53,10 +55,14 @@ class VariationalAutoencoder(Autoencoder):
         self.activation = activation
         self.latent_dim = int(latent_dim)
         self.beta = float(beta)
+        self.kl_warmup_epochs = int(kl_warmup_epochs)
         self.sampling_seed = int(sampling_seed)
         encoder, decoder = self._build_parts()
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
         self.sampling = Sampling(self.sampling_seed, name="sampling")
+        # KL warm-up: the KL weight is beta * kl_scale; KLWarmup raises kl_scale from 1/warmup to 1
+        self.kl_scale = self.add_weight(shape=(), trainable=False, name="kl_scale",
+                                        initializer="zeros" if self.kl_warmup_epochs else "ones")
 
     def _build_parts(self) -> tuple[keras.Model, keras.Model]:
         h, w, c = self.image_shape
@@ -88,7 +94,7 @@ class VariationalAutoencoder(Autoencoder):
     def config_kwargs(cls, m: Any) -> dict[str, Any]:
         """Constructor arguments from a ``ModelConfig``."""
         return {"widths": m.widths, "convs_per_block": m.convs_per_block, "activation": m.activation,
-                "latent_dim": m.latent_dim, "beta": m.beta}
+                "latent_dim": m.latent_dim, "beta": m.beta, "kl_warmup_epochs": m.kl_warmup_epochs}
 
     def call(self, x: Any, training: bool = False) -> Any:
         z_mean, z_log_var = self.encoder(self.corrupt(x, training), training=training)
@@ -96,7 +102,7 @@ class VariationalAutoencoder(Autoencoder):
             return self.decoder(z_mean, training=False)
         z = self.sampling([z_mean, z_log_var])
         n_pixels = math.prod(self.image_shape)
-        self.add_loss(self.beta * ops.mean(kl_divergence(z_mean, z_log_var)) / n_pixels)
+        self.add_loss(self.beta * self.kl_scale * ops.mean(kl_divergence(z_mean, z_log_var)) / n_pixels)
         return self.decoder(z, training=True)
 
     def kl_divergence(self, x: Any) -> Any:
@@ -118,6 +124,7 @@ class VariationalAutoencoder(Autoencoder):
             activation=self.activation,
             latent_dim=self.latent_dim,
             beta=self.beta,
+            kl_warmup_epochs=self.kl_warmup_epochs,
             sampling_seed=self.sampling_seed,
         )
         return config
