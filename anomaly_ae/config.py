@@ -93,7 +93,7 @@ class ModelConfig(_Section):
     sparsity_weight: float = Field(1.0, ge=0.0, description="beta of the sparsity penalty")
     contractive_weight: float = Field(1e-3, ge=0.0, description="lambda of the Jacobian penalty")
     # corruption of training inputs (every model; required by "denoising")
-    noise: Literal["gaussian", "salt_pepper", "mask"] | None = None
+    noise: Literal["gaussian", "salt_pepper", "mask", "erase"] | None = None
     noise_level: float = Field(0.0, ge=0.0, le=1.0)
     # variational
     beta: float = Field(1.0, ge=0.0, description="weight of the KL term of the VAE")
@@ -129,6 +129,7 @@ class ScoringConfig(_Section):
     reduction: Literal["max", "mean", "topk_mean"] = "max"
     topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
     batch_size: int = Field(32, ge=1)
+    kl_weight: float = Field(0.0, ge=0.0, description="vae only: add kl_weight * KL(q(z|x) || p(z)) to the score")
     tile_size: int | None = Field(None, ge=16, description="reconstruct large images in overlapping tiles")
     tile_overlap: int = Field(32, ge=0)
 

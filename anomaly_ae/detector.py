@@ -247,7 +247,12 @@ class Detector:
     def _score_model_size(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps = self.maps_from_reconstruction(x, self.reconstruct(x))
         s = self.config.scoring
-        return image_score(maps, s.reduction, s.topk_fraction), maps
+        scores = image_score(maps, s.reduction, s.topk_fraction)
+        if s.kl_weight > 0 and hasattr(self.model_, "kl_divergence"):  # VAE: distance of q(z|x) from the prior
+            bs = s.batch_size
+            kl = [keras.ops.convert_to_numpy(self.model_.kl_divergence(x[i : i + bs])) for i in range(0, len(x), bs)]
+            scores = scores + s.kl_weight * np.concatenate(kl).astype(np.float64)
+        return scores, maps
 
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Decoded images of any sizes -> (scores ``(N,)``, anomaly maps, each at its image's size).

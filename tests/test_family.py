@@ -144,7 +144,7 @@ def test_corruption_only_in_training():
     from anomaly_ae.layers import Corruption
 
     x = np.full((2, 8, 8, 1), 0.5, np.float32)
-    for kind in ("gaussian", "salt_pepper", "mask"):
+    for kind in ("gaussian", "salt_pepper", "mask", "erase"):
         layer = Corruption(kind, 0.3, seed=1)
         np.testing.assert_array_equal(ops.convert_to_numpy(layer(x, training=False)), x)
         y = ops.convert_to_numpy(layer(x, training=True))
@@ -225,3 +225,27 @@ def test_vae_kl_warmup_raises_the_kl_weight_per_epoch():
     assert seen == pytest.approx([0.25, 0.5])  # epochs 1 and 2 of a 4-epoch warm-up
     no_warmup = build_model(DetectorConfig().with_overrides({**SMALL, "model.name": "vae"}))
     assert float(ops.convert_to_numpy(no_warmup.kl_scale)) == 1.0
+
+
+def test_erase_corruption_blanks_one_rectangle_of_the_requested_area():
+    from anomaly_ae.layers import Corruption
+
+    x = np.ones((16, 20, 20, 1), np.float32)
+    y = ops.convert_to_numpy(Corruption("erase", 0.25, seed=2)(x, training=True))
+    zeros = (y == 0)[..., 0]
+    for z in zeros:
+        rows, cols = np.where(z)
+        assert z.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # one filled rectangle
+        assert 0.15 < z.mean() < 0.35
+
+
+def test_vae_kl_term_as_an_extra_image_score():
+    from anomaly_ae.detector import Detector
+
+    cfg = DetectorConfig().with_overrides({**SMALL, "model.name": "vae", "train.epochs": 1})
+    x = (np.random.default_rng(0).random((8, 16, 16, 1)) * 255).astype(np.uint8)
+    det = Detector(cfg).fit(x)
+    plain = det.score(x)
+    det.config = det.config.with_overrides({"scoring.kl_weight": 0.5})
+    kl = ops.convert_to_numpy(det.model_.kl_divergence(x.astype(np.float32) / 255))
+    np.testing.assert_allclose(det.score(x), plain + 0.5 * kl, rtol=1e-5)
