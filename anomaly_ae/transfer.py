@@ -1,0 +1,86 @@
+"""Reuse a trained encoder: multi-scale feature extractor export (for U-Net-style segmenters).
+
+``export_encoder(det, out_dir)`` writes
+
+    out_dir/encoder.keras         functional model: image -> [block 1 features, ..., block n features, latent]
+    out_dir/encoder.weights.h5    its weights alone
+    out_dir/encoder.json          input shape, channels, value range, versions, output names
+                                  (block1..blockN, latent), shapes and down-sampling factors
+
+Block ``i`` features are the last activation of encoder block ``i`` before its pooling (the skip
+connections a U-Net decoder uses), at 1/2**(i-1) of the input resolution. Only convolutional
+models have a spatial encoder: ``conv``, ``denoising`` and ``vae`` (its ``z_mean`` path stands in
+for the latent); the dense family raises :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from anomaly_ae.detector import Detector
+
+SPATIAL_MODELS = ("conv", "denoising", "vae")
+
+
+class ExportError(ValueError):
+    """The model cannot be exported this way; the message says why."""
+
+
+def multiscale_encoder(model: keras.Model) -> keras.Model:
+    """``image -> [block_1, ..., block_n, latent]`` sharing the trained layers (and weights) of ``model``."""
+    enc = model.encoder
+    names = [layer.name for layer in enc.layers]
+    blocks = []
+    for i in range(1, len(model.widths) + 1):
+        acts = [n for n in names if n.startswith(f"enc{i}_act")]
+        blocks.append(enc.get_layer(acts[-1]).output)
+    latent = enc.get_layer("z_mean").output if "z_mean" in names else enc.get_layer("latent").output
+    return keras.Model(enc.inputs[0], [*blocks, latent], name="multiscale_encoder")
+
+
+def export_encoder(det: Detector, out_dir: str | Path) -> dict[str, Any]:
+    """Write the multi-scale encoder of a fitted detector; returns the ``encoder.json`` content."""
+    name = det.config.model.name
+    if name not in SPATIAL_MODELS:
+        raise ExportError(
+            f"model {name!r} has no spatial encoder to export for segmentation; "
+            f"export-encoder supports {', '.join(SPATIAL_MODELS)}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = multiscale_encoder(det.model_)
+    enc.save(out / "encoder.keras")
+    enc.save_weights(out / "encoder.weights.h5")
+    from anomaly_ae.artifact import versions, write_json_atomic
+
+    info = {
+        "schema_version": 1,
+        "source_model": name,
+        "input_shape": [None if d is None else int(d) for d in enc.inputs[0].shape[1:]],
+        "channels": det.preprocessing_.channels,
+        "image_size": list(det.preprocessing_.image_size),
+        "value_range": [0.0, 1.0],
+        "normalisation": "uint8 / 255, RGB channel order (gray: 1 channel)",
+        "outputs": [
+            {"name": f"block{i + 1}" if i < len(enc.outputs) - 1 else "latent",
+             "shape": [None if d is None else int(d) for d in t.shape[1:]],
+             "downsampling": 2**i if i < len(enc.outputs) - 1 else 2 ** len(det.config.model.widths)}
+            for i, t in enumerate(enc.outputs)
+        ],
+        "versions": versions(),
+    }
+    write_json_atomic(out / "encoder.json", info)
+    return info
+
+
+def load_encoder(out_dir: str | Path) -> keras.Model:
+    """Load ``encoder.keras`` with ``safe_mode=True``."""
+    import anomaly_ae.models  # noqa: F401  (registers custom classes)
+
+    return keras.saving.load_model(Path(out_dir) / "encoder.keras", safe_mode=True, compile=False)
+
+
+__all__ = ["ExportError", "export_encoder", "load_encoder", "multiscale_encoder"]

@@ -1,0 +1,31 @@
+"""``anomaly-ae export-encoder RUN_DIR --out DIR``: the trained encoder as a multi-scale feature extractor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, fail_usage
+
+
+def export_encoder(
+    run_dir: Annotated[Path, typer.Argument(help="Model directory of a conv, denoising or vae model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for encoder.keras, .weights.h5, .json.")],
+) -> None:
+    """Export the encoder (one output per resolution block + latent) for segmentation transfer learning."""
+    if not run_dir.is_dir():
+        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    from anomaly_ae.artifact import ModelDirError
+    from anomaly_ae.detector import Detector
+    from anomaly_ae.transfer import ExportError
+    from anomaly_ae.transfer import export_encoder as run_export
+
+    try:
+        info = run_export(Detector.load(run_dir), out)
+    except (ModelDirError, ExportError) as err:
+        fail_usage(str(err))
+    for o in info["outputs"]:
+        console.print(f"  {o['name']:<24} {o['shape']}  (1/{o['downsampling']})")
+    console.print(f"encoder        {out / 'encoder.keras'}  (+ encoder.weights.h5, encoder.json)")
