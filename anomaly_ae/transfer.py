@@ -83,4 +83,45 @@ def load_encoder(out_dir: str | Path) -> keras.Model:
     return keras.saving.load_model(Path(out_dir) / "encoder.keras", safe_mode=True, compile=False)
 
 
-__all__ = ["ExportError", "export_encoder", "load_encoder", "multiscale_encoder"]
+def build_segmenter(
+    encoder_dir: str | Path, num_classes: int = 1, freeze_encoder: bool = True, name: str = "segmenter"
+) -> keras.Model:
+    """U-Net-style segmenter: the exported encoder + a decoder with skip connections + a per-pixel head.
+
+    The decoder up-samples the latent by 2, concatenates the encoder features of the same resolution
+    and applies two 3x3 convs (as many channels as that encoder block), down to full resolution; the
+    head is a 1x1 conv with a sigmoid (``num_classes == 1``) or a softmax. Output ``(N, H, W, classes)``.
+    """
+    from keras import layers
+
+    enc = load_encoder(encoder_dir)
+    enc.trainable = not freeze_encoder
+    inp = keras.Input(shape=tuple(enc.inputs[0].shape[1:]), name="image")
+    *blocks, x = enc(inp)
+    for i, skip in reversed(list(enumerate(blocks))):
+        x = layers.UpSampling2D(2, name=f"seg_up{i + 1}")(x)
+        x = layers.Concatenate(name=f"seg_skip{i + 1}")([x, skip])
+        for j in range(2):
+            x = layers.Conv2D(int(skip.shape[-1]), 3, padding="same", activation="relu",
+                              name=f"seg_dec{i + 1}_conv{j + 1}")(x)
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    out = layers.Conv2D(num_classes, 1, activation=activation, dtype="float32", name="mask")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def unfreeze(model: keras.Model, n_blocks: int) -> keras.Model:
+    """Make the last ``n_blocks`` encoder blocks (and the latent layer) of a segmenter trainable.
+
+    Recompile the model afterwards: Keras fixes the trainable set at ``compile``.
+    """
+    enc = model.get_layer("multiscale_encoder")
+    n_total = sum(1 for layer in enc.layers if layer.name.endswith("_pool"))  # one pool per block
+    keep = {f"enc{i}" for i in range(max(1, n_total - n_blocks + 1), n_total + 1)} if n_blocks > 0 else set()
+    enc.trainable = True
+    for layer in enc.layers:
+        prefix = layer.name.split("_")[0]
+        layer.trainable = n_blocks > 0 and (prefix in keep or layer.name in ("latent", "z_mean"))
+    return model
+
+
+__all__ = ["ExportError", "build_segmenter", "export_encoder", "load_encoder", "multiscale_encoder", "unfreeze"]

@@ -48,3 +48,31 @@ def test_export_encoder_cli(tiny_detector, tmp_path):
     res = CliRunner().invoke(app, ["export-encoder", str(run), "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e" / "encoder.keras").is_file() and "1/4" in res.output
+
+
+def test_build_segmenter_trains_one_step_with_a_frozen_encoder(tiny_detector, tmp_path):
+    from anomaly_ae.transfer import build_segmenter, unfreeze
+
+    export_encoder(tiny_detector, tmp_path / "enc")
+    seg = build_segmenter(tmp_path / "enc", num_classes=1, freeze_encoder=True)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1)).astype(np.float32)
+    y = np.zeros((4, 32, 32, 1), np.float32)
+    y[:, 8:16, 8:16] = 1.0
+    out = keras.ops.convert_to_numpy(seg(x))
+    assert out.shape == (4, 32, 32, 1) and (out >= 0).all() and (out <= 1).all()
+    enc = seg.get_layer("multiscale_encoder")
+    enc_before = [keras.ops.convert_to_numpy(w).copy() for w in enc.weights]
+    head_before = keras.ops.convert_to_numpy(seg.get_layer("mask").kernel).copy()
+    seg.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    seg.train_on_batch(x, y)
+    for a, b in zip(enc_before, enc.weights, strict=True):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))  # frozen
+    assert not np.allclose(head_before, keras.ops.convert_to_numpy(seg.get_layer("mask").kernel))
+    n_frozen = len(seg.trainable_weights)
+    unfreeze(seg, 1)
+    trainable = {w.path for w in seg.trainable_weights}
+    assert len(seg.trainable_weights) > n_frozen
+    assert any("enc2_conv1" in p for p in trainable) and not any("enc1_conv1" in p for p in trainable)
+    unfreeze(seg, 2)
+    assert any("enc1_conv1" in w.path for w in seg.trainable_weights)
