@@ -50,16 +50,15 @@ def evaluate(
                                              "dataset": str(dataset_dir)})
     report = write_report(out / "report.html", det, dataset_dir, ev, title=run_dir.name)
 
-    def fmt(key: str) -> str:
-        v = m.get(key)
+    def fmt(metrics: dict[str, Any], key: str) -> str:
+        v = metrics.get(key)
         return f"{v:.4f}" if isinstance(v, float) else "n/a"
 
-    console.print(f"image AUROC {fmt('image_auroc')}   image F1-max {fmt('image_f1_max')}   "
-                  f"pixel AUROC {fmt('pixel_auroc')}   pixel AUPRO {fmt('pixel_aupro')}")
+    console.print(f"image AUROC {fmt(m, 'image_auroc')}   image F1-max {fmt(m, 'image_f1_max')}   "
+                  f"pixel AUROC {fmt(m, 'pixel_auroc')}   pixel AUPRO {fmt(m, 'pixel_aupro')}")
     for defect, dm in m.get("per_defect", {}).items():
-        console.print(f"  {defect:<12} image AUROC {dm.get('image_auroc', float('nan')):.4f}   "
-                      f"pixel AUROC {dm.get('pixel_auroc', float('nan')):.4f}   "
-                      f"pixel AUPRO {dm.get('pixel_aupro', float('nan')):.4f}")
+        console.print(f"  {defect:<12} image AUROC {fmt(dm, 'image_auroc')}   pixel AUROC {fmt(dm, 'pixel_auroc')}   "
+                      f"pixel AUPRO {fmt(dm, 'pixel_aupro')}")
     at = m["at_threshold"]
     console.print(f"at threshold {det.threshold_:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
     console.print(f"metrics        {out / 'metrics.json'}")
