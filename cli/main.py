@@ -17,6 +17,7 @@ from cli.evaluate import evaluate  # noqa: E402
 from cli.export_encoder import export_encoder  # noqa: E402
 from cli.sample import sample  # noqa: E402
 from cli.score import score  # noqa: E402
+from cli.segment import segment_app  # noqa: E402
 from cli.train import train  # noqa: E402
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.command("evaluate")(evaluate)
 app.command("calibrate")(calibrate)
 app.command("sample")(sample)
 app.command("export-encoder")(export_encoder)
+app.add_typer(segment_app, name="segment")
 
 
 def main() -> None:

@@ -1,0 +1,97 @@
+"""Supervised defect segmentation on top of an exported encoder: data pairs, Dice/IoU, training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from anomaly_ae.data import ImageReadError, Preprocessing, list_images, read_image, split_holdout
+
+
+def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Dice and IoU of two bool arrays of one shape, over all their pixels (1.0 when both are empty)."""
+    p = np.asarray(pred, bool)
+    t = np.asarray(target, bool)
+    inter = float(np.sum(p & t))
+    total = float(p.sum() + t.sum())
+    union = float(np.sum(p | t))
+    if total == 0:
+        return 1.0, 1.0
+    return 2 * inter / total, inter / union
+
+
+def mask_path_for(image: Path, images_dir: Path, masks_dir: Path) -> Path | None:
+    """``masks_dir/<relative parent>/<stem>_mask.png`` (MVTec) or ``masks_dir/<relative stem>.png``."""
+    rel = image.relative_to(images_dir)
+    for candidate in (masks_dir / rel.parent / f"{rel.stem}_mask.png", masks_dir / rel.with_suffix(".png")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class Pairs:
+    """Images and masks at model size: x ``(N, h, w, C)`` float32, y ``(N, h, w, 1)`` float32 0/1."""
+
+    x: np.ndarray
+    y: np.ndarray
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def load_pairs(images_dir: Path, masks_dir: Path, pre: Preprocessing) -> Pairs:
+    """Every readable image with a mask (missing mask = skipped with a reason)."""
+    xs, ys, paths, skipped = [], [], [], []
+    for p in list_images(images_dir):
+        mp = mask_path_for(p, images_dir, masks_dir)
+        if mp is None:
+            skipped.append((p, "no mask"))
+            continue
+        try:
+            image = read_image(p, pre.channels)
+            mask = read_image(mp, 1)
+        except ImageReadError as err:
+            skipped.append((p, str(err)))
+            continue
+        xs.append(pre(image)[0])
+        ys.append((Preprocessing(pre.image_size, 1)(mask)[0] > 0.5).astype(np.float32))
+        paths.append(p)
+    if not xs:
+        raise ValueError(f"no image in {images_dir} has a mask in {masks_dir}")
+    return Pairs(np.stack(xs), np.stack(ys), paths, skipped)
+
+
+def encoder_preprocessing(encoder_dir: Path) -> Preprocessing:
+    """The preprocessing recorded in ``encoder.json``."""
+    info = json.loads((Path(encoder_dir) / "encoder.json").read_text(encoding="utf-8"))
+    return Preprocessing(tuple(info["image_size"]), int(info["channels"]))  # type: ignore[arg-type]
+
+
+def train_segmenter(
+    encoder_dir: Path,
+    pairs: Pairs,
+    epochs: int = 30,
+    learning_rate: float = 1e-3,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    freeze_encoder: bool = True,
+    callbacks: list[Any] | None = None,
+) -> tuple[keras.Model, dict[str, float]]:
+    """Fit a :func:`~anomaly_ae.transfer.build_segmenter` model; Dice/IoU on a seeded held-out split."""
+    from anomaly_ae.seeding import set_seed
+    from anomaly_ae.transfer import build_segmenter
+
+    set_seed(seed)
+    tr, ho = split_holdout(len(pairs.x), holdout_fraction, seed)
+    model = build_segmenter(encoder_dir, num_classes=1, freeze_encoder=freeze_encoder)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    model.fit(pairs.x[tr], pairs.y[tr], validation_data=(pairs.x[ho], pairs.y[ho]), epochs=epochs,
+              batch_size=8, verbose=0, callbacks=callbacks or [])
+    pred = keras.ops.convert_to_numpy(model.predict(pairs.x[ho], verbose=0)) > 0.5
+    dice, iou = dice_iou(pred, pairs.y[ho] > 0.5)
+    return model, {"dice": dice, "iou": iou, "n_train": int(len(tr)), "n_val": int(len(ho))}
