@@ -81,17 +81,26 @@ def train_segmenter(
     seed: int = 0,
     freeze_encoder: bool = True,
     callbacks: list[Any] | None = None,
+    pretrained: bool = True,
+    test: Pairs | None = None,
 ) -> tuple[keras.Model, dict[str, float]]:
-    """Fit a :func:`~anomaly_ae.transfer.build_segmenter` model; Dice/IoU on a seeded held-out split."""
+    """Fit a :func:`~anomaly_ae.transfer.build_segmenter` model; Dice/IoU on a seeded held-out split.
+
+    With ``test`` given, all of ``pairs`` train and Dice/IoU are measured on ``test`` instead.
+    """
     from anomaly_ae.seeding import set_seed
     from anomaly_ae.transfer import build_segmenter
 
     set_seed(seed)
-    tr, ho = split_holdout(len(pairs.x), holdout_fraction, seed)
-    model = build_segmenter(encoder_dir, num_classes=1, freeze_encoder=freeze_encoder)
+    if test is None:
+        tr, ho = split_holdout(len(pairs.x), holdout_fraction, seed)
+        x_tr, y_tr, x_te, y_te = pairs.x[tr], pairs.y[tr], pairs.x[ho], pairs.y[ho]
+    else:
+        x_tr, y_tr, x_te, y_te = pairs.x, pairs.y, test.x, test.y
+    model = build_segmenter(encoder_dir, num_classes=1, freeze_encoder=freeze_encoder, pretrained=pretrained)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
-    model.fit(pairs.x[tr], pairs.y[tr], validation_data=(pairs.x[ho], pairs.y[ho]), epochs=epochs,
-              batch_size=8, verbose=0, callbacks=callbacks or [])
-    pred = keras.ops.convert_to_numpy(model.predict(pairs.x[ho], verbose=0)) > 0.5
-    dice, iou = dice_iou(pred, pairs.y[ho] > 0.5)
-    return model, {"dice": dice, "iou": iou, "n_train": int(len(tr)), "n_val": int(len(ho))}
+    model.fit(x_tr, y_tr, validation_data=(x_te, y_te), epochs=epochs, batch_size=8, verbose=0,
+              callbacks=callbacks or [])
+    pred = keras.ops.convert_to_numpy(model.predict(x_te, verbose=0, batch_size=8)) > 0.5
+    dice, iou = dice_iou(pred, y_te > 0.5)
+    return model, {"dice": dice, "iou": iou, "n_train": int(len(x_tr)), "n_val": int(len(x_te))}

@@ -84,17 +84,24 @@ def load_encoder(out_dir: str | Path) -> keras.Model:
 
 
 def build_segmenter(
-    encoder_dir: str | Path, num_classes: int = 1, freeze_encoder: bool = True, name: str = "segmenter"
+    encoder_dir: str | Path,
+    num_classes: int = 1,
+    freeze_encoder: bool = True,
+    name: str = "segmenter",
+    pretrained: bool = True,
 ) -> keras.Model:
     """U-Net-style segmenter: the exported encoder + a decoder with skip connections + a per-pixel head.
 
     The decoder up-samples the latent by 2, concatenates the encoder features of the same resolution
     and applies two 3x3 convs (as many channels as that encoder block), down to full resolution; the
     head is a 1x1 conv with a sigmoid (``num_classes == 1``) or a softmax. Output ``(N, H, W, classes)``.
+    ``pretrained=False`` re-initialises the encoder (same architecture, random weights).
     """
     from keras import layers
 
     enc = load_encoder(encoder_dir)
+    if not pretrained:  # same architecture, fresh weights (the baseline of a transfer experiment)
+        enc = keras.models.clone_model(enc)
     enc.trainable = not freeze_encoder
     inp = keras.Input(shape=tuple(enc.inputs[0].shape[1:]), name="image")
     *blocks, x = enc(inp)

@@ -76,3 +76,15 @@ def test_build_segmenter_trains_one_step_with_a_frozen_encoder(tiny_detector, tm
     assert any("enc2_conv1" in p for p in trainable) and not any("enc1_conv1" in p for p in trainable)
     unfreeze(seg, 2)
     assert any("enc1_conv1" in w.path for w in seg.trainable_weights)
+
+
+def test_random_init_segmenter_has_the_same_architecture_and_fresh_weights(tiny_detector, tmp_path):
+    from anomaly_ae.transfer import build_segmenter
+
+    export_encoder(tiny_detector, tmp_path / "enc")
+    pre = build_segmenter(tmp_path / "enc").get_layer("multiscale_encoder")
+    rnd = build_segmenter(tmp_path / "enc", pretrained=False).get_layer("multiscale_encoder")
+    assert [w.shape for w in pre.weights] == [w.shape for w in rnd.weights]
+    kernels = [(a, b) for a, b in zip(pre.weights, rnd.weights, strict=True) if len(a.shape) == 4]
+    assert kernels and all(not np.allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+                           for a, b in kernels)
