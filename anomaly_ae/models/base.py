@@ -75,7 +75,20 @@ class Autoencoder(keras.Model):
             loss = loss + ops.sum(ops.stack([ops.cast(v, loss.dtype) for v in self.losses]))
         return loss
 
+    #: constructor arguments that ``get_config`` records, read from attributes of the same name
+    CONFIG_FIELDS: tuple[str, ...] = ()
+
     def get_config(self) -> dict[str, Any]:
+        """Plain constructor arguments: the base ones, ``input_shape`` and the class's ``CONFIG_FIELDS``."""
+        config = self._base_config()
+        if hasattr(self, "image_shape"):
+            config["input_shape"] = list(self.image_shape)  # None dims for fully convolutional models
+        for field in self.CONFIG_FIELDS:
+            value = getattr(self, field)
+            config[field] = list(value) if isinstance(value, tuple) else value
+        return config
+
+    def _base_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "trainable": self.trainable,

@@ -31,6 +31,8 @@ def sigmoid_jacobian_frobenius(h: Any, kernel: Any) -> Any:
 class ContractiveAutoencoder(Autoencoder):
     """Dense autoencoder with a sigmoid code and the contractive penalty."""
 
+    CONFIG_FIELDS = ("hidden", "latent_dim", "activation", "contractive_weight", "probe_sigma", "seed")
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],
@@ -76,16 +78,3 @@ class ContractiveAutoencoder(Autoencoder):
         if training:
             self.add_loss(self.contractive_weight * self.jacobian_penalty(x, h))
         return self.decoder(h, training=training)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            input_shape=list(self.image_shape),
-            hidden=list(self.hidden),
-            latent_dim=self.latent_dim,
-            activation=self.activation,
-            contractive_weight=self.contractive_weight,
-            probe_sigma=self.probe_sigma,
-            seed=self.seed,
-        )
-        return config

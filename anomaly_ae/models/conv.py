@@ -34,6 +34,10 @@ class ConvAutoencoder(Autoencoder):
     ``2 ** len(widths)``.
     """
 
+    CONFIG_FIELDS = (
+        "widths", "convs_per_block", "activation", "batch_norm", "bottleneck", "latent_channels", "latent_dim"
+    )
+
     @property
     def downsampling(self) -> int:
         """Total down-sampling factor, ``2 ** len(widths)``."""
@@ -106,17 +110,3 @@ class ConvAutoencoder(Autoencoder):
         return {"widths": m.widths, "convs_per_block": m.convs_per_block, "activation": m.activation,
                 "batch_norm": m.batch_norm, "bottleneck": m.bottleneck, "latent_channels": m.latent_channels,
                 "latent_dim": m.latent_dim}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            input_shape=list(self.image_shape),  # None for patch (fully convolutional) models
-            widths=list(self.widths),
-            convs_per_block=self.convs_per_block,
-            activation=self.activation,
-            batch_norm=self.batch_norm,
-            bottleneck=self.bottleneck,
-            latent_channels=self.latent_channels,
-            latent_dim=self.latent_dim,
-        )
-        return config

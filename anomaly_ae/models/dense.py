@@ -70,6 +70,8 @@ def dense_parts(
 class DenseAutoencoder(Autoencoder):
     """Dense autoencoder for ``(H, W, C)`` images in [0, 1] (sigmoid output)."""
 
+    CONFIG_FIELDS = ("hidden", "latent_dim", "activation", "latent_activation", "l1", "l2", "activity_l1", "dropout")
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],
@@ -103,18 +105,3 @@ class DenseAutoencoder(Autoencoder):
         return {"hidden": m.hidden, "latent_dim": m.latent_dim, "activation": m.activation,
                 "latent_activation": m.latent_activation, "l1": m.l1, "l2": m.l2,
                 "activity_l1": m.activity_l1, "dropout": m.dropout}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            input_shape=list(self.image_shape),
-            hidden=list(self.hidden),
-            latent_dim=self.latent_dim,
-            activation=self.activation,
-            latent_activation=self.latent_activation,
-            l1=self.l1,
-            l2=self.l2,
-            activity_l1=self.activity_l1,
-            dropout=self.dropout,
-        )
-        return config

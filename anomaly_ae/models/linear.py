@@ -23,6 +23,8 @@ from anomaly_ae.models.dense import dense_parts
 class LinearAutoencoder(Autoencoder):
     """Linear encoder and decoder (no activations, unbounded output), MSE loss."""
 
+    CONFIG_FIELDS = ("latent_dim",)
+
     def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 32, loss: str = "mse",
                  ssim_weight: float = 0.84, **kwargs: Any) -> None:
         self.image_shape = tuple(int(v) for v in input_shape)
@@ -55,8 +57,3 @@ class LinearAutoencoder(Autoencoder):
     def decoder_basis(self) -> np.ndarray:
         """Decoder kernel ``(latent_dim, H*W*C)``: its rows span the learned subspace."""
         return keras.ops.convert_to_numpy(self.decoder.get_layer("reconstruction").kernel)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(input_shape=list(self.image_shape), latent_dim=self.latent_dim)
-        return config

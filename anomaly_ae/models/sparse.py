@@ -29,6 +29,8 @@ def kl_sparsity(h: Any, rho: float, eps: float = 1e-7) -> Any:
 class SparseAutoencoder(Autoencoder):
     """Dense autoencoder with a sigmoid code and a KL (or L1) sparsity penalty on it."""
 
+    CONFIG_FIELDS = ("hidden", "latent_dim", "activation", "sparsity", "sparsity_target", "sparsity_weight")
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],
@@ -73,16 +75,3 @@ class SparseAutoencoder(Autoencoder):
         if training:
             self.add_loss(self.sparsity_penalty(h))
         return self.decoder(h, training=training)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            input_shape=list(self.image_shape),
-            hidden=list(self.hidden),
-            latent_dim=self.latent_dim,
-            activation=self.activation,
-            sparsity=self.sparsity,
-            sparsity_target=self.sparsity_target,
-            sparsity_weight=self.sparsity_weight,
-        )
-        return config

@@ -35,6 +35,10 @@ def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
 class VariationalAutoencoder(Autoencoder):
     """Conv VAE for ``(H, W, C)`` images in [0, 1]; ``encoder(x) -> [z_mean, z_log_var]``."""
 
+    CONFIG_FIELDS = (
+        "widths", "convs_per_block", "activation", "latent_dim", "beta", "kl_warmup_epochs", "sampling_seed"
+    )
+
     def __init__(
         self,
         input_shape: tuple[int, int, int],
@@ -114,17 +118,3 @@ class VariationalAutoencoder(Autoencoder):
         """``n`` images decoded from ``z ~ N(0, I)`` drawn with ``seed``."""
         z = keras.random.normal((n, self.latent_dim), seed=seed)
         return self.decoder(z, training=False)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            input_shape=list(self.image_shape),
-            widths=list(self.widths),
-            convs_per_block=self.convs_per_block,
-            activation=self.activation,
-            latent_dim=self.latent_dim,
-            beta=self.beta,
-            kl_warmup_epochs=self.kl_warmup_epochs,
-            sampling_seed=self.sampling_seed,
-        )
-        return config
