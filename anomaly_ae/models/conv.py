@@ -25,6 +25,22 @@ def _conv_block(x: Any, width: int, n: int, activation: str, batch_norm: bool, n
     return x
 
 
+def vgg_down(x: Any, widths: tuple[int, ...], n: int, activation: str, batch_norm: bool) -> Any:
+    """Encoder path: per width, ``n`` x (Conv 3x3 [+ BN] + activation) then a 2x max-pool (``enc<i>_*``)."""
+    for i, width in enumerate(widths):
+        x = _conv_block(x, width, n, activation, batch_norm, f"enc{i + 1}")
+        x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+    return x
+
+
+def vgg_up(y: Any, widths: tuple[int, ...], n: int, activation: str, batch_norm: bool, channels: int) -> Any:
+    """Mirrored decoder path (2x up-sampling + conv blocks, ``dec<i>_*``) and the sigmoid reconstruction head."""
+    for i in reversed(range(len(widths))):
+        y = layers.UpSampling2D(2, name=f"dec{i + 1}_up")(y)
+        y = _conv_block(y, widths[i], n, activation, batch_norm, f"dec{i + 1}")
+    return layers.Conv2D(channels, 3, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(y)
+
+
 @keras.saving.register_keras_serializable(package="anomaly_ae")
 class ConvAutoencoder(Autoencoder):
     """VGG-style convolutional autoencoder for ``(H, W, C)`` images in [0, 1].
@@ -77,10 +93,7 @@ class ConvAutoencoder(Autoencoder):
         elif h % factor or w % factor:
             raise ValueError(f"input {h}x{w} is not divisible by {factor} (2 ** number of blocks)")
         inp = keras.Input(shape=self.image_shape, name="image")
-        x = inp
-        for i, width in enumerate(self.widths):
-            x = _conv_block(x, width, self.convs_per_block, self.activation, self.batch_norm, f"enc{i + 1}")
-            x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+        x = vgg_down(inp, self.widths, self.convs_per_block, self.activation, self.batch_norm)
         bh, bw = (h // factor, w // factor) if h is not None and w is not None else (None, None)
         if self.bottleneck == "conv":
             z = layers.Conv2D(self.latent_channels, 1, name="latent")(x)
@@ -97,10 +110,7 @@ class ConvAutoencoder(Autoencoder):
             y = layers.Dense(bh * bw * self.widths[-1], name="expand")(z_in)
             y = layers.Reshape((bh, bw, self.widths[-1]), name="unflatten")(y)
         y = layers.Activation(self.activation, name="expand_act")(y)
-        for i in reversed(range(len(self.widths))):
-            y = layers.UpSampling2D(2, name=f"dec{i + 1}_up")(y)
-            y = _conv_block(y, self.widths[i], self.convs_per_block, self.activation, self.batch_norm, f"dec{i + 1}")
-        out = layers.Conv2D(c, 3, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(y)
+        out = vgg_up(y, self.widths, self.convs_per_block, self.activation, self.batch_norm, c)
         decoder = keras.Model(z_in, out, name="decoder")
         return encoder, decoder
 

@@ -23,7 +23,7 @@ from keras import layers, ops
 
 from anomaly_ae.layers import Sampling
 from anomaly_ae.models.base import Autoencoder
-from anomaly_ae.models.conv import _conv_block
+from anomaly_ae.models.conv import vgg_down, vgg_up
 
 
 def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
@@ -74,10 +74,7 @@ class VariationalAutoencoder(Autoencoder):
         if h % factor or w % factor:
             raise ValueError(f"input {h}x{w} is not divisible by {factor} (2 ** number of blocks)")
         inp = keras.Input(shape=self.image_shape, name="image")
-        x = inp
-        for i, width in enumerate(self.widths):
-            x = _conv_block(x, width, self.convs_per_block, self.activation, False, f"enc{i + 1}")
-            x = layers.MaxPooling2D(2, name=f"enc{i + 1}_pool")(x)
+        x = vgg_down(inp, self.widths, self.convs_per_block, self.activation, False)
         x = layers.Flatten(name="flatten")(x)
         z_mean = layers.Dense(self.latent_dim, name="z_mean")(x)
         z_log_var = layers.Dense(self.latent_dim, name="z_log_var")(x)
@@ -88,10 +85,7 @@ class VariationalAutoencoder(Autoencoder):
         y = layers.Dense(bh * bw * self.widths[-1], name="expand")(z_in)
         y = layers.Reshape((bh, bw, self.widths[-1]), name="unflatten")(y)
         y = layers.Activation(self.activation, name="expand_act")(y)
-        for i in reversed(range(len(self.widths))):
-            y = layers.UpSampling2D(2, name=f"dec{i + 1}_up")(y)
-            y = _conv_block(y, self.widths[i], self.convs_per_block, self.activation, False, f"dec{i + 1}")
-        out = layers.Conv2D(c, 3, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(y)
+        out = vgg_up(y, self.widths, self.convs_per_block, self.activation, False, c)
         return encoder, keras.Model(z_in, out, name="decoder")
 
     @classmethod
