@@ -29,6 +29,7 @@ import numpy as np
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data import Preprocessing
+from anomaly_ae.fileio import write_bytes_atomic
 from anomaly_ae.thresholds import ScoreStats
 
 if TYPE_CHECKING:
@@ -65,14 +66,7 @@ def versions() -> dict[str, str]:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
 def detector_metadata(det: Detector) -> dict[str, Any]:
@@ -180,10 +174,7 @@ def save_calibration(det: Detector, path: Path) -> Path:
     previous = getattr(det, "metadata_", {})
     meta["created"] = previous.get("created", meta["created"])
     meta["calibrated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
-    os.close(fd)
-    det.config.to_yaml(tmp)
-    os.replace(tmp, path / CONFIG_FILE)
+    write_bytes_atomic(path / CONFIG_FILE, det.config.yaml_text().encode("utf-8"))
     write_json_atomic(path / META_FILE, meta)
     det.metadata_ = meta
     return path

@@ -207,9 +207,13 @@ class DetectorConfig(_Section):
         """Plain JSON/YAML-ready dict (tuples become lists)."""
         return self.model_dump(mode="json")
 
+    def yaml_text(self) -> str:
+        """The resolved config as YAML text."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def to_yaml(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        Path(path).write_text(self.yaml_text(), encoding="utf-8")
 
     def flat(self) -> dict[str, Any]:
         """``{"data.image_size": [128, 128], ...}``: every leaf value under its dotted path."""

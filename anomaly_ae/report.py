@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from anomaly_ae.fileio import write_bytes_atomic
 
 CSV_COLUMNS = ("path", "score", "is_anomaly", "threshold", "error")
 
@@ -53,28 +54,14 @@ def write_png_atomic(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` (no pickle) through a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(array, np.float32), allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.save`` (float32, no pickle) through a temporary file."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, np.float32), allow_pickle=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 class ScoresCsv:

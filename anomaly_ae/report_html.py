@@ -14,6 +14,7 @@ import numpy as np
 from anomaly_ae.data import read_image
 from anomaly_ae.detector import Detector
 from anomaly_ae.evaluation import Evaluation, read_mask
+from anomaly_ae.fileio import write_bytes_atomic
 from anomaly_ae.report import heatmap_overlay
 
 
@@ -150,8 +151,5 @@ true-positive rate {at['tpr'] if at['tpr'] is None else f"{at['tpr']:.3f}"}.</p>
 {"<h2>Unreadable files</h2><ul>" + failures + "</ul>" if failures else ""}
 </body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
+    write_bytes_atomic(path, doc.encode("utf-8"))
     return path
