@@ -98,7 +98,9 @@ def train_segmenter(
     else:
         x_tr, y_tr, x_te, y_te = pairs.x, pairs.y, test.x, test.y
     model = build_segmenter(encoder_dir, num_classes=1, freeze_encoder=freeze_encoder, pretrained=pretrained)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
+    from anomaly_ae.losses import dice_bce_loss
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss)
     model.fit(x_tr, y_tr, validation_data=(x_te, y_te), epochs=epochs, batch_size=8, verbose=0,
               callbacks=callbacks or [])
     pred = keras.ops.convert_to_numpy(model.predict(x_te, verbose=0, batch_size=8)) > 0.5

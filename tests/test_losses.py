@@ -64,3 +64,20 @@ def test_ssim_losses_combine_as_documented():
     assert got == pytest.approx(0.3 * (1 - s) + 0.7 * l1, rel=1e-5)
     with pytest.raises(ValueError, match="unknown loss"):
         reconstruction_loss("huber", A, B)
+
+
+def test_soft_dice_and_dice_bce_hand_values():
+    from anomaly_ae.losses import dice_bce_loss, soft_dice
+
+    y = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    p = np.array([[0.5, 0.5, 0.0, 0.0]], np.float32)
+    # (2 * 0.5 + 1) / (1 + 1 + 1) = 2/3
+    assert float(_np(soft_dice(ops.convert_to_tensor(y), ops.convert_to_tensor(p)))) == pytest.approx(2 / 3)
+    bce = -(np.log(0.5) + np.log(0.5) + 2 * np.log(1 - 1e-7)) / 4
+    got = float(_np(dice_bce_loss(ops.convert_to_tensor(y), ops.convert_to_tensor(p))))
+    assert got == pytest.approx(bce + 1 / 3, rel=1e-5)
+    # Dice keeps the rare positives in play: predicting background everywhere costs ~1, not ~0
+    rare = np.zeros((1, 1000), np.float32)
+    rare[0, :2] = 1.0
+    background = np.full_like(rare, 1e-4)
+    assert float(_np(dice_bce_loss(ops.convert_to_tensor(rare), ops.convert_to_tensor(background)))) > 0.6
