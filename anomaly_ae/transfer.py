@@ -6,6 +6,12 @@
     out_dir/encoder.weights.h5    its weights alone
     out_dir/encoder.json          input shape, channels, value range, versions, output names
                                   (block1..blockN, latent), shapes and down-sampling factors
+    out_dir/encoder.onnx          with ``formats=("onnx",)``: the same features for onnxruntime
+    out_dir/encoder_savedmodel/   with ``formats=("savedmodel",)``: a TensorFlow SavedModel
+
+The ONNX and SavedModel graphs take ``image`` ``(N, H, W, C)`` float32 in [0, 1] and return one
+named output per feature (``block1``, ..., ``latent``); both go through TensorFlow (Keras 3's
+``model.export``), ONNX through ``tf2onnx`` (``pip install 'anomaly-ae[onnx]'``).
 
 Block ``i`` features are the last activation of encoder block ``i`` before its pooling (the skip
 connections a U-Net decoder uses), at 1/2**(i-1) of the input resolution. Only convolutional
@@ -15,6 +21,7 @@ for the latent); the dense family raises :class:`ExportError`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ import keras
 from anomaly_ae.detector import Detector
 
 SPATIAL_MODELS = ("conv", "denoising", "vae")
+ENCODER_FORMATS = ("keras", "weights", "savedmodel", "onnx")
 
 
 class ExportError(ValueError):
@@ -41,8 +49,15 @@ def multiscale_encoder(model: keras.Model) -> keras.Model:
     return keras.Model(enc.inputs[0], [*blocks, latent], name="multiscale_encoder")
 
 
-def export_encoder(det: Detector, out_dir: str | Path) -> dict[str, Any]:
-    """Write the multi-scale encoder of a fitted detector; returns the ``encoder.json`` content."""
+def export_encoder(det: Detector, out_dir: str | Path, formats: Sequence[str] = ()) -> dict[str, Any]:
+    """Write the multi-scale encoder of a fitted detector; returns the ``encoder.json`` content.
+
+    ``encoder.keras`` and ``encoder.weights.h5`` are always written; ``formats`` may add
+    ``"savedmodel"`` and/or ``"onnx"`` (``"keras"`` and ``"weights"`` are accepted and add nothing).
+    """
+    unknown = [f for f in formats if f not in ENCODER_FORMATS]
+    if unknown:
+        raise ExportError(f"format {unknown[0]!r} is not supported; choose from {', '.join(ENCODER_FORMATS)}")
     name = det.config.model.name
     if name not in SPATIAL_MODELS:
         raise ExportError(
@@ -54,6 +69,9 @@ def export_encoder(det: Detector, out_dir: str | Path) -> dict[str, Any]:
     enc = multiscale_encoder(det.model_)
     enc.save(out / "encoder.keras")
     enc.save_weights(out / "encoder.weights.h5")
+    files = ["encoder.keras", "encoder.weights.h5"]
+    for fmt in dict.fromkeys(f for f in formats if f in ("savedmodel", "onnx")):
+        files.append(_export_graph(enc, out, fmt))
     from anomaly_ae.artifact import versions, write_json_atomic
 
     info = {
@@ -70,10 +88,30 @@ def export_encoder(det: Detector, out_dir: str | Path) -> dict[str, Any]:
              "downsampling": 2**i if i < len(enc.outputs) - 1 else 2 ** len(det.config.model.widths)}
             for i, t in enumerate(enc.outputs)
         ],
+        "files": files,
         "versions": versions(),
     }
     write_json_atomic(out / "encoder.json", info)
     return info
+
+
+def _export_graph(enc: keras.Model, out: Path, fmt: str) -> str:
+    """``encoder.onnx`` or ``encoder_savedmodel/`` with one named output per feature map; returns the name."""
+    import importlib.util
+
+    needs = ["tensorflow"] + (["tf2onnx"] if fmt == "onnx" else [])
+    for module in needs:
+        if importlib.util.find_spec(module) is None:
+            hint = "pip install 'anomaly-ae[onnx]'" if module == "tf2onnx" else "pip install tensorflow"
+            raise ExportError(f"format {fmt!r} needs the '{module}' package ({hint})")
+    names = [f"block{i + 1}" for i in range(len(enc.outputs) - 1)] + ["latent"]
+    image = keras.Input(tuple(enc.inputs[0].shape[1:]), name="image")
+    named = keras.Model(image, dict(zip(names, enc(image), strict=True)), name="encoder_features")
+    shape = [1 if d is None else int(d) for d in image.shape[1:]]
+    named(keras.ops.zeros((1, *shape)))  # Keras exports only models that were called
+    target = out / ("encoder.onnx" if fmt == "onnx" else "encoder_savedmodel")
+    named.export(str(target), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
+    return target.name
 
 
 def load_encoder(out_dir: str | Path) -> keras.Model:
@@ -131,4 +169,7 @@ def unfreeze(model: keras.Model, n_blocks: int) -> keras.Model:
     return model
 
 
-__all__ = ["ExportError", "build_segmenter", "export_encoder", "load_encoder", "multiscale_encoder", "unfreeze"]
+__all__ = [
+    "ENCODER_FORMATS", "ExportError", "build_segmenter", "export_encoder", "load_encoder", "multiscale_encoder",
+    "unfreeze",
+]

@@ -13,6 +13,11 @@ from cli.common import console, fail_usage
 def export_encoder(
     run_dir: Annotated[Path, typer.Argument(help="Model directory of a conv, denoising or vae model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for encoder.keras, .weights.h5, .json.")],
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="Extra format: savedmodel | onnx (repeatable; keras and weights "
+                                            "are always written)."),
+    ] = None,
 ) -> None:
     """Export the encoder (one output per resolution block + latent) for segmentation transfer learning."""
     if not run_dir.is_dir():
@@ -23,9 +28,9 @@ def export_encoder(
     from anomaly_ae.transfer import export_encoder as run_export
 
     try:
-        info = run_export(Detector.load(run_dir), out)
+        info = run_export(Detector.load(run_dir), out, formats=fmt or ())
     except (ModelDirError, ExportError) as err:
         fail_usage(str(err))
     for o in info["outputs"]:
         console.print(f"  {o['name']:<24} {o['shape']}  (1/{o['downsampling']})")
-    console.print(f"encoder        {out / 'encoder.keras'}  (+ encoder.weights.h5, encoder.json)")
+    console.print(f"encoder        {out / 'encoder.keras'}  (+ encoder.json: {', '.join(info['files'][1:])})")

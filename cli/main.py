@@ -14,6 +14,7 @@ import typer  # noqa: E402
 from cli.calibrate import calibrate  # noqa: E402
 from cli.common import silence_native_stderr  # noqa: E402
 from cli.evaluate import evaluate  # noqa: E402
+from cli.export import export  # noqa: E402
 from cli.export_encoder import export_encoder  # noqa: E402
 from cli.sample import sample  # noqa: E402
 from cli.score import score  # noqa: E402
@@ -39,6 +40,7 @@ app.command("score")(score)
 app.command("evaluate")(evaluate)
 app.command("calibrate")(calibrate)
 app.command("sample")(sample)
+app.command("export")(export)
 app.command("export-encoder")(export_encoder)
 app.add_typer(segment_app, name="segment")
 

@@ -1,0 +1,204 @@
+"""Deployable detector: one graph from an image batch to (anomaly map, image score), for runtimes without us.
+
+``export_detector(det, out_dir, "onnx" | "savedmodel")`` writes
+
+    out_dir/model.onnx  or  out_dir/saved_model/   the graph (Keras 3 ``model.export``)
+    out_dir/deploy.json                             input/output contract, threshold, normalisation,
+                                                    score statistics, scoring settings, versions
+
+The graph takes ``images``: ``(N, h, w, C)`` at the model resolution, ``uint8`` 0-255 (default) or
+``float32`` in [0, 1], RGB order (``C == 3``) or gray (``C == 1``). It returns ``anomaly_map``
+``(N, h, w)`` float32 and ``score`` ``(N,)`` float32, equal to :meth:`Detector.anomaly_maps` and
+:meth:`Detector.score` on the same model-size images (within 1e-4, ``tests/test_export.py``).
+Resizing a camera frame to ``(h, w)`` (OpenCV ``INTER_AREA`` when shrinking, as we do) and
+resizing the map back are left to the caller; the threshold and normalisation are numbers in
+``deploy.json``, applied as ``score > threshold``.
+
+What cannot be one graph is refused with :class:`~anomaly_ae.transfer.ExportError`: tiled
+reconstruction (``scoring.tile_size`` smaller than the image) and the VAE's extra KL score
+(``scoring.kl_weight > 0``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from anomaly_ae import scoring_ops
+from anomaly_ae.detector import Detector
+from anomaly_ae.transfer import ExportError
+
+FORMATS = ("onnx", "savedmodel")
+INPUT_DTYPES = ("uint8", "float32")
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class BorderPad(keras.layers.Layer):
+    """Pad ``(N, H, W, C)`` at the bottom/right by static amounts with a NumPy pad ``mode``."""
+
+    def __init__(self, pad_h: int, pad_w: int, mode: str = "reflect", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pad_h, self.pad_w, self.mode = int(pad_h), int(pad_w), mode
+
+    def call(self, x: Any) -> Any:
+        return scoring_ops.pad_hw(x, (0, self.pad_h, 0, self.pad_w), self.mode)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        n, h, w, c = input_shape
+        return (n, None if h is None else h + self.pad_h, None if w is None else w + self.pad_w, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pad_h": self.pad_h, "pad_w": self.pad_w, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class ScoringHead(keras.layers.Layer):
+    """``[x, x_hat]`` -> ``{"anomaly_map": (N, h, w), "score": (N,)}``; ``x_hat`` is cropped to ``x``."""
+
+    def __init__(
+        self,
+        metric: str = "l2",
+        channel_reduction: str = "mean",
+        ssim_weight: float = 0.5,
+        sigma: tuple[float, float] = (0.0, 0.0),
+        reduction: str = "max",
+        topk_fraction: float = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.metric, self.channel_reduction, self.ssim_weight = metric, channel_reduction, float(ssim_weight)
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+        self.reduction, self.topk_fraction = reduction, float(topk_fraction)
+
+    def call(self, inputs: list[Any]) -> dict[str, Any]:
+        x, x_hat = inputs
+        h, w = int(x.shape[1]), int(x.shape[2])
+        x_hat = x_hat[:, :h, :w, :]
+        res = scoring_ops.residual_map(x, x_hat, self.metric, self.channel_reduction, self.ssim_weight)
+        amap = scoring_ops.smooth(res, *self.sigma)
+        return {"anomaly_map": amap, "score": scoring_ops.image_score(amap, self.reduction, self.topk_fraction)}
+
+    def compute_output_shape(self, input_shapes: list[tuple]) -> dict[str, tuple]:
+        n, h, w, _ = input_shapes[0]
+        return {"anomaly_map": (n, h, w), "score": (n,)}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(), "metric": self.metric, "channel_reduction": self.channel_reduction,
+            "ssim_weight": self.ssim_weight, "sigma": list(self.sigma), "reduction": self.reduction,
+            "topk_fraction": self.topk_fraction,
+        }
+
+
+def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
+    """The fitted detector as one Keras model: ``images`` -> ``{"anomaly_map", "score"}`` (see module doc)."""
+    if input_dtype not in INPUT_DTYPES:
+        raise ExportError(f"input dtype {input_dtype!r} is not supported; choose one of {', '.join(INPUT_DTYPES)}")
+    s = det.config.scoring
+    if s.kl_weight > 0 and hasattr(det.model_, "kl_divergence"):
+        raise ExportError("scoring.kl_weight > 0 (VAE KL score) cannot be exported; calibrate with kl_weight 0")
+    h, w = det.preprocessing_.image_size
+    c = det.preprocessing_.channels
+    fully_convolutional = None in tuple(getattr(det.model_, "image_shape", (0,)))
+    factor = 2 ** len(det.config.model.widths) if fully_convolutional else 1
+    ph, pw = (-h) % factor, (-w) % factor
+    if s.tile_size is not None and max(h + ph, w + pw) > s.tile_size:
+        raise ExportError(
+            f"scoring.tile_size {s.tile_size} tiles {h + ph}x{w + pw} images, which one graph does not "
+            "reproduce; export a copy whose config sets scoring.tile_size: null"
+        )
+    images = keras.Input((h, w, c), dtype=input_dtype, name="images")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(images) if input_dtype == "uint8" else images
+    padded = x
+    if ph or pw:  # the same padding as Detector.reconstruct (tiling.pad_to_multiple)
+        padded = BorderPad(ph, pw, "reflect" if ph < h and pw < w else "edge", name="pad")(x)
+    x_hat = det.model_(padded, training=False)
+    head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det._sigma(), s.reduction, s.topk_fraction,
+                       name="scoring")
+    return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
+
+
+def _require(module: str, fmt: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        hint = "pip install 'anomaly-ae[onnx]'" if module == "tf2onnx" else "pip install tensorflow"
+        raise ExportError(f"--format {fmt} needs the '{module}' package ({hint})")
+
+
+def export_detector(
+    det: Detector, out_dir: str | Path, fmt: str = "onnx", input_dtype: str = "uint8"
+) -> dict[str, Any]:
+    """Write the deployable graph and ``deploy.json`` to ``out_dir`` (created atomically); returns the JSON."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
+    det._check_fitted(need_threshold=True)
+    _require("tensorflow", fmt)  # both formats go through a TensorFlow graph (jax2tf under JAX)
+    if fmt == "onnx":
+        _require("tf2onnx", fmt)
+    model = scoring_model(det, input_dtype)
+    h, w = det.preprocessing_.image_size
+    c = det.preprocessing_.channels
+    model(keras.ops.zeros((1, h, w, c), dtype=input_dtype))  # Keras exports only models that were called
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        artefact = "model.onnx" if fmt == "onnx" else "saved_model"
+        model.export(str(tmp / artefact), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
+        info = deploy_info(det, fmt, artefact, input_dtype)
+        from anomaly_ae.artifact import write_json_atomic
+
+        write_json_atomic(tmp / "deploy.json", info)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dict[str, Any]:
+    """The ``deploy.json`` contract of an exported detector."""
+    from anomaly_ae.artifact import versions
+
+    h, w = det.preprocessing_.image_size
+    c = det.preprocessing_.channels
+    lo, hi = det.norm_range_
+    return {
+        "schema_version": 1,
+        "format": fmt,
+        "file": artefact,
+        "input": {
+            "name": "images", "shape": [None, h, w, c], "dtype": input_dtype,
+            "value_range": [0, 255] if input_dtype == "uint8" else [0.0, 1.0],
+            "channel_order": "RGB" if c == 3 else "gray",
+            "resize": "to (h, w) with OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging",
+        },
+        "outputs": {
+            "anomaly_map": {"shape": [None, h, w], "dtype": "float32",
+                            "meaning": "per-pixel anomaly at model resolution; > pixel_threshold = defect"},
+            "score": {"shape": [None], "dtype": "float32", "meaning": "higher = more anomalous"},
+        },
+        "threshold": det.threshold_,
+        "pixel_threshold": det.pixel_threshold_,
+        "expected_false_positive_rate": det.expected_fpr_,
+        "normalization": {
+            "formula": "clip((score - threshold) / (hi - lo) + 0.5, 0, 1); 0.5 = threshold",
+            "lo": lo, "hi": hi,
+        },
+        "heatmap_range": list(det.heatmap_range_),
+        "score_stats": det.score_stats_.to_dict(),
+        "source_size": list(det.preprocessing_.source_size) if det.preprocessing_.source_size else None,
+        "scoring": det.config.scoring.model_dump(),
+        "model": det.config.model.name,
+        "versions": versions(),
+    }
+
+
+__all__ = ["FORMATS", "BorderPad", "ExportError", "ScoringHead", "deploy_info", "export_detector", "scoring_model"]

@@ -1,0 +1,154 @@
+"""Deployable detector export (ONNX, SavedModel) and encoder graph formats.
+
+Parity tests (``pytest -k parity``) load the exported files with the runtimes a line engineer would
+use (onnxruntime, TensorFlow) and compare with ``Detector.score`` / ``Detector.anomaly_maps``.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from anomaly_ae import scoring, scoring_ops
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.data import read_image
+from anomaly_ae.deploy import export_detector
+from anomaly_ae.detector import Detector
+from anomaly_ae.transfer import ExportError, export_encoder, multiscale_encoder
+from cli.main import app
+
+ort = pytest.importorskip("onnxruntime")
+tf = pytest.importorskip("tensorflow")
+runner = CliRunner()
+
+# Three detectors covering every branch of the graph: whole-image gray L2 + top-k (the tiny
+# fixture), RGB 1-SSIM + max with float input, and a fully convolutional patch model whose odd
+# image size needs reflect padding, with SSIM+L1 maps, channel max and mean reduction.
+RGB_SSIM = {
+    "data": {"image_size": 32, "channels": 3, "holdout_fraction": 0.25},
+    "model": {"widths": [8, 16], "latent_channels": 4},
+    "train": {"epochs": 1, "batch_size": 8, "seed": 0},
+    "scoring": {"metric": "ssim", "smoothing_sigma": 2.0, "reduction": "max", "batch_size": 8},
+}
+PATCH_PADDED = {
+    "data": {"image_size": [30, 44], "channels": 1, "patch_size": 16, "patches_per_image": 4},
+    "model": {"widths": [4, 8], "latent_channels": 4},
+    "train": {"epochs": 1, "batch_size": 8, "seed": 0},
+    "scoring": {"metric": "ssim_l1", "channel_reduction": "max", "smoothing_sigma": 3.0, "reduction": "mean",
+                "batch_size": 4},
+}
+
+
+def _test_images(data_dir, det):
+    """The tiny set's test images (good and defective), converted to the model's size and channels."""
+    pre = det.preprocessing_
+    paths = sorted((data_dir / "test").rglob("*.png"))
+    return np.stack([pre.resize(pre.convert_channels(read_image(p, 3))) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def detectors(tiny_detector, tiny_data):
+    rgb = Detector(DetectorConfig.model_validate(RGB_SSIM)).fit(tiny_data / "train" / "good")
+    patch = Detector(DetectorConfig.model_validate(PATCH_PADDED)).fit(tiny_data / "train" / "good")
+    return {"gray_l2_topk": (tiny_detector, "uint8"), "rgb_ssim_max": (rgb, "float32"),
+            "patch_padded_ssim_l1": (patch, "uint8")}
+
+
+def _reference(det, images):
+    return det.score(images), det.anomaly_maps(images)
+
+
+def _feed(images, input_dtype):
+    return images if input_dtype == "uint8" else images.astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("case", ["gray_l2_topk", "rgb_ssim_max", "patch_padded_ssim_l1"])
+def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
+    det, input_dtype = detectors[case]
+    images = _test_images(tiny_data, det)
+    scores, maps = _reference(det, images)
+    info = export_detector(det, tmp_path / "onnx", "onnx", input_dtype)
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["images"]
+    got_maps, got_scores = sess.run(["anomaly_map", "score"], {"images": _feed(images, input_dtype)})
+    assert got_maps.shape == maps.shape == (len(images), *det.preprocessing_.image_size)
+    np.testing.assert_allclose(got_scores, scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got_maps, maps, rtol=0, atol=1e-4)
+    # the decision made with deploy.json's threshold is the detector's decision
+    np.testing.assert_array_equal(got_scores > info["threshold"], det.predict(images))
+    assert json.loads((tmp_path / "onnx" / "deploy.json").read_text())["input"]["dtype"] == input_dtype
+
+
+@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1"])
+def test_savedmodel_parity_with_detector(detectors, tiny_data, tmp_path, case):
+    det, input_dtype = detectors[case]
+    images = _test_images(tiny_data, det)
+    scores, maps = _reference(det, images)
+    export_detector(det, tmp_path / "sm", "savedmodel", input_dtype)
+    loaded = tf.saved_model.load(str(tmp_path / "sm" / "saved_model"))
+    out = loaded.signatures["serving_default"](images=tf.constant(_feed(images, input_dtype)))
+    np.testing.assert_allclose(out["score"].numpy(), scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out["anomaly_map"].numpy(), maps, rtol=0, atol=1e-4)
+
+
+def test_onnx_encoder_parity_with_keras_features(tiny_detector, tmp_path):
+    info = export_encoder(tiny_detector, tmp_path / "enc", formats=["onnx", "savedmodel", "keras"])
+    assert info["files"] == ["encoder.keras", "encoder.weights.h5", "encoder.onnx", "encoder_savedmodel"]
+    x = np.random.default_rng(3).random((3, 32, 32, 1)).astype(np.float32)
+    want = [np.asarray(f) for f in multiscale_encoder(tiny_detector.model_)(x)]
+    sess = ort.InferenceSession(str(tmp_path / "enc" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["block1", "block2", "latent"], {"image": x})
+    sm = tf.saved_model.load(str(tmp_path / "enc" / "encoder_savedmodel")).signatures["serving_default"](
+        image=tf.constant(x))
+    for name, w, g in zip(["block1", "block2", "latent"], want, got, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+        np.testing.assert_allclose(sm[name].numpy(), w, atol=1e-5)
+
+
+def test_graph_maps_equal_numpy_maps_on_random_inputs():
+    """The keras.ops twins of scoring.py, checked on their own (borders, odd sizes, large sigma)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 13, 21, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
+    for metric in scoring.METRICS:
+        for red in scoring.CHANNEL_REDUCTIONS:
+            want = scoring.residual_map(x, y, metric, red, 0.3)
+            got = np.asarray(scoring_ops.residual_map(x, y, metric, red, 0.3))
+            np.testing.assert_allclose(got, want, atol=2e-5, err_msg=f"{metric}/{red}")
+    maps = rng.random((2, 13, 21)).astype(np.float32)
+    for sigma in [(0.0, 0.0), (0.4, 0.7), (3.0, 2.0), (5.0, 5.0)]:  # 5: kernel wider than the map
+        np.testing.assert_allclose(np.asarray(scoring_ops.smooth(maps, *sigma)), scoring.smooth(maps, sigma),
+                                   atol=1e-5, err_msg=str(sigma))
+    for red in scoring.REDUCTIONS:
+        np.testing.assert_allclose(np.asarray(scoring_ops.image_score(maps, red, 0.05)),
+                                   scoring.image_score(maps, red, 0.05), atol=1e-6)
+
+
+def test_unsupported_exports_are_refused_with_a_reason(tiny_detector, tiny_config, tmp_path):
+    with pytest.raises(ExportError, match="format 'tflite' is not supported"):
+        export_detector(tiny_detector, tmp_path / "x", "tflite")
+    with pytest.raises(ExportError, match="input dtype 'int16'"):
+        export_detector(tiny_detector, tmp_path / "x", "onnx", "int16")
+    tiled = Detector(tiny_detector.config.with_overrides({"scoring.tile_size": 16, "scoring.tile_overlap": 4}))
+    for attr in ("model_", "preprocessing_", "threshold_", "pixel_threshold_", "norm_range_"):
+        setattr(tiled, attr, getattr(tiny_detector, attr))
+    with pytest.raises(ExportError, match="tile_size"):
+        export_detector(tiled, tmp_path / "x", "onnx")
+    with pytest.raises(ExportError, match="format 'pb' is not supported"):
+        export_encoder(tiny_detector, tmp_path / "enc", formats=["pb"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_export_and_usage_errors(tiny_detector, tmp_path):
+    run = tiny_detector.save(tmp_path / "run")
+    res = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "dep"), "--format", "onnx"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "dep" / "deploy.json").read_text())
+    assert info["file"] == "model.onnx" and (tmp_path / "dep" / "model.onnx").stat().st_size > 1000
+    assert info["threshold"] == pytest.approx(tiny_detector.threshold_)
+    assert info["input"]["shape"] == [None, 32, 32, 1] and info["input"]["channel_order"] == "gray"
+    res = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "d2"), "--format", "tflite"])
+    assert res.exit_code == 2 and "not supported" in res.output
+    res = runner.invoke(app, ["export-encoder", str(run), "--out", str(tmp_path / "e"), "--format", "pb"])
+    assert res.exit_code == 2 and "not supported" in res.output
