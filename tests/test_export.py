@@ -152,3 +152,28 @@ def test_cli_export_and_usage_errors(tiny_detector, tmp_path):
     assert res.exit_code == 2 and "not supported" in res.output
     res = runner.invoke(app, ["export-encoder", str(run), "--out", str(tmp_path / "e"), "--format", "pb"])
     assert res.exit_code == 2 and "not supported" in res.output
+
+
+def test_readme_deploy_snippet_runs_and_agrees_with_the_detector(tiny_detector, tiny_data, tmp_path):
+    """The README's onnxruntime + NumPy + OpenCV snippet, run as written on an exported detector."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"<!-- deploy-snippet -->\n```python\n(.*?)```", readme, re.S).group(1)
+    assert len(snippet.strip().splitlines()) <= 11
+    assert {m for m in re.findall(r"import ([\w, .]+)", snippet)[0].replace(" as ort", "").split(", ")} == {
+        "json", "sys", "cv2", "numpy as np", "onnxruntime"}
+    export_detector(tiny_detector, tmp_path / "deploy", "onnx")
+    (tmp_path / "snippet.py").write_text(snippet + "print('mask', mask.shape, int(mask.sum()))\n")
+    image = sorted((tiny_data / "test" / "scratch").glob("*.png"))[0]
+    out = subprocess.run([sys.executable, "snippet.py", str(image)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    score = float(re.search(r"score (\S+)", out).group(1))
+    assert score == pytest.approx(float(tiny_detector.score(image)[0]), abs=1e-4)
+    verdict = "ANOMALOUS" if tiny_detector.predict(image)[0] else "good"
+    assert verdict in out
+    n_mask = int(re.search(r"mask \(32, 32\) (\d+)", out).group(1))
+    assert n_mask == int(tiny_detector.predict_masks(image)[0].sum())
