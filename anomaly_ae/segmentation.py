@@ -101,7 +101,9 @@ def train_segmenter(
     from anomaly_ae.losses import dice_bce_loss
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss)
-    model.fit(x_tr, y_tr, validation_data=(x_te, y_te), epochs=epochs, batch_size=8, verbose=0,
+    # A separate test set (benchmarks) is only measured at the end, never looked at during training.
+    validation = (x_te, y_te) if test is None else None
+    model.fit(x_tr, y_tr, validation_data=validation, epochs=epochs, batch_size=8, verbose=0,
               callbacks=callbacks or [])
     pred = keras.ops.convert_to_numpy(model.predict(x_te, verbose=0, batch_size=8)) > 0.5
     dice, iou = dice_iou(pred, y_te > 0.5)

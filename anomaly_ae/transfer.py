@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from anomaly_ae.detector import Detector
 
@@ -127,12 +128,14 @@ def build_segmenter(
     freeze_encoder: bool = True,
     name: str = "segmenter",
     pretrained: bool = True,
+    prior: float = 0.01,
 ) -> keras.Model:
     """U-Net-style segmenter: the exported encoder + a decoder with skip connections + a per-pixel head.
 
     The decoder up-samples the latent by 2, concatenates the encoder features of the same resolution
-    and applies two 3x3 convs (as many channels as that encoder block), down to full resolution; the
-    head is a 1x1 conv with a sigmoid (``num_classes == 1``) or a softmax. Output ``(N, H, W, classes)``.
+    and applies two 3x3 convs with leaky ReLU (as many channels as that encoder block), down to full
+    resolution; the head is a 1x1 conv with a sigmoid (``num_classes == 1``, bias starting at the
+    foreground ``prior``) or a softmax. Output ``(N, H, W, classes)``.
     ``pretrained=False`` re-initialises the encoder (same architecture, random weights).
     """
     from keras import layers
@@ -147,10 +150,14 @@ def build_segmenter(
         x = layers.UpSampling2D(2, name=f"seg_up{i + 1}")(x)
         x = layers.Concatenate(name=f"seg_skip{i + 1}")([x, skip])
         for j in range(2):
-            x = layers.Conv2D(int(skip.shape[-1]), 3, padding="same", activation="relu",
+            x = layers.Conv2D(int(skip.shape[-1]), 3, padding="same", activation="leaky_relu",
                               name=f"seg_dec{i + 1}_conv{j + 1}")(x)
     activation = "sigmoid" if num_classes == 1 else "softmax"
-    out = layers.Conv2D(num_classes, 1, activation=activation, dtype="float32", name="mask")(x)
+    # Defects are rare: start the head at a prior of 1% foreground (Lin et al., 2017, focal loss paper)
+    # instead of 50%, so the first steps do not drive every decoder unit to "background" and die there.
+    bias = keras.initializers.Constant(float(np.log(prior / (1.0 - prior)))) if num_classes == 1 else "zeros"
+    out = layers.Conv2D(num_classes, 1, activation=activation, bias_initializer=bias, dtype="float32",
+                        name="mask")(x)
     return keras.Model(inp, out, name=name)
 
 
