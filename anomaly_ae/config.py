@@ -115,6 +115,10 @@ class TrainConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0.0)
     patience: int = Field(6, ge=1, description="early-stopping patience on validation loss")
     seed: int = 0
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Keras dtype policy; the mixed ones are for GPUs (bf16 on H100/A100)"
+    )
+    workers: int = Field(1, ge=1, description="threads preparing training batches (keras PyDataset workers)")
 
 
 class ScoringConfig(_Section):

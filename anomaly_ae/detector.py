@@ -85,7 +85,8 @@ class Detector:
         val_images = np.stack([_at_model_size(images, i, pre) for i in val_idx])
 
         bs = cfg.train.batch_size
-        patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image}
+        patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
+                   "workers": cfg.train.workers}
         train_ds = ImageDataset(
             train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed, **patches
         )
@@ -265,31 +266,38 @@ class Detector:
     def iter_score(self, paths: Sequence[Path], batch_size: int | None = None) -> Iterator[ScoredFile]:
         """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.
 
-        A file that cannot be read yields ``error`` (its one-line reason) instead of a score; only one
-        batch of images is in memory at a time.
+        A file that cannot be read yields ``error`` (its one-line reason) instead of a score. The next
+        batch is decoded in a background thread while the model works on the current one (OpenCV
+        releases the GIL), so at most two batches of images are in memory at a time.
         """
         self._check_fitted(need_threshold=False)
+        from concurrent.futures import ThreadPoolExecutor
+
         channels = self.preprocessing_.channels
-        for batch in iter_batches(paths, batch_size or self.config.scoring.batch_size):
-            decoded: list[tuple[int, np.ndarray]] = []
-            errors: dict[int, str] = {}
-            for i, p in enumerate(batch):
-                try:
-                    decoded.append((i, read_image(p, channels)))
-                except ImageReadError as err:
-                    errors[i] = str(err)
-            scored = iter(())
-            if decoded:
-                scores, maps = self.score_images([im for _, im in decoded])
-                scored = iter(zip(decoded, scores, maps, strict=True))
-            nxt = next(scored, None)
-            for i, p in enumerate(batch):
-                if i in errors:
-                    yield ScoredFile(p, error=errors[i])
-                else:
-                    (_, image), s, amap = nxt  # type: ignore[misc]
-                    yield ScoredFile(p, image=image, score=float(s), amap=amap)
-                    nxt = next(scored, None)
+        batches = list(iter_batches(paths, batch_size or self.config.scoring.batch_size))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending = pool.submit(_decode_batch, batches[0], channels) if batches else None
+            for k, batch in enumerate(batches):
+                decoded, errors = pending.result()  # type: ignore[union-attr]
+                if k + 1 < len(batches):
+                    pending = pool.submit(_decode_batch, batches[k + 1], channels)
+                yield from self._score_decoded(batch, decoded, errors)
+
+    def _score_decoded(
+        self, batch: Sequence[Path], decoded: list[tuple[int, np.ndarray]], errors: dict[int, str]
+    ) -> Iterator[ScoredFile]:
+        scored = iter(())
+        if decoded:
+            scores, maps = self.score_images([im for _, im in decoded])
+            scored = iter(zip(decoded, scores, maps, strict=True))
+        nxt = next(scored, None)
+        for i, p in enumerate(batch):
+            if i in errors:
+                yield ScoredFile(p, error=errors[i])
+            else:
+                (_, image), s, amap = nxt  # type: ignore[misc]
+                yield ScoredFile(p, image=image, score=float(s), amap=amap)
+                nxt = next(scored, None)
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
@@ -348,6 +356,18 @@ class Detector:
 
     def _preprocess(self, images: ImagesLike) -> np.ndarray:
         return self.preprocessing_(self._decode(images))
+
+
+def _decode_batch(batch: Sequence[Path], channels: int) -> tuple[list[tuple[int, np.ndarray]], dict[int, str]]:
+    """Decode one batch of files: ``([(position, image)], {position: reason})``."""
+    decoded: list[tuple[int, np.ndarray]] = []
+    errors: dict[int, str] = {}
+    for i, p in enumerate(batch):
+        try:
+            decoded.append((i, read_image(p, channels)))
+        except ImageReadError as err:
+            errors[i] = str(err)
+    return decoded, errors
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:

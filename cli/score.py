@@ -7,6 +7,8 @@ some failed, 2 for usage errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +44,7 @@ def score(
 
     from anomaly_ae.detector import Detector
     from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
+    from anomaly_ae.writers import OrderedOutputs
 
     try:
         det = Detector.load(run_dir)
@@ -51,29 +54,37 @@ def score(
     threshold = det.threshold_
     n_ok = n_anomalous = n_failed = 0
     csv_out = ScoresCsv(out / "scores.csv")
+    pixel_threshold, heat_range = det.pixel_threshold_, det.heatmap_range_
+
+    def outputs_of(image: np.ndarray, amap: np.ndarray, rel: Path) -> Callable[[], None]:
+        def work() -> None:  # runs in a worker thread while the model scores the next batch
+            if heatmaps:
+                write_png_atomic(out / "heatmaps" / rel.with_suffix(".png"), heatmap_overlay(image, amap, heat_range))
+            if masks:
+                mask = (amap > pixel_threshold).astype(np.uint8) * 255
+                write_png_atomic(out / "masks" / rel.with_suffix(".png"), mask)
+            if raw_maps:
+                write_npy_atomic(out / "maps" / rel.with_suffix(".npy"), amap)
+
+        return work
+
     with Progress(
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
-    ) as progress:
+    ) as progress, OrderedOutputs() as writer:
         task = progress.add_task("scoring", total=len(paths))
         for item in det.iter_score(paths, bs):
             rel_path = item.path.relative_to(input_dir)
+            rel = rel_path.as_posix()
             if item.error is not None:
-                csv_out.write(rel_path.as_posix(), None, threshold, item.error)
-                console.print(f"[yellow]failed[/yellow] {rel_path.as_posix()}: {item.error}")
+                console.print(f"[yellow]failed[/yellow] {rel}: {item.error}")
                 n_failed += 1
+                writer.submit(None, partial(csv_out.write, rel, None, threshold, item.error))
             else:
-                csv_out.write(rel_path.as_posix(), item.score, threshold)
-                if heatmaps:
-                    overlay = heatmap_overlay(item.image, item.amap, det.heatmap_range_)
-                    write_png_atomic(out / "heatmaps" / rel_path.with_suffix(".png"), overlay)
-                if masks:
-                    mask = (item.amap > det.pixel_threshold_).astype(np.uint8) * 255
-                    write_png_atomic(out / "masks" / rel_path.with_suffix(".png"), mask)
-                if raw_maps:
-                    write_npy_atomic(out / "maps" / rel_path.with_suffix(".npy"), item.amap)
                 n_ok += 1
                 n_anomalous += int(item.score > threshold)
+                writer.submit(outputs_of(item.image, item.amap, rel_path),
+                              partial(csv_out.write, rel, item.score, threshold))
             progress.advance(task, 1)
     csv_out.close()
     console.print(

@@ -59,3 +59,23 @@ def test_training_reduces_loss():
     x = np.tile(np.linspace(0, 1, 16, dtype=np.float32)[None, :, None, None], (16, 1, 16, 1))
     hist = model.fit(x, x, epochs=15, batch_size=8, verbose=0).history["loss"]
     assert hist[-1] < 0.5 * hist[0]
+
+
+def test_mixed_bfloat16_precision_trains_scores_and_round_trips(tiny_config, tmp_path):
+    import keras
+
+    from anomaly_ae.detector import Detector
+
+    cfg = tiny_config.with_overrides({"train.precision": "mixed_bfloat16", "train.epochs": 1})
+    x = (np.random.default_rng(0).random((12, 32, 32, 1)) * 255).astype(np.uint8)
+    det = Detector(cfg).fit(x)
+    conv = det.model_.encoder.get_layer("enc1_conv1")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert det.model_.decoder.get_layer("reconstruction").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+    assert np.isfinite(det.history_["loss"]).all()
+    scores = det.score(x[:4])
+    assert scores.dtype == np.float64 and np.isfinite(scores).all()
+    again = Detector.load(det.save(tmp_path / "run"))
+    assert again.model_.encoder.get_layer("enc1_conv1").compute_dtype == "bfloat16"
+    np.testing.assert_allclose(again.score(x[:4]), scores, rtol=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 
 from anomaly_ae.config import DetectorConfig
-from anomaly_ae.models.base import Autoencoder
+from anomaly_ae.models.base import Autoencoder, dtype_policy_scope
 from anomaly_ae.models.contractive import ContractiveAutoencoder
 from anomaly_ae.models.conv import ConvAutoencoder
 from anomaly_ae.models.denoising import DenoisingAutoencoder
@@ -30,20 +30,26 @@ ARCHITECTURES: dict[str, type[Autoencoder]] = {
 
 
 def build_model(config: DetectorConfig) -> keras.Model:
-    """Instantiate the configured architecture for the configured image size and channels."""
+    """Instantiate the configured architecture for the configured image size and channels.
+
+    ``train.precision`` sets the layers' dtype policy (``mixed_bfloat16``: bf16 compute, float32
+    weights); the reconstruction layer always computes in float32, and so do the losses.
+    """
     m = config.model
     cls = ARCHITECTURES[m.name]
     h, w = config.data.image_size if config.data.patch_size is None else (None, None)
-    return cls(
-        input_shape=(h, w, config.data.channels),
-        **cls.config_kwargs(m),
-        loss=m.loss,
-        ssim_weight=m.ssim_weight,
-        noise=m.noise,
-        noise_level=m.noise_level,
-        noise_seed=config.train.seed,
-        name=f"{m.name}_autoencoder",
-    )
+    with dtype_policy_scope(config.train.precision):  # layers take the policy when they are built
+        return cls(
+            input_shape=(h, w, config.data.channels),
+            **cls.config_kwargs(m),
+            loss=m.loss,
+            ssim_weight=m.ssim_weight,
+            noise=m.noise,
+            noise_level=m.noise_level,
+            noise_seed=config.train.seed,
+            precision=config.train.precision,
+            name=f"{m.name}_autoencoder",
+        )
 
 
 __all__ = [

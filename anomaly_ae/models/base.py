@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -9,6 +11,17 @@ from keras import ops
 
 from anomaly_ae.layers import Corruption
 from anomaly_ae.losses import LOSSES, reconstruction_loss
+
+
+@contextmanager
+def dtype_policy_scope(policy: str) -> Iterator[None]:
+    """Layers created inside take ``policy`` (e.g. ``mixed_bfloat16``); the global policy is restored after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 class Autoencoder(keras.Model):
@@ -29,9 +42,11 @@ class Autoencoder(keras.Model):
         noise: str | None = None,
         noise_level: float = 0.0,
         noise_seed: int = 0,
+        precision: str = "float32",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.precision = precision
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self.encoder = encoder
@@ -75,6 +90,12 @@ class Autoencoder(keras.Model):
             loss = loss + ops.sum(ops.stack([ops.cast(v, loss.dtype) for v in self.losses]))
         return loss
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Autoencoder:
+        """Rebuild under the recorded dtype policy, so mixed-precision layers come back as they were."""
+        with dtype_policy_scope(config.get("precision", "float32")):
+            return cls(**config)
+
     #: constructor arguments that ``get_config`` records, read from attributes of the same name
     CONFIG_FIELDS: tuple[str, ...] = ()
 
@@ -97,4 +118,5 @@ class Autoencoder(keras.Model):
             "noise": self.noise,
             "noise_level": self.noise_level,
             "noise_seed": self.noise_seed,
+            "precision": self.precision,
         }

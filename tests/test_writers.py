@@ -1,0 +1,46 @@
+import threading
+import time
+
+import pytest
+
+from anomaly_ae.writers import OrderedOutputs
+
+
+def test_records_follow_submission_order_after_their_work():
+    done, records = set(), []
+
+    def work(i):
+        def run():
+            time.sleep(0.02 * ((7 * i) % 5))  # finish out of order
+            done.add(i)
+        return run
+
+    def record(i):
+        def run():
+            assert i in done  # a record is never written before its files
+            records.append(i)
+        return run
+
+    with OrderedOutputs(workers=3, max_pending=4) as w:
+        for i in range(20):
+            if i % 3 == 0:  # an item without files (e.g. an unreadable input)
+                done.add(i)
+            w.submit(work(i) if i % 3 else None, record(i))
+            assert len(w._pending) <= 4 + 1
+    assert records == list(range(20))
+
+
+def test_a_failing_write_surfaces_and_completed_items_are_recorded():
+    records = []
+    gate = threading.Event()
+
+    def fail():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        with OrderedOutputs(workers=1, max_pending=100) as w:
+            w.submit(lambda: None, lambda: records.append(0))
+            w.submit(fail, lambda: records.append(1))
+            w.submit(gate.wait, lambda: records.append(2))
+            gate.set()
+    assert records == [0]
