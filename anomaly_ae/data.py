@@ -7,6 +7,7 @@ batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+DEFAULT_MAX_MEGAPIXELS = 100
+MIN_SIDE = 4  # pixels; smaller images carry no texture to reconstruct
 
 
 class ImageReadError(Exception):
@@ -25,6 +28,9 @@ class ImageReadError(Exception):
 def list_images(folder: str | Path) -> list[Path]:
     """All image files under ``folder`` (recursive, sorted by relative path, hidden files skipped).
 
+    Symbolic links to folders are followed once: a link back up the tree (a loop) is not entered
+    again, so the walk always ends.
+
     Raises:
         NotADirectoryError: ``folder`` is not a directory.
     """
@@ -32,23 +38,80 @@ def list_images(folder: str | Path) -> list[Path]:
     if not root.is_dir():
         raise NotADirectoryError(f"not a folder: {root}")
     found = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
             continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            found.append(p)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a loop or a duplicate
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            p = Path(dirpath) / name
+            if name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if p.is_file():  # follows file links; skips broken ones
+                found.append(p)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def read_image(path: str | Path, channels: int) -> np.ndarray:
+def max_pixels_default() -> int:
+    """The largest image (in pixels) decoded: ``ANOMALY_AE_MAX_MEGAPIXELS`` (default 100) megapixels."""
+    try:
+        return int(float(os.environ.get("ANOMALY_AE_MAX_MEGAPIXELS", DEFAULT_MAX_MEGAPIXELS)) * 1_000_000)
+    except ValueError:
+        return DEFAULT_MAX_MEGAPIXELS * 1_000_000
+
+
+def image_header_size(data: np.ndarray) -> tuple[int | None, int | None, int] | None:
+    """``(width, height, pixels)`` from the file header alone (Pillow, nothing decoded), or ``None``.
+
+    Beyond Pillow's own decompression-bomb limit only the pixel count is known: ``(None, None, n)``.
+    """
+    import io
+    import re
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: we apply our own limit
+            with Image.open(io.BytesIO(data.tobytes())) as im:
+                w, h = im.size
+                return w, h, w * h
+    except Image.DecompressionBombError as err:
+        m = re.search(r"\((\d+) pixels\)", str(err))
+        return None, None, int(m.group(1)) if m else 2**62
+    except Exception:  # noqa: BLE001 - unknown or broken header: leave the verdict to the decoder
+        return None
+
+
+def _truncation(data: np.ndarray) -> str | None:
+    """A reason if a PNG or JPEG file ends before its end marker, else ``None``."""
+    head = data[:8].tobytes()
+    tail = data[-4096:].tobytes()
+    if head.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
+        return "truncated JPEG (no end-of-image marker)"
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -> np.ndarray:
     """Decode a file to uint8 ``(H, W, channels)``, RGB order when ``channels == 3``.
 
     16-bit images are scaled to 8 bit, alpha is dropped, palette images are expanded and the EXIF
     orientation of JPEGs is applied (OpenCV's ``IMREAD_COLOR``/``IMREAD_GRAYSCALE`` do all of that).
+    Images above ``max_pixels`` (default :func:`max_pixels_default`) are refused from their header,
+    before any decoding; truncated PNG/JPEG files and images under ``MIN_SIDE`` pixels are refused.
 
     Raises:
-        ImageReadError: empty, unreadable or undecodable file.
+        ImageReadError: with a one-line reason; never another exception for any file content.
     """
     path = Path(path)
     try:
@@ -57,13 +120,29 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
         raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
     if data.size == 0:
         raise ImageReadError("empty file (0 bytes)")
+    limit = max_pixels_default() if max_pixels is None else max_pixels
+    header = image_header_size(data)
+    if header is not None and header[2] > limit:
+        w, h, n = header
+        dims = f"{w}x{h} = " if w is not None else ""
+        raise ImageReadError(
+            f"image too large: {dims}{n / 1e6:.0f} megapixels "
+            f"(limit {limit / 1e6:g}; set ANOMALY_AE_MAX_MEGAPIXELS or --max-megapixels)"
+        )
+    if (why := _truncation(data)) is not None:
+        raise ImageReadError(why)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
         image = cv2.imdecode(data, flag)
-    except cv2.error as err:  # pragma: no cover - OpenCV rarely raises here, but may on odd codecs
-        raise ImageReadError(f"cannot decode image: {err.msg if hasattr(err, 'msg') else err}") from None
+    except cv2.error as err:  # OpenCV raises on some malformed headers instead of returning None
+        raise ImageReadError(f"cannot decode image: {str(err).strip().splitlines()[-1][:200]}") from None
     if image is None or image.size == 0:
         raise ImageReadError("cannot decode image (corrupt or not an image file)")
+    h, w = image.shape[:2]
+    if h * w > limit:  # a format whose header Pillow could not read
+        raise ImageReadError(f"image too large: {w}x{h} (limit {limit / 1e6:g} megapixels)")
+    if min(h, w) < MIN_SIDE:
+        raise ImageReadError(f"image too small: {w}x{h} pixels (minimum {MIN_SIDE}x{MIN_SIDE})")
     if channels == 1:
         return image[..., None]
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

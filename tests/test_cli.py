@@ -54,7 +54,7 @@ def test_score_folder_with_corrupt_file_and_subfolders(trained_run, tiny_data, t
     assert header == ["path", "score", "is_anomaly", "threshold", "error"]
     assert len(rows) == 4 + 2 * 3 + 2
     by_path = {r["path"]: r for r in rows}
-    assert by_path["good/corrupt.png"]["score"] == "" and "cannot decode" in by_path["good/corrupt.png"]["error"]
+    assert by_path["good/corrupt.png"]["score"] == "" and "truncated PNG" in by_path["good/corrupt.png"]["error"]
     assert "empty file" in by_path["empty.jpg"]["error"]
     scored = [r for r in rows if not r["error"]]
     assert len(scored) == 10

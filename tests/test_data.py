@@ -51,7 +51,7 @@ def test_read_image_16bit_and_rgba(tmp_path):
 
 @pytest.mark.parametrize(
     "content,reason",
-    [(b"", "empty file"), (b"this is text", "cannot decode"), (b"\x89PNG\r\n\x1a\n\x00\x00", "cannot decode")],
+    [(b"", "empty file"), (b"this is text", "cannot decode"), (b"\x89PNG\r\n\x1a\n\x00\x00", "truncated PNG")],
 )
 def test_bad_files_raise_one_line_reason(tmp_path, content, reason):
     p = tmp_path / "bad.png"

@@ -1,0 +1,213 @@
+"""Odd and hostile inputs: each costs one row with a one-line reason (or is scored correctly); the run goes on."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from typer.testing import CliRunner
+
+from anomaly_ae.data import ImageReadError, list_images, read_image
+from cli.main import app
+
+runner = CliRunner()
+RNG = np.random.default_rng(0)
+GRAY = (RNG.random((32, 32)) * 255).astype(np.uint8)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _jpeg_bytes(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width x height`` pixels but holds no pixel data (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def _exif_rotated_jpeg() -> bytes:
+    """A 40 wide x 24 high JPEG whose EXIF orientation 6 says: rotate 90 degrees clockwise for display."""
+    im = Image.fromarray(np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (24, 1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def _palette_png() -> bytes:
+    im = Image.fromarray(GRAY).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# name -> (bytes, expected reason or None when the file must be scored)
+CASES: dict[str, tuple[bytes, str | None]] = {
+    "empty.png": (b"", "empty file (0 bytes)"),
+    "truncated.png": (_png_bytes(GRAY)[:300], "truncated PNG"),
+    "truncated.jpg": (_jpeg_bytes(GRAY)[:200], "truncated JPEG"),
+    "random_bytes.jpg": (RNG.integers(0, 256, 2048, dtype=np.uint8).tobytes(), "cannot decode"),
+    "notes.png": (b"inspection notes, not an image\n" * 10, "cannot decode"),
+    "one_pixel.png": (_png_bytes(np.zeros((1, 1), np.uint8)), "image too small: 1x1"),
+    "huge.png": (_png_header_only(20000, 20000), "400 megapixels (limit 100"),
+    "large.png": (_png_header_only(12000, 10000), "image too large: 12000x10000 = 120 megapixels"),
+    "deep16.png": (_png_bytes((GRAY.astype(np.uint16) * 257)), None),
+    "deep16.tiff": (cv2.imencode(".tiff", GRAY.astype(np.uint16) * 257)[1].tobytes(), None),
+    "rgba.png": (_png_bytes(np.dstack([GRAY, GRAY, GRAY, np.full_like(GRAY, 128)])), None),
+    "palette.png": (_palette_png(), None),
+    "colour.png": (_png_bytes(np.dstack([GRAY, GRAY // 2, 255 - GRAY])), None),
+    "exif_rotated.jpg": (_exif_rotated_jpeg(), None),
+    "défaut ü 1.png": (_png_bytes(GRAY), None),
+    "nested/deeper/still/part.png": (_png_bytes(GRAY), None),
+}
+
+
+@pytest.fixture()
+def hostile_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "inputs"
+    for name, (data, _) in CASES.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    (root / "nested" / "loop").symlink_to("..", target_is_directory=True)  # a symlink loop
+    (root / "folder.png").mkdir()  # a folder with an image extension
+    (root / "readme.txt").write_text("not an image extension: ignored")
+    return root
+
+
+def test_each_hostile_input_gets_its_reason_and_the_run_goes_on(tiny_detector, hostile_folder, tmp_path):
+    run = tiny_detector.save(tmp_path / "run")
+    res = runner.invoke(app, ["score", str(run), str(hostile_folder), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 3, res.output  # some files failed, the others are scored
+    with open(tmp_path / "out" / "scores.csv", encoding="utf-8") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(CASES)  # one row per file: the loop is not walked twice, no folder, no .txt
+    for name, (_, reason) in CASES.items():
+        row = rows[name]
+        if reason is None:
+            assert row["error"] == "" and np.isfinite(float(row["score"])), (name, row)
+            assert (tmp_path / "out" / "heatmaps" / Path(name).with_suffix(".png")).is_file()
+        else:
+            assert row["score"] == "" and reason in row["error"] and "\n" not in row["error"], (name, row)
+            assert f"failed {name}" in " ".join(res.output.split())
+
+
+def test_odd_but_valid_images_decode_to_what_they_show(tmp_path):
+    for name in ("deep16.png", "deep16.tiff"):
+        p = tmp_path / name
+        p.write_bytes(CASES[name][0])
+        np.testing.assert_array_equal(read_image(p, 1)[..., 0], GRAY)  # 16 bit scaled to 8 bit
+    p = tmp_path / "exif.jpg"
+    p.write_bytes(CASES["exif_rotated.jpg"][0])
+    rotated = read_image(p, 1)
+    assert rotated.shape == (40, 24, 1)  # EXIF orientation applied: 24x40 stored, shown 40 high
+    assert rotated[0, 0, 0] < 40 and rotated[-1, 0, 0] > 200  # the left-to-right ramp now runs top-down
+    p = tmp_path / "colour.png"
+    p.write_bytes(CASES["colour.png"][0])
+    rgb = read_image(p, 3)
+    np.testing.assert_array_equal(rgb[..., 0], 255 - GRAY)  # RGB order: OpenCV wrote (B, G, R) = (GRAY, ., 255 - GRAY)
+    np.testing.assert_array_equal(rgb[..., 2], GRAY)
+    gray_of_rgb = read_image(p, 1)
+    assert gray_of_rgb.shape == (32, 32, 1)
+    p = tmp_path / "gray.png"
+    p.write_bytes(_png_bytes(GRAY))
+    as_rgb = read_image(p, 3)
+    assert as_rgb.shape == (32, 32, 3) and (as_rgb == GRAY[..., None]).all()
+    p = tmp_path / "palette.png"
+    p.write_bytes(CASES["palette.png"][0])
+    assert np.abs(read_image(p, 1)[..., 0].astype(int) - GRAY).mean() < 12  # 16-colour palette
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    p = tmp_path / "a.png"
+    p.write_bytes(_png_bytes(np.zeros((100, 100), np.uint8)))
+    assert read_image(p, 1).shape == (100, 100, 1)
+    with pytest.raises(ImageReadError, match="image too large: 100x100"):
+        read_image(p, 1, max_pixels=5000)
+    monkeypatch.setenv("ANOMALY_AE_MAX_MEGAPIXELS", "0.005")
+    with pytest.raises(ImageReadError, match="limit 0.005"):
+        read_image(p, 1)
+
+
+def test_symlink_loops_end_and_links_to_files_count(tmp_path):
+    root = tmp_path / "r"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "x.png").write_bytes(_png_bytes(GRAY))
+    (root / "a" / "b" / "up").symlink_to("../..", target_is_directory=True)
+    (root / "a" / "self").symlink_to(".", target_is_directory=True)
+    (root / "link.png").symlink_to(root / "a" / "b" / "x.png")
+    (root / "broken.png").symlink_to(root / "missing.png")
+    assert [p.relative_to(root).as_posix() for p in list_images(root)] == ["a/b/x.png", "link.png"]
+
+
+def test_empty_and_non_image_folders_are_usage_errors(tiny_detector, tmp_path):
+    run = tiny_detector.save(tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("x")
+    for folder in ("empty", "docs"):
+        res = runner.invoke(app, ["score", str(run), str(tmp_path / folder), "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2 and "holds no images" in res.output
+    res = runner.invoke(app, ["train", str(tmp_path / "empty"), "--no-track", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2
+
+
+VALID = [_png_bytes(GRAY), _jpeg_bytes(GRAY), cv2.imencode(".bmp", GRAY)[1].tobytes(),
+         cv2.imencode(".tiff", GRAY)[1].tobytes(), CASES["exif_rotated.jpg"][0]]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A valid file with a few bytes flipped, a slice cut out, or random bytes appended or prepended."""
+    data = bytearray(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(0, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        a = draw(st.integers(0, len(data)))
+        b = draw(st.integers(a, len(data)))
+        del data[a:b]
+    extra = draw(st.binary(max_size=64))
+    return bytes(data + extra) if draw(st.booleans()) else bytes(extra + data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.one_of(st.binary(max_size=4096), mutated()), channels=st.sampled_from([1, 3]))
+def test_decoder_only_returns_an_image_or_raises_our_error(tmp_path, content, channels):
+    p = tmp_path / "fuzz.png"
+    p.write_bytes(content)
+    try:
+        image = read_image(p, channels)
+    except ImageReadError as err:
+        assert str(err) and "\n" not in str(err)
+    else:
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == channels
+        assert min(image.shape[:2]) >= 4
+
+
+def test_unreadable_file_permissions(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    p = tmp_path / "secret.png"
+    p.write_bytes(_png_bytes(GRAY))
+    p.chmod(0)
+    with pytest.raises(ImageReadError, match="cannot read file"):
+        read_image(p, 1)
