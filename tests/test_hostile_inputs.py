@@ -40,7 +40,8 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
 def _exif_rotated_jpeg() -> bytes:
@@ -70,7 +71,7 @@ CASES: dict[str, tuple[bytes, str | None]] = {
     "one_pixel.png": (_png_bytes(np.zeros((1, 1), np.uint8)), "image too small: 1x1"),
     "huge.png": (_png_header_only(20000, 20000), "400 megapixels (limit 100"),
     "large.png": (_png_header_only(12000, 10000), "image too large: 12000x10000 = 120 megapixels"),
-    "deep16.png": (_png_bytes((GRAY.astype(np.uint16) * 257)), None),
+    "deep16.png": (_png_bytes(GRAY.astype(np.uint16) * 257), None),
     "deep16.tiff": (cv2.imencode(".tiff", GRAY.astype(np.uint16) * 257)[1].tobytes(), None),
     "rgba.png": (_png_bytes(np.dstack([GRAY, GRAY, GRAY, np.full_like(GRAY, 128)])), None),
     "palette.png": (_palette_png(), None),
