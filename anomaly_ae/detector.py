@@ -263,12 +263,16 @@ class Detector:
         scores, maps = self._score_model_size(self.preprocessing_(list(images)))
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
 
-    def iter_score(self, paths: Sequence[Path], batch_size: int | None = None) -> Iterator[ScoredFile]:
+    def iter_score(
+        self, paths: Sequence[Path], batch_size: int | None = None, max_pixels: int | None = None
+    ) -> Iterator[ScoredFile]:
         """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.
 
         A file that cannot be read yields ``error`` (its one-line reason) instead of a score. The next
         batch is decoded in a background thread while the model works on the current one (OpenCV
-        releases the GIL), so at most two batches of images are in memory at a time.
+        releases the GIL), so at most two batches of images are in memory at a time. ``max_pixels``:
+        larger files are refused from their header (default: :func:`~anomaly_ae.data.max_pixels_default`).
+        An anomaly map that is not finite (a numerical fault of the model) is reported as that file's error.
         """
         self._check_fitted(need_threshold=False)
         from concurrent.futures import ThreadPoolExecutor
@@ -276,11 +280,11 @@ class Detector:
         channels = self.preprocessing_.channels
         batches = list(iter_batches(paths, batch_size or self.config.scoring.batch_size))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(_decode_batch, batches[0], channels) if batches else None
+            pending = pool.submit(_decode_batch, batches[0], channels, max_pixels) if batches else None
             for k, batch in enumerate(batches):
                 decoded, errors = pending.result()  # type: ignore[union-attr]
                 if k + 1 < len(batches):
-                    pending = pool.submit(_decode_batch, batches[k + 1], channels)
+                    pending = pool.submit(_decode_batch, batches[k + 1], channels, max_pixels)
                 yield from self._score_decoded(batch, decoded, errors)
 
     def _score_decoded(
@@ -296,8 +300,11 @@ class Detector:
                 yield ScoredFile(p, error=errors[i])
             else:
                 (_, image), s, amap = nxt  # type: ignore[misc]
-                yield ScoredFile(p, image=image, score=float(s), amap=amap)
                 nxt = next(scored, None)
+                if not (np.isfinite(s) and np.isfinite(amap).all()):
+                    yield ScoredFile(p, error="anomaly map is not finite (NaN/inf): a numerical fault of the model")
+                    continue
+                yield ScoredFile(p, image=image, score=float(s), amap=amap)
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
@@ -358,13 +365,15 @@ class Detector:
         return self.preprocessing_(self._decode(images))
 
 
-def _decode_batch(batch: Sequence[Path], channels: int) -> tuple[list[tuple[int, np.ndarray]], dict[int, str]]:
+def _decode_batch(
+    batch: Sequence[Path], channels: int, max_pixels: int | None = None
+) -> tuple[list[tuple[int, np.ndarray]], dict[int, str]]:
     """Decode one batch of files: ``([(position, image)], {position: reason})``."""
     decoded: list[tuple[int, np.ndarray]] = []
     errors: dict[int, str] = {}
     for i, p in enumerate(batch):
         try:
-            decoded.append((i, read_image(p, channels)))
+            decoded.append((i, read_image(p, channels, max_pixels)))
         except ImageReadError as err:
             errors[i] = str(err)
     return decoded, errors

@@ -64,19 +64,42 @@ def write_npy_atomic(path: Path, array: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-class ScoresCsv:
-    """``scores.csv`` written row by row into ``<name>.partial`` and renamed when closed."""
+def read_scores(path: Path) -> list[list[str]]:
+    """The rows (header dropped) of a ``scores.csv`` or its ``.partial``; a last line cut off by a crash
+    (no line end) is dropped, so that its input is scored again."""
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(text)))
+    return [r for r in rows[1:] if len(r) == len(CSV_COLUMNS)]
 
-    def __init__(self, path: Path) -> None:
+
+class ScoresCsv:
+    """``scores.csv`` written row by row (flushed) into ``<name>.partial`` and renamed when closed.
+
+    ``keep`` rows (from an interrupted run being resumed) are written first, after the header.
+    """
+
+    def __init__(self, path: Path, keep: list[list[str]] | None = None) -> None:
         self.path = path
         self._partial = path.with_name(path.name + ".partial")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self._partial, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        self._w = csv.writer(self._f)
-        self._w.writerow(CSV_COLUMNS)
+        if keep:  # rewrite what is kept atomically before appending to it
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(CSV_COLUMNS)
+            w.writerows(keep)
+            write_bytes_atomic(self._partial, buf.getvalue().encode("utf-8"))
+            self._f = open(self._partial, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self._w = csv.writer(self._f)
+        else:
+            self._f = open(self._partial, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self._w = csv.writer(self._f)
+            self._w.writerow(CSV_COLUMNS)
+            self._f.flush()
 
     def write(self, path: str, score: float | None, threshold: float, error: str = "") -> None:
-        """One row; ``score=None`` for a file that could not be scored."""
+        """One row, flushed; ``score=None`` for a file that could not be scored."""
         if score is None:
             self._w.writerow([path, "", "", f"{threshold:.8g}", error])
         else:

@@ -25,8 +25,16 @@ def score(
     heatmaps: Annotated[bool, typer.Option(help="Write heatmap overlays.")] = True,
     masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255) from the pixel threshold.")] = True,
     raw_maps: Annotated[bool, typer.Option("--raw-maps", help="Also save float32 anomaly maps as .npy.")] = False,
+    resume: Annotated[bool, typer.Option(help="Keep the rows of an earlier run into OUT_DIR; score the rest.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Delete OUT_DIR's scores and maps first; start over.")] = False,
+    max_megapixels: Annotated[
+        float | None, typer.Option(min=0.000001, help="Refuse larger images before decoding (default 100).")
+    ] = None,
 ) -> None:
-    """Score every image in INPUT_DIR with the model in RUN_DIR."""
+    """Score every image in INPUT_DIR with the model in RUN_DIR.
+
+    Rerunning the same command after an interruption keeps what is already scored and scores the rest.
+    """
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
     if not input_dir.is_dir():
@@ -44,16 +52,22 @@ def score(
 
     from anomaly_ae.detector import Detector
     from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
+    from anomaly_ae.score_run import OutDirConflict, start
     from anomaly_ae.writers import OrderedOutputs
 
     try:
         det = Detector.load(run_dir)
-    except ModelDirError as err:
+        state = start(out, run_dir, input_dir, resume=resume, overwrite=overwrite)
+    except (ModelDirError, OutDirConflict) as err:
         fail_usage(str(err))
     bs = batch_size or det.config.scoring.batch_size
     threshold = det.threshold_
-    n_ok = n_anomalous = n_failed = 0
-    csv_out = ScoresCsv(out / "scores.csv")
+    n_ok, n_failed = len(state.keep), 0
+    n_anomalous = sum(r[2] == "true" for r in state.keep)
+    todo = [p for p in paths if p.relative_to(input_dir).as_posix() not in state.done]
+    if state.resumed:
+        console.print(f"resuming       {len(state.keep)} already scored in {out}, {len(todo)} to go")
+    csv_out = ScoresCsv(out / "scores.csv", keep=state.keep)
     pixel_threshold, heat_range = det.pixel_threshold_, det.heatmap_range_
 
     def outputs_of(image: np.ndarray, amap: np.ndarray, rel: Path) -> Callable[[], None]:
@@ -72,8 +86,9 @@ def score(
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     ) as progress, OrderedOutputs() as writer:
-        task = progress.add_task("scoring", total=len(paths))
-        for item in det.iter_score(paths, bs):
+        task = progress.add_task("scoring", total=len(todo))
+        max_pixels = None if max_megapixels is None else int(max_megapixels * 1e6)
+        for item in det.iter_score(todo, bs, max_pixels=max_pixels):
             rel_path = item.path.relative_to(input_dir)
             rel = rel_path.as_posix()
             if item.error is not None:

@@ -141,3 +141,19 @@ def test_iter_score_keeps_order_and_reports_failures(tiny_detector, tiny_data, t
     ok = [it for it in items if it.error is None]
     np.testing.assert_allclose([it.score for it in ok], tiny_detector.score([it.image for it in ok]), rtol=1e-6)
     assert items[3].score == pytest.approx(tiny_detector.score(paths[0])[0], rel=1e-6)
+
+
+def test_non_finite_maps_are_reported_per_file(tiny_detector, tiny_data, tmp_path):
+    import keras
+
+    from anomaly_ae.detector import Detector
+
+    det = Detector.load(tiny_detector.save(tmp_path / "run"))
+    layer = det.model_.decoder.get_layer("reconstruction")
+    bias = keras.ops.convert_to_numpy(layer.bias).copy()
+    bias[:] = np.nan  # a numerical fault of the model: every map is NaN
+    layer.bias.assign(bias)
+    paths = sorted((tiny_data / "test" / "good").glob("*.png"))
+    items = list(det.iter_score(paths, batch_size=3))
+    assert [i.path for i in items] == paths
+    assert all(i.score is None and "not finite" in i.error for i in items)
