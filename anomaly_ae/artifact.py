@@ -125,6 +125,9 @@ def load_detector(path: Path) -> Detector:
     if not path.is_dir():
         raise ModelDirError(f"not a model directory: {path} does not exist or is not a folder")
     if not meta_path.is_file() or not (path / MODEL_FILE).is_file():
+        if (path / "checkpoint").is_dir():
+            raise ModelDirError(f"{path} holds an unfinished training (checkpoint/ only): "
+                                f"finish it with 'anomaly-ae train --resume {path}'")
         raise ModelDirError(f"not a model directory: {path} lacks {META_FILE} or {MODEL_FILE}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))

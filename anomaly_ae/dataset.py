@@ -28,7 +28,8 @@ class ImageDataset(keras.utils.PyDataset):
         preprocessing: resize/channels/scaling.
         batch_size: items per batch; the last batch may be smaller.
         augment: albumentations settings; ``None`` or all-off means no augmentation.
-        shuffle: reshuffle (and redraw patches) at every epoch (seeded).
+        shuffle: reshuffle (and redraw patches) at every epoch; epoch ``e``'s order is drawn from
+            ``(seed, e)``, so a run resumed at epoch ``e`` (:meth:`set_epoch`) sees the same batches.
         seed: seeds the order, the patches and the augmentation.
         patch_size: crop side in pixels, or ``None`` for whole images.
         patches_per_image: crops per image and epoch.
@@ -53,12 +54,19 @@ class ImageDataset(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.patch_size = patch_size
         self.patches_per_image = patches_per_image if patch_size else 1
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._epoch = 0
         self._augment = build_augmentation(augment, seed) if augment is not None and augment.enabled else None
+        self._items = self._draw_items()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the order (and patches) of ``epoch`` (0-based), e.g. when training resumes there."""
+        self._epoch = epoch
         self._items = self._draw_items()
 
     def _draw_items(self) -> np.ndarray:
         """``(M, 3)`` int array of (image index, top, left)."""
+        self._rng = np.random.default_rng([self.seed, self._epoch if self.shuffle else 0])
         n = len(self.source)
         idx = np.repeat(np.arange(n), self.patches_per_image)
         items = np.zeros((len(idx), 3), np.int64)
@@ -94,7 +102,7 @@ class ImageDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self._items = self._draw_items()
+            self.set_epoch(self._epoch + 1)
 
 
 def _scale(images: np.ndarray) -> np.ndarray:

@@ -67,14 +67,31 @@ class Detector:
         self.config = config or DetectorConfig()
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, good: ImagesLike, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Detector:
+    def fit(
+        self,
+        good: ImagesLike,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        checkpoint_state: dict | None = None,
+    ) -> Detector:
         """Train on good images (a folder, or an array ``(N, H, W[, C])``) and calibrate the thresholds.
 
         A seeded ``holdout_fraction`` of the images is never trained on: it drives early stopping and
         the thresholds. Unreadable files in a folder are skipped and listed in
         ``train_info_["skipped"]``. With ``data.patch_size`` the model trains on random patches and
         reconstructs whole images (fully convolutional).
+
+        Args:
+            checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.checkpoint`).
+            resume: continue from the newest checkpoint in ``checkpoint_dir`` (same config and images).
+            checkpoint_state: extra JSON-ready state stored in every checkpoint (e.g. the MLflow run id).
+
+        Raises:
+            TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
+        from anomaly_ae.checkpoint import NanGuard, TrainingCheckpoint, TrainingDiverged, latest_checkpoint, restore
+
         cfg = self.config
         set_seed(cfg.train.seed)
         pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
@@ -98,21 +115,40 @@ class Detector:
         early = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.train.patience, restore_best_weights=True
         )
+        ckpt = latest_checkpoint(Path(checkpoint_dir)) if resume and checkpoint_dir is not None else None
+        if resume and ckpt is None:
+            raise FileNotFoundError(f"no complete checkpoint to resume from in {checkpoint_dir}")
+        initial_epoch = 0
+        if ckpt is not None:
+            restore(model, ckpt, val_ds[0][0])
+            initial_epoch = ckpt.epoch
+            train_ds.set_epoch(initial_epoch)
         extra: list[keras.callbacks.Callback] = []
         if getattr(model, "kl_warmup_epochs", 0):
             from anomaly_ae.callbacks import KLWarmup
 
             extra.append(KLWarmup(model.kl_warmup_epochs))
+        guard = NanGuard()
+        keeper: list[keras.callbacks.Callback] = []
+        if checkpoint_dir is not None:
+            keeper = [TrainingCheckpoint(Path(checkpoint_dir), early, ckpt, checkpoint_state)]
         start = time.perf_counter()
         history = model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, callbacks=[*extra, early, *callbacks],
-            verbose=0,
+            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
+            callbacks=[*extra, guard, early, *keeper, *callbacks], verbose=0,
         )
         fit_seconds = time.perf_counter() - start
+        if guard.fault is not None:
+            last = keeper[0].last_good if keeper else None  # type: ignore[attr-defined]
+            where = (f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}" if last
+                     else "no checkpoint was written before it")
+            raise TrainingDiverged(f"training diverged: {guard.fault}; {where}. Lower train.learning_rate "
+                                   "or check the images, then train again (or --resume).")
 
         self.model_ = model
         self.preprocessing_ = pre
-        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        merged = keeper[0].history if keeper else history.history  # type: ignore[attr-defined]
+        self.history_ = {k: [float(v) for v in vals] for k, vals in merged.items()}
         self.calibrate(val_images)
         self.val_sample_ = val_images[:8]  # for reports; not saved
         val_loss = self.history_.get("val_loss", [float("nan")])
@@ -123,6 +159,7 @@ class Detector:
             "best_epoch": int(np.nanargmin(val_loss)) + 1,
             "best_val_loss": float(np.nanmin(val_loss)),
             "fit_seconds": round(fit_seconds, 2),
+            "resumed_at_epoch": initial_epoch or None,
             "skipped": [{"path": str(p), "error": e} for p, e in skipped],
         }
         return self

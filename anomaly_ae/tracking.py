@@ -60,16 +60,24 @@ class MlflowTracker:
             ``mlruns`` folder beside the database.
         experiment: experiment name, created when missing.
         run_name: optional display name.
+        run_id: add to this run when it exists (evaluation, resumed training); else a new run.
+        end_resumed_run: mark a reopened run FINISHED/FAILED on exit too (resumed training).
     """
 
     def __init__(
-        self, tracking_uri: str, experiment: str, run_name: str | None = None, run_id: str | None = None
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        run_id: str | None = None,
+        end_resumed_run: bool = False,
     ) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.resumed = False
+        self.end_resumed_run = end_resumed_run
         if run_id is not None and self._run_exists(run_id):  # add to an existing run (e.g. evaluation)
             self.run_id: str | None = run_id
             self.experiment_id = self.client.get_run(run_id).info.experiment_id
@@ -97,7 +105,7 @@ class MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if not self.resumed or exc_type:
+        if not self.resumed or self.end_resumed_run or exc_type:
             self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
 
     def log_params(self, params: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 console = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK = 0
+EXIT_FAILED = 1  # the work itself failed (e.g. training diverged); the message says why
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import console, fail_usage, tracking_uri
+from cli.common import EXIT_FAILED, console, fail_usage, tracking_uri
 
 if TYPE_CHECKING:
     from anomaly_ae.config import DetectorConfig
@@ -20,7 +20,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 
 def train(
-    good_dir: Annotated[Path, typer.Argument(help="Folder of good images (searched recursively).")],
+    good_dir: Annotated[
+        Path | None, typer.Argument(help="Folder of good images (searched recursively); optional with --resume.")
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML config (default: configs/<model>.yaml or configs/default.yaml)."),
@@ -38,8 +40,20 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")] = False,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the interrupted training of this model directory.")
+    ] = None,
 ) -> None:
-    """Train an autoencoder on GOOD_DIR and write a self-contained model directory."""
+    """Train an autoencoder on GOOD_DIR and write a self-contained model directory.
+
+    A checkpoint is written to RUN_DIR/checkpoint after every epoch; after a crash,
+    'anomaly-ae train --resume RUN_DIR' continues from it with the same config and images.
+    """
+    if resume is not None:
+        _resume(resume, good_dir, no_track, given=[config, model, out, epochs, image_size, channels, seed, experiment])
+        return
+    if good_dir is None:
+        fail_usage("GOOD_DIR is required (or --resume RUN_DIR)")
     if not good_dir.is_dir():
         fail_usage(f"GOOD_DIR {good_dir} is not a folder")
     if channels == 2:
@@ -73,30 +87,64 @@ def train(
         fail_usage(f"GOOD_DIR {good_dir} holds {n_images} image(s); at least 2 are needed")
 
     run_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if (run_dir / "checkpoint").is_dir():
+        fail_usage(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
+                   "or choose another --out")
+    _tracked(cfg, good_dir, run_dir, no_track, run_id=None, resume=False)
+
+
+def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, given: list) -> None:
+    """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint."""
+    from anomaly_ae.checkpoint import latest_checkpoint
+    from anomaly_ae.config import DetectorConfig
+
+    if any(v is not None for v in given):
+        fail_usage("--resume continues with the recorded config: drop --config/--model/--out and the overrides")
+    ckpt = latest_checkpoint(run_dir / "checkpoint")
+    if ckpt is None:
+        done = (run_dir / "model.keras").is_file()
+        fail_usage(f"{run_dir} has no checkpoint to resume" + (" (its training is complete)" if done else ""))
+    recorded = Path(ckpt.state["good_dir"])
+    if good_dir is not None and good_dir.resolve() != recorded.resolve():
+        fail_usage(f"{run_dir} was trained on {recorded}, not {good_dir}")
+    cfg = DetectorConfig.from_yaml(run_dir / "checkpoint" / "config.yaml")
+    console.print(f"resuming       {run_dir} after epoch {ckpt.epoch} of {cfg.train.epochs}")
+    _tracked(cfg, recorded, run_dir, no_track, run_id=ckpt.state.get("mlflow_run_id"), resume=True)
+
+
+def _tracked(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, run_id: str | None,
+             resume: bool) -> None:
     if no_track:
         from anomaly_ae.tracking import NullTracker
 
-        tracker = NullTracker()
-        _fit_and_save(cfg, good_dir, run_dir, tracker)
+        _fit_and_save(cfg, good_dir, run_dir, NullTracker(), resume)
         return
     from anomaly_ae.tracking import MlflowTracker
 
     uri = tracking_uri()
-    with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name) as tracker:
-        _fit_and_save(cfg, good_dir, run_dir, tracker)
+    with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name, run_id=run_id,
+                       end_resumed_run=True) as tracker:
+        _fit_and_save(cfg, good_dir, run_dir, tracker, resume)
         console.print(f"MLflow run     {tracker.run_id} in {uri}")
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             console.print(f"               view it with: mlflow ui --backend-store-uri {uri}")
 
 
-def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: Tracker) -> None:
+def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: Tracker, resume: bool = False) -> None:
+    import shutil
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.callbacks import RichProgress, TrackingCallback
+    from anomaly_ae.checkpoint import TrainingDiverged
     from anomaly_ae.detector import Detector
     from anomaly_ae.report import reconstruction_grid
 
-    tracker.log_params({"data.good_dir": str(good_dir), **cfg.flat()})
+    ckpt_dir = run_dir / "checkpoint"
+    if not resume:
+        tracker.log_params({"data.good_dir": str(good_dir), **cfg.flat()})
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(ckpt_dir / "config.yaml")
     console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({cfg.data.image_size[0]}x"
                   f"{cfg.data.image_size[1]}x{cfg.data.channels}, up to {cfg.train.epochs} epochs)")
     with Progress(
@@ -105,13 +153,21 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
     ) as progress:
         try:
             det = Detector(cfg).fit(
-                good_dir, callbacks=[RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
+                good_dir, callbacks=[RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)],
+                checkpoint_dir=ckpt_dir, resume=resume,
+                checkpoint_state={"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id},
             )
+        except TrainingDiverged as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(EXIT_FAILED) from None
         except ValueError as err:  # e.g. fewer than 2 readable images
+            if not resume:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
             fail_usage(str(err))
     if tracker.run_id is not None:
         det.train_info_["mlflow"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
     det.save(run_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is complete: the checkpoint is not needed
 
     info = det.train_info_
     stats = det.score_stats_

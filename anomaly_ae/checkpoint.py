@@ -1,0 +1,153 @@
+"""Per-epoch training checkpoints (resume after a crash) and the guard against NaN/inf losses.
+
+``CHECKPOINT_DIR/epoch-NNNN/`` holds, after epoch NNNN::
+
+    model.weights.h5  model weights and optimizer state (Adam moments, iteration count, seed generators)
+    best.npz       early stopping's best weights so far (``restore_best_weights``)
+    state.json     epoch, loss history, early-stopping counters, extra state; written last, so a
+                   folder without it is an interrupted write and is ignored
+
+Only the newest complete folder is kept. Data order needs no saved state: each epoch's shuffle
+is drawn from ``(seed, epoch)`` (see :class:`~anomaly_ae.dataset.ImageDataset`), so a resumed run
+sees the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+STATE_FILE = "state.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names where and the last good checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """A complete checkpoint folder and its ``state.json``."""
+
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return int(self.state["epoch"])
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Checkpoint | None:
+    """The newest ``epoch-*`` folder that has its ``state.json``, or ``None``."""
+    if not checkpoint_dir.is_dir():
+        return None
+    for folder in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
+        try:
+            return Checkpoint(folder, json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+    return None
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss (or the epoch's validation loss) is not finite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fault: str | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.fault is None:
+            self.fault = f"loss is {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        val = (logs or {}).get("val_loss")
+        if val is not None and not math.isfinite(float(val)) and self.fault is None:
+            self.fault = f"validation loss is {float(val)} at epoch {epoch + 1}"
+            self.model.stop_training = True
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Writes a checkpoint after every epoch whose losses are finite; restores early stopping on resume.
+
+    Put it after the ``EarlyStopping`` callback: its ``on_train_begin`` runs after early stopping
+    has reset itself, and puts back the counters and best weights of the resumed run.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: Path,
+        early: keras.callbacks.EarlyStopping,
+        resume_from: Checkpoint | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.dir = Path(checkpoint_dir)
+        self.early = early
+        self.resume_from = resume_from
+        self.extra_state = extra_state or {}
+        self.history: dict[str, list[float]] = dict(resume_from.state["history"]) if resume_from else {}
+        self.last_good: int | None = resume_from.epoch if resume_from else None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.resume_from is None:
+            return
+        es = self.resume_from.state["early_stopping"]
+        self.early.wait = int(es["wait"])
+        self.early.best = float(es["best"]) if es["best"] is not None else self.early.best
+        self.early.best_epoch = int(es["best_epoch"])
+        best = self.resume_from.path / "best.npz"
+        if best.is_file():
+            with np.load(best, allow_pickle=False) as f:
+                self.early.best_weights = [f[f"w{i}"] for i in range(len(f.files))]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        if not all(math.isfinite(float(v)) for v in logs.values()):
+            return  # never overwrite the last good checkpoint with a diverged one
+        folder = self.dir / f"epoch-{epoch + 1:04d}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        self.model.save_weights(folder / "model.weights.h5")
+        if self.early.best_weights is not None:
+            np.savez(folder / "best.npz", **{f"w{i}": np.asarray(w) for i, w in enumerate(self.early.best_weights)})
+        best = self.early.best
+        state = {
+            "epoch": epoch + 1,
+            "history": self.history,
+            "early_stopping": {
+                "wait": int(self.early.wait),
+                "best": float(best) if best is not None and math.isfinite(float(best)) else None,
+                "best_epoch": int(self.early.best_epoch),
+            },
+            **self.extra_state,
+        }
+        from anomaly_ae.artifact import write_json_atomic
+
+        write_json_atomic(folder / STATE_FILE, state)  # last: marks the folder complete
+        for old in self.dir.glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+        self.last_good = epoch + 1
+
+
+def restore(model: keras.Model, ckpt: Checkpoint, sample: np.ndarray) -> None:
+    """Load a checkpoint's weights and optimizer state into a freshly built, compiled ``model``."""
+    model(sample[:1])  # build the model's variables
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(ckpt.path / "model.weights.h5")
