@@ -116,6 +116,33 @@ def save_detector(det: Detector, path: Path) -> Path:
     return path
 
 
+#: what a ``.keras`` archive written by Keras 3 holds; anything else (a pickle, code) is refused
+KERAS_ARCHIVE_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"})
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".pt", ".pth"})
+
+
+def check_contents(path: Path) -> None:
+    """Refuse a model directory that carries pickles or an unexpected ``model.keras`` archive.
+
+    ``safe_mode=True`` already refuses Lambda layers and arbitrary code in the Keras config; this
+    check also keeps out files that some other loader might unpickle.
+    """
+    import zipfile
+
+    for p in path.rglob("*"):
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            raise ModelDirError(f"{path}: refusing to load a model directory that contains {p.name} "
+                                "(pickle-like files can run code when loaded)")
+    try:
+        with zipfile.ZipFile(path / MODEL_FILE) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelDirError(f"{path / MODEL_FILE}: not a Keras archive ({err})") from None
+    unexpected = [n for n in names if n not in KERAS_ARCHIVE_MEMBERS and not n.startswith("assets/")]
+    if unexpected:
+        raise ModelDirError(f"{path / MODEL_FILE}: unexpected member {unexpected[0]!r} in the archive; refused")
+
+
 def load_detector(path: Path) -> Detector:
     """Restore a :class:`~anomaly_ae.detector.Detector` from a model directory."""
     import anomaly_ae.models  # noqa: F401  (registers the serialisable classes)
@@ -133,11 +160,20 @@ def load_detector(path: Path) -> Detector:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelDirError(f"{meta_path}: unreadable ({err})") from None
-    if meta.get("schema_version") != SCHEMA_VERSION:
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        made_by = meta.get("versions", {}).get("anomaly_ae", "unknown")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            why = f"it was written by a newer anomaly-ae ({made_by}): upgrade anomaly-ae to load it"
+        elif isinstance(version, int):
+            why = f"it was written by an older anomaly-ae ({made_by}) whose format is no longer read: retrain"
+        else:
+            why = "not a version number"
         raise ModelDirError(
-            f"{meta_path}: schema_version {meta.get('schema_version')!r} is not supported "
-            f"(this anomaly-ae reads version {SCHEMA_VERSION})"
+            f"{meta_path}: schema_version {version!r} is not supported ({why}; "
+            f"this anomaly-ae reads version {SCHEMA_VERSION})"
         )
+    check_contents(path)
     try:
         det = Detector(DetectorConfig.model_validate(meta["config"]))
         det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
@@ -157,6 +193,8 @@ def load_detector(path: Path) -> Detector:
         det.model_ = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Lambda" in str(err) or "safe_mode" in str(err):
+            first = "it contains a Lambda layer or other code, which safe mode refuses to run"
         raise ModelDirError(f"{path / MODEL_FILE}: cannot be loaded safely ({first})") from None
     expected = (*det.preprocessing_.image_size, det.preprocessing_.channels)
     got = tuple(getattr(det.model_, "image_shape", expected))

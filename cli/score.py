@@ -51,6 +51,7 @@ def score(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.detector import Detector
+    from anomaly_ae.fileio import output_path
     from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
     from anomaly_ae.score_run import OutDirConflict, start
     from anomaly_ae.writers import OrderedOutputs
@@ -70,15 +71,17 @@ def score(
     csv_out = ScoresCsv(out / "scores.csv", keep=state.keep)
     pixel_threshold, heat_range = det.pixel_threshold_, det.heatmap_range_
 
-    def outputs_of(image: np.ndarray, amap: np.ndarray, rel: Path) -> Callable[[], None]:
+    wanted = [(kind, suffix) for kind, suffix, on in (("heatmaps", ".png", heatmaps), ("masks", ".png", masks),
+                                                      ("maps", ".npy", raw_maps)) if on]
+
+    def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path]) -> Callable[[], None]:
         def work() -> None:  # runs in a worker thread while the model scores the next batch
-            if heatmaps:
-                write_png_atomic(out / "heatmaps" / rel.with_suffix(".png"), heatmap_overlay(image, amap, heat_range))
-            if masks:
-                mask = (amap > pixel_threshold).astype(np.uint8) * 255
-                write_png_atomic(out / "masks" / rel.with_suffix(".png"), mask)
-            if raw_maps:
-                write_npy_atomic(out / "maps" / rel.with_suffix(".npy"), amap)
+            if "heatmaps" in targets:
+                write_png_atomic(targets["heatmaps"], heatmap_overlay(image, amap, heat_range))
+            if "masks" in targets:
+                write_png_atomic(targets["masks"], (amap > pixel_threshold).astype(np.uint8) * 255)
+            if "maps" in targets:
+                write_npy_atomic(targets["maps"], amap)
 
         return work
 
@@ -91,6 +94,10 @@ def score(
         for item in det.iter_score(todo, bs, max_pixels=max_pixels):
             rel_path = item.path.relative_to(input_dir)
             rel = rel_path.as_posix()
+            try:  # outputs never land outside OUT_DIR (e.g. through a link planted in it)
+                targets = {kind: output_path(out / kind, rel_path, suffix) for kind, suffix in wanted}
+            except ValueError as err:
+                item.error = item.error or str(err)
             if item.error is not None:
                 console.print(f"[yellow]failed[/yellow] {rel}: {item.error}")
                 n_failed += 1
@@ -98,7 +105,7 @@ def score(
             else:
                 n_ok += 1
                 n_anomalous += int(item.score > threshold)
-                writer.submit(outputs_of(item.image, item.amap, rel_path),
+                writer.submit(outputs_of(item.image, item.amap, targets),
                               partial(csv_out.write, rel, item.score, threshold))
             progress.advance(task, 1)
     csv_out.close()

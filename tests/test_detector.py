@@ -157,3 +157,55 @@ def test_non_finite_maps_are_reported_per_file(tiny_detector, tiny_data, tmp_pat
     items = list(det.iter_score(paths, batch_size=3))
     assert [i.path for i in items] == paths
     assert all(i.score is None and "not finite" in i.error for i in items)
+
+
+def test_unsafe_model_directories_are_refused(tmp_path, tiny_detector):
+    import shutil
+    import zipfile
+
+    import keras
+
+    run = tiny_detector.save(tmp_path / "run")
+    for version, why in ((2, "newer anomaly-ae"), (0, "older anomaly-ae")):
+        bad = tmp_path / f"v{version}"
+        shutil.copytree(run, bad)
+        meta = json.loads((bad / "detector.json").read_text())
+        meta["schema_version"] = version
+        (bad / "detector.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelDirError, match=why):
+            Detector.load(bad)
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(run, pickled)
+    (pickled / "extra_state.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelDirError, match="extra_state.pkl"):
+        Detector.load(pickled)
+
+    smuggled = tmp_path / "smuggled"
+    shutil.copytree(run, smuggled)
+    with zipfile.ZipFile(smuggled / "model.keras", "a") as z:
+        z.writestr("payload.pkl", b"\x80\x04K\x01.")
+    with pytest.raises(ModelDirError, match="unexpected member 'payload.pkl'"):
+        Detector.load(smuggled)
+
+    # a model.keras whose graph holds a Lambda layer (arbitrary Python code): safe mode refuses it
+    lam = tmp_path / "lambda"
+    shutil.copytree(run, lam)
+    inp = keras.Input((32, 32, 1))
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp)).save(lam / "model.keras")
+    with pytest.raises(ModelDirError, match="Lambda layer"):
+        Detector.load(lam)
+
+
+def test_output_paths_cannot_escape_the_output_folder(tmp_path):
+    from anomaly_ae.fileio import output_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert output_path(out, "a/b.jpg", ".png") == out / "a" / "b.png"
+    for rel in ("../evil.jpg", "a/../../evil.jpg", "/etc/passwd"):
+        with pytest.raises(ValueError, match="escape"):
+            output_path(out, rel, ".png")
+    (out / "link").symlink_to(tmp_path, target_is_directory=True)  # a link planted in OUT_DIR
+    with pytest.raises(ValueError, match="through a link"):
+        output_path(out, "link/x.jpg", ".png")
