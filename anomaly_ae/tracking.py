@@ -52,8 +52,40 @@ def _param_value(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5997] + "..."
 
 
+#: bounded retries for remote stores, unless the user set their own (MLflow's default retries for minutes)
+REMOTE_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server does not answer."""
+
+
+def probe(uri: str, timeout: float = 3.0) -> None:
+    """Raise :class:`TrackingUnavailable` unless an ``http(s)`` tracking server answers ``/health`` in time."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:  # noqa: S310
+            if r.status >= 500:
+                raise TrackingUnavailable(f"{uri} answered HTTP {r.status}")
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingUnavailable(f"{uri} is unreachable ({reason})") from None
+
+
 class MlflowTracker:
     """One MLflow run, used as a context manager; the run ends FINISHED, or FAILED on an exception.
+
+    A tracking server that is down never costs the work: with ``fallback_uri`` set, an unreachable
+    server (checked with a 3 s probe, then bounded retries) switches the run to the local store
+    ``fallback_uri``, replaying what was already logged, and ``on_fallback`` is told once why.
 
     Args:
         tracking_uri: store or server URI. A ``sqlite:///`` URI gets its experiments' artifacts in an
@@ -62,6 +94,8 @@ class MlflowTracker:
         run_name: optional display name.
         run_id: add to this run when it exists (evaluation, resumed training); else a new run.
         end_resumed_run: mark a reopened run FINISHED/FAILED on exit too (resumed training).
+        fallback_uri: local store to use when ``tracking_uri`` fails (``None``: errors propagate).
+        on_fallback: receives the one-line warning when the fallback is taken (default: ``warnings.warn``).
     """
 
     def __init__(
@@ -71,29 +105,75 @@ class MlflowTracker:
         run_name: str | None = None,
         run_id: str | None = None,
         end_resumed_run: bool = False,
+        fallback_uri: str | None = None,
+        on_fallback: Any = None,
     ) -> None:
+        if tracking_uri.startswith(("http://", "https://")):
+            for k, v in REMOTE_DEFAULTS.items():
+                os.environ.setdefault(k, v)
+        self.end_resumed_run = end_resumed_run
+        self.fallback_uri = fallback_uri
+        self.fell_back = False
+        self._experiment, self._run_name = experiment, run_name
+        self._on_fallback = on_fallback
+        self._journal: list[tuple[str, tuple[Any, ...]]] = []
+        try:
+            probe(tracking_uri)
+            self._open(tracking_uri, run_id)
+        except Exception as err:  # noqa: BLE001 - any store failure: fall back or re-raise
+            if fallback_uri is None:
+                raise
+            self._fall_back(err)
+
+    def _open(self, tracking_uri: str, run_id: str | None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.resumed = False
-        self.end_resumed_run = end_resumed_run
         if run_id is not None and self._run_exists(run_id):  # add to an existing run (e.g. evaluation)
             self.run_id: str | None = run_id
             self.experiment_id = self.client.get_run(run_id).info.experiment_id
             self.resumed = True
             return
-        exp = self.client.get_experiment_by_name(experiment)
+        exp = self.client.get_experiment_by_name(self._experiment)
         if exp is None:
             artifact_location = None
             if tracking_uri.startswith("sqlite:///"):
                 db = Path(tracking_uri[len("sqlite:///") :])
                 artifact_location = (db.parent / "mlruns").resolve().as_uri()
-            exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            exp_id = self.client.create_experiment(self._experiment, artifact_location=artifact_location)
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
-        self.run_id: str | None = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        self.run_id = self.client.create_run(exp_id, run_name=self._run_name).info.run_id
+
+    def _fall_back(self, err: BaseException) -> None:
+        """Continue in the local store: a new run there, with everything logged so far replayed."""
+        failed = getattr(self, "uri", None) or "the tracking server"
+        self._open(self.fallback_uri, None)  # type: ignore[arg-type]
+        self.fell_back = True
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        msg = (f"MLflow at {failed} failed ({first}); this run is recorded in the local store {self.uri} "
+               f"(run {self.run_id}). Browse it with 'mlflow ui --backend-store-uri {self.uri}'; copy it to "
+               "the server later with mlflow-export-import (export-run, then import-run).")
+        if self._on_fallback is not None:
+            self._on_fallback(msg)
+        else:
+            import warnings
+
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        for method, args in self._journal:
+            getattr(self, f"_{method}")(*args)
+
+    def _call(self, method: str, *args: Any) -> None:
+        self._journal.append((method, args))
+        try:
+            getattr(self, f"_{method}")(*args)
+        except Exception as err:  # noqa: BLE001
+            if self.fallback_uri is None or self.fell_back:
+                raise
+            self._fall_back(err)  # replays the journal, this call included
 
     def _run_exists(self, run_id: str) -> bool:
         try:
@@ -106,10 +186,20 @@ class MlflowTracker:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if not self.resumed or self.end_resumed_run or exc_type:
-            self.client.set_terminated(self.run_id, "FAILED" if exc_type else "FINISHED")
+            status = "FAILED" if exc_type else "FINISHED"
+            try:
+                self.client.set_terminated(self.run_id, status)
+            except Exception as err:  # noqa: BLE001
+                if self.fallback_uri is None or self.fell_back:
+                    raise
+                self._fall_back(err)
+                self.client.set_terminated(self.run_id, status)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log parameters (values stringified, 100 per request)."""
+        self._call("log_params", dict(params))
+
+    def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -119,21 +209,31 @@ class MlflowTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log finite numeric metrics at ``step``."""
         import math
+
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        if finite:
+            self._call("log_metrics", finite, step)
+
+    def _log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [
-            Metric(k, float(v), now, step or 0) for k, v in metrics.items() if math.isfinite(float(v))
-        ]
-        if items:
-            self.client.log_batch(self.run_id, metrics=items)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step or 0) for k, v in metrics.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy one file into the run's artifacts."""
-        self.client.log_artifact(self.run_id, os.fspath(path), artifact_path)
+        self._call("log_artifact", os.fspath(path), artifact_path)
+
+    def _log_artifact(self, path: str, artifact_path: str | None) -> None:
+        if os.path.exists(path):  # a replayed temporary file may be gone
+            self.client.log_artifact(self.run_id, path, artifact_path)
 
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
         """Copy a folder's contents into the run's artifacts."""
-        self.client.log_artifacts(self.run_id, os.fspath(folder), artifact_path)
+        self._call("log_artifacts", os.fspath(folder), artifact_path)
+
+    def _log_artifacts(self, folder: str, artifact_path: str | None) -> None:
+        if os.path.isdir(folder):
+            self.client.log_artifacts(self.run_id, folder, artifact_path)

@@ -23,6 +23,11 @@ def fail_usage(message: str) -> None:
     raise typer.Exit(EXIT_USAGE)
 
 
+def warn(message: str) -> None:
+    """Print a one-line warning (the work goes on)."""
+    console.print(f"[yellow]warning:[/yellow] {message}")
+
+
 def silence_native_stderr() -> None:
     """Send native (C++) writes to file descriptor 2 to /dev/null; Python's ``sys.stderr`` keeps working.
 
@@ -55,3 +60,13 @@ def tracking_uri() -> str:
     from anomaly_ae.tracking import local_store_uri
 
     return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd())
+
+
+def fallback_uri(uri: str) -> str | None:
+    """Where a run goes when ``uri`` fails: the local store ``./mlflow.db`` (``None`` if that is ``uri``)."""
+    from pathlib import Path
+
+    from anomaly_ae.tracking import local_store_uri
+
+    local = local_store_uri(Path.cwd())
+    return None if uri == local else local

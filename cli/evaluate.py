@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import console, fail_usage, tracking_uri
+from cli.common import console, fail_usage, fallback_uri, tracking_uri, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector
@@ -76,9 +76,10 @@ def _log(det: Detector, out: Path, metrics: dict[str, Any]) -> None:
     run_id = det.train_info_.get("mlflow", {}).get("run_id")
     uri = tracking_uri()
     flat = {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    with MlflowTracker(uri, det.config.tracking.experiment, run_name="evaluate", run_id=run_id) as tracker:
+    with MlflowTracker(uri, det.config.tracking.experiment, run_name="evaluate", run_id=run_id,
+                       fallback_uri=fallback_uri(uri), on_fallback=warn) as tracker:
         tracker.log_metrics(flat)
         tracker.log_artifact(out / "metrics.json", "evaluation")
         tracker.log_artifact(out / "report.html", "evaluation")
         where = "the model's run" if tracker.resumed else "a new run"
-        console.print(f"MLflow         logged to {where} {tracker.run_id} in {uri}")
+        console.print(f"MLflow         logged to {where} {tracker.run_id} in {tracker.uri}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, fail_usage, tracking_uri
+from cli.common import console, fail_usage, fallback_uri, tracking_uri, warn
 
 segment_app = typer.Typer(help="Train and apply a segmentation model built on an exported encoder.",
                           no_args_is_help=True)
@@ -54,7 +54,9 @@ def segment_train(
         from anomaly_ae.callbacks import TrackingCallback
         from anomaly_ae.tracking import MlflowTracker
 
-        with MlflowTracker(tracking_uri(), "anomaly-ae-segment", run_name=out.name) as tracker:
+        uri = tracking_uri()
+        with MlflowTracker(uri, "anomaly-ae-segment", run_name=out.name, fallback_uri=fallback_uri(uri),
+                           on_fallback=warn) as tracker:
             tracker.log_params({"encoder_dir": str(encoder_dir), "epochs": epochs, "fine_tune": fine_tune,
                                 "seed": seed, "n_pairs": len(pairs.x)})
             model, metrics = run([TrackingCallback(tracker)])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import EXIT_FAILED, console, fail_usage, tracking_uri
+from cli.common import EXIT_FAILED, console, fail_usage, fallback_uri, tracking_uri, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.config import DetectorConfig
@@ -122,12 +122,13 @@ def _tracked(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool,
     from anomaly_ae.tracking import MlflowTracker
 
     uri = tracking_uri()
-    with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name, run_id=run_id,
-                       end_resumed_run=True) as tracker:
+    fallback = fallback_uri(uri)
+    with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name, run_id=run_id, end_resumed_run=True,
+                       fallback_uri=fallback, on_fallback=warn) as tracker:
         _fit_and_save(cfg, good_dir, run_dir, tracker, resume)
-        console.print(f"MLflow run     {tracker.run_id} in {uri}")
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            console.print(f"               view it with: mlflow ui --backend-store-uri {uri}")
+        console.print(f"MLflow run     {tracker.run_id} in {tracker.uri}")
+        if not os.environ.get("MLFLOW_TRACKING_URI") or tracker.fell_back:
+            console.print(f"               view it with: mlflow ui --backend-store-uri {tracker.uri}")
 
 
 def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: Tracker, resume: bool = False) -> None:
