@@ -139,6 +139,9 @@ def export_detector(
     _require("tensorflow", fmt)  # both formats go through a TensorFlow graph (jax2tf under JAX)
     if fmt == "onnx":
         _require("tf2onnx", fmt)
+        if getattr(det.model_, "precision", "float32") != "float32":  # Keras' ONNX export needs float32
+            raise ExportError(f"ONNX export needs a float32 model; this one trains in {det.model_.precision} "
+                              "(export it as --format savedmodel, or retrain with train.precision: float32)")
     model = scoring_model(det, input_dtype)
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels

@@ -135,6 +135,13 @@ def test_unsupported_exports_are_refused_with_a_reason(tiny_detector, tiny_confi
         setattr(tiled, attr, getattr(tiny_detector, attr))
     with pytest.raises(ExportError, match="tile_size"):
         export_detector(tiled, tmp_path / "x", "onnx")
+    bf16 = Detector(tiny_detector.config)
+    for attr in ("model_", "preprocessing_", "threshold_", "pixel_threshold_", "norm_range_"):
+        setattr(bf16, attr, getattr(tiny_detector, attr))
+    bf16.model_ = type(tiny_detector.model_).from_config({**tiny_detector.model_.get_config(),
+                                                         "precision": "mixed_bfloat16"})
+    with pytest.raises(ExportError, match="ONNX export needs a float32 model"):
+        export_detector(bf16, tmp_path / "x", "onnx")
     with pytest.raises(ExportError, match="format 'pb' is not supported"):
         export_encoder(tiny_detector, tmp_path / "enc", formats=["pb"])
     assert not (tmp_path / "x").exists()
