@@ -149,15 +149,18 @@ def run_score(run: Path, images: Path, out: Path, batch_size: int, *extra: str) 
 
 
 def bench_predict(det, n: int, batch_size: int) -> float:  # noqa: ANN001
-    """Plain ``model.predict`` images/s on ``n`` preloaded float32 images at model size (after a warm-up)."""
+    """Plain ``model.predict`` images/s on ``n`` preloaded float32 images at model size (warm, best of 3)."""
     import numpy as np
 
     h, w = det.preprocessing_.image_size
     x = np.random.default_rng(0).random((n, h, w, det.preprocessing_.channels), dtype=np.float32)
     det.model_.predict(x[: 2 * batch_size], batch_size=batch_size, verbose=0)
-    t0 = time.perf_counter()
-    det.model_.predict(x, batch_size=batch_size, verbose=0)
-    return n / (time.perf_counter() - t0)
+    best = float("inf")
+    for _ in range(3):  # the fastest of 3: plain Keras at its best, the strict reference
+        t0 = time.perf_counter()
+        det.model_.predict(x, batch_size=batch_size, verbose=0)
+        best = min(best, time.perf_counter() - t0)
+    return n / best
 
 
 def help_seconds() -> float:
