@@ -21,7 +21,6 @@ reconstruction (``scoring.tile_size`` smaller than the image) and the VAE's extr
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ import keras
 
 from anomaly_ae import scoring_ops
 from anomaly_ae.detector import Detector
-from anomaly_ae.transfer import ExportError
+from anomaly_ae.transfer import ExportError, require_exporters
 
 FORMATS = ("onnx", "savedmodel")
 INPUT_DTYPES = ("uint8", "float32")
@@ -123,12 +122,6 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
 
 
-def _require(module: str, fmt: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        hint = "pip install 'anomaly-ae[onnx]'" if module == "tf2onnx" else "pip install tensorflow"
-        raise ExportError(f"--format {fmt} needs the '{module}' package ({hint})")
-
-
 def export_detector(
     det: Detector, out_dir: str | Path, fmt: str = "onnx", input_dtype: str = "uint8"
 ) -> dict[str, Any]:
@@ -136,9 +129,8 @@ def export_detector(
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
     det._check_fitted(need_threshold=True)
-    _require("tensorflow", fmt)  # both formats go through a TensorFlow graph (jax2tf under JAX)
+    require_exporters(fmt)
     if fmt == "onnx":
-        _require("tf2onnx", fmt)
         if getattr(det.model_, "precision", "float32") != "float32":  # Keras' ONNX export needs float32
             raise ExportError(f"ONNX export needs a float32 model; this one trains in {det.model_.precision} "
                               "(export it as --format savedmodel, or retrain with train.precision: float32)")

@@ -38,6 +38,20 @@ class ExportError(ValueError):
     """The model cannot be exported this way; the message says why."""
 
 
+def require_exporters(fmt: str) -> None:
+    """Raise :class:`ExportError` unless what ``fmt`` ("onnx" | "savedmodel") converts through is installed.
+
+    Both go through a TensorFlow graph (Keras 3's ``model.export``; jax2tf under JAX), ONNX also
+    through ``tf2onnx``.
+    """
+    import importlib.util
+
+    for module in ["tensorflow"] + (["tf2onnx"] if fmt == "onnx" else []):
+        if importlib.util.find_spec(module) is None:
+            hint = "pip install 'anomaly-ae[onnx]'" if module == "tf2onnx" else "pip install tensorflow"
+            raise ExportError(f"format {fmt!r} needs the '{module}' package ({hint})")
+
+
 def multiscale_encoder(model: keras.Model) -> keras.Model:
     """``image -> [block_1, ..., block_n, latent]`` sharing the trained layers (and weights) of ``model``."""
     enc = model.encoder
@@ -98,13 +112,7 @@ def export_encoder(det: Detector, out_dir: str | Path, formats: Sequence[str] = 
 
 def _export_graph(enc: keras.Model, out: Path, fmt: str) -> str:
     """``encoder.onnx`` or ``encoder_savedmodel/`` with one named output per feature map; returns the name."""
-    import importlib.util
-
-    needs = ["tensorflow"] + (["tf2onnx"] if fmt == "onnx" else [])
-    for module in needs:
-        if importlib.util.find_spec(module) is None:
-            hint = "pip install 'anomaly-ae[onnx]'" if module == "tf2onnx" else "pip install tensorflow"
-            raise ExportError(f"format {fmt!r} needs the '{module}' package ({hint})")
+    require_exporters(fmt)
     names = [f"block{i + 1}" for i in range(len(enc.outputs) - 1)] + ["latent"]
     image = keras.Input(tuple(enc.inputs[0].shape[1:]), name="image")
     named = keras.Model(image, dict(zip(names, enc(image), strict=True)), name="encoder_features")
@@ -178,5 +186,5 @@ def unfreeze(model: keras.Model, n_blocks: int) -> keras.Model:
 
 __all__ = [
     "ENCODER_FORMATS", "ExportError", "build_segmenter", "export_encoder", "load_encoder", "multiscale_encoder",
-    "unfreeze",
+    "require_exporters", "unfreeze",
 ]

@@ -130,16 +130,18 @@ def test_unsupported_exports_are_refused_with_a_reason(tiny_detector, tiny_confi
         export_detector(tiny_detector, tmp_path / "x", "tflite")
     with pytest.raises(ExportError, match="input dtype 'int16'"):
         export_detector(tiny_detector, tmp_path / "x", "onnx", "int16")
-    tiled = Detector(tiny_detector.config.with_overrides({"scoring.tile_size": 16, "scoring.tile_overlap": 4}))
-    for attr in ("model_", "preprocessing_", "threshold_", "pixel_threshold_", "norm_range_"):
-        setattr(tiled, attr, getattr(tiny_detector, attr))
+    def fitted_copy(config, model=None):
+        det = Detector(config)
+        for attr in ("model_", "preprocessing_", "threshold_", "pixel_threshold_", "norm_range_"):
+            setattr(det, attr, getattr(tiny_detector, attr))
+        det.model_ = model or det.model_
+        return det
+
+    tiled = fitted_copy(tiny_detector.config.with_overrides({"scoring.tile_size": 16, "scoring.tile_overlap": 4}))
     with pytest.raises(ExportError, match="tile_size"):
         export_detector(tiled, tmp_path / "x", "onnx")
-    bf16 = Detector(tiny_detector.config)
-    for attr in ("model_", "preprocessing_", "threshold_", "pixel_threshold_", "norm_range_"):
-        setattr(bf16, attr, getattr(tiny_detector, attr))
-    bf16.model_ = type(tiny_detector.model_).from_config({**tiny_detector.model_.get_config(),
-                                                         "precision": "mixed_bfloat16"})
+    bf16 = fitted_copy(tiny_detector.config, type(tiny_detector.model_).from_config(
+        {**tiny_detector.model_.get_config(), "precision": "mixed_bfloat16"}))
     with pytest.raises(ExportError, match="ONNX export needs a float32 model"):
         export_detector(bf16, tmp_path / "x", "onnx")
     with pytest.raises(ExportError, match="format 'pb' is not supported"):
