@@ -113,8 +113,7 @@ def score(
         f"scored {n_ok}, anomalous {n_anomalous}, failed {n_failed} (threshold {threshold:.6g})"
     )
     console.print(f"scores         {out / 'scores.csv'}")
-    for flag, name in ((heatmaps, "heatmaps"), (masks, "masks"), (raw_maps, "maps")):
-        if flag:
-            console.print(f"{name:<14} {out / name}")
+    for kind, _ in wanted:
+        console.print(f"{kind:<14} {out / kind}")
     if n_failed:
         raise typer.Exit(EXIT_PARTIAL)
