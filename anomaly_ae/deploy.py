@@ -103,8 +103,7 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
         raise ExportError("scoring.kl_weight > 0 (VAE KL score) cannot be exported; calibrate with kl_weight 0")
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels
-    fully_convolutional = None in tuple(getattr(det.model_, "image_shape", (0,)))
-    factor = 2 ** len(det.config.model.widths) if fully_convolutional else 1
+    factor = det.pad_factor()
     ph, pw = (-h) % factor, (-w) % factor
     if s.tile_size is not None and max(h + ph, w + pw) > s.tile_size:
         raise ExportError(

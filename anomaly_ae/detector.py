@@ -252,14 +252,20 @@ class Detector:
         """
         self._check_fitted(need_threshold=False)
         s = self.config.scoring
-        fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
-        factor = 2 ** len(self.config.model.widths) if fully_convolutional else 1
-        xp, (h, w) = pad_to_multiple(x, factor)
+        xp, (h, w) = pad_to_multiple(x, self.pad_factor())
         if s.tile_size is not None and max(xp.shape[1:3]) > s.tile_size:
             out = tiled_predict(self._predict_batched, xp, s.tile_size, s.tile_overlap)
         else:
             out = self._predict_batched(xp)
         return out[:, :h, :w]
+
+    def pad_factor(self) -> int:
+        """Image sides are padded to a multiple of this before reconstruction (1: no padding).
+
+        Fully convolutional (patch) models take any size divisible by their down-sampling, 2 ** blocks.
+        """
+        fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
+        return 2 ** len(self.config.model.widths) if fully_convolutional else 1
 
     def _predict_batched(self, x: np.ndarray) -> np.ndarray:
         bs = self.config.scoring.batch_size
