@@ -84,19 +84,14 @@ class ScoresCsv:
         self.path = path
         self._partial = path.with_name(path.name + ".partial")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if keep:  # rewrite what is kept atomically before appending to it
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(CSV_COLUMNS)
-            w.writerows(keep)
-            write_bytes_atomic(self._partial, buf.getvalue().encode("utf-8"))
-            self._f = open(self._partial, "a", newline="", encoding="utf-8")  # noqa: SIM115
-            self._w = csv.writer(self._f)
-        else:
-            self._f = open(self._partial, "w", newline="", encoding="utf-8")  # noqa: SIM115
-            self._w = csv.writer(self._f)
-            self._w.writerow(CSV_COLUMNS)
-            self._f.flush()
+        # header (and the rows kept from an interrupted run) written atomically, then appended to
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(CSV_COLUMNS)
+        w.writerows(keep or [])
+        write_bytes_atomic(self._partial, buf.getvalue().encode("utf-8"))
+        self._f = open(self._partial, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._w = csv.writer(self._f)
 
     def write(self, path: str, score: float | None, threshold: float, error: str = "") -> None:
         """One row, flushed; ``score=None`` for a file that could not be scored."""
