@@ -133,6 +133,10 @@ class ScoringConfig(_Section):
     reduction: Literal["max", "mean", "topk_mean"] = "max"
     topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
     batch_size: int = Field(32, ge=1)
+    batch_megapixels: float = Field(
+        64.0, gt=0.0, description="streamed scoring cuts a batch once its decoded images hold this many megapixels "
+        "(bounds memory whatever the image sizes; a single larger image is a batch of one)"
+    )
     kl_weight: float = Field(0.0, ge=0.0, description="vae only: add kl_weight * KL(q(z|x) || p(z)) to the score")
     tile_size: int | None = Field(None, ge=16, description="reconstruct large images in overlapping tiles")
     tile_overlap: int = Field(32, ge=0)

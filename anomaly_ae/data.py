@@ -8,13 +8,17 @@ batch.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+# errors only: OpenCV's TIFF reader warns on stderr about float TIFFs, which _float_tiff then reads
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 DEFAULT_MAX_MEGAPIXELS = 100
@@ -25,11 +29,20 @@ class ImageReadError(Exception):
     """A file could not be turned into an image; ``str(err)`` is a one-line reason."""
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """All image files under ``folder`` (recursive, sorted by relative path, hidden files skipped).
+def list_images(
+    folder: str | Path, exclude: Sequence[Path] = (), problems: list[str] | None = None
+) -> list[Path]:
+    """Every image entry under ``folder`` (recursive, sorted by relative path, hidden names skipped).
 
-    Symbolic links to folders are followed once: a link back up the tree (a loop) is not entered
-    again, so the walk always ends.
+    An entry counts by its extension, whatever it is: a broken link or a FIFO named ``x.png`` is
+    listed, so that reading it gives its one-line reason instead of silence. Symbolic links to
+    folders are followed once: a link back up the tree (a loop) is not entered again, so the walk
+    always ends.
+
+    Args:
+        exclude: folders not to enter (an output folder placed inside the input folder).
+        problems: when given, one line is appended for each folder that could not be read
+            (permission denied, vanished), which is otherwise skipped.
 
     Raises:
         NotADirectoryError: ``folder`` is not a directory.
@@ -37,25 +50,31 @@ def list_images(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"not a folder: {root}")
+    skip = {os.path.realpath(p) for p in exclude}
     found = []
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def on_error(err: OSError) -> None:
+        if problems is not None:
+            where = err.filename if err.filename is not None else root
+            problems.append(f"cannot read folder {os.fsdecode(where)}: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
         try:
             st = os.stat(dirpath)
-        except OSError:
+        except OSError as err:
+            on_error(err)
             dirnames[:] = []
             continue
-        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a loop or a duplicate
+        if (st.st_dev, st.st_ino) in seen or os.path.realpath(dirpath) in skip:  # a loop, a duplicate, or excluded
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            p = Path(dirpath) / name
-            if name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
+        for name in filenames:  # broken links are among them (os.walk puts what is not a folder here)
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
-            if p.is_file():  # follows file links; skips broken ones
-                found.append(p)
+            found.append(Path(dirpath) / name)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -105,7 +124,8 @@ def _truncation(data: np.ndarray) -> str | None:
 def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -> np.ndarray:
     """Decode a file to uint8 ``(H, W, channels)``, RGB order when ``channels == 3``.
 
-    16-bit images are scaled to 8 bit, alpha is dropped, palette images are expanded and the EXIF
+    16-bit images are scaled to 8 bit (``v * 257`` -> ``v``), float TIFFs as :func:`_float_tiff` says,
+    alpha is dropped, palette images are expanded and the EXIF
     orientation of JPEGs is applied (OpenCV's ``IMREAD_COLOR``/``IMREAD_GRAYSCALE`` do all of that).
     Images above ``max_pixels`` (default :func:`max_pixels_default`) are refused from their header,
     before any decoding; truncated PNG/JPEG files and images under ``MIN_SIDE`` pixels are refused.
@@ -114,6 +134,16 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
         ImageReadError: with a one-line reason; never another exception for any file content.
     """
     path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        why = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "file vanished"
+        raise ImageReadError(why) from None
+    except OSError as err:
+        raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "device" if stat.S_ISCHR(st.st_mode) else "special file"
+        raise ImageReadError(f"not a regular file ({kind})")
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
     except OSError as err:
@@ -136,6 +166,8 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
         image = cv2.imdecode(data, flag)
     except cv2.error as err:  # OpenCV raises on some malformed headers instead of returning None
         raise ImageReadError(f"cannot decode image: {str(err).strip().splitlines()[-1][:200]}") from None
+    if image is None and data[:4].tobytes() in (b"II*\x00", b"MM\x00*"):  # float TIFFs: OpenCV reads only as-is
+        image = _float_tiff(data, channels)
     if image is None or image.size == 0:
         raise ImageReadError("cannot decode image (corrupt or not an image file)")
     h, w = image.shape[:2]
@@ -146,6 +178,31 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
     if channels == 1:
         return image[..., None]
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _float_tiff(data: np.ndarray, channels: int) -> np.ndarray | None:
+    """A 32/64-bit float TIFF as uint8 gray or BGR (what ``imdecode`` gives for other files), or ``None``.
+
+    Values are taken as 0-1 when they all lie in [0, 1], else stretched min-max to 0-255; NaN/inf are 0.
+    """
+    try:
+        raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    if raw is None or raw.dtype.kind != "f" or raw.size == 0:
+        return None
+    raw = np.nan_to_num(raw.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(raw.min()), float(raw.max())
+    if lo < 0.0 or hi > 1.0:
+        raw = (raw - lo) / (hi - lo) if hi > lo else np.zeros_like(raw)
+    image = np.round(raw * 255.0).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if channels == 1 and image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if channels == 3 and image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image
 
 
 @dataclass(frozen=True)
@@ -270,9 +327,3 @@ def load_folder(paths: Sequence[Path], preprocessing: Preprocessing) -> LoadResu
         ok.append(p)
         sizes.append(image.shape[:2])
     return LoadResult(images[: len(ok)], ok, failures, sizes)
-
-
-def iter_batches(paths: Sequence[Path], batch_size: int) -> Iterator[Sequence[Path]]:
-    """Consecutive slices of ``paths`` of at most ``batch_size`` items."""
-    for start in range(0, len(paths), batch_size):
-        yield paths[start : start + batch_size]

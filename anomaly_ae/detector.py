@@ -16,6 +16,7 @@ Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``threshold_``, 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data import (
     ImageReadError,
     Preprocessing,
-    iter_batches,
     list_images,
     load_folder,
     read_image,
@@ -54,6 +54,7 @@ class ScoredFile:
     score: float | None = None
     amap: np.ndarray | None = None  # (H, W) float32 at the image's size
     error: str | None = None
+    stat: tuple[int, int] | None = None  # (size_bytes, mtime_ns) of the file as it was read
 
 
 class NotFittedError(RuntimeError):
@@ -307,47 +308,49 @@ class Detector:
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
 
     def iter_score(
-        self, paths: Sequence[Path], batch_size: int | None = None, max_pixels: int | None = None
+        self, paths: Sequence[Path], batch_size: int | None = None, max_pixels: int | None = None,
+        batch_megapixels: float | None = None,
     ) -> Iterator[ScoredFile]:
         """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.
 
-        A file that cannot be read yields ``error`` (its one-line reason) instead of a score. The next
-        batch is decoded in a background thread while the model works on the current one (OpenCV
-        releases the GIL), so at most two batches of images are in memory at a time. ``max_pixels``:
-        larger files are refused from their header (default: :func:`~anomaly_ae.data.max_pixels_default`).
-        An anomaly map that is not finite (a numerical fault of the model) is reported as that file's error.
+        A file that cannot be read yields ``error`` (its one-line reason) instead of a score. A batch
+        ends at ``batch_size`` images or once its decoded images hold ``batch_megapixels``
+        (default ``scoring.batch_megapixels``), so memory is bounded by pixels, not by image count.
+        The next batch is decoded in a background thread while the model works on the current one
+        (OpenCV releases the GIL): at most two batches of images are in memory at a time.
+        ``max_pixels``: larger files are refused from their header (default:
+        :func:`~anomaly_ae.data.max_pixels_default`). An anomaly map that is not finite (a numerical
+        fault of the model) is reported as that file's error.
         """
         self._check_fitted(need_threshold=False)
         from concurrent.futures import ThreadPoolExecutor
 
-        channels = self.preprocessing_.channels
-        batches = list(iter_batches(paths, batch_size or self.config.scoring.batch_size))
+        s = self.config.scoring
+        limits = (self.preprocessing_.channels, max_pixels, batch_size or s.batch_size,
+                  int((batch_megapixels or s.batch_megapixels) * 1e6))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(_decode_batch, batches[0], channels, max_pixels) if batches else None
-            for k, batch in enumerate(batches):
-                decoded, errors = pending.result()  # type: ignore[union-attr]
-                if k + 1 < len(batches):
-                    pending = pool.submit(_decode_batch, batches[k + 1], channels, max_pixels)
-                yield from self._score_decoded(batch, decoded, errors)
+            pending = pool.submit(decode_batch, paths, 0, *limits) if paths else None
+            while pending is not None:
+                batch = pending.result()
+                pending = pool.submit(decode_batch, paths, batch.end, *limits) if batch.end < len(paths) else None
+                yield from self._score_decoded(batch)
 
-    def _score_decoded(
-        self, batch: Sequence[Path], decoded: list[tuple[int, np.ndarray]], errors: dict[int, str]
-    ) -> Iterator[ScoredFile]:
+    def _score_decoded(self, batch: DecodedBatch) -> Iterator[ScoredFile]:
         scored = iter(())
-        if decoded:
-            scores, maps = self.score_images([im for _, im in decoded])
-            scored = iter(zip(decoded, scores, maps, strict=True))
-        nxt = next(scored, None)
-        for i, p in enumerate(batch):
-            if i in errors:
-                yield ScoredFile(p, error=errors[i])
-            else:
-                (_, image), s, amap = nxt  # type: ignore[misc]
-                nxt = next(scored, None)
-                if not (np.isfinite(s) and np.isfinite(amap).all()):
-                    yield ScoredFile(p, error="anomaly map is not finite (NaN/inf): a numerical fault of the model")
-                    continue
-                yield ScoredFile(p, image=image, score=float(s), amap=amap)
+        if batch.images:
+            scores, maps = self.score_images(list(batch.images.values()))
+            scored = iter(zip(scores, maps, strict=True))
+        for i, p in enumerate(batch.paths):
+            stat = batch.stats.get(i)
+            if i in batch.errors:
+                yield ScoredFile(p, error=batch.errors[i], stat=stat)
+                continue
+            s, amap = next(scored)
+            if not (np.isfinite(s) and np.isfinite(amap).all()):
+                yield ScoredFile(p, error="anomaly map is not finite (NaN/inf): a numerical fault of the model",
+                                 stat=stat)
+                continue
+            yield ScoredFile(p, image=batch.images[i], score=float(s), amap=amap, stat=stat)
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
@@ -408,18 +411,40 @@ class Detector:
         return self.preprocessing_(self._decode(images))
 
 
-def _decode_batch(
-    batch: Sequence[Path], channels: int, max_pixels: int | None = None
-) -> tuple[list[tuple[int, np.ndarray]], dict[int, str]]:
-    """Decode one batch of files: ``([(position, image)], {position: reason})``."""
-    decoded: list[tuple[int, np.ndarray]] = []
+@dataclass
+class DecodedBatch:
+    """Consecutive files ``paths`` (ending before index ``end`` of the full list), decoded or not."""
+
+    paths: Sequence[Path]
+    end: int
+    images: dict[int, np.ndarray]  # position in the batch -> uint8 (H, W, C)
+    errors: dict[int, str]  # position -> one-line reason
+    stats: dict[int, tuple[int, int]]  # position -> (size_bytes, mtime_ns) as read
+
+
+def decode_batch(
+    paths: Sequence[Path], start: int, channels: int, max_pixels: int | None, max_images: int, pixel_budget: int
+) -> DecodedBatch:
+    """Decode files from ``paths[start]`` on until ``max_images`` are taken or the decoded images hold
+    ``pixel_budget`` pixels (at least one file is always taken)."""
+    images: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}
-    for i, p in enumerate(batch):
+    stats: dict[int, tuple[int, int]] = {}
+    pixels, end = 0, start
+    while end < len(paths) and end - start < max_images and (end == start or pixels < pixel_budget):
+        i, p = end - start, paths[end]
+        end += 1
         try:
-            decoded.append((i, read_image(p, channels, max_pixels)))
+            st = os.stat(p)
+            stats[i] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass  # read_image says why
+        try:
+            images[i] = read_image(p, channels, max_pixels)
+            pixels += images[i].shape[0] * images[i].shape[1]
         except ImageReadError as err:
             errors[i] = str(err)
-    return decoded, errors
+    return DecodedBatch(paths[start:end], end, images, errors, stats)
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:

@@ -1,37 +1,132 @@
-"""Atomic file writes: a crash never leaves a half-written output behind."""
+"""Files the tool writes: atomic writes with normal permissions, and the names of derived outputs.
+
+* :func:`write_bytes_atomic` writes through a temporary file and ``os.replace``: a crash never leaves
+  half a file. ``tempfile.mkstemp`` creates files with mode 0600, so the mode is set to what an
+  ordinary ``open()`` would give (``0666 & ~umask``: 0644 under umask 022) before the rename.
+* :func:`output_name` is the one rule from an input's path (relative to the input folder) to the
+  name of a file derived from it (heatmap, mask, raw map): the input's full name, extension
+  included, plus the output suffix, so ``a.png`` and ``a.jpg`` give ``a.png.png`` and ``a.jpg.png``.
+  Names that are not valid UTF-8 and names too long for the file system are rewritten (see there).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from functools import cache
 from pathlib import Path
+
+#: longest file name (bytes) most file systems take (ext4, xfs, btrfs, APFS, NTFS in UTF-16 units)
+NAME_MAX = 255
+
+
+@cache
+def umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: the classic read-by-setting (done once, cached)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """Mode of a new regular file: ``0666 & ~umask``."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new folder: ``0777 & ~umask``."""
+    return 0o777 & ~umask()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
+    """Write ``data`` to a temporary file beside ``path``, then ``os.replace`` it into place.
+
+    The file gets the mode an ordinary ``open()`` would give (``0666 & ~umask``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name, 200)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            os.fchmod(f.fileno(), file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder in ``parent`` (created if needed) with the normal folder mode (not 0700)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, dir_mode())
+    return tmp
+
+
+def display_name(name: str | Path) -> str:
+    """``name`` as valid UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogate escapes,
+    ``os.fsdecode``) are shown as ``\\xNN``. Used in ``scores.csv``, messages and derived names."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _short(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` UTF-8 bytes (whole characters)."""
+    raw = name.encode("utf-8")
+    if len(raw) <= limit:
+        return name
+    return raw[:limit].decode("utf-8", "ignore")
+
+
+def _safe_component(name: str, suffix: str = "") -> str:
+    """One path component plus ``suffix``, at most :data:`NAME_MAX` bytes.
+
+    Longer names, and names that are not valid UTF-8 (shown with ``\\xNN``), keep their start and end
+    and get ``~`` + 10 hex digits of the SHA-256 of the original name: stable and unique.
+    """
+    shown = display_name(name)
+    if shown == name and len((name + suffix).encode("utf-8")) <= NAME_MAX:
+        return name + suffix
+    # the hash is of the original name (surrogates kept), so an escaped name never meets a real one
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    if len(f"{shown}~{digest}{suffix}".encode()) <= NAME_MAX:
+        return f"{shown}~{digest}{suffix}"
+    name = shown
+    tail = name[-24:]  # keeps the extension and the end of the stem, which often hold a serial number
+    room = NAME_MAX - len(f"~{digest}~{tail}{suffix}".encode())
+    return f"{_short(name, room)}~{digest}~{tail}{suffix}"
+
+
+def output_name(relative: str | Path, suffix: str) -> Path:
+    """The derived-file name of an input at ``relative`` (to the input folder): ``relative + suffix``.
+
+    ``sub/a.jpg`` -> ``sub/a.jpg.png``. Each component is made valid UTF-8 (:func:`display_name`)
+    and, when longer than 255 bytes with the suffix, shortened with a stable hash (see
+    :func:`_safe_component`). Distinct inputs give distinct names.
+    """
+    parts = Path(relative).parts
+    return Path(*(_safe_component(p) for p in parts[:-1]), _safe_component(parts[-1], suffix))
+
+
 def output_path(out_dir: Path, relative: str | Path, suffix: str) -> Path:
-    """``out_dir / relative`` with ``suffix``, refusing anything that would land outside ``out_dir``.
+    """``out_dir / output_name(relative, suffix)``, refusing anything that would land outside ``out_dir``.
 
     Relative paths come from input files (``path.relative_to(input_dir)``); an absolute path, a
     ``..`` component or a link out of ``out_dir`` raises ``ValueError`` instead of writing there.
     """
     rel = Path(relative)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"output path {rel} would escape {out_dir}")
-    target = (out_dir / rel).with_suffix(suffix)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"output path {display_name(rel)} would escape {out_dir}")
+    target = out_dir / output_name(rel, suffix)
     root = Path(os.path.realpath(out_dir))
     if not Path(os.path.realpath(target)).is_relative_to(root):
-        raise ValueError(f"output path {rel} would escape {out_dir} (through a link)")
+        raise ValueError(f"output path {display_name(rel)} would escape {out_dir} (through a link)")
     return target

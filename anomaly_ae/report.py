@@ -12,7 +12,9 @@ import numpy as np
 
 from anomaly_ae.fileio import write_bytes_atomic
 
-CSV_COLUMNS = ("path", "score", "is_anomaly", "threshold", "error")
+#: ``path`` is relative to the input folder (``\\xNN`` for bytes that are not UTF-8); ``size_bytes`` and
+#: ``mtime_ns`` describe the input file as it was scored, so a resumed run re-scores a replaced file
+CSV_COLUMNS = ("path", "score", "is_anomaly", "threshold", "error", "size_bytes", "mtime_ns")
 
 
 def heatmap_overlay(
@@ -65,13 +67,17 @@ def write_npy_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def read_scores(path: Path) -> list[list[str]]:
-    """The rows (header dropped) of a ``scores.csv`` or its ``.partial``; a last line cut off by a crash
-    (no line end) is dropped, so that its input is scored again."""
-    text = path.read_text(encoding="utf-8")
+    """The rows (header dropped) of a ``scores.csv`` or its ``.partial``, as they are (any length).
+
+    A last line cut off by a crash (no line end) is dropped, so that its input is scored again; bytes
+    that are not UTF-8 (a hand-edited file) become U+FFFD instead of an error. See
+    :func:`anomaly_ae.score_run.valid_row` for which rows a resumed run keeps.
+    """
+    text = path.read_bytes().decode("utf-8", "replace").replace("\x00", "")
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     rows = list(csv.reader(io.StringIO(text)))
-    return [r for r in rows[1:] if len(r) == len(CSV_COLUMNS)]
+    return rows[1:]
 
 
 class ScoresCsv:
@@ -93,12 +99,18 @@ class ScoresCsv:
         self._f = open(self._partial, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self._w = csv.writer(self._f)
 
-    def write(self, path: str, score: float | None, threshold: float, error: str = "") -> None:
-        """One row, flushed; ``score=None`` for a file that could not be scored."""
+    def write(self, path: str, score: float | None, threshold: float, error: str = "",
+              stat: tuple[int, int] | None = None) -> None:
+        """One row, flushed; ``score=None`` for a file that could not be scored.
+
+        ``stat``: ``(size_bytes, mtime_ns)`` of the input as it was read (empty when unknown).
+        """
+        size, mtime = ("", "") if stat is None else (str(stat[0]), str(stat[1]))
         if score is None:
-            self._w.writerow([path, "", "", f"{threshold:.8g}", error])
+            self._w.writerow([path, "", "", f"{threshold:.8g}", error, size, mtime])
         else:
-            self._w.writerow([path, f"{score:.8g}", str(bool(score > threshold)).lower(), f"{threshold:.8g}", ""])
+            self._w.writerow([path, f"{score:.8g}", str(bool(score > threshold)).lower(), f"{threshold:.8g}", "",
+                              size, mtime])
         self._f.flush()
 
     def close(self) -> None:

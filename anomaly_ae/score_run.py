@@ -1,30 +1,43 @@
-"""The state of a scoring output folder, so that an interrupted ``anomaly-ae score`` resumes.
+"""The state of a scoring output folder, so that an interrupted ``anomaly-ae score`` resumes safely.
 
-``OUT_DIR/score_run.json`` names the model (a SHA-256 of its ``model.keras`` and ``detector.json``)
-and the input folder. Rerunning the same command keeps every row already in ``scores.csv`` (or in
-``scores.csv.partial`` after a crash) that has a score, and scores only the rest; files that failed
-are tried again. Another model or another input folder in the same ``OUT_DIR`` is refused, so one
-CSV never mixes two models' scores.
+``OUT_DIR/score_run.json`` names the model (a SHA-256 of its ``model.keras`` and ``detector.json``),
+the input folder and the outputs asked for. Rerunning the same command keeps a row of ``scores.csv``
+(or of ``scores.csv.partial`` after a crash) only when it can be trusted:
+
+* it is well formed (all columns, a finite score, no error) and its path is not repeated;
+* its input still exists (rows of deleted files are dropped) with the same size and modification
+  time as when it was scored (a replaced file is scored again);
+* every output file asked for in this run exists for it (a run that adds ``--masks`` makes them).
+
+Everything else is scored (again); the reasons are returned as one-line notes. Files that failed are
+tried again. Another model or another input folder in the same ``OUT_DIR`` is refused, so one CSV
+never mixes two models' scores. ``--overwrite`` removes only what earlier runs wrote: the CSV, the
+state file and the heatmap/mask/map files named by the CSV's rows; anything else in ``OUT_DIR``
+(even inside ``heatmaps/``) stays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from anomaly_ae.artifact import META_FILE, MODEL_FILE, write_json_atomic
-from anomaly_ae.report import read_scores
+from anomaly_ae.fileio import display_name, output_name
+from anomaly_ae.outdir import OutputConflict, check_out_dir, read_manifest, record
+from anomaly_ae.report import CSV_COLUMNS, read_scores
 
 MANIFEST = "score_run.json"
-OUTPUT_FOLDERS = ("heatmaps", "masks", "maps")
+#: output kind -> (folder, file suffix)
+OUTPUTS: dict[str, str] = {"heatmaps": ".png", "masks": ".png", "maps": ".npy"}
+OWN_ENTRIES = ("scores.csv", "scores.csv.partial", MANIFEST, *OUTPUTS)
 
-
-class OutDirConflict(ValueError):
-    """``OUT_DIR`` holds results that this run must not mix with; the message says what to do."""
+OutDirConflict = OutputConflict  # the name this module used before
 
 
 def model_fingerprint(run_dir: Path) -> str:
@@ -37,56 +50,169 @@ def model_fingerprint(run_dir: Path) -> str:
     return h.hexdigest()
 
 
+def file_stat(path: Path) -> tuple[int, int] | None:
+    """``(size_bytes, mtime_ns)`` of ``path`` (links followed), or ``None`` if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def relative_key(path: Path, input_dir: Path) -> str:
+    """An input's key in ``scores.csv``: its path relative to ``input_dir``, ``/``-separated, valid UTF-8."""
+    return display_name(path.relative_to(input_dir).as_posix())
+
+
+def derived_files(out: Path, key: str, kinds: Sequence[str]) -> list[Path]:
+    """The output files of the input ``key`` for each kind (``heatmaps``/``masks``/``maps``)."""
+    return [out / kind / output_name(key, OUTPUTS[kind]) for kind in kinds]
+
+
+def valid_row(row: list[str]) -> bool:
+    """A scored row that a resumed run may keep: all columns, a path, a finite score, no error."""
+    if len(row) != len(CSV_COLUMNS) or not row[0] or row[4] != "" or row[2] not in ("true", "false"):
+        return False
+    try:
+        int(row[6])  # mtime_ns: any integer
+        return math.isfinite(float(row[1])) and math.isfinite(float(row[3])) and int(row[5]) >= 0
+    except ValueError:
+        return False
+
+
 @dataclass
 class ScoreRun:
-    """What an ``OUT_DIR`` already holds: the rows to keep (scored inputs) and their paths."""
+    """What an ``OUT_DIR`` already holds: the rows to keep, the inputs left to score, and why."""
 
     keep: list[list[str]] = field(default_factory=list)
-    done: set[str] = field(default_factory=set)
+    todo: list[Path] = field(default_factory=list)
     resumed: bool = False
+    notes: list[str] = field(default_factory=list)
 
 
-def start(out: Path, run_dir: Path, input_dir: Path, resume: bool = True, overwrite: bool = False) -> ScoreRun:
-    """Prepare ``out`` for scoring ``input_dir`` with ``run_dir``; returns what is already done.
+def _clear(out: Path) -> None:
+    """Remove what earlier runs wrote in ``out``: CSVs, state, and the derived files their rows name."""
+    for csv_path in (out / "scores.csv.partial", out / "scores.csv"):
+        if not csv_path.is_file():
+            continue
+        for row in read_scores(csv_path):
+            if not row or not row[0]:
+                continue
+            targets = derived_files(out, row[0], list(OUTPUTS))
+            if len(row) == 5:  # rows of anomaly-ae <= 0.1 named derived files without the input's extension
+                targets += [out / kind / Path(row[0]).with_suffix(sfx) for kind, sfx in OUTPUTS.items()]
+            for t in targets:
+                if t.resolve().is_relative_to(out.resolve()) and (t.is_file() or t.is_symlink()):
+                    t.unlink()
+        csv_path.unlink()
+    (out / MANIFEST).unlink(missing_ok=True)
+    for kind in OUTPUTS:  # folders left empty go; a folder holding anything else stays
+        for d in sorted((out / kind).glob("**/"), key=lambda p: len(p.parts), reverse=True):
+            if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+                d.rmdir()
+
+
+def _check_owner(out: Path) -> bool:
+    """True when ``out`` holds earlier scores; raises if an entry of ours is in the way but not ours."""
+    if not out.is_dir():
+        return False
+    if "scores" in read_manifest(out) or (out / MANIFEST).is_file():
+        return True
+    clash = [n for n in OWN_ENTRIES if os.path.lexists(out / n)]
+    if clash:
+        raise OutputConflict(f"{out / clash[0]} already exists and was not written by 'anomaly-ae score'; it is "
+                             "never replaced: move it away or choose another --out")
+    return False
+
+
+def start(
+    out: Path,
+    run_dir: Path,
+    input_dir: Path,
+    paths: Sequence[Path],
+    kinds: Sequence[str] = (),
+    resume: bool = True,
+    overwrite: bool = False,
+) -> ScoreRun:
+    """Prepare ``out`` for scoring ``paths`` (under ``input_dir``) with ``run_dir``; returns what is left.
+
+    Call it holding :class:`~anomaly_ae.outdir.OutDirLock` on ``out``. ``kinds``: the derived outputs
+    asked for (``heatmaps``, ``masks``, ``maps``).
 
     Raises:
-        OutDirConflict: ``out`` holds results of another model or input folder, or results exist
-            and neither ``resume`` nor ``overwrite`` is set.
+        OutputConflict: ``out`` is unusable (a file, the input folder, the model directory), holds
+            results of another model or input folder, or results exist and neither ``resume`` nor
+            ``overwrite`` is set.
     """
-    csvs = [p for p in (out / "scores.csv.partial", out / "scores.csv") if p.is_file()]
-    manifest_path = out / MANIFEST
+    check_out_dir(out, {"model directory": run_dir, "input folder": input_dir})
     fingerprint = model_fingerprint(run_dir)
-    state = ScoreRun()
-    if overwrite:
-        for p in [*csvs, manifest_path]:
-            p.unlink(missing_ok=True)
-        for name in OUTPUT_FOLDERS:
-            shutil.rmtree(out / name, ignore_errors=True)
-    elif csvs or manifest_path.is_file():
+    state = ScoreRun(todo=list(paths))
+    has_results = _check_owner(out)
+    csvs = [p for p in (out / "scores.csv.partial", out / "scores.csv") if p.is_file()]
+    if has_results and overwrite:
+        _clear(out)
+    elif has_results:
         hint = "use --overwrite to replace them, or another --out"
         if not resume:
-            raise OutDirConflict(f"{out} already holds scores; {hint} (or --resume to continue)")
+            raise OutputConflict(f"{out} already holds scores; {hint} (or --resume to continue)")
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            raise OutDirConflict(f"{out} holds scores.csv without a readable {MANIFEST}; {hint}") from None
+            manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError):
+            raise OutputConflict(f"{out} holds scores.csv without a readable {MANIFEST}; {hint}") from None
         if manifest.get("model_sha256") != fingerprint:
-            raise OutDirConflict(
+            raise OutputConflict(
                 f"{out} holds scores of another model ({manifest.get('model_dir')}); one scores.csv never "
                 f"mixes two models: {hint}"
             )
         if manifest.get("input_dir") != str(input_dir.resolve()):
-            raise OutDirConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")
+            raise OutputConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")
         if csvs:
-            state.keep = [r for r in read_scores(csvs[0]) if r[1] != "" and r[4] == ""]
-            state.done = {r[0] for r in state.keep}
-            state.resumed = True
+            _resume(state, out, csvs[0], input_dir, kinds)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(manifest_path, {
-        "schema_version": 1,
+    write_json_atomic(out / MANIFEST, {
+        "schema_version": 2,
         "model_dir": str(run_dir.resolve()),
         "model_sha256": fingerprint,
         "input_dir": str(input_dir.resolve()),
+        "outputs": sorted(kinds),
+        "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.fileio.output_name)",
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     })
+    record(out, "scores", ["scores.csv", MANIFEST, *kinds])
     return state
+
+
+def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path, kinds: Sequence[str]) -> None:
+    """Fill ``state.keep`` / ``state.todo`` from an earlier CSV, keeping only rows that can be trusted."""
+    current: Mapping[str, Path] = {relative_key(p, input_dir): p for p in state.todo}
+    kept: dict[str, list[str]] = {}
+    counts = {"malformed": 0, "gone": 0, "changed": 0, "incomplete": 0, "failed": 0}
+    for row in read_scores(csv_path):
+        if len(row) == len(CSV_COLUMNS) and row[0] and row[4] != "":
+            counts["failed"] += 1  # retried
+            continue
+        if not valid_row(row) or row[0] in kept:
+            counts["malformed"] += 1
+            continue
+        if row[0] not in current:
+            counts["gone"] += 1
+            continue
+        if file_stat(current[row[0]]) != (int(row[5]), int(row[6])):
+            counts["changed"] += 1
+            continue
+        if not all(p.is_file() for p in derived_files(out, row[0], kinds)):
+            counts["incomplete"] += 1
+            continue
+        kept[row[0]] = row
+    state.keep = list(kept.values())
+    state.todo = [p for key, p in current.items() if key not in kept]
+    state.resumed = True
+    why = {
+        "malformed": "malformed or repeated rows in {csv} dropped (those inputs are scored again)",
+        "gone": "rows of files no longer in the input folder dropped",
+        "changed": "inputs changed since they were scored (size or modification time): scored again",
+        "incomplete": "rows lack output files asked for now (heatmaps/masks/maps): scored again",
+    }
+    state.notes = [f"{n} {why[k].format(csv=csv_path.name)}" for k, n in counts.items() if n and k in why]

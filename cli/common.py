@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn, ParamSpec, TypeVar
 
 from rich.console import Console
 
 console = Console(stderr=True, soft_wrap=True)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work itself failed (e.g. training diverged); the message says why
@@ -15,17 +21,59 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 
-def fail_usage(message: str) -> None:
+def _plain(message: str) -> str:
+    """``message`` with rich markup escaped (paths may hold ``[...]``) and any undecodable bytes shown."""
+    from rich.markup import escape
+
+    from anomaly_ae.fileio import display_name
+
+    return escape(display_name(message))
+
+
+def fail_usage(message: str) -> NoReturn:
     """Print a one-line usage error and exit with code 2."""
     import typer
 
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {_plain(message)}")
     raise typer.Exit(EXIT_USAGE)
 
 
 def warn(message: str) -> None:
     """Print a one-line warning (the work goes on)."""
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"[yellow]warning:[/yellow] {_plain(message)}")
+
+
+#: errno -> exit code: the path or its permissions need fixing (2), or the work failed and a rerun
+#: continues once the cause is gone (1: disk full, I/O error)
+_USAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                 errno.ENAMETOOLONG, errno.ENOENT, errno.ELOOP}
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an operating-system error: what happened, to which path, what to do."""
+    what = err.strerror or str(err)
+    where = f": {err.filename}" if err.filename is not None else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{what}{where}; free some space and rerun the same command: finished work is kept"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{what}{where}; choose a folder you can write to (or fix its permissions)"
+    return f"{what}{where}"
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command so that an ``OSError`` ends it with one line and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        import typer
+
+        try:
+            return command(*args, **kwargs)
+        except OSError as err:
+            console.print(f"[red]error:[/red] {_plain(os_error_message(err))}")
+            raise typer.Exit(EXIT_USAGE if err.errno in _USAGE_ERRNOS else EXIT_FAILED) from None
+
+    return run
 
 
 def silence_native_stderr() -> None:

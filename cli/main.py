@@ -12,7 +12,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import typer  # noqa: E402
 
 from cli.calibrate import calibrate  # noqa: E402
-from cli.common import silence_native_stderr  # noqa: E402
+from cli.common import friendly_errors, silence_native_stderr  # noqa: E402
 from cli.evaluate import evaluate  # noqa: E402
 from cli.export import export  # noqa: E402
 from cli.export_encoder import export_encoder  # noqa: E402
@@ -35,13 +35,13 @@ def _main() -> None:
     """anomaly-ae: autoencoder-based visual inspection (train on good images, score new ones)."""
 
 
-app.command("train")(train)
-app.command("score")(score)
-app.command("evaluate")(evaluate)
-app.command("calibrate")(calibrate)
-app.command("sample")(sample)
-app.command("export")(export)
-app.command("export-encoder")(export_encoder)
+app.command("train")(friendly_errors(train))
+app.command("score")(friendly_errors(score))
+app.command("evaluate")(friendly_errors(evaluate))
+app.command("calibrate")(friendly_errors(calibrate))
+app.command("sample")(friendly_errors(sample))
+app.command("export")(friendly_errors(export))
+app.command("export-encoder")(friendly_errors(export_encoder))
 app.add_typer(segment_app, name="segment")
 
 

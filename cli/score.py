@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage
+from cli.common import EXIT_PARTIAL, console, fail_usage, warn
+
+if TYPE_CHECKING:
+    from anomaly_ae.detector import Detector
+    from anomaly_ae.score_run import ScoreRun
 
 
 def score(
@@ -26,7 +30,9 @@ def score(
     masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255) from the pixel threshold.")] = True,
     raw_maps: Annotated[bool, typer.Option("--raw-maps", help="Also save float32 anomaly maps as .npy.")] = False,
     resume: Annotated[bool, typer.Option(help="Keep the rows of an earlier run into OUT_DIR; score the rest.")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Delete OUT_DIR's scores and maps first; start over.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start over: remove the scores and maps an earlier run wrote (nothing else).")
+    ] = False,
     max_megapixels: Annotated[
         float | None, typer.Option(min=0.000001, help="Refuse larger images before decoding (default 100).")
     ] = None,
@@ -42,37 +48,63 @@ def score(
 
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.data import list_images
+    from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir
 
-    paths = list_images(input_dir)
+    try:
+        check_out_dir(out, {"model directory": run_dir, "input folder": input_dir})
+    except OutputConflict as err:
+        fail_usage(str(err))
+    problems: list[str] = []
+    paths = list_images(input_dir, exclude=[out], problems=problems)  # never score our own heatmaps
+    for line in problems:
+        warn(line)
     if not paths:
         fail_usage(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
 
-    import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from anomaly_ae.detector import Detector
-    from anomaly_ae.fileio import output_path
-    from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
-    from anomaly_ae.score_run import OutDirConflict, start
-    from anomaly_ae.writers import OrderedOutputs
+    from anomaly_ae.score_run import OUTPUTS, start
 
+    kinds = [k for k, on in (("heatmaps", heatmaps), ("masks", masks), ("maps", raw_maps)) if on]
+    created = not out.exists()
     try:
         det = Detector.load(run_dir)
-        state = start(out, run_dir, input_dir, resume=resume, overwrite=overwrite)
-    except (ModelDirError, OutDirConflict) as err:
+        out.mkdir(parents=True, exist_ok=True)
+        with OutDirLock(out):
+            state = start(out, run_dir, input_dir, paths, kinds, resume=resume, overwrite=overwrite)
+            for note in state.notes:
+                warn(note)
+            if state.resumed:
+                console.print(f"resuming       {len(state.keep)} already scored in {out}, {len(state.todo)} to go")
+            counts = _score_todo(det, state, input_dir, out, kinds, batch_size, max_megapixels)
+    except (ModelDirError, OutputConflict) as err:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
         fail_usage(str(err))
-    bs = batch_size or det.config.scoring.batch_size
-    threshold = det.threshold_
+    n_ok, n_anomalous, n_failed = counts
+    console.print(f"scored {n_ok}, anomalous {n_anomalous}, failed {n_failed} (threshold {det.threshold_:.6g})")
+    console.print(f"scores         {out / 'scores.csv'}")
+    for kind in kinds:
+        console.print(f"{kind:<14} {out / kind}  (<relative path>{OUTPUTS[kind]}, e.g. a.jpg -> a.jpg{OUTPUTS[kind]})")
+    if n_failed or problems:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kinds: list[str],
+                batch_size: int | None, max_megapixels: float | None) -> tuple[int, int, int]:
+    """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
+    import numpy as np
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from anomaly_ae.fileio import output_path
+    from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
+    from anomaly_ae.score_run import OUTPUTS, relative_key
+    from anomaly_ae.writers import OrderedOutputs
+
+    threshold, pixel_threshold, heat_range = det.threshold_, det.pixel_threshold_, det.heatmap_range_
     n_ok, n_failed = len(state.keep), 0
     n_anomalous = sum(r[2] == "true" for r in state.keep)
-    todo = [p for p in paths if p.relative_to(input_dir).as_posix() not in state.done]
-    if state.resumed:
-        console.print(f"resuming       {len(state.keep)} already scored in {out}, {len(todo)} to go")
     csv_out = ScoresCsv(out / "scores.csv", keep=state.keep)
-    pixel_threshold, heat_range = det.pixel_threshold_, det.heatmap_range_
-
-    wanted = [(kind, suffix) for kind, suffix, on in (("heatmaps", ".png", heatmaps), ("masks", ".png", masks),
-                                                      ("maps", ".npy", raw_maps)) if on]
 
     def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path]) -> Callable[[], None]:
         def work() -> None:  # runs in a worker thread while the model scores the next batch
@@ -85,35 +117,29 @@ def score(
 
         return work
 
+    budget = det.config.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
     with Progress(
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
-    ) as progress, OrderedOutputs() as writer:
-        task = progress.add_task("scoring", total=len(todo))
+    ) as progress, OrderedOutputs(max_pending_cost=budget) as writer:
+        task = progress.add_task("scoring", total=len(state.todo))
         max_pixels = None if max_megapixels is None else int(max_megapixels * 1e6)
-        for item in det.iter_score(todo, bs, max_pixels=max_pixels):
-            rel_path = item.path.relative_to(input_dir)
-            rel = rel_path.as_posix()
+        for item in det.iter_score(state.todo, batch_size, max_pixels=max_pixels):
+            rel = relative_key(item.path, input_dir)
             try:  # outputs never land outside OUT_DIR (e.g. through a link planted in it)
-                targets = {kind: output_path(out / kind, rel_path, suffix) for kind, suffix in wanted}
+                targets = {kind: output_path(out / kind, rel, OUTPUTS[kind]) for kind in kinds}
             except ValueError as err:
                 item.error = item.error or str(err)
             if item.error is not None:
-                console.print(f"[yellow]failed[/yellow] {rel}: {item.error}")
+                console.print(f"[yellow]failed[/yellow] {escape(rel)}: {escape(item.error)}")
                 n_failed += 1
-                writer.submit(None, partial(csv_out.write, rel, None, threshold, item.error))
+                writer.submit(None, partial(csv_out.write, rel, None, threshold, item.error, item.stat))
             else:
                 n_ok += 1
                 n_anomalous += int(item.score > threshold)
                 writer.submit(outputs_of(item.image, item.amap, targets),
-                              partial(csv_out.write, rel, item.score, threshold))
+                              partial(csv_out.write, rel, item.score, threshold, "", item.stat),
+                              cost=item.image.nbytes + item.amap.nbytes)
             progress.advance(task, 1)
     csv_out.close()
-    console.print(
-        f"scored {n_ok}, anomalous {n_anomalous}, failed {n_failed} (threshold {threshold:.6g})"
-    )
-    console.print(f"scores         {out / 'scores.csv'}")
-    for kind, _ in wanted:
-        console.print(f"{kind:<14} {out / kind}")
-    if n_failed:
-        raise typer.Exit(EXIT_PARTIAL)
+    return n_ok, n_anomalous, n_failed

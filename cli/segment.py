@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, fail_usage, fallback_uri, tracking_uri, warn
+from cli.common import console, fail_usage, fallback_uri, friendly_errors, tracking_uri, warn
 
 segment_app = typer.Typer(help="Train and apply a segmentation model built on an exported encoder.",
                           no_args_is_help=True)
 
 
 @segment_app.command("train")
+@friendly_errors
 def segment_train(
     encoder_dir: Annotated[Path, typer.Argument(help="Folder written by 'anomaly-ae export-encoder'.")],
     images: Annotated[Path, typer.Option(help="Labelled images (recursive).")],
@@ -73,6 +74,7 @@ def segment_train(
 
 
 @segment_app.command("predict")
+@friendly_errors
 def segment_predict(
     model_dir: Annotated[Path, typer.Argument(help="Folder written by 'anomaly-ae segment train'.")],
     input_dir: Annotated[Path, typer.Argument(help="Images to segment (recursive).")],

@@ -51,7 +51,7 @@ def test_score_folder_with_corrupt_file_and_subfolders(trained_run, tiny_data, t
     res = runner.invoke(app, ["score", str(run), str(inp), "--out", str(out), "--batch-size", "3"])
     assert res.exit_code == 3, res.output
     header, rows = _read_csv(out / "scores.csv")
-    assert header == ["path", "score", "is_anomaly", "threshold", "error"]
+    assert header == ["path", "score", "is_anomaly", "threshold", "error", "size_bytes", "mtime_ns"]
     assert len(rows) == 4 + 2 * 3 + 2
     by_path = {r["path"]: r for r in rows}
     assert by_path["good/corrupt.png"]["score"] == "" and "truncated PNG" in by_path["good/corrupt.png"]["error"]
@@ -61,7 +61,7 @@ def test_score_folder_with_corrupt_file_and_subfolders(trained_run, tiny_data, t
     threshold = float(scored[0]["threshold"])
     for r in scored:
         assert r["is_anomaly"] == str(float(r["score"]) > threshold).lower()
-        assert (out / "heatmaps" / r["path"]).with_suffix(".png").is_file()
+        assert (out / "heatmaps" / f"{r['path']}.png").is_file()  # a.png -> a.png.png
     assert "scored 10" in res.output and "failed 2" in res.output
     assert not (out / "scores.csv.partial").exists()
 
@@ -147,11 +147,11 @@ def test_score_writes_masks_and_raw_maps(trained_run, tiny_data, tmp_path):
     det = Detector.load(run)
     maps = det.anomaly_maps(inp)
     for i, name in enumerate(["000", "001"]):
-        raw = np.load(out / "maps" / f"{name}.npy", allow_pickle=False)
+        raw = np.load(out / "maps" / f"{name}.png.npy", allow_pickle=False)
         np.testing.assert_allclose(raw, maps[i], rtol=1e-6)
         import cv2
 
-        mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.imread(str(out / "masks" / f"{name}.png.png"), cv2.IMREAD_GRAYSCALE)
         assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
         np.testing.assert_array_equal(mask == 255, maps[i] > det.pixel_threshold_)
 

@@ -106,7 +106,7 @@ def test_each_hostile_input_gets_its_reason_and_the_run_goes_on(tiny_detector, h
         row = rows[name]
         if reason is None:
             assert row["error"] == "" and np.isfinite(float(row["score"])), (name, row)
-            assert (tmp_path / "out" / "heatmaps" / Path(name).with_suffix(".png")).is_file()
+            assert (tmp_path / "out" / "heatmaps" / f"{name}.png").is_file()
         else:
             assert row["score"] == "" and reason in row["error"] and "\n" not in row["error"], (name, row)
             assert f"failed {name}" in " ".join(res.output.split())
@@ -157,7 +157,10 @@ def test_symlink_loops_end_and_links_to_files_count(tmp_path):
     (root / "a" / "self").symlink_to(".", target_is_directory=True)
     (root / "link.png").symlink_to(root / "a" / "b" / "x.png")
     (root / "broken.png").symlink_to(root / "missing.png")
-    assert [p.relative_to(root).as_posix() for p in list_images(root)] == ["a/b/x.png", "link.png"]
+    listed = list_images(root)
+    assert [p.relative_to(root).as_posix() for p in listed] == ["a/b/x.png", "broken.png", "link.png"]
+    with pytest.raises(ImageReadError, match="broken symbolic link"):  # listed, so that it gets its row
+        read_image(root / "broken.png", 1)
 
 
 def test_empty_and_non_image_folders_are_usage_errors(tiny_detector, tmp_path):
