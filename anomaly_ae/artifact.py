@@ -15,17 +15,15 @@ half-written model behind. Loading uses ``keras.saving.load_model(..., safe_mode
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import keras
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, ValidationError
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data import Preprocessing
@@ -39,6 +37,8 @@ SCHEMA_VERSION = 1
 MODEL_FILE = "model.keras"
 META_FILE = "detector.json"
 CONFIG_FILE = "config.yaml"
+#: the top-level entries of a model directory that anomaly-ae writes (checkpoint/ while training)
+MODEL_DIR_ENTRIES = (MODEL_FILE, META_FILE, CONFIG_FILE, "checkpoint")
 
 
 class ModelDirError(ValueError):
@@ -97,23 +97,82 @@ def detector_metadata(det: Detector) -> dict[str, Any]:
 
 
 def save_detector(det: Detector, path: Path) -> Path:
-    """Write ``det`` to the model directory ``path`` (created, or its files replaced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    """Write ``det`` to the model directory ``path`` (created, or its model files replaced).
+
+    The files are written into a temporary sibling folder and moved into place, metadata last. Only
+    anomaly-ae's own entries are replaced: a file of the same name that anomaly-ae did not write
+    (a user's ``config.yaml``) stops the save with :class:`~anomaly_ae.outdir.OutputConflict`.
+    """
+    from anomaly_ae.outdir import staging
+
+    names = (MODEL_FILE, CONFIG_FILE, META_FILE)  # moved in this order: the metadata, naming the threshold, last
+    with staging(path, "model", names, overwrite=True, order=names, replace_all=False) as tmp:
         det.model_.save(tmp / MODEL_FILE)
-        det.config.to_yaml(tmp / CONFIG_FILE)
+        write_bytes_atomic(tmp / CONFIG_FILE, det.config.yaml_text().encode("utf-8"))
         write_json_atomic(tmp / META_FILE, detector_metadata(det))
-        if not path.exists():
-            os.rename(tmp, path)
-        else:
-            for f in (MODEL_FILE, CONFIG_FILE, META_FILE):  # metadata last: it names the threshold
-                os.replace(tmp / f, path / f)
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _ThresholdState(_Open):
+    value: FiniteFloat
+    pixel_value: FiniteFloat
+    expected_fpr: float = Field(ge=0.0, le=1.0)
+
+
+class _NormalizationState(_Open):
+    min: FiniteFloat
+    max: FiniteFloat
+
+
+class _PreprocessingState(_Open):
+    image_size: tuple[PositiveInt, PositiveInt]
+    channels: Literal[1, 3]
+    source_size: tuple[PositiveInt, PositiveInt] | None = None
+
+
+class _ScoreStatsState(_Open):
+    count: PositiveInt
+    mean: FiniteFloat
+    std: FiniteFloat
+    min: FiniteFloat
+    max: FiniteFloat
+    quantiles: dict[str, FiniteFloat]
+
+
+class DetectorMetadata(_Open):
+    """The fitted state in ``detector.json`` that decisions depend on: every number finite, every range a pair."""
+
+    schema_version: int
+    config: dict[str, Any]
+    preprocessing: _PreprocessingState
+    threshold: _ThresholdState
+    normalization: _NormalizationState
+    score_stats: _ScoreStatsState
+    val_scores: list[FiniteFloat] = Field(min_length=1)
+    heatmap_range: tuple[FiniteFloat, FiniteFloat]
+    training: dict[str, Any] = {}
+    history: dict[str, Any] = {}
+
+
+def validate_metadata(meta: dict[str, Any], where: Path) -> None:
+    """Refuse a ``detector.json`` whose fitted state is missing, mistyped or not finite, naming the field.
+
+    Raises:
+        ModelDirError: e.g. ``detector.json: field threshold.value: Input should be a finite number (got nan)``.
+    """
+    for schema, data, prefix in ((DetectorMetadata, meta, ""), (DetectorConfig, meta.get("config"), "config.")):
+        try:
+            schema.model_validate(data)
+        except ValidationError as err:
+            e = err.errors()[0]
+            field = (prefix + ".".join(str(x) for x in e["loc"])).rstrip(".") or "(top level)"
+            got = "" if e["type"] == "missing" else f" (got {repr(e.get('input'))[:60]})"
+            raise ModelDirError(f"{where}: field {field}: {e['msg']}{got}; the file is damaged or was edited by "
+                                "hand: restore it, or recalibrate / retrain") from None
 
 
 #: what a ``.keras`` archive written by Keras 3 holds; anything else (a pickle, code) is refused
@@ -158,11 +217,15 @@ def load_detector(path: Path) -> Detector:
         raise ModelDirError(f"not a model directory: {path} lacks {META_FILE} or {MODEL_FILE}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelDirError(f"{meta_path}: unreadable ({err})") from None
+    except UnicodeDecodeError:
+        raise ModelDirError(f"{meta_path}: not UTF-8 text (damaged, or not written by anomaly-ae)") from None
+    except (OSError, ValueError) as err:
+        raise ModelDirError(f"{meta_path}: unreadable ({' '.join(str(err).split())})") from None
+    if not isinstance(meta, dict):
+        raise ModelDirError(f"{meta_path}: not a JSON object (a {type(meta).__name__}); not a model's metadata")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        made_by = meta.get("versions", {}).get("anomaly_ae", "unknown")
+        made_by = (meta.get("versions") if isinstance(meta.get("versions"), dict) else {}).get("anomaly_ae", "unknown")
         if isinstance(version, int) and version > SCHEMA_VERSION:
             why = f"it was written by a newer anomaly-ae ({made_by}): upgrade anomaly-ae to load it"
         elif isinstance(version, int):
@@ -174,6 +237,7 @@ def load_detector(path: Path) -> Detector:
             f"this anomaly-ae reads version {SCHEMA_VERSION})"
         )
     check_contents(path)
+    validate_metadata(meta, meta_path)
     try:
         det = Detector(DetectorConfig.model_validate(meta["config"]))
         det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])

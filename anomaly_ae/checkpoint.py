@@ -1,21 +1,29 @@
 """Per-epoch training checkpoints (resume after a crash) and the guard against NaN/inf losses.
 
-``CHECKPOINT_DIR/epoch-NNNN/`` holds, after epoch NNNN::
+``CHECKPOINT_DIR/`` holds, from the start of training::
+
+    config.yaml    the resolved config (what ``train --resume`` trains with)
+    run.json       the image folder and MLflow run id (so a run interrupted before its first
+                   epoch ended can be restarted by ``train --resume`` alone)
+
+and ``CHECKPOINT_DIR/epoch-NNNN/``, after epoch NNNN::
 
     model.weights.h5  model weights and optimizer state (Adam moments, iteration count, seed generators)
     best.npz       early stopping's best weights so far (``restore_best_weights``)
-    state.json     epoch, loss history, early-stopping counters, extra state; written last, so a
-                   folder without it is an interrupted write and is ignored
+    state.json     epoch, loss history, early-stopping counters, extra state
 
-Only the newest complete folder is kept. Data order needs no saved state: each epoch's shuffle
-is drawn from ``(seed, epoch)`` (see :class:`~anomaly_ae.dataset.ImageDataset`), so a resumed run
-sees the batches an uninterrupted one would have seen.
+An epoch folder is written under a hidden temporary name and renamed when complete, so a crash
+never leaves half a checkpoint. Only the newest complete folder is kept. Data order needs no
+saved state: each epoch's shuffle is drawn from ``(seed, epoch)`` (see
+:class:`~anomaly_ae.dataset.ImageDataset`), so a resumed run sees the batches an uninterrupted
+one would have seen.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +33,7 @@ import keras
 import numpy as np
 
 STATE_FILE = "state.json"
+RUN_FILE = "run.json"
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,10 +59,37 @@ def latest_checkpoint(checkpoint_dir: Path) -> Checkpoint | None:
         return None
     for folder in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
         try:
-            return Checkpoint(folder, json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, KeyError):
+            state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+            int(state["epoch"]), state["history"], state["early_stopping"]  # noqa: B018 - a complete state
+            return Checkpoint(folder, state)
+        except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
+
+
+def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) -> None:
+    """Begin a fresh training's checkpoint folder: the config and ``state`` (image folder, run id).
+
+    An earlier checkpoint folder there (an interrupted training being started over) is removed, and
+    the folder is recorded in the model directory's manifest as anomaly-ae's own.
+    """
+    from anomaly_ae.fileio import write_bytes_atomic
+    from anomaly_ae.outdir import record
+
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint_dir.mkdir(parents=True)
+    record(checkpoint_dir.parent, "model", [checkpoint_dir.name])
+    write_bytes_atomic(checkpoint_dir / "config.yaml", config.yaml_text().encode("utf-8"))
+    write_bytes_atomic(checkpoint_dir / RUN_FILE, json.dumps(state, indent=2).encode("utf-8"))
+
+
+def read_run_state(checkpoint_dir: Path) -> dict[str, Any]:
+    """What :func:`start_checkpoints` recorded (``{}`` when absent or unreadable)."""
+    try:
+        state = json.loads((checkpoint_dir / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -120,9 +156,23 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return  # never overwrite the last good checkpoint with a diverged one
+        from anomaly_ae.fileio import make_temp_dir
+
         folder = self.dir / f"epoch-{epoch + 1:04d}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        tmp = make_temp_dir(self.dir, f".{folder.name}.tmp-")  # renamed when complete: never half a checkpoint
+        try:
+            self._write(tmp, epoch)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.rename(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.dir.glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+        self.last_good = epoch + 1
+
+    def _write(self, folder: Path, epoch: int) -> None:
         self.model.save_weights(folder / "model.weights.h5")
         if self.early.best_weights is not None:
             np.savez(folder / "best.npz", **{f"w{i}": np.asarray(w) for i, w in enumerate(self.early.best_weights)})
@@ -137,13 +187,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             },
             **self.extra_state,
         }
-        from anomaly_ae.artifact import write_json_atomic
+        from anomaly_ae.fileio import write_bytes_atomic
 
-        write_json_atomic(folder / STATE_FILE, state)  # last: marks the folder complete
-        for old in self.dir.glob("epoch-*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-        self.last_good = epoch + 1
+        write_bytes_atomic(folder / STATE_FILE, json.dumps(state, indent=2).encode("utf-8"))
 
 
 def restore(model: keras.Model, ckpt: Checkpoint, sample: np.ndarray) -> None:

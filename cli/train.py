@@ -43,6 +43,9 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the interrupted training of this model directory.")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the model (or interrupted training) in --out; other files there stay.")
+    ] = False,
 ) -> None:
     """Train an autoencoder on GOOD_DIR and write a self-contained model directory.
 
@@ -50,7 +53,8 @@ def train(
     'anomaly-ae train --resume RUN_DIR' continues from it with the same config and images.
     """
     if resume is not None:
-        _resume(resume, good_dir, no_track, given=[config, model, out, epochs, image_size, channels, seed, experiment])
+        _resume(resume, good_dir, no_track,
+                given=[config, model, out, epochs, image_size, channels, seed, experiment, overwrite or None])
         return
     if good_dir is None:
         fail_usage("GOOD_DIR is required (or --resume RUN_DIR)")
@@ -64,6 +68,7 @@ def train(
     if not cfg_path.is_file():
         fail_usage(f"config file {cfg_path} not found")
 
+    import yaml
     from pydantic import ValidationError
 
     from anomaly_ae.config import DetectorConfig
@@ -82,38 +87,83 @@ def train(
         )
     except (ValidationError, ValueError, KeyError) as err:
         fail_usage(f"invalid configuration: {err}")
+    except yaml.YAMLError as err:
+        fail_usage(f"config file {cfg_path} is not valid YAML: {' '.join(str(err).split())}")
+    except UnicodeDecodeError:
+        fail_usage(f"config file {cfg_path} is not UTF-8 text")
     n_images = len(list_images(good_dir))
     if n_images < 2:
         fail_usage(f"GOOD_DIR {good_dir} holds {n_images} image(s); at least 2 are needed")
 
     run_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if (run_dir / "checkpoint").is_dir():
-        fail_usage(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
-                   "or choose another --out")
+    _prepare_run_dir(run_dir, good_dir, overwrite)
     _tracked(cfg, good_dir, run_dir, no_track, run_id=None, resume=False)
+
+
+def _prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
+    """Refuse a ``--out`` that would replace what the user did not ask to replace (before any training)."""
+    from anomaly_ae.artifact import MODEL_DIR_ENTRIES
+    from anomaly_ae.outdir import OutputConflict, check_out_dir, plan
+
+    try:
+        check_out_dir(run_dir, {"image folder": good_dir})
+        if (run_dir / "checkpoint").is_dir() and not overwrite:
+            fail_usage(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
+                       "start over with --overwrite, or choose another --out")
+        plan(run_dir, "model", MODEL_DIR_ENTRIES, overwrite)
+    except OutputConflict as err:
+        fail_usage(str(err))
 
 
 def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, given: list) -> None:
     """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint."""
-    from anomaly_ae.checkpoint import latest_checkpoint
+    from anomaly_ae.checkpoint import latest_checkpoint, read_run_state
     from anomaly_ae.config import DetectorConfig
 
     if any(v is not None for v in given):
-        fail_usage("--resume continues with the recorded config: drop --config/--model/--out and the overrides")
-    ckpt = latest_checkpoint(run_dir / "checkpoint")
-    if ckpt is None:
+        fail_usage("--resume continues with the recorded config: drop --config/--model/--out/--overwrite and the "
+                   "overrides")
+    ckpt_dir = run_dir / "checkpoint"
+    start_over = f"start over with 'anomaly-ae train GOOD_DIR --out {run_dir} --overwrite'"
+    if not (ckpt_dir / "config.yaml").is_file():
         done = (run_dir / "model.keras").is_file()
         fail_usage(f"{run_dir} has no checkpoint to resume" + (" (its training is complete)" if done else ""))
-    recorded = Path(ckpt.state["good_dir"])
+    try:
+        cfg = DetectorConfig.from_yaml(ckpt_dir / "config.yaml")
+    except Exception as err:  # noqa: BLE001 - any damage to the file: one line, and what to do
+        fail_usage(f"{ckpt_dir / 'config.yaml'} is damaged ({type(err).__name__}): {start_over}")
+    ckpt = latest_checkpoint(ckpt_dir)
+    state = ckpt.state if ckpt is not None else read_run_state(ckpt_dir)
+    recorded = Path(state["good_dir"]) if state.get("good_dir") else good_dir
+    if recorded is None:
+        fail_usage(f"{run_dir} does not record its image folder: give it, 'anomaly-ae train GOOD_DIR --resume "
+                   f"{run_dir}'")
     if good_dir is not None and good_dir.resolve() != recorded.resolve():
         fail_usage(f"{run_dir} was trained on {recorded}, not {good_dir}")
-    cfg = DetectorConfig.from_yaml(run_dir / "checkpoint" / "config.yaml")
+    if not recorded.is_dir():
+        fail_usage(f"the image folder {recorded} of {run_dir} is gone: {start_over}")
+    if ckpt is None:  # interrupted before the first epoch ended: nothing to continue, train from the start
+        console.print(f"restarting     {run_dir}: no epoch had finished; training from epoch 1 with its config")
+        _tracked(cfg, recorded, run_dir, no_track, run_id=None, resume=False)
+        return
     console.print(f"resuming       {run_dir} after epoch {ckpt.epoch} of {cfg.train.epochs}")
-    _tracked(cfg, recorded, run_dir, no_track, run_id=ckpt.state.get("mlflow_run_id"), resume=True)
+    _tracked(cfg, recorded, run_dir, no_track, run_id=state.get("mlflow_run_id"), resume=True)
 
 
 def _tracked(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, run_id: str | None,
              resume: bool) -> None:
+    from anomaly_ae.outdir import OutDirLock, OutputConflict
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with OutDirLock(run_dir):
+            _tracked_locked(cfg, good_dir, run_dir, no_track, run_id, resume)
+    except OutputConflict as err:
+        fail_usage(str(err))
+
+
+def _tracked_locked(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, run_id: str | None,
+                    resume: bool) -> None:
     if no_track:
         from anomaly_ae.tracking import NullTracker
 
@@ -137,15 +187,15 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.callbacks import RichProgress, TrackingCallback
-    from anomaly_ae.checkpoint import TrainingDiverged
+    from anomaly_ae.checkpoint import TrainingDiverged, start_checkpoints
     from anomaly_ae.detector import Detector
+    from anomaly_ae.outdir import forget
     from anomaly_ae.report import reconstruction_grid
 
     ckpt_dir = run_dir / "checkpoint"
     if not resume:
         tracker.log_params({"data.good_dir": str(good_dir), **cfg.flat()})
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(ckpt_dir / "config.yaml")
+        start_checkpoints(ckpt_dir, cfg, {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id})
     console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({cfg.data.image_size[0]}x"
                   f"{cfg.data.image_size[1]}x{cfg.data.channels}, up to {cfg.train.epochs} epochs)")
     with Progress(
@@ -164,11 +214,13 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
         except ValueError as err:  # e.g. fewer than 2 readable images
             if not resume:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
+                forget(run_dir, "model", ["checkpoint"])
             fail_usage(str(err))
     if tracker.run_id is not None:
         det.train_info_["mlflow"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
     det.save(run_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is complete: the checkpoint is not needed
+    forget(run_dir, "model", ["checkpoint"])
 
     info = det.train_info_
     stats = det.score_stats_

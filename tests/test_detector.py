@@ -56,7 +56,8 @@ def test_higher_score_for_an_obvious_defect(tiny_detector, tiny_data):
 
 def test_save_load_round_trip(tiny_detector, tiny_data, tmp_path):
     run = tiny_detector.save(tmp_path / "run")
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "detector.json", "model.keras"]
+    assert sorted(p.name for p in run.iterdir()) == [".anomaly-ae-manifest.json", "config.yaml", "detector.json",
+                                                     "model.keras"]
     meta = json.loads((run / "detector.json").read_text())
     assert meta["schema_version"] == SCHEMA_VERSION
     assert meta["threshold"]["value"] == tiny_detector.threshold_
@@ -122,7 +123,7 @@ def test_load_reports_missing_fields(tmp_path, tiny_detector):
     meta = json.loads((run / "detector.json").read_text())
     del meta["threshold"]["pixel_value"]
     (run / "detector.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelDirError, match="missing or invalid field.*pixel_value"):
+    with pytest.raises(ModelDirError, match="field threshold.pixel_value: Field required"):
         Detector.load(run)
 
 
@@ -202,7 +203,7 @@ def test_output_paths_cannot_escape_the_output_folder(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    assert output_path(out, "a/b.jpg", ".png") == out / "a" / "b.png"
+    assert output_path(out, "a/b.jpg", ".png") == out / "a" / "b.jpg.png"
     for rel in ("../evil.jpg", "a/../../evil.jpg", "/etc/passwd"):
         with pytest.raises(ValueError, match="escape"):
             output_path(out, rel, ".png")
