@@ -21,8 +21,6 @@ reconstruction (``scoring.tile_size`` smaller than the image) and the VAE's extr
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +120,13 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
 
 
 def export_detector(
-    det: Detector, out_dir: str | Path, fmt: str = "onnx", input_dtype: str = "uint8"
+    det: Detector, out_dir: str | Path, fmt: str = "onnx", input_dtype: str = "uint8", overwrite: bool = False
 ) -> dict[str, Any]:
-    """Write the deployable graph and ``deploy.json`` to ``out_dir`` (created atomically); returns the JSON."""
+    """Write the deployable graph and ``deploy.json`` to ``out_dir``; returns the JSON.
+
+    Built beside ``out_dir`` and moved into place; an earlier export there is replaced only with
+    ``overwrite``, and files anomaly-ae did not write are never touched (:mod:`anomaly_ae.outdir`).
+    """
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
     det._check_fitted(need_threshold=True)
@@ -138,22 +140,14 @@ def export_detector(
     c = det.preprocessing_.channels
     model(keras.ops.zeros((1, h, w, c), dtype=input_dtype))  # Keras exports only models that were called
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        artefact = "model.onnx" if fmt == "onnx" else "saved_model"
+    from anomaly_ae.artifact import write_json_atomic
+    from anomaly_ae.outdir import staging
+
+    artefact = "model.onnx" if fmt == "onnx" else "saved_model"
+    with staging(Path(out_dir), "export", [artefact, "deploy.json"], overwrite, order=("deploy.json",)) as tmp:
         model.export(str(tmp / artefact), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
         info = deploy_info(det, fmt, artefact, input_dtype)
-        from anomaly_ae.artifact import write_json_atomic
-
         write_json_atomic(tmp / "deploy.json", info)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anomaly_ae.data import list_images, read_image
+from anomaly_ae.data import ImageReadError, list_images, read_image
 from anomaly_ae.detector import Detector
 from anomaly_ae.metrics import PixelAccumulator, image_metrics
 
@@ -107,13 +107,18 @@ def evaluate(
         if scored.error is not None:
             failures.append({"path": it.rel, "error": scored.error})
         else:
+            mask = None
+            if it.label and it.mask_path is not None:
+                try:
+                    mask = read_mask(it.mask_path, scored.amap.shape)
+                except ImageReadError as err:  # the image still counts for the image metrics
+                    failures.append({"path": it.rel, "error": f"mask {it.mask_path.name}: {err}"})
             records.append({"path": it.rel, "defect": it.defect, "label": it.label, "score": scored.score,
-                            "has_mask": it.mask_path is not None})
+                            "has_mask": mask is not None})
             if not it.label:
                 good_acc.add(scored.amap)
-            elif it.mask_path is not None:
-                acc = defect_accs.setdefault(it.defect, PixelAccumulator())
-                acc.add(scored.amap, read_mask(it.mask_path, scored.amap.shape))
+            elif mask is not None:
+                defect_accs.setdefault(it.defect, PixelAccumulator()).add(scored.amap, mask)
         if on_progress:
             on_progress(1)
 

@@ -64,11 +64,15 @@ def multiscale_encoder(model: keras.Model) -> keras.Model:
     return keras.Model(enc.inputs[0], [*blocks, latent], name="multiscale_encoder")
 
 
-def export_encoder(det: Detector, out_dir: str | Path, formats: Sequence[str] = ()) -> dict[str, Any]:
+def export_encoder(
+    det: Detector, out_dir: str | Path, formats: Sequence[str] = (), overwrite: bool = False
+) -> dict[str, Any]:
     """Write the multi-scale encoder of a fitted detector; returns the ``encoder.json`` content.
 
     ``encoder.keras`` and ``encoder.weights.h5`` are always written; ``formats`` may add
     ``"savedmodel"`` and/or ``"onnx"`` (``"keras"`` and ``"weights"`` are accepted and add nothing).
+    The folder is built beside ``out_dir`` and moved into place; an earlier export there is replaced
+    only with ``overwrite`` and other files are never touched (:mod:`anomaly_ae.outdir`).
     """
     unknown = [f for f in formats if f not in ENCODER_FORMATS]
     if unknown:
@@ -79,15 +83,29 @@ def export_encoder(det: Detector, out_dir: str | Path, formats: Sequence[str] = 
             f"model {name!r} has no spatial encoder to export for segmentation; "
             f"export-encoder supports {', '.join(SPATIAL_MODELS)}"
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from anomaly_ae.artifact import write_json_atomic
+    from anomaly_ae.outdir import staging
+
+    extra = list(dict.fromkeys(f for f in formats if f in ("savedmodel", "onnx")))
+    names = ["encoder.keras", "encoder.weights.h5", "encoder.json",
+             *("encoder.onnx" if f == "onnx" else "encoder_savedmodel" for f in extra)]
+    with staging(Path(out_dir), "encoder", names, overwrite, order=("encoder.json",)) as out:
+        info = _write_encoder(det, out, extra)
+        write_json_atomic(out / "encoder.json", info)
+    return info
+
+
+def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str, Any]:
+    """The encoder files in ``out``; returns the ``encoder.json`` content."""
+    from anomaly_ae.artifact import versions
+
+    name = det.config.model.name
     enc = multiscale_encoder(det.model_)
     enc.save(out / "encoder.keras")
     enc.save_weights(out / "encoder.weights.h5")
     files = ["encoder.keras", "encoder.weights.h5"]
-    for fmt in dict.fromkeys(f for f in formats if f in ("savedmodel", "onnx")):
+    for fmt in formats:
         files.append(_export_graph(enc, out, fmt))
-    from anomaly_ae.artifact import versions, write_json_atomic
 
     info = {
         "schema_version": 1,
@@ -106,7 +124,6 @@ def export_encoder(det: Detector, out_dir: str | Path, formats: Sequence[str] = 
         "files": files,
         "versions": versions(),
     }
-    write_json_atomic(out / "encoder.json", info)
     return info
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, fail_usage
+from cli.common import EXIT_PARTIAL, console, fail_usage
 
 
 def calibrate(
@@ -30,11 +30,13 @@ def calibrate(
             fail_usage(f"{name} {folder} is not a folder")
 
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from anomaly_ae.artifact import ModelDirError, save_calibration
     from anomaly_ae.data import ImageReadError, list_images, read_image
     from anomaly_ae.detector import Detector
     from anomaly_ae.evaluation import read_mask
+    from anomaly_ae.fileio import display_name
 
     try:
         det = Detector.load(run_dir)
@@ -49,14 +51,23 @@ def calibrate(
     except ValidationError as err:
         fail_usage(f"invalid threshold settings: {err.errors()[0]['msg']}")
 
+    failed: list[str] = []
+
+    def skip(what: Path, why: object) -> None:
+        failed.append(str(what))
+        console.print(f"[yellow]skipped[/yellow] {escape(display_name(what))}: {escape(str(why))}")
+
     def load(folder: Path) -> tuple[list, list[Path]]:
         images, paths = [], []
-        for p in list_images(folder):
+        problems: list[str] = []
+        for p in list_images(folder, problems=problems):
             try:
                 images.append(read_image(p, det.preprocessing_.channels))
                 paths.append(p)
             except ImageReadError as err:
-                console.print(f"[yellow]skipped[/yellow] {p}: {err}")
+                skip(p, err)
+        for line in problems:
+            skip(folder, line)
         return images, paths
 
     good_images, _ = load(good)
@@ -70,7 +81,11 @@ def calibrate(
         for p, im in zip(bad_paths, bad_images or [], strict=True):
             rel = p.relative_to(anomalous)
             mp = masks / rel.parent / f"{rel.stem}_mask.png"
-            bad_masks.append(read_mask(mp, im.shape[:2]) if mp.is_file() else None)
+            try:
+                bad_masks.append(read_mask(mp, im.shape[:2]) if mp.is_file() else None)
+            except ImageReadError as err:
+                skip(mp, err)
+                bad_masks.append(None)
     try:
         det.calibrate(good_images, bad_images, bad_masks, threshold=new)
     except ValueError as err:
@@ -83,3 +98,6 @@ def calibrate(
     console.print(f"expected false-alarm rate on new good images: {det.expected_fpr_:.2%} "
                   f"(at most (m + 1) / (n + 1) with m of n calibration scores above the threshold)")
     console.print(f"updated         {run_dir / 'detector.json'}")
+    if failed:
+        console.print(f"[yellow]{len(failed)} file(s) could not be read[/yellow] and were left out")
+        raise typer.Exit(EXIT_PARTIAL)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import console, fail_usage, fallback_uri, tracking_uri, warn
+from cli.common import EXIT_PARTIAL, console, fail_usage, fallback_uri, tracking_uri, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector
@@ -20,6 +20,7 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for metrics.json and report.html.")],
     max_fpr: Annotated[float, typer.Option(min=0.01, max=1.0, help="AUPRO integration limit.")] = 0.3,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier evaluation in --out (other files stay).")] = False,
 ) -> None:
     """Image and pixel metrics of a model on a labelled test set, and an HTML report."""
     if not run_dir.is_dir():
@@ -27,28 +28,36 @@ def evaluate(
     if not (dataset_dir / "test").is_dir():
         fail_usage(f"DATASET_DIR {dataset_dir} has no 'test' folder (MVTec AD layout expected)")
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.artifact import ModelDirError, write_json_atomic
     from anomaly_ae.detector import Detector
     from anomaly_ae.evaluation import evaluate as run_evaluation
     from anomaly_ae.evaluation import mvtec_items
+    from anomaly_ae.outdir import OutputConflict, plan, staging
     from anomaly_ae.report_html import write_report
 
+    names = ["metrics.json", "report.html"]
     try:
+        plan(out, "evaluation", names, overwrite, {"model directory": run_dir, "data set": dataset_dir})
         det = Detector.load(run_dir)
         n = len(mvtec_items(dataset_dir))
-    except (ModelDirError, FileNotFoundError) as err:
+    except (ModelDirError, FileNotFoundError, OutputConflict) as err:
         fail_usage(str(err))
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=n)
         ev = run_evaluation(det, dataset_dir, on_progress=lambda k: progress.advance(task, k), max_fpr=max_fpr)
-    out.mkdir(parents=True, exist_ok=True)
     m = ev.metrics
-    write_json_atomic(out / "metrics.json", {**m, "failures": ev.failures, "model": str(run_dir),
-                                             "dataset": str(dataset_dir)})
-    report = write_report(out / "report.html", det, dataset_dir, ev, title=run_dir.name)
+    try:
+        with staging(out, "evaluation", names, overwrite, order=("metrics.json",)) as tmp:
+            write_json_atomic(tmp / "metrics.json", {**m, "failures": ev.failures, "model": str(run_dir),
+                                                     "dataset": str(dataset_dir)})
+            write_report(tmp / "report.html", det, dataset_dir, ev, title=run_dir.name)
+    except OutputConflict as err:
+        fail_usage(str(err))
+    report = out / "report.html"
 
     def fmt(metrics: dict[str, Any], key: str) -> str:
         v = metrics.get(key)
@@ -66,7 +75,10 @@ def evaluate(
     if not no_track:
         _log(det, out, m)
     if ev.failures:
+        for f in ev.failures:
+            console.print(f"[yellow]failed[/yellow] {escape(f['path'])}: {escape(f['error'])}")
         console.print(f"[yellow]{len(ev.failures)} unreadable file(s)[/yellow] listed in metrics.json")
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _log(det: Detector, out: Path, metrics: dict[str, Any]) -> None:

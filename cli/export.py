@@ -17,6 +17,7 @@ def export(
     input_dtype: Annotated[
         str, typer.Option(help="uint8 (0-255 pixels, default) or float32 (0-1) input of the graph.")
     ] = "uint8",
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier export in --out (other files stay).")] = False,
 ) -> None:
     """Export preprocessing scale -> autoencoder -> anomaly map -> score as one ONNX / SavedModel graph.
 
@@ -33,11 +34,14 @@ def export(
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.deploy import export_detector
     from anomaly_ae.detector import Detector
+    from anomaly_ae.outdir import OutputConflict, check_out_dir, plan
     from anomaly_ae.transfer import ExportError
 
     try:
-        info = export_detector(Detector.load(run_dir), out, fmt, input_dtype)
-    except (ModelDirError, ExportError) as err:
+        check_out_dir(out, {"model directory": run_dir})
+        plan(out, "export", ["deploy.json"], overwrite)  # before loading anything
+        info = export_detector(Detector.load(run_dir), out, fmt, input_dtype, overwrite=overwrite)
+    except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))
     inp = info["input"]
     console.print(f"input          {inp['name']} {inp['shape']} {inp['dtype']} {inp['channel_order']}")

@@ -18,18 +18,22 @@ def export_encoder(
         typer.Option("--format", "-f", help="Extra format: savedmodel | onnx (repeatable; keras and weights "
                                             "are always written)."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier encoder export in --out.")] = False,
 ) -> None:
     """Export the encoder (one output per resolution block + latent) for segmentation transfer learning."""
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.detector import Detector
+    from anomaly_ae.outdir import OutputConflict, check_out_dir, plan
     from anomaly_ae.transfer import ExportError
     from anomaly_ae.transfer import export_encoder as run_export
 
     try:
-        info = run_export(Detector.load(run_dir), out, formats=fmt or ())
-    except (ModelDirError, ExportError) as err:
+        check_out_dir(out, {"model directory": run_dir})
+        plan(out, "encoder", ["encoder.json"], overwrite)
+        info = run_export(Detector.load(run_dir), out, formats=fmt or (), overwrite=overwrite)
+    except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))
     for o in info["outputs"]:
         console.print(f"  {o['name']:<24} {o['shape']}  (1/{o['downsampling']})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +16,15 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file for the grid of samples.")],
     n: Annotated[int, typer.Option("--n", min=1, max=1024, help="Number of samples.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace the file --out if it exists.")] = False,
 ) -> None:
     """Decode N draws from the prior N(0, I) of a variational autoencoder into a PNG grid."""
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    if out.is_dir():
+        fail_usage(f"--out {out} is a folder; give a file name such as {out / 'samples.png'}")
+    if os.path.lexists(out) and not overwrite:
+        fail_usage(f"--out {out} already exists: add --overwrite to replace it, or choose another name")
 
     import keras
     import numpy as np

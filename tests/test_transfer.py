@@ -20,7 +20,8 @@ def test_multiscale_encoder_outputs_and_shared_weights(tiny_detector):
 
 def test_export_round_trip_gives_the_same_features(tiny_detector, tmp_path):
     info = export_encoder(tiny_detector, tmp_path / "enc")
-    assert {p.name for p in (tmp_path / "enc").iterdir()} == {"encoder.keras", "encoder.weights.h5", "encoder.json"}
+    assert {p.name for p in (tmp_path / "enc").iterdir()} == {"encoder.keras", "encoder.weights.h5", "encoder.json",
+                                                             ".anomaly-ae-manifest.json"}
     assert json.loads((tmp_path / "enc" / "encoder.json").read_text()) == json.loads(json.dumps(info))
     assert [o["shape"] for o in info["outputs"]] == [[32, 32, 8], [16, 16, 16], [8, 8, 4]]
     assert [o["downsampling"] for o in info["outputs"]] == [1, 2, 4]
