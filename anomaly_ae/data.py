@@ -17,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from anomaly_ae.fileio import MANIFEST_NAME
+
 # errors only: OpenCV's TIFF reader warns on stderr about float TIFFs, which _float_tiff then reads
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
@@ -38,6 +40,9 @@ def list_images(
     listed, so that reading it gives its one-line reason instead of silence. Symbolic links to
     folders are followed once: a link back up the tree (a loop) is not entered again, so the walk
     always ends.
+
+    Sub-folders that hold an anomaly-ae manifest (``.anomaly-ae-manifest.json``: scores, heatmaps, a
+    model) are anomaly-ae's own outputs and are not entered, so heatmaps never become inputs.
 
     Args:
         exclude: folders not to enter (an output folder placed inside the input folder).
@@ -66,7 +71,8 @@ def list_images(
             on_error(err)
             dirnames[:] = []
             continue
-        if (st.st_dev, st.st_ino) in seen or os.path.realpath(dirpath) in skip:  # a loop, a duplicate, or excluded
+        ours = dirpath != str(root) and os.path.lexists(os.path.join(dirpath, MANIFEST_NAME))
+        if (st.st_dev, st.st_ino) in seen or os.path.realpath(dirpath) in skip or ours:  # loop, excluded, our output
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
@@ -142,7 +148,9 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
     except OSError as err:
         raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "device" if stat.S_ISCHR(st.st_mode) else "special file"
+        kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                 (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"))
+        kind = next((name for test, name in kinds if test(st.st_mode)), "special file")
         raise ImageReadError(f"not a regular file ({kind})")
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths

@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from anomaly_ae.fileio import make_temp_dir, write_bytes_atomic
+from anomaly_ae.fileio import MANIFEST_NAME, make_temp_dir, write_bytes_atomic
 
-MANIFEST = ".anomaly-ae-manifest.json"
+MANIFEST = MANIFEST_NAME
 LOCK = ".anomaly-ae.lock"
 TOOL_FILES = frozenset({MANIFEST, LOCK})
 

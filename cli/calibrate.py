@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage
+from cli.common import EXIT_PARTIAL, console, fail_usage, note
 
 
 def calibrate(
@@ -30,13 +30,11 @@ def calibrate(
             fail_usage(f"{name} {folder} is not a folder")
 
     from pydantic import ValidationError
-    from rich.markup import escape
 
     from anomaly_ae.artifact import ModelDirError, save_calibration
     from anomaly_ae.data import ImageReadError, list_images, read_image
     from anomaly_ae.detector import Detector
     from anomaly_ae.evaluation import read_mask
-    from anomaly_ae.fileio import display_name
 
     try:
         det = Detector.load(run_dir)
@@ -55,7 +53,7 @@ def calibrate(
 
     def skip(what: Path, why: object) -> None:
         failed.append(str(what))
-        console.print(f"[yellow]skipped[/yellow] {escape(display_name(what))}: {escape(str(why))}")
+        note("skipped", "yellow", f"{what}: {why}")
 
     def load(folder: Path) -> tuple[list, list[Path]]:
         images, paths = [], []
@@ -99,5 +97,5 @@ def calibrate(
                   f"(at most (m + 1) / (n + 1) with m of n calibration scores above the threshold)")
     console.print(f"updated         {run_dir / 'detector.json'}")
     if failed:
-        console.print(f"[yellow]{len(failed)} file(s) could not be read[/yellow] and were left out")
+        note(f"{len(failed)} file(s) could not be read", "yellow", "and were left out")
         raise typer.Exit(EXIT_PARTIAL)

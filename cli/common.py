@@ -7,11 +7,23 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from rich.console import Console
 
-console = Console(stderr=True, soft_wrap=True)
+
+class _PlainConsole(Console):
+    """Messages are plain text: a path or file name holding ``[...]`` is never read as rich markup, and
+    bytes of a name that are not UTF-8 are shown as ``\\xNN`` (never an encoding error). Colour comes
+    only from :func:`note`."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from anomaly_ae.fileio import display_name
+
+        super().print(*(display_name(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+console = _PlainConsole(stderr=True, soft_wrap=True, markup=False)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -21,26 +33,27 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
 
-def _plain(message: str) -> str:
-    """``message`` with rich markup escaped (paths may hold ``[...]``) and any undecodable bytes shown."""
-    from rich.markup import escape
+def note(label: str, style: str, message: str = "") -> None:
+    """One line: ``label`` in colour (``"red"``, ``"yellow"``), then ``message`` as plain text."""
+    from rich.text import Text
 
-    from anomaly_ae.fileio import display_name
-
-    return escape(display_name(message))
+    if message:
+        console.print(Text(label, style=style), message)
+    else:
+        console.print(Text(label, style=style))
 
 
 def fail_usage(message: str) -> NoReturn:
     """Print a one-line usage error and exit with code 2."""
     import typer
 
-    console.print(f"[red]error:[/red] {_plain(message)}")
+    note("error:", "red", message)
     raise typer.Exit(EXIT_USAGE)
 
 
 def warn(message: str) -> None:
     """Print a one-line warning (the work goes on)."""
-    console.print(f"[yellow]warning:[/yellow] {_plain(message)}")
+    note("warning:", "yellow", message)
 
 
 #: errno -> exit code: the path or its permissions need fixing (2), or the work failed and a rerun
@@ -70,7 +83,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except OSError as err:
-            console.print(f"[red]error:[/red] {_plain(os_error_message(err))}")
+            note("error:", "red", os_error_message(err))
             raise typer.Exit(EXIT_USAGE if err.errno in _USAGE_ERRNOS else EXIT_FAILED) from None
 
     return run

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, fallback_uri, tracking_uri, warn
+from cli.common import EXIT_PARTIAL, console, fail_usage, fallback_uri, note, tracking_uri, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector
@@ -28,7 +28,6 @@ def evaluate(
     if not (dataset_dir / "test").is_dir():
         fail_usage(f"DATASET_DIR {dataset_dir} has no 'test' folder (MVTec AD layout expected)")
 
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.artifact import ModelDirError, write_json_atomic
@@ -76,8 +75,8 @@ def evaluate(
         _log(det, out, m)
     if ev.failures:
         for f in ev.failures:
-            console.print(f"[yellow]failed[/yellow] {escape(f['path'])}: {escape(f['error'])}")
-        console.print(f"[yellow]{len(ev.failures)} unreadable file(s)[/yellow] listed in metrics.json")
+            note("failed", "yellow", f"{f['path']}: {f['error']}")
+        note(f"{len(ev.failures)} unreadable file(s)", "yellow", "listed in metrics.json")
         raise typer.Exit(EXIT_PARTIAL)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, warn
+from cli.common import EXIT_PARTIAL, console, fail_usage, note, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector
@@ -93,7 +93,6 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
                 batch_size: int | None, max_megapixels: float | None) -> tuple[int, int, int]:
     """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
     import numpy as np
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.fileio import output_path
@@ -131,7 +130,7 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
             except ValueError as err:
                 item.error = item.error or str(err)
             if item.error is not None:
-                console.print(f"[yellow]failed[/yellow] {escape(rel)}: {escape(item.error)}")
+                note("failed", "yellow", f"{rel}: {item.error}")
                 n_failed += 1
                 writer.submit(None, partial(csv_out.write, rel, None, threshold, item.error, item.stat))
             else:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cli.common import console, fail_usage, fallback_uri, friendly_errors, tracking_uri, warn
+from cli.common import console, fail_usage, fallback_uri, friendly_errors, note, tracking_uri, warn
 
 segment_app = typer.Typer(help="Train and apply a segmentation model built on an exported encoder.",
                           no_args_is_help=True)
@@ -44,7 +44,10 @@ def segment_train(
     except OutputConflict as err:
         fail_usage(str(err))
 
-    pre = encoder_preprocessing(encoder_dir)
+    try:
+        pre = encoder_preprocessing(encoder_dir)
+    except (ValueError, KeyError, TypeError) as err:
+        fail_usage(f"{encoder_dir / 'encoder.json'} is damaged ({type(err).__name__}): export the encoder again")
     try:
         pairs = load_pairs(images, masks, pre)
     except ValueError as err:
@@ -52,7 +55,7 @@ def segment_train(
     if len(pairs.x) < 2:
         fail_usage("need at least 2 image/mask pairs")
     for p, why in pairs.skipped:
-        console.print(f"[yellow]skipped[/yellow] {p}: {why}")
+        note("skipped", "yellow", f"{p}: {why}")
 
     def run(callbacks: list) -> tuple:
         return train_segmenter(encoder_dir, pairs, epochs=epochs, seed=seed, freeze_encoder=not fine_tune,
@@ -103,8 +106,9 @@ def segment_predict(
     try:
         plan(out, "segmentation", names, overwrite, {"model folder": model_dir, "input folder": input_dir,
                                                       "mask folder": masks})
+        info, model = _load_segmenter(model_dir)
         with staging(out, "segmentation", names, overwrite) as tmp:
-            failed = _predict_into(tmp, model_dir, input_dir, masks, exclude=out)
+            failed = _predict_into(tmp, info, model, input_dir, masks, exclude=out)
     except OutputConflict as err:
         fail_usage(str(err))
     console.print(f"masks          {out / 'masks'}  (<relative path>.png, e.g. a.jpg -> a.jpg.png)")
@@ -112,24 +116,35 @@ def segment_predict(
         raise typer.Exit(3)
 
 
-def _predict_into(tmp: Path, model_dir: Path, input_dir: Path, masks: Path | None, exclude: Path) -> int:
-    """Write ``masks/`` and ``overlays/`` of every image under ``input_dir`` into ``tmp``; returns the failures."""
+def _load_segmenter(model_dir: Path) -> tuple[dict, Any]:
+    """``segmenter.json`` and the Keras model (safe mode); a damaged folder is a usage error."""
     import json
 
+    import keras
+
+    import anomaly_ae.models  # noqa: F401  (registers the serialisable classes)
+
+    try:
+        info = json.loads((model_dir / "segmenter.json").read_text(encoding="utf-8"))
+        info["image_size"], info["channels"], info["threshold"]  # noqa: B018 - the fields predict needs
+        model = keras.saving.load_model(model_dir / "segmenter.keras", safe_mode=True, compile=False)
+    except (ValueError, KeyError, TypeError) as err:
+        fail_usage(f"{model_dir}: cannot load the segmenter ({type(err).__name__}: {str(err)[:120]})")
+    return info, model
+
+
+def _predict_into(tmp: Path, info: dict, model: Any, input_dir: Path, masks: Path | None, exclude: Path) -> int:
+    """Write ``masks/`` and ``overlays/`` of every image under ``input_dir`` into ``tmp``; returns the failures."""
     import cv2
     import keras
     import numpy as np
-    from rich.markup import escape
 
-    import anomaly_ae.models  # noqa: F401
     from anomaly_ae.data import ImageReadError, Preprocessing, list_images, read_image
     from anomaly_ae.fileio import display_name, output_name
     from anomaly_ae.report import write_png_atomic
     from anomaly_ae.segmentation import dice_iou, mask_path_for
 
-    info = json.loads((model_dir / "segmenter.json").read_text())
     pre = Preprocessing(tuple(info["image_size"]), int(info["channels"]))
-    model = keras.saving.load_model(model_dir / "segmenter.keras", safe_mode=True, compile=False)
     preds, truths, failed = [], [], 0
     problems: list[str] = []
     for p in list_images(input_dir, exclude=[exclude], problems=problems):
@@ -137,7 +152,7 @@ def _predict_into(tmp: Path, model_dir: Path, input_dir: Path, masks: Path | Non
         try:
             image = read_image(p, pre.channels)
         except ImageReadError as err:
-            console.print(f"[yellow]failed[/yellow] {escape(rel)}: {escape(str(err))}")
+            note("failed", "yellow", f"{rel}: {err}")
             failed += 1
             continue
         prob = keras.ops.convert_to_numpy(model.predict(pre(image), verbose=0))[0, :, :, 0]
@@ -153,7 +168,7 @@ def _predict_into(tmp: Path, model_dir: Path, input_dir: Path, masks: Path | Non
                 truths.append(read_image(mp, 1)[..., 0] > 127)
                 preds.append(mask)
             except ImageReadError as err:
-                console.print(f"[yellow]failed[/yellow] mask of {escape(rel)}: {escape(str(err))}")
+                note("failed", "yellow", f"mask of {rel}: {err}")
                 failed += 1
     if preds:
         dice, iou = dice_iou(np.concatenate([m.ravel() for m in preds]), np.concatenate([t.ravel() for t in truths]))

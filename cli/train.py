@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import EXIT_FAILED, console, fail_usage, fallback_uri, tracking_uri, warn
+from cli.common import EXIT_FAILED, console, fail_usage, fallback_uri, note, tracking_uri, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.config import DetectorConfig
@@ -103,10 +103,13 @@ def train(
 def _prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
     """Refuse a ``--out`` that would replace what the user did not ask to replace (before any training)."""
     from anomaly_ae.artifact import MODEL_DIR_ENTRIES
-    from anomaly_ae.outdir import OutputConflict, check_out_dir, plan
+    from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, plan
 
     try:
         check_out_dir(run_dir, {"image folder": good_dir})
+        if run_dir.is_dir():
+            with OutDirLock(run_dir):  # refused while another training writes there
+                pass
         if (run_dir / "checkpoint").is_dir() and not overwrite:
             fail_usage(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
                        "start over with --overwrite, or choose another --out")
@@ -209,7 +212,7 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
                 checkpoint_state={"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id},
             )
         except TrainingDiverged as err:
-            console.print(f"[red]error:[/red] {err}")
+            note("error:", "red", str(err))
             raise typer.Exit(EXIT_FAILED) from None
         except ValueError as err:  # e.g. fewer than 2 readable images
             if not resume:
@@ -251,7 +254,7 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
         tracker.log_artifacts(run_dir, "model")
 
     for item in info["skipped"]:
-        console.print(f"[yellow]skipped[/yellow] {item['path']}: {item['error']}")
+        note("skipped", "yellow", f"{item['path']}: {item['error']}")
     console.print(f"model          {run_dir}")
     console.print(
         f"trained        {info['n_train']} images, validated on {info['n_val']}, {info['epochs_run']} epochs "

@@ -183,7 +183,12 @@ def test_long_and_non_utf8_names_are_scored_and_resumed(run_dir, tmp_path):
     bad = os.fsdecode(b"camera\xff\xfe_01.png")  # not valid UTF-8
     _png(inp / bad, seed=2)
     _png(inp / "[brackets] & ü.png", seed=3)
+    (inp / "a[").mkdir()
+    (inp / "a[" / "b].png").write_bytes(b"")  # printed as "a[/b].png": a closing tag, were it read as markup
     out = tmp_path / "out"
+    res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
+    assert res.exit_code == 3 and "failed a[/b].png: empty file" in _one_line(res.output), res.output
+    (inp / "a[" / "b].png").unlink()
     res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
     assert res.exit_code == 0, res.output
     rows = {r["path"]: r for r in _rows(out / "scores.csv")}  # the CSV is valid UTF-8
