@@ -51,8 +51,10 @@ class Evaluation:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
-def mvtec_items(dataset_dir: Path) -> list[TestItem]:
+def mvtec_items(dataset_dir: Path, problems: list[str] | None = None) -> list[TestItem]:
     """The test images of an MVTec-layout folder with their defect type and mask path (if any).
+
+    ``problems``: one line is appended per sub-folder that could not be read.
 
     Raises:
         FileNotFoundError: no ``test`` folder, or no images in it.
@@ -61,7 +63,7 @@ def mvtec_items(dataset_dir: Path) -> list[TestItem]:
     if not test.is_dir():
         raise FileNotFoundError(f"{dataset_dir} has no 'test' folder (MVTec AD layout expected)")
     items = []
-    for p in list_images(test):
+    for p in list_images(test, problems=problems):
         rel = p.relative_to(test)
         defect = rel.parts[0] if len(rel.parts) > 1 else GOOD
         mask = None
@@ -96,7 +98,8 @@ def evaluate(
     threshold. ``per_defect`` holds the same per defect type (its images against all good ones).
     """
     dataset_dir = Path(dataset_dir)
-    items = mvtec_items(dataset_dir)
+    problems: list[str] = []
+    items = mvtec_items(dataset_dir, problems)
     good_acc = PixelAccumulator()
     defect_accs: dict[str, PixelAccumulator] = {}
     records: list[dict[str, Any]] = []
@@ -122,6 +125,7 @@ def evaluate(
         if on_progress:
             on_progress(1)
 
+    failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
     metrics = _metrics(records, good_acc, defect_accs, det, max_fpr)
     metrics["per_defect"] = {}
     for defect in sorted({r["defect"] for r in records} - {GOOD}):

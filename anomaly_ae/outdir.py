@@ -71,13 +71,23 @@ def _within(path: Path, folder: Path) -> bool:
     return _resolved(path).is_relative_to(_resolved(folder))
 
 
+def _entry_name(name: object) -> bool:
+    """A manifest entry must be one plain name inside the folder: never ``.``, ``..`` or a path."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\x00" not in name and name not in TOOL_FILES)
+
+
 def read_manifest(out: Path) -> dict[str, list[str]]:
-    """``{kind: [entries]}`` that anomaly-ae wrote in ``out`` (manifest and legacy markers)."""
+    """``{kind: [entries]}`` that anomaly-ae wrote in ``out`` (manifest and legacy markers).
+
+    Only plain top-level names count: a hand-made manifest naming ``..`` or ``a/b`` cannot make
+    anomaly-ae remove anything outside its own entries.
+    """
     owned: dict[str, list[str]] = {}
     try:
         data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         for kind, entry in data.get("written", {}).items():
-            owned[str(kind)] = [str(n) for n in entry.get("files", [])]
+            owned[str(kind)] = [n for n in entry.get("files", []) if _entry_name(n)]
     except (OSError, ValueError, AttributeError, TypeError):  # absent or damaged: fall back to markers
         pass
     for kind, (marker, keys, names) in LEGACY.items():

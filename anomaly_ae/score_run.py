@@ -96,13 +96,15 @@ def _clear(out: Path) -> None:
         if not csv_path.is_file():
             continue
         for row in read_scores(csv_path):
-            if not row or not row[0]:
+            rel = Path(row[0]) if row and row[0] else None
+            if rel is None or rel.is_absolute() or ".." in rel.parts:  # a hand-edited row names nothing of ours
                 continue
-            targets = derived_files(out, row[0], list(OUTPUTS))
+            targets = [(kind, t) for kind, t in zip(OUTPUTS, derived_files(out, row[0], list(OUTPUTS)), strict=True)]
             if len(row) == 5:  # rows of anomaly-ae <= 0.1 named derived files without the input's extension
-                targets += [out / kind / Path(row[0]).with_suffix(sfx) for kind, sfx in OUTPUTS.items()]
-            for t in targets:
-                if t.resolve().is_relative_to(out.resolve()) and (t.is_file() or t.is_symlink()):
+                targets += [(kind, out / kind / rel.with_suffix(sfx)) for kind, sfx in OUTPUTS.items()]
+            for kind, t in targets:
+                inside = Path(os.path.realpath(t)).is_relative_to(os.path.realpath(out / kind))
+                if inside and t.suffix == OUTPUTS[kind] and (t.is_file() or t.is_symlink()):
                     t.unlink()
         csv_path.unlink()
     (out / MANIFEST).unlink(missing_ok=True)

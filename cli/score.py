@@ -7,6 +7,7 @@ some failed, 2 for usage errors.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -17,8 +18,12 @@ import typer
 from cli.common import EXIT_PARTIAL, console, fail_usage, note, warn
 
 if TYPE_CHECKING:
-    from anomaly_ae.detector import Detector
+    from anomaly_ae.detector import Detector, ScoredFile
     from anomaly_ae.score_run import ScoreRun
+
+#: errors of writing one file's outputs that fail that file only (a name this file system cannot take);
+#: any other (disk full, read-only, permission) stops the run, which a rerun then resumes
+PER_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
 
 
 def score(
@@ -105,16 +110,34 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
     n_anomalous = sum(r[2] == "true" for r in state.keep)
     csv_out = ScoresCsv(out / "scores.csv", keep=state.keep)
 
-    def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path]) -> Callable[[], None]:
+    def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], problem: dict[str, str]
+                   ) -> Callable[[], None]:
         def work() -> None:  # runs in a worker thread while the model scores the next batch
-            if "heatmaps" in targets:
-                write_png_atomic(targets["heatmaps"], heatmap_overlay(image, amap, heat_range))
-            if "masks" in targets:
-                write_png_atomic(targets["masks"], (amap > pixel_threshold).astype(np.uint8) * 255)
-            if "maps" in targets:
-                write_npy_atomic(targets["maps"], amap)
+            try:
+                if "heatmaps" in targets:
+                    write_png_atomic(targets["heatmaps"], heatmap_overlay(image, amap, heat_range))
+                if "masks" in targets:
+                    write_png_atomic(targets["masks"], (amap > pixel_threshold).astype(np.uint8) * 255)
+                if "maps" in targets:
+                    write_npy_atomic(targets["maps"], amap)
+            except OSError as err:  # a name this file system cannot take fails this file, not the run
+                if err.errno not in PER_FILE_ERRNOS:
+                    raise
+                problem["error"] = f"cannot write its outputs: {err.strerror or err}"
 
         return work
+
+    def row(rel: str, item: ScoredFile, problem: dict[str, str]) -> None:
+        nonlocal n_ok, n_failed, n_anomalous
+        error = item.error or problem.get("error")
+        if error is not None:
+            note("failed", "yellow", f"{rel}: {error}")
+            n_failed += 1
+            csv_out.write(rel, None, threshold, error, item.stat)
+        else:
+            n_ok += 1
+            n_anomalous += int(item.score > threshold)
+            csv_out.write(rel, item.score, threshold, "", item.stat)
 
     budget = det.config.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
     with Progress(
@@ -129,16 +152,12 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
                 targets = {kind: output_path(out / kind, rel, OUTPUTS[kind]) for kind in kinds}
             except ValueError as err:
                 item.error = item.error or str(err)
-            if item.error is not None:
-                note("failed", "yellow", f"{rel}: {item.error}")
-                n_failed += 1
-                writer.submit(None, partial(csv_out.write, rel, None, threshold, item.error, item.stat))
-            else:
-                n_ok += 1
-                n_anomalous += int(item.score > threshold)
-                writer.submit(outputs_of(item.image, item.amap, targets),
-                              partial(csv_out.write, rel, item.score, threshold, "", item.stat),
+            problem: dict[str, str] = {}
+            if item.error is None:
+                writer.submit(outputs_of(item.image, item.amap, targets, problem), partial(row, rel, item, problem),
                               cost=item.image.nbytes + item.amap.nbytes)
+            else:
+                writer.submit(None, partial(row, rel, item, problem))
             progress.advance(task, 1)
     csv_out.close()
     return n_ok, n_anomalous, n_failed

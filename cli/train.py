@@ -91,7 +91,10 @@ def train(
         fail_usage(f"config file {cfg_path} is not valid YAML: {' '.join(str(err).split())}")
     except UnicodeDecodeError:
         fail_usage(f"config file {cfg_path} is not UTF-8 text")
-    n_images = len(list_images(good_dir))
+    problems: list[str] = []
+    n_images = len(list_images(good_dir, problems=problems))
+    for line in problems:
+        warn(f"{line} (its images are left out of training)")
     if n_images < 2:
         fail_usage(f"GOOD_DIR {good_dir} holds {n_images} image(s); at least 2 are needed")
 

@@ -163,6 +163,20 @@ def test_train_refuses_to_replace_a_model_without_overwrite(run_dir, inputs, tin
     assert (run / "detector.json").read_bytes() != before["detector.json"]
 
 
+def test_a_hand_made_manifest_cannot_make_overwrite_delete_anything_else(run_dir, tmp_path):
+    out = tmp_path / "exp"
+    assert runner.invoke(app, ["export", str(run_dir), "--out", str(out)]).exit_code == 0
+    (tmp_path / "precious.txt").write_text("outside")
+    (out / "mine.txt").write_text("inside")
+    manifest = json.loads((out / ".anomaly-ae-manifest.json").read_text())
+    manifest["written"]["export"]["files"] += ["..", ".", "", "../precious.txt", "/etc"]
+    (out / ".anomaly-ae-manifest.json").write_text(json.dumps(manifest))
+    res = runner.invoke(app, ["export", str(run_dir), "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "precious.txt").read_text() == "outside" and (out / "mine.txt").read_text() == "inside"
+    assert (out / "deploy.json").is_file()
+
+
 # ----------------------------------------------------------------------------- names that never collide
 def test_same_stem_different_extensions_give_two_heatmaps(run_dir, tmp_path):
     inp = tmp_path / "in"
@@ -198,6 +212,20 @@ def test_long_and_non_utf8_names_are_scored_and_resumed(run_dir, tmp_path):
     assert len(heat) == 3 and all(len(n.encode()) <= 255 for n in heat)
     res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
     assert res.exit_code == 0 and "3 already scored" in res.output and "0 to go" in res.output
+
+
+def test_an_output_path_too_long_for_the_file_system_fails_that_file_only(run_dir, tmp_path):
+    inp = tmp_path / "in"
+    deep = inp.joinpath(*(f"{i:02d}" + "d" * 198 for i in range(19)))  # ~3,850 characters: readable
+    assert len(str(deep)) < 4000
+    _png(deep / "part.png", seed=1)
+    _png(inp / "short.png", seed=2)
+    out = tmp_path / ("o" * 250)  # the same path under this folder is over PATH_MAX (4,096)
+    res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
+    assert res.exit_code == 3, res.output
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in _rows(out / "scores.csv")}
+    assert rows["short.png"]["score"] and not rows["short.png"]["error"]
+    assert rows["part.png"]["score"] == "" and "File name too long" in rows["part.png"]["error"]
 
 
 # ----------------------------------------------------------------------------- resume that cannot be fooled
