@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -438,16 +440,24 @@ def test_out_that_is_a_file_is_a_usage_error(run_dir, inputs, tmp_path):
     assert f.read_text() == "x"
 
 
+@contextmanager
+def _tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``where`` for the block (root only; the test skips elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
 @pytest.fixture()
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with _tmpfs(tmp_path / "disk", "size=600k") as mnt:
+        yield mnt
 
 
 def test_disk_full_is_one_line_and_the_rerun_completes(run_dir, tmp_path, small_disk):
@@ -471,20 +481,12 @@ def test_disk_full_is_one_line_and_the_rerun_completes(run_dir, tmp_path, small_
 
 
 def test_read_only_output_is_one_line(run_dir, inputs, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
         for args in (["score", str(run_dir), str(inputs), "--out", str(ro / "o")],
                      ["export", str(run_dir), "--out", str(ro / "e")]):
             res = runner.invoke(app, args)
             assert res.exit_code == 2 and "Read-only file system" in res.output, res.output
             assert "Traceback" not in res.output
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 # ----------------------------------------------------------------------------- modes and memory
