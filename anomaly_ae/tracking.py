@@ -96,6 +96,9 @@ class MlflowTracker:
         end_resumed_run: mark a reopened run FINISHED/FAILED on exit too (resumed training).
         fallback_uri: local store to use when ``tracking_uri`` fails (``None``: errors propagate).
         on_fallback: receives the one-line warning when the fallback is taken (default: ``warnings.warn``).
+        off_on_failure: when the store and the fallback both fail (a read-only working folder, a
+            broken database), warn once through ``on_fallback`` and track nothing more instead of
+            raising: the work goes on (``disabled`` is then true and ``run_id`` ``None``).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class MlflowTracker:
         end_resumed_run: bool = False,
         fallback_uri: str | None = None,
         on_fallback: Any = None,
+        off_on_failure: bool = False,
     ) -> None:
         if tracking_uri.startswith(("http://", "https://")):
             for k, v in REMOTE_DEFAULTS.items():
@@ -117,16 +121,42 @@ class MlflowTracker:
         self._experiment, self._run_name = experiment, run_name
         self._on_fallback = on_fallback
         self._journal: list[tuple[str, tuple[Any, ...]]] = []
+        self.disabled, self._off_on_failure, self.resumed = False, off_on_failure, False
+        self.uri, self.run_id = tracking_uri, None
         try:
-            probe(tracking_uri)
-            self._open(tracking_uri, run_id)
-        except Exception as err:  # noqa: BLE001 - any store failure: fall back or re-raise
-            if fallback_uri is None:
-                raise
-            self._fall_back(err)
+            try:
+                probe(tracking_uri)
+                self._open(tracking_uri, run_id)
+            except Exception as err:  # noqa: BLE001 - any store failure: fall back or re-raise
+                if fallback_uri is None:
+                    raise
+                self._fall_back(err)
+        except Exception as err:  # noqa: BLE001
+            self._turn_off(err)
+
+    def _turn_off(self, err: BaseException) -> None:
+        """Nothing more is tracked (``off_on_failure``), or ``err`` is raised."""
+        if not self._off_on_failure:
+            raise err
+        self.disabled, self.run_id = True, None
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        msg = (f"MLflow tracking is off for this run: the store {self.uri} cannot be written ({first}); "
+               "the work goes on and its results are written as usual (--no-track skips tracking)")
+        if self._on_fallback is not None:
+            self._on_fallback(msg)
+        else:
+            import warnings
+
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _open(self, tracking_uri: str, run_id: str | None) -> None:
         from mlflow.tracking import MlflowClient
+
+        if tracking_uri.startswith("sqlite:///"):  # fail at once, not after MLflow's minute of retries
+            db = Path(tracking_uri[len("sqlite:///") :])
+            where = db if db.exists() else db.parent
+            if not os.access(where, os.W_OK):
+                raise PermissionError(f"{where} is not writable")
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -167,13 +197,18 @@ class MlflowTracker:
             getattr(self, f"_{method}")(*args)
 
     def _call(self, method: str, *args: Any) -> None:
+        if self.disabled:
+            return
         self._journal.append((method, args))
         try:
-            getattr(self, f"_{method}")(*args)
+            try:
+                getattr(self, f"_{method}")(*args)
+            except Exception as err:  # noqa: BLE001
+                if self.fallback_uri is None or self.fell_back:
+                    raise
+                self._fall_back(err)  # replays the journal, this call included
         except Exception as err:  # noqa: BLE001
-            if self.fallback_uri is None or self.fell_back:
-                raise
-            self._fall_back(err)  # replays the journal, this call included
+            self._turn_off(err)
 
     def _run_exists(self, run_id: str) -> bool:
         try:
@@ -185,15 +220,20 @@ class MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.disabled:
+            return
         if not self.resumed or self.end_resumed_run or exc_type:
             status = "FAILED" if exc_type else "FINISHED"
             try:
-                self.client.set_terminated(self.run_id, status)
+                try:
+                    self.client.set_terminated(self.run_id, status)
+                except Exception as err:  # noqa: BLE001
+                    if self.fallback_uri is None or self.fell_back:
+                        raise
+                    self._fall_back(err)
+                    self.client.set_terminated(self.run_id, status)
             except Exception as err:  # noqa: BLE001
-                if self.fallback_uri is None or self.fell_back:
-                    raise
-                self._fall_back(err)
-                self.client.set_terminated(self.run_id, status)
+                self._turn_off(err)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log parameters (values stringified, 100 per request)."""

@@ -62,12 +62,18 @@ _USAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EI
                  errno.ENAMETOOLONG, errno.ENOENT, errno.ELOOP}
 
 
-def os_error_message(err: OSError) -> str:
+#: what to do after the disk filled up, per command (default: rerun it)
+_AFTER_FULL_DISK = {"train": "free some space, then continue with 'anomaly-ae train --resume RUN_DIR' (the epochs "
+                             "already checkpointed are kept)"}
+
+
+def os_error_message(err: OSError, command: str = "") -> str:
     """One line for an operating-system error: what happened, to which path, what to do."""
     what = err.strerror or str(err)
     where = f": {err.filename}" if err.filename is not None else ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{what}{where}; free some space and rerun the same command: finished work is kept"
+        todo = _AFTER_FULL_DISK.get(command, "free some space and rerun the same command: finished work is kept")
+        return f"{what}{where}; {todo}"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{what}{where}; choose a folder you can write to (or fix its permissions)"
     return f"{what}{where}"
@@ -83,7 +89,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except OSError as err:
-            note("error:", "red", os_error_message(err))
+            note("error:", "red", os_error_message(err, command.__name__))
             raise typer.Exit(EXIT_USAGE if err.errno in _USAGE_ERRNOS else EXIT_FAILED) from None
 
     return run

@@ -88,9 +88,11 @@ def _log(det: Detector, out: Path, metrics: dict[str, Any]) -> None:
     uri = tracking_uri()
     flat = {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     with MlflowTracker(uri, det.config.tracking.experiment, run_name="evaluate", run_id=run_id,
-                       fallback_uri=fallback_uri(uri), on_fallback=warn) as tracker:
+                       fallback_uri=fallback_uri(uri), on_fallback=warn, off_on_failure=True) as tracker:
         tracker.log_metrics(flat)
         tracker.log_artifact(out / "metrics.json", "evaluation")
         tracker.log_artifact(out / "report.html", "evaluation")
+        if tracker.disabled:
+            return
         where = "the model's run" if tracker.resumed else "a new run"
         console.print(f"MLflow         logged to {where} {tracker.run_id} in {tracker.uri}")

@@ -69,12 +69,13 @@ def segment_train(
 
         uri = tracking_uri()
         with MlflowTracker(uri, "anomaly-ae-segment", run_name=out.name, fallback_uri=fallback_uri(uri),
-                           on_fallback=warn) as tracker:
+                           on_fallback=warn, off_on_failure=True) as tracker:
             tracker.log_params({"encoder_dir": str(encoder_dir), "epochs": epochs, "fine_tune": fine_tune,
                                 "seed": seed, "n_pairs": len(pairs.x)})
             model, metrics = run([TrackingCallback(tracker)])
             tracker.log_metrics({"val_dice": metrics["dice"], "val_iou": metrics["iou"]})
-            console.print(f"MLflow run     {tracker.run_id}")
+            if not tracker.disabled:
+                console.print(f"MLflow run     {tracker.run_id}")
     try:
         with staging(out, "segmenter", names, overwrite, order=("segmenter.json",)) as tmp:
             model.save(tmp / "segmenter.keras")

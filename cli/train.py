@@ -180,8 +180,10 @@ def _tracked_locked(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track
     uri = tracking_uri()
     fallback = fallback_uri(uri)
     with MlflowTracker(uri, cfg.tracking.experiment, run_name=run_dir.name, run_id=run_id, end_resumed_run=True,
-                       fallback_uri=fallback, on_fallback=warn) as tracker:
+                       fallback_uri=fallback, on_fallback=warn, off_on_failure=True) as tracker:
         _fit_and_save(cfg, good_dir, run_dir, tracker, resume)
+        if tracker.disabled:
+            return
         console.print(f"MLflow run     {tracker.run_id} in {tracker.uri}")
         if not os.environ.get("MLFLOW_TRACKING_URI") or tracker.fell_back:
             console.print(f"               view it with: mlflow ui --backend-store-uri {tracker.uri}")

@@ -489,6 +489,18 @@ def test_read_only_output_is_one_line(run_dir, inputs, tmp_path):
             assert "Traceback" not in res.output
 
 
+def test_training_in_a_read_only_folder_trains_without_tracking(tiny_config_file, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        monkeypatch.chdir(ro)  # the default MLflow store ./mlflow.db cannot be created here
+        res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file),
+                                  "--out", str(tmp_path / "m"), "--epochs", "1"])
+        monkeypatch.chdir(tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "MLflow tracking is off for this run" in _one_line(res.output) and "not writable" in res.output
+    assert (tmp_path / "m" / "model.keras").is_file() and "MLflow run" not in res.output
+
+
 # ----------------------------------------------------------------------------- modes and memory
 def test_outputs_get_normal_modes_under_umask_022(run_dir, inputs, tmp_path):
     old = os.umask(0o022)
