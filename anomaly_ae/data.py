@@ -87,9 +87,12 @@ def list_images(
 def max_pixels_default() -> int:
     """The largest image (in pixels) decoded: ``ANOMALY_AE_MAX_MEGAPIXELS`` (default 100) megapixels."""
     try:
-        return int(float(os.environ.get("ANOMALY_AE_MAX_MEGAPIXELS", DEFAULT_MAX_MEGAPIXELS)) * 1_000_000)
+        value = float(os.environ.get("ANOMALY_AE_MAX_MEGAPIXELS", DEFAULT_MAX_MEGAPIXELS))
     except ValueError:
-        return DEFAULT_MAX_MEGAPIXELS * 1_000_000
+        value = DEFAULT_MAX_MEGAPIXELS
+    if not 0 < value < float("inf"):  # a typo must not refuse every image or lift the limit
+        value = DEFAULT_MAX_MEGAPIXELS
+    return int(value * 1_000_000)
 
 
 def image_header_size(data: np.ndarray) -> tuple[int | None, int | None, int] | None:

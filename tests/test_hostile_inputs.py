@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from anomaly_ae.data import ImageReadError, list_images, read_image
+from anomaly_ae.data import ImageReadError, list_images, max_pixels_default, read_image
 from cli.main import app
 
 runner = CliRunner()
@@ -147,6 +147,10 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("ANOMALY_AE_MAX_MEGAPIXELS", "0.005")
     with pytest.raises(ImageReadError, match="limit 0.005"):
         read_image(p, 1)
+    for typo in ("-5", "0", "nan", "inf", "lots"):  # never "refuse everything" nor "no limit"
+        monkeypatch.setenv("ANOMALY_AE_MAX_MEGAPIXELS", typo)
+        assert read_image(p, 1).shape == (100, 100, 1)
+        assert max_pixels_default() == 100_000_000
 
 
 def test_symlink_loops_end_and_links_to_files_count(tmp_path):
