@@ -67,6 +67,14 @@ _AFTER_FULL_DISK = {"train": "free some space, then continue with 'anomaly-ae tr
                              "already checkpointed are kept)"}
 
 
+#: what to do after Ctrl-C, per command (default: the output folder was left as it was)
+_AFTER_INTERRUPT = {
+    "score": "rerun the same command to resume: the rows already written are kept",
+    "train": "continue with 'anomaly-ae train --resume RUN_DIR' (from the last finished epoch)",
+    "calibrate": "the model directory keeps its earlier thresholds unless 'updated' was printed",
+}
+
+
 def os_error_message(err: OSError, command: str = "") -> str:
     """One line for an operating-system error: what happened, to which path, what to do."""
     what = err.strerror or str(err)
@@ -80,7 +88,7 @@ def os_error_message(err: OSError, command: str = "") -> str:
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a command so that an ``OSError`` ends it with one line and an exit code, never a traceback."""
+    """Wrap a command so that an ``OSError`` or Ctrl-C ends it with one line and an exit code, never a traceback."""
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -88,6 +96,10 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
 
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            note("interrupted:", "yellow", _AFTER_INTERRUPT.get(
+                command.__name__, "nothing was written to --out (outputs are moved into place only when complete)"))
+            raise typer.Exit(130) from None
         except OSError as err:
             note("error:", "red", os_error_message(err, command.__name__))
             raise typer.Exit(EXIT_USAGE if err.errno in _USAGE_ERRNOS else EXIT_FAILED) from None
