@@ -165,8 +165,8 @@ def start(
             raise OutputConflict(f"{out} holds scores.csv without a readable {MANIFEST}; {hint}") from None
         if manifest.get("model_sha256") != fingerprint:
             raise OutputConflict(
-                f"{out} holds scores of another model ({manifest.get('model_dir')}); one scores.csv never "
-                f"mixes two models: {hint}"
+                f"{out} holds scores of another model, or of this one before it was retrained or recalibrated "
+                f"({manifest.get('model_dir')}); one scores.csv never mixes two models: {hint}"
             )
         if manifest.get("input_dir") != str(input_dir.resolve()):
             raise OutputConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")

@@ -67,6 +67,10 @@ def evaluate(
     for defect, dm in m.get("per_defect", {}).items():
         console.print(f"  {defect:<12} image AUROC {fmt(dm, 'image_auroc')}   pixel AUROC {fmt(dm, 'pixel_auroc')}   "
                       f"pixel AUPRO {fmt(dm, 'pixel_aupro')}")
+    counts = m["counts"]
+    if counts["anomalous"] > counts["with_masks"] and (dataset_dir / "ground_truth").is_dir():
+        warn(f"{counts['anomalous'] - counts['with_masks']} of {counts['anomalous']} anomalous images have no mask "
+             "(expected ground_truth/<defect>/<stem>_mask.png): pixel metrics leave them out")
     at = m["at_threshold"]
     console.print(f"at threshold {det.threshold_:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
     console.print(f"metrics        {out / 'metrics.json'}")

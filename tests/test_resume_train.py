@@ -109,3 +109,25 @@ def test_cli_resume_after_a_crash(tiny_config_file, tiny_data, tmp_path, monkeyp
     assert not (run / "checkpoint").exists()
     res = runner.invoke(app, ["train", "--resume", str(run), "--no-track"])
     assert res.exit_code == 2 and "complete" in res.output
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(cfg, tiny_data, tmp_path, monkeypatch):
+    import anomaly_ae.checkpoint as checkpoint
+
+    original = checkpoint.TrainingCheckpoint._write
+
+    def die_half_way(self, folder, epoch):
+        if epoch + 1 == 2:
+            self.model.save_weights(folder / "model.weights.h5")  # weights written, state not yet
+            raise Crash("power cut while writing epoch 2")
+        original(self, folder, epoch)
+
+    monkeypatch.setattr(checkpoint.TrainingCheckpoint, "_write", die_half_way)
+    ckpt_dir = tmp_path / "ckpt"
+    with pytest.raises(Crash):
+        Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir)
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["epoch-0001"]  # no half-written epoch-0002, no temp
+    assert latest_checkpoint(ckpt_dir).epoch == 1
+    monkeypatch.setattr(checkpoint.TrainingCheckpoint, "_write", original)
+    det = Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir, resume=True)
+    assert det.train_info_["resumed_at_epoch"] == 1
