@@ -256,7 +256,8 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
             grid.write_bytes(reconstruction_grid(x, x_hat, maps, det.heatmap_range_))
             tracker.log_artifact(grid)
         tracker.log_artifact(run_dir / "config.yaml")
-        tracker.log_artifacts(run_dir, "model")
+        for name in ("model.keras", "detector.json", "config.yaml"):  # the model, not the lock or the manifest
+            tracker.log_artifact(run_dir / name, "model")
 
     for item in info["skipped"]:
         note("skipped", "yellow", f"{item['path']}: {item['error']}")

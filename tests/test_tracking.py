@@ -40,7 +40,7 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"validation_grid.png", "config.yaml", "model"} <= top
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert {"model/model.keras", "model/detector.json", "model/config.yaml"} <= model_files
+    assert {"model/model.keras", "model/detector.json", "model/config.yaml"} == model_files
     grid = client.download_artifacts(run.info.run_id, "validation_grid.png", str(tmp_path))
     assert open(grid, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert meta["training"]["mlflow"]["run_id"] == run.info.run_id
