@@ -190,27 +190,30 @@ def publish(tmp: Path, out: Path, kind: str, overwrite: bool, order: Sequence[st
     removed too (an export that switches format); otherwise only the entries written are replaced.
     ``order``: entries moved last, in this order (metadata that names the rest).
     """
-    names = sorted(os.listdir(tmp), key=lambda n: (n in order, order.index(n) if n in order else 0, n))
+    names = sorted((n for n in os.listdir(tmp) if n != MANIFEST),
+                   key=lambda n: (n in order, order.index(n) if n in order else 0, n))
     plan(out, kind, names, overwrite)
     if not out.exists():
+        record(tmp, kind, names, replace=True)  # the manifest travels with the folder
         try:
             os.rename(tmp, out)
-            record(out, kind, names, replace=True)
             return out
-        except FileExistsError:  # created meanwhile: merge below
-            pass
-        except OSError as err:
-            if err.errno != errno.ENOTEMPTY:
+        except OSError as err:  # created meanwhile: merge below
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
+            (tmp / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
     old = set(read_manifest(out).get(kind, ()))
+    # recorded before anything moves: after a crash half-way every entry is still known as ours
+    record(out, kind, sorted(old | set(names)), replace=True)
     for n in (old - set(names)) if replace_all else ():
         _remove(out / n)
     for n in names:
         if n in old and (out / n).is_dir():  # os.replace moves a folder only onto an empty one
             _remove(out / n)
         os.replace(tmp / n, out / n)
-    record(out, kind, names, replace=replace_all)
+    if replace_all:
+        record(out, kind, names, replace=True)
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
