@@ -326,30 +326,35 @@ def test_float_tiff_decodes_scaled_as_documented(tmp_path):
     assert got.shape == (24, 30, 3) and got.min() == 0 and got.max() == 255
 
 
-def test_unreadable_sub_folder_is_reported_not_silent(tmp_path):
-    """Root reads every folder, so there the listing runs without the capabilities that allow it (setpriv)."""
+def test_unreadable_sub_folder_is_reported_not_silent(tmp_path, run_unprivileged):
     root = tmp_path / "in"
     _png(root / "ok.png")
     _png(root / "locked" / "hidden.png")
     code = ("import json,sys; from anomaly_ae.data import list_images; p=[]; "
             "f=list_images(sys.argv[1], problems=p); print(json.dumps([[x.name for x in f], p]))")
-    cmd = [sys.executable, "-c", code, str(root)]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("root without setpriv: every folder is readable")
-        drop = "-dac_override,-dac_read_search"
-        cmd = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", *cmd]
     (root / "locked").chmod(0)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        files, problems = json.loads(run_unprivileged(code, str(root)))
     finally:
         (root / "locked").chmod(0o755)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot drop the right to read every folder here: {proc.stderr.strip()[-200:]}")
-    files, problems = json.loads(proc.stdout)
     assert files == ["ok.png"]
     assert len(problems) == 1 and "cannot read folder" in problems[0] and "locked" in problems[0]
     assert "Permission denied" in problems[0]
+
+
+def test_score_warns_about_an_unreadable_sub_folder_and_exits_3(run_dir, inputs, tmp_path, monkeypatch):
+    import anomaly_ae.data
+
+    real = anomaly_ae.data.list_images
+
+    def listing_with_a_locked_folder(folder, exclude=(), problems=None):
+        problems.append(f"cannot read folder {folder}/locked: Permission denied")  # as os.walk reports it
+        return real(folder, exclude, problems)
+
+    monkeypatch.setattr(anomaly_ae.data, "list_images", listing_with_a_locked_folder)
+    res = runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 3 and "warning: cannot read folder" in res.output and "locked" in res.output
+    assert len(_rows(tmp_path / "o" / "scores.csv")) == 4  # the readable files are all scored
 
 
 def test_evaluate_with_an_unreadable_image_or_mask_exits_3(run_dir, tiny_data, tmp_path):
