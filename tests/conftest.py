@@ -57,26 +57,27 @@ def tiny_detector(tiny_config, tiny_data: Path):  # noqa: ANN001, ANN201
 
 @pytest.fixture()
 def run_unprivileged():
-    """Run a Python snippet in a child that file permissions apply to, even when the tests run as root.
+    """Run a command in a child that file permissions apply to, even when the tests run as root.
 
-    Root reads every file; there the child runs without the capabilities that allow it
-    (``setpriv`` drops ``dac_override`` and ``dac_read_search``). Returns the child's stdout; the
-    test skips where that cannot be arranged.
+    Root reads and writes every file; there the child runs without the capabilities that allow it
+    (``setpriv`` drops ``dac_override`` and ``dac_read_search``). ``run(args)`` returns the
+    ``CompletedProcess``; the test skips where this cannot be arranged.
     """
     import shutil
     import subprocess
     import sys
 
-    def run(code: str, *args: str) -> str:
-        cmd = [sys.executable, "-c", code, *args]
-        if os.geteuid() == 0:
-            if shutil.which("setpriv") is None:
-                pytest.skip("running as root without setpriv: every file is readable")
-            drop = "-dac_override,-dac_read_search"
-            cmd = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot drop the right to read every file here: {proc.stderr.strip()[-200:]}")
-        return proc.stdout
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: every file is readable")
+        drop = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+        probe = subprocess.run([*prefix, sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=60)
+        if probe.returncode != 0:
+            pytest.skip(f"cannot drop the right to read every file here: {probe.stderr.strip()[-200:]}")
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=300)
 
     return run

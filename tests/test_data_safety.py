@@ -334,7 +334,8 @@ def test_unreadable_sub_folder_is_reported_not_silent(tmp_path, run_unprivileged
             "f=list_images(sys.argv[1], problems=p); print(json.dumps([[x.name for x in f], p]))")
     (root / "locked").chmod(0)
     try:
-        files, problems = json.loads(run_unprivileged(code, str(root)))
+        proc = run_unprivileged([sys.executable, "-c", code, str(root)])
+        files, problems = json.loads(proc.stdout)
     finally:
         (root / "locked").chmod(0o755)
     assert files == ["ok.png"]
@@ -504,6 +505,33 @@ def test_training_in_a_read_only_folder_trains_without_tracking(tiny_config_file
     assert res.exit_code == 0, res.output
     assert "MLflow tracking is off for this run" in _one_line(res.output) and "not writable" in res.output
     assert (tmp_path / "m" / "model.keras").is_file() and "MLflow run" not in res.output
+
+
+def test_permission_denied_is_one_line(run_dir, inputs, tmp_path, run_unprivileged):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    exe = str(Path(sys.executable).parent / "anomaly-ae")
+    try:
+        for args in (["score", str(run_dir), str(inputs), "--out", str(locked / "o")],
+                     ["export", str(run_dir), "--out", str(locked / "e")]):
+            proc = run_unprivileged([exe, *args])
+            assert proc.returncode == 2, proc.stderr
+            assert "Permission denied" in proc.stderr and "Traceback" not in proc.stderr
+            assert "choose a folder you can write to" in _one_line(proc.stderr)
+    finally:
+        locked.chmod(0o755)
+    assert os.listdir(locked) == []
+
+
+def test_calibrate_exits_3_when_some_good_images_cannot_be_read(run_dir, tiny_data, tmp_path):
+    run = tmp_path / "m"
+    shutil.copytree(run_dir, run)
+    good = tmp_path / "good"
+    shutil.copytree(tiny_data / "test" / "good", good)
+    (good / "broken.png").write_bytes(b"")
+    res = runner.invoke(app, ["calibrate", str(run), "--good", str(good), "--quantile", "0.9"])
+    assert res.exit_code == 3 and "skipped" in res.output and "broken.png" in res.output, res.output
+    assert json.loads((run / "detector.json").read_text())["threshold"]["quantile"] == 0.9  # the rest was used
 
 
 # ----------------------------------------------------------------------------- modes and memory

@@ -212,6 +212,7 @@ def test_decoder_only_returns_an_image_or_raises_our_error(tmp_path, content, ch
 
 def test_unreadable_file_permissions(tmp_path, run_unprivileged):
     import json
+    import sys
 
     p = tmp_path / "secret.png"
     p.write_bytes(_png_bytes(GRAY))
@@ -219,4 +220,5 @@ def test_unreadable_file_permissions(tmp_path, run_unprivileged):
     code = ("import json,sys; from anomaly_ae.data import ImageReadError, read_image\n"
             "try: read_image(sys.argv[1], 1); print(json.dumps('read'))\n"
             "except ImageReadError as e: print(json.dumps(str(e)))")
-    assert json.loads(run_unprivileged(code, str(p))).startswith("cannot read file: Permission denied")
+    proc = run_unprivileged([sys.executable, "-c", code, str(p)])
+    assert json.loads(proc.stdout).startswith("cannot read file: Permission denied"), proc.stderr
