@@ -21,6 +21,7 @@ reconstruction (``scoring.tile_size`` smaller than the image) and the VAE's extr
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,9 @@ def export_detector(
     from anomaly_ae.outdir import staging
 
     artefact = "model.onnx" if fmt == "onnx" else "saved_model"
-    with staging(Path(out_dir), "export", [artefact, "deploy.json"], overwrite, order=("deploy.json",)) as tmp:
+    with staging(Path(out_dir), "export", [artefact, "deploy.json"], overwrite, order=("deploy.json",)) as tmp, \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx's np.object probe, not ours to fix
         model.export(str(tmp / artefact), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
         info = deploy_info(det, fmt, artefact, input_dtype)
         write_json_atomic(tmp / "deploy.json", info)

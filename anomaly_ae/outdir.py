@@ -135,6 +135,9 @@ def check_out_dir(out: Path, protect: Mapping[str, Path | None] | None = None) -
     Raises:
         OutputConflict: with the reason.
     """
+    if out.is_symlink() and not out.exists():
+        raise OutputConflict(f"--out {out} is a broken symbolic link (to {os.readlink(out)}): remove it or choose "
+                             "another folder")
     if out.exists() and not out.is_dir():
         raise OutputConflict(f"--out {out} is a file, not a folder: choose a folder path")
     for label, p in (protect or {}).items():

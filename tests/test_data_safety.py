@@ -437,13 +437,20 @@ def test_damaged_checkpoint_config_and_malformed_yaml_are_one_line(tiny_config_f
 
 
 # ----------------------------------------------------------------------------- operating-system errors
-def test_out_that_is_a_file_is_a_usage_error(run_dir, inputs, tmp_path):
+def test_out_that_is_a_file_or_a_broken_link_is_a_usage_error(run_dir, inputs, tmp_path):
     f = tmp_path / "taken"
     f.write_text("x")
     for args in (["score", str(run_dir), str(inputs), "--out", str(f)], ["export", str(run_dir), "--out", str(f)]):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and "is a file" in res.output
     assert f.read_text() == "x"
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    for args in (["score", str(run_dir), str(inputs), "--out", str(dangling)],
+                 ["export", str(run_dir), "--out", str(dangling)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "broken symbolic link" in res.output, res.output
+    assert not (tmp_path / "nowhere").exists() and not list(tmp_path.glob(".dangling*"))  # no temp left behind
 
 
 @contextmanager
