@@ -2,7 +2,9 @@
 
 Streams the folder in batches (never the whole folder in memory). A file that cannot be read gets a
 row with an empty score and the reason; the run goes on. Exit code 0 when every file scored, 3 when
-some failed, 2 for usage errors.
+some files (or sub-folders) could not be read, 2 for usage errors, 1 when the run itself failed (disk
+full: rerunning the same command resumes). What it may write and replace: :mod:`anomaly_ae.outdir`
+and :mod:`anomaly_ae.score_run`.
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ def score(
 
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.data import list_images
+    from anomaly_ae.fileio import MANIFEST_NAME
     from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir
 
     try:
         check_out_dir(out, {"model directory": run_dir, "input folder": input_dir})
     except OutputConflict as err:
         fail_usage(str(err))
+    if (input_dir / MANIFEST_NAME).is_file():
+        warn(f"INPUT_DIR {input_dir} is a folder anomaly-ae wrote (its heatmaps/masks are scored as inputs)")
     problems: list[str] = []
     paths = list_images(input_dir, exclude=[out], problems=problems)  # never score our own heatmaps
     for line in problems:
@@ -76,8 +81,8 @@ def score(
         out.mkdir(parents=True, exist_ok=True)
         with OutDirLock(out):
             state = start(out, run_dir, input_dir, paths, kinds, resume=resume, overwrite=overwrite)
-            for note in state.notes:
-                warn(note)
+            for line in state.notes:
+                warn(line)
             if state.resumed:
                 console.print(f"resuming       {len(state.keep)} already scored in {out}, {len(state.todo)} to go")
             counts = _score_todo(det, state, input_dir, out, kinds, batch_size, max_megapixels)
