@@ -98,9 +98,18 @@ def train(
     if n_images < 2:
         fail_usage(f"GOOD_DIR {good_dir} holds {n_images} image(s); at least 2 are needed")
 
-    run_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = out or _fresh_run_dir(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     _prepare_run_dir(run_dir, good_dir, overwrite)
     _tracked(cfg, good_dir, run_dir, no_track, run_id=None, resume=False)
+
+
+def _fresh_run_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... when two trainings start within the same second."""
+    candidate, k = base, 1
+    while candidate.exists():
+        k += 1
+        candidate = base.with_name(f"{base.name}-{k}")
+    return candidate
 
 
 def _prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
