@@ -6,7 +6,8 @@
 * :func:`output_name` is the one rule from an input's path (relative to the input folder) to the
   name of a file derived from it (heatmap, mask, raw map): the input's full name, extension
   included, plus the output suffix, so ``a.png`` and ``a.jpg`` give ``a.png.png`` and ``a.jpg.png``.
-  Names that are not valid UTF-8 and names too long for the file system are rewritten (see there).
+  Bytes that are not valid UTF-8 are written as ``\\xNN``; names too long for the file system are
+  shortened with a hash (see there).
 """
 
 from __future__ import annotations
@@ -89,19 +90,15 @@ def _short(name: str, limit: int) -> str:
 
 
 def _safe_component(name: str, suffix: str = "") -> str:
-    """One path component plus ``suffix``, at most :data:`NAME_MAX` bytes.
+    """One path component, made valid UTF-8 (:func:`display_name`), plus ``suffix``: at most :data:`NAME_MAX` bytes.
 
-    Longer names, and names that are not valid UTF-8 (shown with ``\\xNN``), keep their start and end
-    and get ``~`` + 10 hex digits of the SHA-256 of the original name: stable and unique.
+    A longer name keeps its start and its last 24 characters around ``~`` + 10 hex digits of the
+    SHA-256 of the whole name: stable, and distinct for distinct names.
     """
-    shown = display_name(name)
-    if shown == name and len((name + suffix).encode("utf-8")) <= NAME_MAX:
+    name = display_name(name)
+    if len((name + suffix).encode("utf-8")) <= NAME_MAX:
         return name + suffix
-    # the hash is of the original name (surrogates kept), so an escaped name never meets a real one
-    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-    if len(f"{shown}~{digest}{suffix}".encode()) <= NAME_MAX:
-        return f"{shown}~{digest}{suffix}"
-    name = shown
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
     tail = name[-24:]  # keeps the extension and the end of the stem, which often hold a serial number
     room = NAME_MAX - len(f"~{digest}~{tail}{suffix}".encode())
     return f"{_short(name, room)}~{digest}~{tail}{suffix}"
@@ -110,9 +107,10 @@ def _safe_component(name: str, suffix: str = "") -> str:
 def output_name(relative: str | Path, suffix: str) -> Path:
     """The derived-file name of an input at ``relative`` (to the input folder): ``relative + suffix``.
 
-    ``sub/a.jpg`` -> ``sub/a.jpg.png``. Each component is made valid UTF-8 (:func:`display_name`)
-    and, when longer than 255 bytes with the suffix, shortened with a stable hash (see
-    :func:`_safe_component`). Distinct inputs give distinct names.
+    ``sub/a.jpg`` -> ``sub/a.jpg.png``. Each component is made valid UTF-8 (:func:`display_name`:
+    bytes that are not UTF-8 become the text ``\\xNN``) and, when longer than 255 bytes with the
+    suffix, shortened with a stable hash (see :func:`_safe_component`). Distinct inputs give distinct
+    names, except a name with an undecodable byte and one that spells the same ``\\xNN`` literally.
     """
     parts = Path(relative).parts
     return Path(*(_safe_component(p) for p in parts[:-1]), _safe_component(parts[-1], suffix))

@@ -194,8 +194,10 @@ def test_same_stem_different_extensions_give_two_heatmaps(run_dir, tmp_path):
 
 def test_long_and_non_utf8_names_are_scored_and_resumed(run_dir, tmp_path):
     inp = tmp_path / "in"
-    long_name = "serial_" + "x" * 240 + ".png"  # 251 characters: + ".png" is over the 255-byte limit
+    long_name = "serial_" + "x" * 239 + ".png"  # 250 characters: + ".png" still fits in 255 bytes
+    longer = "serial_" + "y" * 243 + ".png"  # 254 characters: + ".png" does not fit
     _png(inp / long_name, seed=1)
+    _png(inp / longer, seed=4)
     bad = os.fsdecode(b"camera\xff\xfe_01.png")  # not valid UTF-8
     _png(inp / bad, seed=2)
     _png(inp / "[brackets] & ü.png", seed=3)
@@ -208,12 +210,15 @@ def test_long_and_non_utf8_names_are_scored_and_resumed(run_dir, tmp_path):
     res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
     assert res.exit_code == 0, res.output
     rows = {r["path"]: r for r in _rows(out / "scores.csv")}  # the CSV is valid UTF-8
-    assert set(rows) == {long_name, "camera\\xff\\xfe_01.png", "[brackets] & ü.png"}
+    assert set(rows) == {long_name, longer, "camera\\xff\\xfe_01.png", "[brackets] & ü.png"}
     assert all(r["score"] and not r["error"] for r in rows.values())
     heat = sorted(os.listdir(out / "heatmaps"))
-    assert len(heat) == 3 and all(len(n.encode()) <= 255 for n in heat)
+    assert len(heat) == 4 and all(len(n.encode()) <= 255 for n in heat)
+    assert {"camera\\xff\\xfe_01.png.png", "[brackets] & ü.png.png", long_name + ".png"} <= set(heat)
+    short = next(n for n in heat if n.startswith("serial_y"))  # start, ~hash~, last 24 characters + .png
+    assert len(short.encode()) == 255 and short.endswith("~" + "y" * 20 + ".png.png") and short.count("~") == 2
     res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
-    assert res.exit_code == 0 and "3 already scored" in res.output and "0 to go" in res.output
+    assert res.exit_code == 0 and "4 already scored" in res.output and "0 to go" in res.output
 
 
 def test_an_output_path_too_long_for_the_file_system_fails_that_file_only(run_dir, tmp_path):
