@@ -45,9 +45,10 @@ class Pairs:
 
 
 def load_pairs(images_dir: Path, masks_dir: Path, pre: Preprocessing) -> Pairs:
-    """Every readable image with a mask (missing mask = skipped with a reason)."""
+    """Every readable image with a mask (a missing mask, an unreadable file or sub-folder: skipped with a reason)."""
     xs, ys, paths, skipped = [], [], [], []
-    for p in list_images(images_dir):
+    problems: list[str] = []
+    for p in list_images(images_dir, problems=problems):
         mp = mask_path_for(p, images_dir, masks_dir)
         if mp is None:
             skipped.append((p, "no mask"))
@@ -61,6 +62,7 @@ def load_pairs(images_dir: Path, masks_dir: Path, pre: Preprocessing) -> Pairs:
         xs.append(pre(image)[0])
         ys.append((Preprocessing(pre.image_size, 1)(mask)[0] > 0.5).astype(np.float32))
         paths.append(p)
+    skipped += [(images_dir, line) for line in problems]  # unreadable sub-folders: reported, never silent
     if not xs:
         raise ValueError(f"no image in {images_dir} has a mask in {masks_dir}")
     return Pairs(np.stack(xs), np.stack(ys), paths, skipped)
