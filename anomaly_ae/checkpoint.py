@@ -70,13 +70,18 @@ def latest_checkpoint(checkpoint_dir: Path) -> Checkpoint | None:
 def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) -> None:
     """Begin a fresh training's checkpoint folder: the config and ``state`` (image folder, run id).
 
-    An earlier checkpoint folder there (an interrupted training being started over) is removed, and
-    the folder is recorded in the model directory's manifest as anomaly-ae's own.
+    An earlier checkpoint folder of anomaly-ae's there (an interrupted training being started over)
+    is removed; one it did not write raises :class:`~anomaly_ae.outdir.OutputConflict`. The folder is
+    recorded in the model directory's manifest as anomaly-ae's own.
     """
     from anomaly_ae.fileio import write_bytes_atomic
-    from anomaly_ae.outdir import record
+    from anomaly_ae.outdir import OutputConflict, read_manifest, record
 
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if os.path.lexists(checkpoint_dir):
+        if checkpoint_dir.name not in read_manifest(checkpoint_dir.parent).get("model", []):
+            raise OutputConflict(f"{checkpoint_dir} was not written by anomaly-ae; it is never replaced: move it away "
+                                 "or choose another --out")
+        shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True)
     record(checkpoint_dir.parent, "model", [checkpoint_dir.name])
     write_bytes_atomic(checkpoint_dir / "config.yaml", config.yaml_text().encode("utf-8"))

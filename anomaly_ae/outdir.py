@@ -41,7 +41,7 @@ TOOL_FILES = frozenset({MANIFEST, LOCK})
 #: output kinds written before manifests existed: kind -> (marker file, keys it must hold, entries)
 LEGACY: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
     "model": ("detector.json", ("schema_version", "threshold"),
-              frozenset({"model.keras", "detector.json", "config.yaml", "checkpoint"})),
+              frozenset({"model.keras", "detector.json", "config.yaml"})),
     "export": ("deploy.json", ("format", "file", "threshold"), frozenset({"deploy.json", "model.onnx", "saved_model"})),
     "encoder": ("encoder.json", ("outputs", "files"),
                 frozenset({"encoder.json", "encoder.keras", "encoder.weights.h5", "encoder.onnx",
@@ -99,9 +99,25 @@ def read_manifest(out: Path) -> dict[str, list[str]]:
             continue
         if isinstance(meta, dict) and all(k in meta for k in keys):
             owned[kind] = sorted(n for n in names if os.path.lexists(out / n))
-    if "model" not in owned and (out / "checkpoint" / "config.yaml").is_file():  # an interrupted training
-        owned["model"] = ["checkpoint"]
+    if "checkpoint" not in owned.get("model", []) and _our_checkpoint(out / "checkpoint"):  # interrupted training
+        owned["model"] = sorted({*owned.get("model", []), "checkpoint"})
     return owned
+
+
+#: the sections of an anomaly-ae config: a checkpoint's config.yaml has them all (it is the resolved config)
+_CONFIG_SECTIONS = frozenset({"data", "model", "train", "scoring", "threshold", "tracking"})
+
+
+def _our_checkpoint(folder: Path) -> bool:
+    """``folder`` is a training checkpoint anomaly-ae wrote before manifests existed: its
+    ``config.yaml`` is a resolved anomaly-ae config (a folder of the user's named ``checkpoint`` is not)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and set(config) == _CONFIG_SECTIONS
 
 
 def record(out: Path, kind: str, files: Iterable[str], replace: bool = False) -> None:
@@ -272,14 +288,19 @@ class OutDirLock:
             if same:
                 break
             os.close(fd)
+        held = os.read(fd, 64).strip()
+        if held and not held.isdigit():  # a file of this name that is not one of our locks: never touched
+            os.close(fd)
+            raise OutputConflict(f"{self.path} exists and is not an anomaly-ae lock: move it away or choose another "
+                                 "--out")
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is None:
             return
-        self.path.unlink(missing_ok=True)  # while still locked: a waiting process retries on the new file
+        self.path.unlink(missing_ok=True)  # our own lock file, unlinked while still locked (see acquire)
         os.close(self._fd)
         self._fd = None
 

@@ -92,6 +92,7 @@ class ScoreRun:
 
 def _clear(out: Path) -> None:
     """Remove what earlier runs wrote in ``out``: CSVs, state, and the derived files their rows name."""
+    emptied: set[tuple[Path, Path]] = set()  # (OUT/<kind>, a folder a derived file was removed from)
     for csv_path in (out / "scores.csv.partial", out / "scores.csv"):
         if not csv_path.is_file():
             continue
@@ -106,12 +107,16 @@ def _clear(out: Path) -> None:
                 inside = Path(os.path.realpath(t)).is_relative_to(os.path.realpath(out / kind))
                 if inside and t.suffix == OUTPUTS[kind] and (t.is_file() or t.is_symlink()):
                     t.unlink()
+                    emptied.add((out / kind, t.parent))
         csv_path.unlink()
     (out / MANIFEST).unlink(missing_ok=True)
-    for kind in OUTPUTS:  # folders left empty go; a folder holding anything else stays
-        for d in sorted((out / kind).glob("**/"), key=lambda p: len(p.parts), reverse=True):
-            if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
-                d.rmdir()
+    for top, d in sorted(emptied, key=lambda td: len(td[1].parts), reverse=True):
+        # only the folders our files were in, up to OUT/<kind>: a user's own (even empty) folder stays
+        while d.is_relative_to(top) and d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+            d.rmdir()
+            if d == top:
+                break
+            d = d.parent
 
 
 def _check_owner(out: Path) -> bool:

@@ -115,14 +115,14 @@ def _fresh_run_dir(base: Path) -> Path:
 def _prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
     """Refuse a ``--out`` that would replace what the user did not ask to replace (before any training)."""
     from anomaly_ae.artifact import MODEL_DIR_ENTRIES
-    from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, plan
+    from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
 
     try:
         check_out_dir(run_dir, {"image folder": good_dir})
         if run_dir.is_dir():
             with OutDirLock(run_dir):  # refused while another training writes there
                 pass
-        if (run_dir / "checkpoint").is_dir() and not overwrite:
+        if "checkpoint" in read_manifest(run_dir).get("model", []) and not overwrite:
             fail_usage(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
                        "start over with --overwrite, or choose another --out")
         plan(run_dir, "model", MODEL_DIR_ENTRIES, overwrite)

@@ -144,10 +144,12 @@ def test_score_overwrite_removes_only_its_own_files(run_dir, inputs, tmp_path):
     assert runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(out)]).exit_code == 0
     mine = out / "masks" / "keep" / "my_mask.png"  # the user's own folder that happens to sit in OUT/masks
     _png(mine, seed=9)
+    (out / "heatmaps" / "empty_but_mine").mkdir()  # an empty folder of the user's is still the user's
     (out / "README.txt").write_text("my notes")
     res = runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(out), "--overwrite"])
     assert res.exit_code == 0 and "resuming" not in res.output
     assert mine.is_file() and (out / "README.txt").read_text() == "my notes"
+    assert (out / "heatmaps" / "empty_but_mine").is_dir()
     assert len(_rows(out / "scores.csv")) == 4
 
 
@@ -177,6 +179,36 @@ def test_a_hand_made_manifest_cannot_make_overwrite_delete_anything_else(run_dir
     assert res.exit_code == 0, res.output
     assert (tmp_path / "precious.txt").read_text() == "outside" and (out / "mine.txt").read_text() == "inside"
     assert (out / "deploy.json").is_file()
+
+
+def test_a_user_checkpoint_folder_or_lock_named_file_is_never_taken_for_ours(run_dir, inputs, tiny_config_file,
+                                                                           tmp_path):
+    work = tmp_path / "project"
+    (work / "checkpoint").mkdir(parents=True)
+    (work / "checkpoint" / "config.yaml").write_text("lr: 0.1\nlayers: 3\n")  # another tool's checkpoint
+    (work / "checkpoint" / "weights.bin").write_bytes(b"\x00" * 64)
+    before = _snapshot(work)
+    args = ["train", str(inputs), "--config", str(tiny_config_file), "--out", str(work), "--epochs", "1", "--no-track"]
+    for extra in ([], ["--overwrite"]):
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 2 and "checkpoint already exists and was not written by anomaly-ae" in _one_line(
+            res.output), res.output
+    assert _snapshot(work) == before
+
+    from anomaly_ae.checkpoint import start_checkpoints
+    from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.outdir import OutputConflict
+
+    with pytest.raises(OutputConflict, match="was not written by anomaly-ae"):  # the library guards itself too
+        start_checkpoints(work / "checkpoint", DetectorConfig(), {})
+    assert _snapshot(work) == before
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".anomaly-ae.lock").write_text("my notes, unluckily named")
+    res = runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(out)])
+    assert res.exit_code == 2 and "is not an anomaly-ae lock" in res.output
+    assert (out / ".anomaly-ae.lock").read_text() == "my notes, unluckily named"
 
 
 # ----------------------------------------------------------------------------- names that never collide
