@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, Val
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data import Preprocessing
-from anomaly_ae.fileio import write_bytes_atomic
+from anomaly_ae.fileio import write_bytes_atomic, write_json_atomic  # noqa: F401 (re-exported)
 from anomaly_ae.thresholds import ScoreStats
 
 if TYPE_CHECKING:
@@ -62,11 +62,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    write_bytes_atomic(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
 def detector_metadata(det: Detector) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) 
     is removed; one it did not write raises :class:`~anomaly_ae.outdir.OutputConflict`. The folder is
     recorded in the model directory's manifest as anomaly-ae's own.
     """
-    from anomaly_ae.fileio import write_bytes_atomic
+    from anomaly_ae.fileio import write_bytes_atomic, write_json_atomic
     from anomaly_ae.outdir import OutputConflict, read_manifest, record
 
     if os.path.lexists(checkpoint_dir):
@@ -85,7 +85,7 @@ def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) 
     checkpoint_dir.mkdir(parents=True)
     record(checkpoint_dir.parent, "model", [checkpoint_dir.name])
     write_bytes_atomic(checkpoint_dir / "config.yaml", config.yaml_text().encode("utf-8"))
-    write_bytes_atomic(checkpoint_dir / RUN_FILE, json.dumps(state, indent=2).encode("utf-8"))
+    write_json_atomic(checkpoint_dir / RUN_FILE, state)
 
 
 def read_run_state(checkpoint_dir: Path) -> dict[str, Any]:
@@ -192,9 +192,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             },
             **self.extra_state,
         }
-        from anomaly_ae.fileio import write_bytes_atomic
+        from anomaly_ae.fileio import write_json_atomic
 
-        write_bytes_atomic(folder / STATE_FILE, json.dumps(state, indent=2).encode("utf-8"))
+        write_json_atomic(folder / STATE_FILE, state)
 
 
 def restore(model: keras.Model, ckpt: Checkpoint, sample: np.ndarray) -> None:

@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 #: the file that marks a folder as anomaly-ae's output and names what it wrote (see anomaly_ae.outdir)
 MANIFEST_NAME = ".anomaly-ae-manifest.json"
@@ -65,6 +67,11 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """JSON (indented, UTF-8) through :func:`write_bytes_atomic`."""
+    write_bytes_atomic(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
 def make_temp_dir(parent: Path, prefix: str) -> Path:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from anomaly_ae.fileio import MANIFEST_NAME, make_temp_dir, write_bytes_atomic
+from anomaly_ae.fileio import MANIFEST_NAME, make_temp_dir, write_json_atomic
 
 MANIFEST = MANIFEST_NAME
 LOCK = ".anomaly-ae.lock"
@@ -131,7 +131,7 @@ def record(out: Path, kind: str, files: Iterable[str], replace: bool = False) ->
     old = [] if replace else data["written"].get(kind, {}).get("files", [])
     data["written"][kind] = {"files": sorted({*old, *files}),
                              "updated": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_bytes_atomic(out / MANIFEST, json.dumps(data, indent=2).encode("utf-8"))
+    write_json_atomic(out / MANIFEST, data)
 
 
 def forget(out: Path, kind: str, files: Iterable[str]) -> None:

@@ -34,12 +34,11 @@ def export(
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.deploy import export_detector
     from anomaly_ae.detector import Detector
-    from anomaly_ae.outdir import OutputConflict, check_out_dir, plan
+    from anomaly_ae.outdir import OutputConflict, plan
     from anomaly_ae.transfer import ExportError
 
     try:
-        check_out_dir(out, {"model directory": run_dir})
-        plan(out, "export", ["deploy.json"], overwrite)  # before loading anything
+        plan(out, "export", ["deploy.json"], overwrite, {"model directory": run_dir})  # before loading anything
         info = export_detector(Detector.load(run_dir), out, fmt, input_dtype, overwrite=overwrite)
     except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))

@@ -25,13 +25,12 @@ def export_encoder(
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.detector import Detector
-    from anomaly_ae.outdir import OutputConflict, check_out_dir, plan
+    from anomaly_ae.outdir import OutputConflict, plan
     from anomaly_ae.transfer import ExportError
     from anomaly_ae.transfer import export_encoder as run_export
 
     try:
-        check_out_dir(out, {"model directory": run_dir})
-        plan(out, "encoder", ["encoder.json"], overwrite)
+        plan(out, "encoder", ["encoder.json"], overwrite, {"model directory": run_dir})
         info = run_export(Detector.load(run_dir), out, formats=fmt or (), overwrite=overwrite)
     except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))

@@ -203,6 +203,7 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from anomaly_ae.artifact import CONFIG_FILE, META_FILE, MODEL_FILE
     from anomaly_ae.callbacks import RichProgress, TrackingCallback
     from anomaly_ae.checkpoint import TrainingDiverged, start_checkpoints
     from anomaly_ae.detector import Detector
@@ -210,9 +211,10 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
     from anomaly_ae.report import reconstruction_grid
 
     ckpt_dir = run_dir / "checkpoint"
+    run_state = {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id}
     if not resume:
         tracker.log_params({"data.good_dir": str(good_dir), **cfg.flat()})
-        start_checkpoints(ckpt_dir, cfg, {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id})
+        start_checkpoints(ckpt_dir, cfg, run_state)
     console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({cfg.data.image_size[0]}x"
                   f"{cfg.data.image_size[1]}x{cfg.data.channels}, up to {cfg.train.epochs} epochs)")
     with Progress(
@@ -223,7 +225,7 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
             det = Detector(cfg).fit(
                 good_dir, callbacks=[RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)],
                 checkpoint_dir=ckpt_dir, resume=resume,
-                checkpoint_state={"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id},
+                checkpoint_state=run_state,
             )
         except TrainingDiverged as err:
             note("error:", "red", str(err))
@@ -265,7 +267,7 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
             grid.write_bytes(reconstruction_grid(x, x_hat, maps, det.heatmap_range_))
             tracker.log_artifact(grid)
         tracker.log_artifact(run_dir / "config.yaml")
-        for name in ("model.keras", "detector.json", "config.yaml"):  # the model, not the lock or the manifest
+        for name in (MODEL_FILE, META_FILE, CONFIG_FILE):  # the model, not the lock or the manifest
             tracker.log_artifact(run_dir / name, "model")
 
     for item in info["skipped"]:
