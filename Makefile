@@ -33,7 +33,7 @@ test: venv
 
 sample-data: venv
 	rm -rf sample_data
-	$(BIN)/python -m anomaly_ae.datasets.synthetic sample_data
+	$(BIN)/python -m anomaly_ae.data.synthetic sample_data
 
 lint: venv
 	$(BIN)/ruff check anomaly_ae cli tests benchmarks

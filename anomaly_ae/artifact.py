@@ -26,9 +26,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, ValidationError
 
 from anomaly_ae.config import DetectorConfig
-from anomaly_ae.data import Preprocessing
+from anomaly_ae.data.images import Preprocessing
 from anomaly_ae.fileio import write_bytes_atomic, write_json_atomic  # noqa: F401 (re-exported)
-from anomaly_ae.thresholds import ScoreStats
+from anomaly_ae.postprocessing import ScoreStats
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector

@@ -26,7 +26,8 @@ import keras
 import numpy as np
 
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
-from anomaly_ae.data import (
+from anomaly_ae.data.dataset import ImageDataset
+from anomaly_ae.data.images import (
     ImageReadError,
     Preprocessing,
     list_images,
@@ -34,13 +35,12 @@ from anomaly_ae.data import (
     read_image,
     split_holdout,
 )
-from anomaly_ae.dataset import ImageDataset
-from anomaly_ae.metrics import PixelAccumulator
+from anomaly_ae.evaluation.metrics import PixelAccumulator
 from anomaly_ae.models import build_model
-from anomaly_ae.scoring import image_score, model_sigma, residual_map, resize_map, smooth
-from anomaly_ae.seeding import set_seed
-from anomaly_ae.thresholds import ScoreStats, expected_fpr, fit_threshold, normalize
-from anomaly_ae.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.postprocessing import ScoreStats, expected_fpr, fit_threshold, normalize
+from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
+from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.training.seeding import set_seed
 
 ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
 
@@ -84,14 +84,20 @@ class Detector:
         reconstructs whole images (fully convolutional).
 
         Args:
-            checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.checkpoint`).
+            checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
             resume: continue from the newest checkpoint in ``checkpoint_dir`` (same config and images).
             checkpoint_state: extra JSON-ready state stored in every checkpoint (e.g. the MLflow run id).
 
         Raises:
             TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
-        from anomaly_ae.checkpoint import NanGuard, TrainingCheckpoint, TrainingDiverged, latest_checkpoint, restore
+        from anomaly_ae.training.checkpoint import (
+            NanGuard,
+            TrainingCheckpoint,
+            TrainingDiverged,
+            latest_checkpoint,
+            restore,
+        )
 
         cfg = self.config
         set_seed(cfg.train.seed)
@@ -126,7 +132,7 @@ class Detector:
             train_ds.set_epoch(initial_epoch)
         extra: list[keras.callbacks.Callback] = []
         if getattr(model, "kl_warmup_epochs", 0):
-            from anomaly_ae.callbacks import KLWarmup
+            from anomaly_ae.training.callbacks import KLWarmup
 
             extra.append(KLWarmup(model.kl_warmup_epochs))
         guard = NanGuard()
@@ -319,7 +325,7 @@ class Detector:
         The next batch is decoded in a background thread while the model works on the current one
         (OpenCV releases the GIL): at most two batches of images are in memory at a time.
         ``max_pixels``: larger files are refused from their header (default:
-        :func:`~anomaly_ae.data.max_pixels_default`). An anomaly map that is not finite (a numerical
+        :func:`~anomaly_ae.data.images.max_pixels_default`). An anomaly map that is not finite (a numerical
         fault of the model) is reported as that file's error.
         """
         self._check_fitted(need_threshold=False)

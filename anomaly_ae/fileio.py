@@ -13,12 +13,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: the file that marks a folder as anomaly-ae's output and names what it wrote (see anomaly_ae.outdir)
 MANIFEST_NAME = ".anomaly-ae-manifest.json"
@@ -72,6 +76,25 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """JSON (indented, UTF-8) through :func:`write_bytes_atomic`."""
     write_bytes_atomic(path, json.dumps(obj, indent=2).encode("utf-8"))
+
+
+def write_png_atomic(path: Path, image: np.ndarray) -> None:
+    """Encode and write a PNG (uint8 ``(H, W)`` or ``(H, W, 3)`` BGR) atomically."""
+    import cv2  # lazy: fileio stays light for the CLI
+
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode PNG for {path}")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (float32, no pickle) through a temporary file."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, np.float32), allow_pickle=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def make_temp_dir(parent: Path, prefix: str) -> Path:

@@ -21,9 +21,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from anomaly_ae.config import DetectorConfig  # noqa: E402
-from anomaly_ae.data import Preprocessing, list_images, load_folder, split_holdout  # noqa: E402
+from anomaly_ae.data.images import Preprocessing, list_images, load_folder, split_holdout  # noqa: E402
 from anomaly_ae.detector import Detector  # noqa: E402
-from anomaly_ae.evaluation import evaluate  # noqa: E402
+from anomaly_ae.evaluation.evaluate import evaluate  # noqa: E402
 
 
 class PCADetector(Detector):

@@ -35,7 +35,7 @@ def main() -> None:
     from anomaly_ae.artifact import versions
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation import evaluate
+    from anomaly_ae.evaluation.evaluate import evaluate
 
     cfg = DetectorConfig.from_yaml(a.config).with_overrides({"train.epochs": a.epochs})
     out = a.out or Path("runs") / f"bench-{a.config.stem}"

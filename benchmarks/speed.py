@@ -18,7 +18,7 @@ In one process, same model and batch size:
   (``os.wait4``'s ``ru_maxrss`` of each process): flat when scoring streams.
 * ``help_seconds``: wall time of ``anomaly-ae --help`` (best of 3).
 
-Inputs are generated (brushed-metal textures of ``anomaly_ae.datasets.synthetic`` at twice the
+Inputs are generated (brushed-metal textures of ``anomaly_ae.data.synthetic`` at twice the
 model size, PNG), so the decode and resize cost is real. Prints one JSON object (``--json``) or a
 summary, and appends the run with machine, backend and versions to ``benchmarks/results/speed.jsonl``.
 """
@@ -49,7 +49,7 @@ def make_images(folder: Path, n: int, size: int, channels: int, seed: int = 0) -
     import cv2
     import numpy as np
 
-    from anomaly_ae.datasets.synthetic import make_image
+    from anomaly_ae.data.synthetic import make_image
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -92,12 +92,12 @@ def bench_train(cfg, good: Path, tmp: Path) -> tuple[dict, object]:  # noqa: ANN
     """Our training path vs plain ``model.fit``; returns (figures, fitted detector)."""
     import keras
 
-    from anomaly_ae.callbacks import TrackingCallback
-    from anomaly_ae.data import Preprocessing, list_images, load_folder, split_holdout
+    from anomaly_ae.data.images import Preprocessing, list_images, load_folder, split_holdout
     from anomaly_ae.detector import Detector
     from anomaly_ae.models import build_model
-    from anomaly_ae.seeding import set_seed
     from anomaly_ae.tracking import MlflowTracker, local_store_uri
+    from anomaly_ae.training.callbacks import TrackingCallback
+    from anomaly_ae.training.seeding import set_seed
 
     # plain Keras first: images decoded and preloaded as float32, the same split and batch size.
     # A 2-epoch warm-up run first, so that neither measured run pays the process's one-time costs.

@@ -8,7 +8,7 @@ configs/patch.yaml``). Its encoder is exported; then for each k, a seeded choice
 ``test/pitting`` images trains a segmenter and the remaining labelled images test it, for
 (a) pretrained frozen encoder, (b) pretrained fine-tuned, (c) the same architecture from random
 initialisation, with the same budget: ``--steps`` gradient steps of batch 8 whatever k (so a small k
-is not also a short training). Loss: BCE + soft Dice (:func:`anomaly_ae.losses.dice_bce_loss`).
+is not also a short training). Loss: BCE + soft Dice (:func:`anomaly_ae.models.losses.dice_bce_loss`).
 Prints a markdown table and appends JSON lines to ``benchmarks/results/transfer.jsonl``.
 """
 
@@ -37,9 +37,9 @@ def main() -> None:
 
     import numpy as np
 
+    from anomaly_ae.deploy.encoder import export_encoder
     from anomaly_ae.detector import Detector
-    from anomaly_ae.segmentation import Pairs, encoder_preprocessing, load_pairs, train_segmenter
-    from anomaly_ae.transfer import export_encoder
+    from anomaly_ae.segmentation.train import Pairs, encoder_preprocessing, load_pairs, train_segmenter
 
     enc_dir = Path(tempfile.mkdtemp()) / "encoder"
     export_encoder(Detector.load(a.run), enc_dir)

@@ -32,9 +32,9 @@ def calibrate(
     from pydantic import ValidationError
 
     from anomaly_ae.artifact import ModelDirError, save_calibration
-    from anomaly_ae.data import ImageReadError, list_images, read_image
+    from anomaly_ae.data.images import ImageReadError, list_images, read_image
+    from anomaly_ae.data.mvtec import mask_name, read_mask
     from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation import read_mask
 
     try:
         det = Detector.load(run_dir)
@@ -78,7 +78,7 @@ def calibrate(
         bad_masks = []
         for p, im in zip(bad_paths, bad_images or [], strict=True):
             rel = p.relative_to(anomalous)
-            mp = masks / rel.parent / f"{rel.stem}_mask.png"
+            mp = masks / rel.parent / mask_name(rel)
             try:
                 bad_masks.append(read_mask(mp, im.shape[:2]) if mp.is_file() else None)
             except ImageReadError as err:

@@ -31,11 +31,11 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.artifact import ModelDirError, write_json_atomic
+    from anomaly_ae.data.mvtec import mvtec_items
     from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation import evaluate as run_evaluation
-    from anomaly_ae.evaluation import mvtec_items
+    from anomaly_ae.evaluation.evaluate import evaluate as run_evaluation
     from anomaly_ae.outdir import OutputConflict, plan, staging
-    from anomaly_ae.report_html import write_report
+    from anomaly_ae.reports.html import write_report
 
     names = ["metrics.json", "report.html"]
     try:

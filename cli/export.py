@@ -23,7 +23,7 @@ def export(
 
     The graph takes images at the model resolution; deploy.json holds the thresholds and the normalisation.
     """
-    from anomaly_ae.deploy import FORMATS, INPUT_DTYPES
+    from anomaly_ae.deploy.graph import FORMATS, INPUT_DTYPES
 
     if fmt not in FORMATS:
         fail_usage(f"--format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
@@ -32,10 +32,10 @@ def export(
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
     from anomaly_ae.artifact import ModelDirError
-    from anomaly_ae.deploy import export_detector
+    from anomaly_ae.deploy.encoder import ExportError
+    from anomaly_ae.deploy.graph import export_detector
     from anomaly_ae.detector import Detector
     from anomaly_ae.outdir import OutputConflict, plan
-    from anomaly_ae.transfer import ExportError
 
     try:
         plan(out, "export", ["deploy.json"], overwrite, {"model directory": run_dir})  # before loading anything

@@ -24,10 +24,10 @@ def export_encoder(
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
     from anomaly_ae.artifact import ModelDirError
+    from anomaly_ae.deploy.encoder import ExportError
+    from anomaly_ae.deploy.encoder import export_encoder as run_export
     from anomaly_ae.detector import Detector
     from anomaly_ae.outdir import OutputConflict, plan
-    from anomaly_ae.transfer import ExportError
-    from anomaly_ae.transfer import export_encoder as run_export
 
     try:
         plan(out, "encoder", ["encoder.json"], overwrite, {"model directory": run_dir})

@@ -31,8 +31,9 @@ def sample(
 
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.detector import Detector
+    from anomaly_ae.fileio import write_png_atomic
     from anomaly_ae.models.vae import VariationalAutoencoder
-    from anomaly_ae.report import image_grid, write_png_atomic
+    from anomaly_ae.outputs.overlays import image_grid
 
     try:
         det = Detector.load(run_dir)

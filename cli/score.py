@@ -4,7 +4,7 @@ Streams the folder in batches (never the whole folder in memory). A file that ca
 row with an empty score and the reason; the run goes on. Exit code 0 when every file scored, 3 when
 some files (or sub-folders) could not be read, 2 for usage errors, 1 when the run itself failed (disk
 full: rerunning the same command resumes). What it may write and replace: :mod:`anomaly_ae.outdir`
-and :mod:`anomaly_ae.score_run`.
+and :mod:`anomaly_ae.outputs.score_run`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cli.common import EXIT_PARTIAL, console, fail_usage, note, warn
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector, ScoredFile
-    from anomaly_ae.score_run import ScoreRun
+    from anomaly_ae.outputs.score_run import ScoreRun
 
 #: errors of writing one file's outputs that fail that file only (a name this file system cannot take);
 #: any other (disk full, read-only, permission) stops the run, which a rerun then resumes
@@ -54,7 +54,7 @@ def score(
         fail_usage(f"INPUT_DIR {input_dir} is not a folder")
 
     from anomaly_ae.artifact import ModelDirError
-    from anomaly_ae.data import list_images
+    from anomaly_ae.data.images import list_images
     from anomaly_ae.fileio import MANIFEST_NAME
     from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir
 
@@ -72,7 +72,7 @@ def score(
         fail_usage(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
 
     from anomaly_ae.detector import Detector
-    from anomaly_ae.score_run import OUTPUTS, start
+    from anomaly_ae.outputs.score_run import OUTPUTS, start
 
     kinds = [k for k, on in (("heatmaps", heatmaps), ("masks", masks), ("maps", raw_maps)) if on]
     created = not out.exists()
@@ -105,10 +105,11 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from anomaly_ae.fileio import output_path
-    from anomaly_ae.report import ScoresCsv, heatmap_overlay, write_npy_atomic, write_png_atomic
-    from anomaly_ae.score_run import OUTPUTS, relative_key
-    from anomaly_ae.writers import OrderedOutputs
+    from anomaly_ae.fileio import output_path, write_npy_atomic, write_png_atomic
+    from anomaly_ae.outputs.overlays import heatmap_overlay
+    from anomaly_ae.outputs.score_run import OUTPUTS, relative_key
+    from anomaly_ae.outputs.scores_csv import ScoresCsv
+    from anomaly_ae.outputs.writers import OrderedOutputs
 
     threshold, pixel_threshold, heat_range = det.threshold_, det.pixel_threshold_, det.heatmap_range_
     n_ok, n_failed = len(state.keep), 0

@@ -35,7 +35,7 @@ def segment_train(
 
     from anomaly_ae.artifact import write_json_atomic
     from anomaly_ae.outdir import OutputConflict, plan, staging
-    from anomaly_ae.segmentation import encoder_preprocessing, load_pairs, train_segmenter
+    from anomaly_ae.segmentation.train import encoder_preprocessing, load_pairs, train_segmenter
 
     names = ["segmenter.keras", "segmenter.json"]
     protect = {"encoder folder": encoder_dir, "image folder": images, "mask folder": masks}
@@ -64,8 +64,8 @@ def segment_train(
     if no_track:
         model, metrics = run([])
     else:
-        from anomaly_ae.callbacks import TrackingCallback
         from anomaly_ae.tracking import MlflowTracker
+        from anomaly_ae.training.callbacks import TrackingCallback
 
         uri = tracking_uri()
         with MlflowTracker(uri, "anomaly-ae-segment", run_name=out.name, fallback_uri=fallback_uri(uri),
@@ -140,10 +140,10 @@ def _predict_into(tmp: Path, info: dict, model: Any, input_dir: Path, masks: Pat
     import keras
     import numpy as np
 
-    from anomaly_ae.data import ImageReadError, Preprocessing, list_images, read_image
-    from anomaly_ae.fileio import display_name, output_name
-    from anomaly_ae.report import write_png_atomic
-    from anomaly_ae.segmentation import dice_iou, mask_path_for
+    from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image
+    from anomaly_ae.data.mvtec import mask_path_for
+    from anomaly_ae.fileio import display_name, output_name, write_png_atomic
+    from anomaly_ae.segmentation.train import dice_iou
 
     pre = Preprocessing(tuple(info["image_size"]), int(info["channels"]))
     preds, truths, failed = [], [], 0

@@ -72,7 +72,7 @@ def train(
     from pydantic import ValidationError
 
     from anomaly_ae.config import DetectorConfig
-    from anomaly_ae.data import list_images
+    from anomaly_ae.data.images import list_images
 
     try:
         cfg = DetectorConfig.from_yaml(cfg_path).with_overrides(
@@ -132,8 +132,8 @@ def _prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
 
 def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, given: list) -> None:
     """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint."""
-    from anomaly_ae.checkpoint import latest_checkpoint, read_run_state
     from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state
 
     if any(v is not None for v in given):
         fail_usage("--resume continues with the recorded config: drop --config/--model/--out/--overwrite and the "
@@ -204,11 +204,11 @@ def _fit_and_save(cfg: DetectorConfig, good_dir: Path, run_dir: Path, tracker: T
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from anomaly_ae.artifact import CONFIG_FILE, META_FILE, MODEL_FILE
-    from anomaly_ae.callbacks import RichProgress, TrackingCallback
-    from anomaly_ae.checkpoint import TrainingDiverged, start_checkpoints
     from anomaly_ae.detector import Detector
     from anomaly_ae.outdir import forget
-    from anomaly_ae.report import reconstruction_grid
+    from anomaly_ae.outputs.overlays import reconstruction_grid
+    from anomaly_ae.training.callbacks import RichProgress, TrackingCallback
+    from anomaly_ae.training.checkpoint import TrainingDiverged, start_checkpoints
 
     ckpt_dir = run_dir / "checkpoint"
     run_state = {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id}

@@ -25,7 +25,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MVTec-layout category with 32 px images: 24 train, 4 test good, 2 per defect."""
-    from anomaly_ae.datasets.synthetic import generate
+    from anomaly_ae.data.synthetic import generate
 
     out = tmp_path_factory.mktemp("data")
     return generate(out, n_train=24, n_test_good=4, n_test_defect=2, size=32, seed=1)

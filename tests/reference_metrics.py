@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from anomaly_ae.metrics import integrate_to
+from anomaly_ae.evaluation.metrics import integrate_to
 
 
 def exact_pro_curve(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,8 @@
 import numpy as np
 
 from anomaly_ae.config import AugmentConfig
-from anomaly_ae.data import Preprocessing
-from anomaly_ae.dataset import ImageDataset
+from anomaly_ae.data.dataset import ImageDataset
+from anomaly_ae.data.images import Preprocessing
 
 
 def _images():

@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from anomaly_ae.config import ThresholdConfig
-from anomaly_ae.data import list_images, read_image
-from anomaly_ae.datasets.synthetic import generate
+from anomaly_ae.data.images import list_images, read_image
+from anomaly_ae.data.synthetic import generate
 from anomaly_ae.detector import Detector
 from cli.main import app
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly_ae.data import ImageReadError, Preprocessing, list_images, load_folder, read_image, split_holdout
+from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, load_folder, read_image, split_holdout
 
 
 def _write(path, image):

@@ -195,9 +195,9 @@ def test_a_user_checkpoint_folder_or_lock_named_file_is_never_taken_for_ours(run
             res.output), res.output
     assert _snapshot(work) == before
 
-    from anomaly_ae.checkpoint import start_checkpoints
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.outdir import OutputConflict
+    from anomaly_ae.training.checkpoint import start_checkpoints
 
     with pytest.raises(OutputConflict, match="was not written by anomaly-ae"):  # the library guards itself too
         start_checkpoints(work / "checkpoint", DetectorConfig(), {})
@@ -351,7 +351,7 @@ def test_dangling_links_fifos_and_float_tiffs_each_get_a_row(run_dir, inputs, tm
 
 
 def test_float_tiff_decodes_scaled_as_documented(tmp_path):
-    from anomaly_ae.data import read_image
+    from anomaly_ae.data.images import read_image
 
     unit = np.linspace(0, 1, 24 * 30, dtype=np.float32).reshape(24, 30)
     (tmp_path / "u.tif").write_bytes(cv2.imencode(".tiff", unit)[1].tobytes())
@@ -367,7 +367,7 @@ def test_unreadable_sub_folder_is_reported_not_silent(tmp_path, run_unprivileged
     root = tmp_path / "in"
     _png(root / "ok.png")
     _png(root / "locked" / "hidden.png")
-    code = ("import json,sys; from anomaly_ae.data import list_images; p=[]; "
+    code = ("import json,sys; from anomaly_ae.data.images import list_images; p=[]; "
             "f=list_images(sys.argv[1], problems=p); print(json.dumps([[x.name for x in f], p]))")
     (root / "locked").chmod(0)
     try:
@@ -381,15 +381,15 @@ def test_unreadable_sub_folder_is_reported_not_silent(tmp_path, run_unprivileged
 
 
 def test_score_warns_about_an_unreadable_sub_folder_and_exits_3(run_dir, inputs, tmp_path, monkeypatch):
-    import anomaly_ae.data
+    import anomaly_ae.data.images
 
-    real = anomaly_ae.data.list_images
+    real = anomaly_ae.data.images.list_images
 
     def listing_with_a_locked_folder(folder, exclude=(), problems=None):
         problems.append(f"cannot read folder {folder}/locked: Permission denied")  # as os.walk reports it
         return real(folder, exclude, problems)
 
-    monkeypatch.setattr(anomaly_ae.data, "list_images", listing_with_a_locked_folder)
+    monkeypatch.setattr(anomaly_ae.data.images, "list_images", listing_with_a_locked_folder)
     res = runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(tmp_path / "o")])
     assert res.exit_code == 3 and "warning: cannot read folder" in res.output and "locked" in res.output
     assert len(_rows(tmp_path / "o" / "scores.csv")) == 4  # the readable files are all scored
@@ -437,7 +437,7 @@ def test_detector_json_that_is_not_an_object_is_refused(run_dir, tmp_path, conte
 
 
 def test_interrupted_first_epoch_resumes_with_one_command(tiny_config_file, tiny_data, tmp_path, monkeypatch):
-    import anomaly_ae.checkpoint as checkpoint
+    import anomaly_ae.training.checkpoint as checkpoint
 
     class Interrupt(KeyboardInterrupt):
         pass

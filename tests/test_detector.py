@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from anomaly_ae.artifact import SCHEMA_VERSION, ModelDirError
-from anomaly_ae.data import list_images, read_image
+from anomaly_ae.data.images import list_images, read_image
 from anomaly_ae.detector import Detector, NotFittedError
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from anomaly_ae import scoring, scoring_ops
 from anomaly_ae.config import DetectorConfig
-from anomaly_ae.data import read_image
-from anomaly_ae.deploy import export_detector
+from anomaly_ae.data.images import read_image
+from anomaly_ae.deploy.encoder import ExportError, export_encoder, multiscale_encoder
+from anomaly_ae.deploy.graph import export_detector
 from anomaly_ae.detector import Detector
-from anomaly_ae.transfer import ExportError, export_encoder, multiscale_encoder
+from anomaly_ae.scoring import maps as scoring
+from anomaly_ae.scoring import ops as scoring_ops
 from cli.main import app
 
 ort = pytest.importorskip("onnxruntime")

@@ -141,7 +141,7 @@ def test_penalties_enter_the_training_loss():
 
 
 def test_corruption_only_in_training():
-    from anomaly_ae.layers import Corruption
+    from anomaly_ae.models.layers import Corruption
 
     x = np.full((2, 8, 8, 1), 0.5, np.float32)
     for kind in ("gaussian", "salt_pepper", "mask", "erase"):
@@ -176,7 +176,7 @@ def test_denoising_model_corrupts_in_training_and_never_when_scoring():
 
 
 def test_vae_kl_closed_form_and_reproducible_sampling():
-    from anomaly_ae.layers import Sampling
+    from anomaly_ae.models.layers import Sampling
     from anomaly_ae.models.vae import kl_divergence
 
     mu = np.array([[0.0, 1.0], [2.0, -1.0]], np.float32)
@@ -228,7 +228,7 @@ def test_vae_kl_warmup_raises_the_kl_weight_per_epoch():
 
 
 def test_erase_corruption_blanks_one_rectangle_of_the_requested_area():
-    from anomaly_ae.layers import Corruption
+    from anomaly_ae.models.layers import Corruption
 
     x = np.ones((16, 20, 20, 1), np.float32)
     y = ops.convert_to_numpy(Corruption("erase", 0.25, seed=2)(x, training=True))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from anomaly_ae.data import ImageReadError, list_images, max_pixels_default, read_image
+from anomaly_ae.data.images import ImageReadError, list_images, max_pixels_default, read_image
 from cli.main import app
 
 runner = CliRunner()
@@ -217,7 +217,7 @@ def test_unreadable_file_permissions(tmp_path, run_unprivileged):
     p = tmp_path / "secret.png"
     p.write_bytes(_png_bytes(GRAY))
     p.chmod(0)
-    code = ("import json,sys; from anomaly_ae.data import ImageReadError, read_image\n"
+    code = ("import json,sys; from anomaly_ae.data.images import ImageReadError, read_image\n"
             "try: read_image(sys.argv[1], 1); print(json.dumps('read'))\n"
             "except ImageReadError as e: print(json.dumps(str(e)))")
     proc = run_unprivileged([sys.executable, "-c", code, str(p)])

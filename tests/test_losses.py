@@ -3,7 +3,7 @@ import pytest
 from keras import ops
 from skimage.metrics import structural_similarity
 
-from anomaly_ae.losses import gaussian_window, reconstruction_loss, ssim, ssim_map
+from anomaly_ae.models.losses import gaussian_window, reconstruction_loss, ssim, ssim_map
 
 
 def _np(t):
@@ -67,7 +67,7 @@ def test_ssim_losses_combine_as_documented():
 
 
 def test_soft_dice_and_dice_bce_hand_values():
-    from anomaly_ae.losses import dice_bce_loss, soft_dice
+    from anomaly_ae.models.losses import dice_bce_loss, soft_dice
 
     y = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
     p = np.array([[0.5, 0.5, 0.0, 0.0]], np.float32)

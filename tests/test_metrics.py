@@ -3,7 +3,7 @@ import pytest
 from reference_metrics import exact_aupro
 from sklearn.metrics import f1_score, roc_auc_score
 
-from anomaly_ae.metrics import PixelAccumulator, image_metrics, integrate_to
+from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, integrate_to
 
 
 def _hand_case():

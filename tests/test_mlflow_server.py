@@ -119,7 +119,7 @@ def test_unreachable_server_falls_back_locally_without_hanging(tiny_data, tiny_c
 
 
 def test_server_dying_mid_training_loses_nothing(tiny_data, tiny_config_file, tmp_path, monkeypatch):
-    import anomaly_ae.callbacks as callbacks
+    import anomaly_ae.training.callbacks as callbacks
 
     server = Server(tmp_path / "server")
     original = callbacks.TrackingCallback.on_epoch_end

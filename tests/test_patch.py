@@ -5,7 +5,7 @@ import pytest
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.detector import Detector
 from anomaly_ae.models import build_model
-from anomaly_ae.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
 
 PATCH = {
     "data": {"image_size": [32, 56], "channels": 1, "patch_size": 16, "patches_per_image": 4},

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from anomaly_ae.report import read_scores
+from anomaly_ae.outputs.scores_csv import read_scores
 from cli.main import app
 
 runner = CliRunner()

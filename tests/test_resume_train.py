@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from anomaly_ae.checkpoint import TrainingDiverged, latest_checkpoint
 from anomaly_ae.detector import Detector
+from anomaly_ae.training.checkpoint import TrainingDiverged, latest_checkpoint
 from cli.main import app
 
 runner = CliRunner()
@@ -78,7 +78,7 @@ def test_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_good_checkpoint(
 
 
 def test_cli_resume_after_a_crash(tiny_config_file, tiny_data, tmp_path, monkeypatch):
-    import anomaly_ae.checkpoint as checkpoint
+    import anomaly_ae.training.checkpoint as checkpoint
 
     run = tmp_path / "run"
     original = checkpoint.TrainingCheckpoint.on_epoch_end
@@ -112,7 +112,7 @@ def test_cli_resume_after_a_crash(tiny_config_file, tiny_data, tmp_path, monkeyp
 
 
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(cfg, tiny_data, tmp_path, monkeypatch):
-    import anomaly_ae.checkpoint as checkpoint
+    import anomaly_ae.training.checkpoint as checkpoint
 
     original = checkpoint.TrainingCheckpoint._write
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from anomaly_ae.scoring import image_score, residual_map, resize_map, smooth
-from anomaly_ae.thresholds import ScoreStats, fit_threshold, quantile_threshold
+from anomaly_ae.postprocessing import ScoreStats, fit_threshold, quantile_threshold
+from anomaly_ae.scoring.maps import image_score, residual_map, resize_map, smooth
 
 
 def test_residual_map_averages_channels():
@@ -72,7 +72,7 @@ def test_quantile_threshold_and_stats():
 def test_local_ssim_map_matches_skimage_full_map():
     from skimage.metrics import structural_similarity
 
-    from anomaly_ae.scoring import local_ssim
+    from anomaly_ae.scoring.maps import local_ssim
 
     rng = np.random.default_rng(5)
     a = rng.random((1, 30, 26, 1)).astype(np.float32)
@@ -101,7 +101,7 @@ def test_ssim_and_channel_reduction_in_residual_map():
 
 
 def test_anisotropic_sigma_conversion():
-    from anomaly_ae.scoring import model_sigma
+    from anomaly_ae.scoring.maps import model_sigma
 
     assert model_sigma(4.0, (128, 128), (460, 1130)) == pytest.approx((4 * 128 / 460, 4 * 128 / 1130))
     spike = np.zeros((1, 41, 41), np.float32)

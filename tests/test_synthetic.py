@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from anomaly_ae.data import list_images
-from anomaly_ae.datasets.synthetic import DEFECTS, generate
+from anomaly_ae.data.images import list_images
+from anomaly_ae.data.synthetic import DEFECTS, generate
 
 
 def test_layout_counts_and_masks(tiny_data):

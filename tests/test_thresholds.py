@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from anomaly_ae.thresholds import (
+from anomaly_ae.postprocessing import (
     expected_fpr,
     f1_threshold,
     fit_threshold,

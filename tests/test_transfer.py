@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.deploy.encoder import ExportError, export_encoder, load_encoder, multiscale_encoder
 from anomaly_ae.detector import Detector
-from anomaly_ae.transfer import ExportError, export_encoder, load_encoder, multiscale_encoder
 from cli.main import app
 
 
@@ -52,7 +52,7 @@ def test_export_encoder_cli(tiny_detector, tmp_path):
 
 
 def test_build_segmenter_trains_one_step_with_a_frozen_encoder(tiny_detector, tmp_path):
-    from anomaly_ae.transfer import build_segmenter, unfreeze
+    from anomaly_ae.segmentation.model import build_segmenter, unfreeze
 
     export_encoder(tiny_detector, tmp_path / "enc")
     seg = build_segmenter(tmp_path / "enc", num_classes=1, freeze_encoder=True)
@@ -82,7 +82,7 @@ def test_build_segmenter_trains_one_step_with_a_frozen_encoder(tiny_detector, tm
 
 
 def test_random_init_segmenter_has_the_same_architecture_and_fresh_weights(tiny_detector, tmp_path):
-    from anomaly_ae.transfer import build_segmenter
+    from anomaly_ae.segmentation.model import build_segmenter
 
     export_encoder(tiny_detector, tmp_path / "enc")
     pre = build_segmenter(tmp_path / "enc").get_layer("multiscale_encoder")

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from anomaly_ae.writers import OrderedOutputs
+from anomaly_ae.outputs.writers import OrderedOutputs
 
 
 def test_records_follow_submission_order_after_their_work():

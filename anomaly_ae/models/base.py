@@ -9,8 +9,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from anomaly_ae.layers import Corruption
-from anomaly_ae.losses import LOSSES, reconstruction_loss
+from anomaly_ae.models.layers import Corruption
+from anomaly_ae.models.losses import LOSSES, reconstruction_loss
 
 
 @contextmanager

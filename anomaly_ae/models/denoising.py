@@ -1,7 +1,7 @@
 """Denoising autoencoder: the convolutional body trained to reconstruct clean images from corrupted ones.
 
 Corruption (``noise``: gaussian | salt_pepper | mask, strength ``noise_level``) is a
-:class:`~anomaly_ae.layers.Corruption` layer that acts in training only, so scoring always sees the
+:class:`~anomaly_ae.models.layers.Corruption` layer that acts in training only, so scoring always sees the
 real image. The same corruption is available to every model (``model.noise`` in the config), e.g. a
 dense denoising autoencoder is ``name: dense`` with ``noise: gaussian``.
 """

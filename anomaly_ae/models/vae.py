@@ -1,13 +1,13 @@
 """Convolutional variational autoencoder (Kingma & Welling, 2014), backend-agnostic.
 
 The encoder (VGG-style conv blocks, flatten) gives ``z_mean`` and ``z_log_var``; training samples
-``z`` with the reparameterisation trick (:class:`~anomaly_ae.layers.Sampling`, a layer-owned
+``z`` with the reparameterisation trick (:class:`~anomaly_ae.models.layers.Sampling`, a layer-owned
 SeedGenerator) and adds ``beta * KL / n_pixels`` with
 
     KL = -1/2 * sum_j (1 + log_var_j - mean_j^2 - exp(log_var_j))     (per image, mean over the batch)
 
 (times a warm-up factor rising linearly to 1 over ``kl_warmup_epochs``, see
-:class:`~anomaly_ae.callbacks.KLWarmup`) — divided by the number of pixels because the
+:class:`~anomaly_ae.training.callbacks.KLWarmup`) — divided by the number of pixels because the
 reconstruction loss is a per-pixel mean; ``beta = 1`` is then the usual ELBO with a Gaussian decoder
 of fixed variance, up to a constant. Inference (scoring) reconstructs from ``z_mean``, so scores are
 deterministic; :meth:`kl_divergence` gives the KL term per image for use as an extra image score.
@@ -21,9 +21,9 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from anomaly_ae.layers import Sampling
 from anomaly_ae.models.base import Autoencoder
 from anomaly_ae.models.conv import vgg_down, vgg_up
+from anomaly_ae.models.layers import Sampling
 
 
 def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:

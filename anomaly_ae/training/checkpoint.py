@@ -15,7 +15,7 @@ and ``CHECKPOINT_DIR/epoch-NNNN/``, after epoch NNNN::
 An epoch folder is written under a hidden temporary name and renamed when complete, so a crash
 never leaves half a checkpoint. Only the newest complete folder is kept. Data order needs no
 saved state: each epoch's shuffle is drawn from ``(seed, epoch)`` (see
-:class:`~anomaly_ae.dataset.ImageDataset`), so a resumed run sees the batches an uninterrupted
+:class:`~anomaly_ae.data.dataset.ImageDataset`), so a resumed run sees the batches an uninterrupted
 one would have seen.
 """
 

@@ -14,7 +14,7 @@ Resizing a camera frame to ``(h, w)`` (OpenCV ``INTER_AREA`` when shrinking, as 
 resizing the map back are left to the caller; the threshold and normalisation are numbers in
 ``deploy.json``, applied as ``score > threshold``.
 
-What cannot be one graph is refused with :class:`~anomaly_ae.transfer.ExportError`: tiled
+What cannot be one graph is refused with :class:`~anomaly_ae.deploy.encoder.ExportError`: tiled
 reconstruction (``scoring.tile_size`` smaller than the image) and the VAE's extra KL score
 (``scoring.kl_weight > 0``).
 """
@@ -27,9 +27,9 @@ from typing import Any
 
 import keras
 
-from anomaly_ae import scoring_ops
+from anomaly_ae.deploy.encoder import ExportError, require_exporters
 from anomaly_ae.detector import Detector
-from anomaly_ae.transfer import ExportError, require_exporters
+from anomaly_ae.scoring import ops as scoring_ops
 
 FORMATS = ("onnx", "savedmodel")
 INPUT_DTYPES = ("uint8", "float32")

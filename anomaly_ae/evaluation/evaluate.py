@@ -17,29 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from anomaly_ae.data import ImageReadError, list_images, read_image
+from anomaly_ae.data.images import ImageReadError
+from anomaly_ae.data.mvtec import GOOD, mvtec_items, read_mask
 from anomaly_ae.detector import Detector
-from anomaly_ae.metrics import PixelAccumulator, image_metrics
-
-GOOD = "good"
-
-
-@dataclass(frozen=True)
-class TestItem:
-    """One labelled test image."""
-
-    path: Path
-    rel: str  # path relative to DATASET/test
-    defect: str  # "good" or the defect folder name
-    mask_path: Path | None
-
-    @property
-    def label(self) -> bool:
-        """True for anomalous."""
-        return self.defect != GOOD
+from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics
 
 
 @dataclass
@@ -49,39 +32,6 @@ class Evaluation:
     metrics: dict[str, Any]
     records: list[dict[str, Any]]
     failures: list[dict[str, str]] = field(default_factory=list)
-
-
-def mvtec_items(dataset_dir: Path, problems: list[str] | None = None) -> list[TestItem]:
-    """The test images of an MVTec-layout folder with their defect type and mask path (if any).
-
-    ``problems``: one line is appended per sub-folder that could not be read.
-
-    Raises:
-        FileNotFoundError: no ``test`` folder, or no images in it.
-    """
-    test = dataset_dir / "test"
-    if not test.is_dir():
-        raise FileNotFoundError(f"{dataset_dir} has no 'test' folder (MVTec AD layout expected)")
-    items = []
-    for p in list_images(test, problems=problems):
-        rel = p.relative_to(test)
-        defect = rel.parts[0] if len(rel.parts) > 1 else GOOD
-        mask = None
-        if defect != GOOD:
-            candidate = dataset_dir / "ground_truth" / defect / f"{p.stem}_mask.png"
-            mask = candidate if candidate.is_file() else None
-        items.append(TestItem(p, rel.as_posix(), defect, mask))
-    if not items:
-        raise FileNotFoundError(f"no images under {test}")
-    return items
-
-
-def read_mask(path: Path, shape_hw: tuple[int, int]) -> np.ndarray:
-    """Bool ``(H, W)`` mask, resized (nearest) to ``shape_hw`` when its size differs."""
-    m = read_image(path, 1)[..., 0]
-    if m.shape != shape_hw:
-        m = cv2.resize(m, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_NEAREST)
-    return m > 127
 
 
 def evaluate(

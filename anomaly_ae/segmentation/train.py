@@ -10,7 +10,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from anomaly_ae.data import ImageReadError, Preprocessing, list_images, read_image, split_holdout
+from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image, split_holdout
+from anomaly_ae.data.mvtec import mask_path_for
 
 
 def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -23,15 +24,6 @@ def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     if total == 0:
         return 1.0, 1.0
     return 2 * inter / total, inter / union
-
-
-def mask_path_for(image: Path, images_dir: Path, masks_dir: Path) -> Path | None:
-    """``masks_dir/<relative parent>/<stem>_mask.png`` (MVTec) or ``masks_dir/<relative stem>.png``."""
-    rel = image.relative_to(images_dir)
-    for candidate in (masks_dir / rel.parent / f"{rel.stem}_mask.png", masks_dir / rel.with_suffix(".png")):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 @dataclass
@@ -86,12 +78,12 @@ def train_segmenter(
     pretrained: bool = True,
     test: Pairs | None = None,
 ) -> tuple[keras.Model, dict[str, float]]:
-    """Fit a :func:`~anomaly_ae.transfer.build_segmenter` model; Dice/IoU on a seeded held-out split.
+    """Fit a :func:`~anomaly_ae.segmentation.model.build_segmenter` model; Dice/IoU on a seeded held-out split.
 
     With ``test`` given, all of ``pairs`` train and Dice/IoU are measured on ``test`` instead.
     """
-    from anomaly_ae.seeding import set_seed
-    from anomaly_ae.transfer import build_segmenter
+    from anomaly_ae.segmentation.model import build_segmenter
+    from anomaly_ae.training.seeding import set_seed
 
     set_seed(seed)
     if test is None:
@@ -100,7 +92,7 @@ def train_segmenter(
     else:
         x_tr, y_tr, x_te, y_te = pairs.x, pairs.y, test.x, test.y
     model = build_segmenter(encoder_dir, num_classes=1, freeze_encoder=freeze_encoder, pretrained=pretrained)
-    from anomaly_ae.losses import dice_bce_loss
+    from anomaly_ae.models.losses import dice_bce_loss
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss)
     # A separate test set (benchmarks) is only measured at the end, never looked at during training.

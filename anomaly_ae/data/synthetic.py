@@ -1,6 +1,6 @@
 """Procedural brushed-metal textures with synthetic defects, in the MVTec AD folder layout.
 
-``python -m anomaly_ae.datasets.synthetic sample_data`` regenerates the committed ``sample_data/``::
+``python -m anomaly_ae.data.synthetic sample_data`` regenerates the committed ``sample_data/``::
 
     <out>/metal_plate/train/good/000.png ...
     <out>/metal_plate/test/{good,scratch,stain,pit}/000.png ...
@@ -131,7 +131,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m anomaly_ae.datasets.synthetic OUT [--seed N] ...``."""
+    """Command line: ``python -m anomaly_ae.data.synthetic OUT [--seed N] ...``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--category", default="metal_plate")

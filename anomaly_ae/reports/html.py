@@ -11,11 +11,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anomaly_ae.data import read_image
+from anomaly_ae.data.images import read_image
+from anomaly_ae.data.mvtec import mask_name, read_mask
 from anomaly_ae.detector import Detector
-from anomaly_ae.evaluation import Evaluation, read_mask
+from anomaly_ae.evaluation.evaluate import Evaluation
 from anomaly_ae.fileio import write_bytes_atomic
-from anomaly_ae.report import heatmap_overlay
+from anomaly_ae.outputs.overlays import heatmap_overlay
 
 
 def _png_b64(image_bgr: np.ndarray) -> str:
@@ -83,7 +84,7 @@ def _examples(
             amap = det.score_images([image])[1][0]
             overlay = heatmap_overlay(image, amap, det.heatmap_range_)
             stem = Path(r["path"])
-            mask_path = dataset_dir / "ground_truth" / r["defect"] / f"{stem.stem}_mask.png"
+            mask_path = dataset_dir / "ground_truth" / r["defect"] / mask_name(stem)
             if r["label"] and mask_path.is_file():
                 mask = read_mask(mask_path, amap.shape).astype(np.uint8)
                 contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

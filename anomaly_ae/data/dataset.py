@@ -10,9 +10,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from anomaly_ae.augment import build_augmentation
 from anomaly_ae.config import AugmentConfig
-from anomaly_ae.data import Preprocessing, read_image
+from anomaly_ae.data.augment import build_augmentation
+from anomaly_ae.data.images import Preprocessing, read_image
 
 
 class ImageDataset(keras.utils.PyDataset):

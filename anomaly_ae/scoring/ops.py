@@ -1,8 +1,8 @@
-"""The maps and scores of :mod:`anomaly_ae.scoring` written with ``keras.ops``, for exported graphs.
+"""The maps and scores of :mod:`anomaly_ae.scoring.maps` written with ``keras.ops``, for exported graphs.
 
 Each function gives the same numbers as its NumPy/OpenCV twin in ``scoring.py`` (float32
 rounding aside; ``tests/test_export.py`` checks the whole chain within 1e-4), so that a graph
-exported by :mod:`anomaly_ae.deploy` needs no Python of ours at inference time.
+exported by :mod:`anomaly_ae.deploy.graph` needs no Python of ours at inference time.
 
 Borders are built with static gathers (``ops.take`` with index arrays made by ``np.pad`` on
 ``arange``), which every backend and ONNX express exactly: OpenCV's ``BORDER_REFLECT`` is NumPy's
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from anomaly_ae.scoring import SSIM_SIGMA, SSIM_WINDOW
+from anomaly_ae.scoring.maps import SSIM_SIGMA, SSIM_WINDOW
 
 
 def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
@@ -82,7 +82,7 @@ def local_ssim(x: Any, y: Any) -> Any:
 
 
 def residual_map(x: Any, x_hat: Any, metric: str, channel_reduction: str, ssim_weight: float) -> Any:
-    """``(N, H, W)`` per-pixel error; see :func:`anomaly_ae.scoring.residual_map` for the metrics."""
+    """``(N, H, W)`` per-pixel error; see :func:`anomaly_ae.scoring.maps.residual_map` for the metrics."""
     if metric == "l2":
         err = ops.square(x - x_hat)
     elif metric == "l1":
@@ -101,7 +101,7 @@ def residual_map(x: Any, x_hat: Any, metric: str, channel_reduction: str, ssim_w
 
 
 def smooth(maps: Any, sigma_y: float, sigma_x: float) -> Any:
-    """Gaussian smoothing of ``(N, H, W)`` maps, as :func:`anomaly_ae.scoring.smooth`."""
+    """Gaussian smoothing of ``(N, H, W)`` maps, as :func:`anomaly_ae.scoring.maps.smooth`."""
     if sigma_y <= 0 and sigma_x <= 0:
         return maps
     blurred = separable_blur(
@@ -111,7 +111,7 @@ def smooth(maps: Any, sigma_y: float, sigma_x: float) -> Any:
 
 
 def image_score(maps: Any, reduction: str, topk_fraction: float) -> Any:
-    """``(N,)`` scores from ``(N, H, W)`` maps, as :func:`anomaly_ae.scoring.image_score`."""
+    """``(N,)`` scores from ``(N, H, W)`` maps, as :func:`anomaly_ae.scoring.maps.image_score`."""
     h, w = int(maps.shape[1]), int(maps.shape[2])
     flat = ops.reshape(maps, (-1, h * w))
     if reduction == "max":

@@ -1,0 +1,1 @@
+"""Human-readable reports: the self-contained HTML evaluation report (``html``)."""
