@@ -1,29 +1,58 @@
 """anomaly-ae: find and localise defects by how badly an autoencoder reconstructs an image.
 
-Heavy modules (Keras, OpenCV) load on first use of ``Detector``/``DetectorConfig``, so importing the
-package, and the CLI's ``--help``, stays fast.
+The public surface, loaded on first use (Keras and OpenCV load only then, so importing the package
+and the CLI's ``--help`` stay fast)::
+
+    from anomaly_ae import Detector, DetectorConfig, score_folder, evaluate
+
+    det = Detector(DetectorConfig()).fit("good_images/")      # data -> training -> post-processor
+    det.save("runs/a")
+    summary = score_folder("runs/a", "inspection/", "scores/")  # scores.csv + heatmaps + masks
+    result = evaluate("runs/a", "mvtec_like_dataset/", "eval/")  # metrics.json + report.html
+
+The package tree follows the pipeline: ``data/`` -> ``models/`` -> ``training/`` -> ``scoring/`` ->
+``postprocessing`` -> ``outputs/`` / ``evaluation/`` / ``reports/`` / ``deploy/``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from anomaly_ae.version import __version__
 
 if TYPE_CHECKING:
+    from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.config import DetectorConfig
-    from anomaly_ae.detector import Detector
+    from anomaly_ae.detector import Detector, NotFittedError
+    from anomaly_ae.evaluation.evaluate import evaluate
+    from anomaly_ae.evaluation.result import EvaluationResult
+    from anomaly_ae.outdir import OutputConflict
+    from anomaly_ae.outputs.folder import NoImagesError, ScoreSummary, score_folder
+    from anomaly_ae.postprocessing import PostProcessor
 
-__all__ = ["Detector", "DetectorConfig", "__version__"]
+#: public name -> the module that defines it (imported on first access)
+_EXPORTS = {
+    "Detector": "anomaly_ae.detector",
+    "NotFittedError": "anomaly_ae.detector",
+    "DetectorConfig": "anomaly_ae.config",
+    "PostProcessor": "anomaly_ae.postprocessing",
+    "score_folder": "anomaly_ae.outputs.folder",
+    "ScoreSummary": "anomaly_ae.outputs.folder",
+    "NoImagesError": "anomaly_ae.outputs.folder",
+    "evaluate": "anomaly_ae.evaluation.evaluate",
+    "EvaluationResult": "anomaly_ae.evaluation.result",
+    "ModelDirError": "anomaly_ae.artifact",
+    "OutputConflict": "anomaly_ae.outdir",
+}
+
+__all__ = [
+    "Detector", "DetectorConfig", "EvaluationResult", "ModelDirError", "NoImagesError", "NotFittedError",
+    "OutputConflict", "PostProcessor", "ScoreSummary", "__version__", "evaluate", "score_folder",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Detector":
-        from anomaly_ae.detector import Detector
-
-        return Detector
-    if name == "DetectorConfig":
-        from anomaly_ae.config import DetectorConfig
-
-        return DetectorConfig
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'anomaly_ae' has no attribute {name!r}")

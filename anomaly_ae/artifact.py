@@ -5,7 +5,8 @@
     RUN_DIR/
       model.keras      the whole autoencoder (Keras format: JSON config + weights, no pickle)
       detector.json    schema version, versions, resolved config, preprocessing, threshold,
-                       validation-score statistics and scores, heatmap range, training summary
+                       post-processor (thresholds, normalisation, validation-score statistics and
+                       scores, heatmap range), training summary
       config.yaml      the resolved config, for reading and re-use with --config
 
 It is written into a temporary sibling folder and moved into place, so a crash never leaves a
@@ -15,23 +16,18 @@ half-written model behind. Loading uses ``keras.saving.load_model(..., safe_mode
 from __future__ import annotations
 
 import json
-import platform
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import keras
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, ValidationError
 
-from anomaly_ae.config import DetectorConfig
+from anomaly_ae.config import DetectorConfig, migrate_config
 from anomaly_ae.data.images import Preprocessing
-from anomaly_ae.fileio import write_bytes_atomic, write_json_atomic  # noqa: F401 (re-exported)
-from anomaly_ae.postprocessing import ScoreStats
-
-if TYPE_CHECKING:
-    from anomaly_ae.detector import Detector
+from anomaly_ae.fileio import versions, write_bytes_atomic, write_json_atomic
+from anomaly_ae.postprocessing import PostProcessor
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -45,54 +41,36 @@ class ModelDirError(ValueError):
     """A folder is not a loadable model directory; the message says why."""
 
 
-def versions() -> dict[str, str]:
-    """Versions of what produced a model directory."""
-    from anomaly_ae import __version__
+@dataclass
+class ModelState:
+    """A fitted detector as plain state: what a model directory holds (no ``Detector`` needed)."""
 
-    out = {
-        "anomaly_ae": __version__,
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-    for dist in ("tensorflow", "jax", "torch"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    config: DetectorConfig
+    model: keras.Model
+    preprocessing: Preprocessing
+    postprocessor: PostProcessor
+    history: dict[str, Any] = field(default_factory=dict)
+    train_info: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # the detector.json it was loaded from, if any
+    source: Path | None = None  # the model directory it was loaded from or saved to
 
 
-def detector_metadata(det: Detector) -> dict[str, Any]:
+def detector_metadata(state: ModelState) -> dict[str, Any]:
     """Everything but the weights, as JSON-ready data."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
-        "config": det.config.to_dict(),
-        "preprocessing": det.preprocessing_.to_dict(),
-        "threshold": {
-            **det.config.threshold.model_dump(mode="json"),
-            "value": float(det.threshold_),
-            "pixel_value": float(det.pixel_threshold_),
-            "expected_fpr": float(det.expected_fpr_),
-        },
-        "normalization": {
-            "formula": "clip((score - threshold) / (max - min) + 0.5, 0, 1)",
-            "min": det.norm_range_[0],
-            "max": det.norm_range_[1],
-        },
-        "score_stats": det.score_stats_.to_dict(),
-        "val_scores": [float(s) for s in det.val_scores_],
-        "heatmap_range": list(det.heatmap_range_),
-        "training": getattr(det, "train_info_", {}),
-        "history": getattr(det, "history_", {}),
+        "config": state.config.to_dict(),
+        "preprocessing": state.preprocessing.to_dict(),
+        **state.postprocessor.to_dict(state.config.threshold),
+        "training": state.train_info,
+        "history": state.history,
     }
 
 
-def save_detector(det: Detector, path: Path) -> Path:
-    """Write ``det`` to the model directory ``path`` (created, or its model files replaced).
+def save_model_dir(path: Path, state: ModelState) -> Path:
+    """Write ``state`` to the model directory ``path`` (created, or its model files replaced).
 
     The files are written into a temporary sibling folder and moved into place, metadata last. Only
     anomaly-ae's own entries are replaced: a file of the same name that anomaly-ae did not write
@@ -102,9 +80,9 @@ def save_detector(det: Detector, path: Path) -> Path:
 
     names = (MODEL_FILE, CONFIG_FILE, META_FILE)  # moved in this order: the metadata, naming the threshold, last
     with staging(path, "model", names, overwrite=True, order=names, replace_all=False) as tmp:
-        det.model_.save(tmp / MODEL_FILE)
-        write_bytes_atomic(tmp / CONFIG_FILE, det.config.yaml_text().encode("utf-8"))
-        write_json_atomic(tmp / META_FILE, detector_metadata(det))
+        state.model.save(tmp / MODEL_FILE)
+        write_bytes_atomic(tmp / CONFIG_FILE, state.config.yaml_text().encode("utf-8"))
+        write_json_atomic(tmp / META_FILE, detector_metadata(state))
     return path
 
 
@@ -197,10 +175,13 @@ def check_contents(path: Path) -> None:
         raise ModelDirError(f"{path / MODEL_FILE}: unexpected member {unexpected[0]!r} in the archive; refused")
 
 
-def load_detector(path: Path) -> Detector:
-    """Restore a :class:`~anomaly_ae.detector.Detector` from a model directory."""
+def load_model_dir(path: Path) -> ModelState:
+    """Read a model directory (checked, validated, ``safe_mode=True``) into plain state.
+
+    Raises:
+        ModelDirError: the folder is not a loadable model directory; the message says why.
+    """
     import anomaly_ae.models  # noqa: F401  (registers the serialisable classes)
-    from anomaly_ae.detector import Detector
 
     meta_path = path / META_FILE
     if not path.is_dir():
@@ -232,49 +213,41 @@ def load_detector(path: Path) -> Detector:
             f"this anomaly-ae reads version {SCHEMA_VERSION})"
         )
     check_contents(path)
+    meta = {**meta, "config": migrate_config(meta.get("config"))}
     validate_metadata(meta, meta_path)
     try:
-        det = Detector(DetectorConfig.model_validate(meta["config"]))
-        det.preprocessing_ = Preprocessing.from_dict(meta["preprocessing"])
-        det.threshold_ = float(meta["threshold"]["value"])
-        det.pixel_threshold_ = float(meta["threshold"]["pixel_value"])
-        det.expected_fpr_ = float(meta["threshold"]["expected_fpr"])
-        det.norm_range_ = (float(meta["normalization"]["min"]), float(meta["normalization"]["max"]))
-        det.score_stats_ = ScoreStats.from_dict(meta["score_stats"])
-        det.val_scores_ = np.asarray(meta["val_scores"], dtype=np.float64)
-        det.heatmap_range_ = tuple(meta["heatmap_range"])
-        det.train_info_ = meta.get("training", {})
-        det.history_ = meta.get("history", {})
-        det.metadata_ = meta
+        config = DetectorConfig.model_validate(meta["config"])
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        postprocessor = PostProcessor.from_dict(meta)
     except (KeyError, TypeError, ValueError) as err:
         raise ModelDirError(f"{meta_path}: missing or invalid field ({type(err).__name__}: {err})") from None
     try:
-        det.model_ = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "Lambda" in str(err) or "safe_mode" in str(err):
             first = "it contains a Lambda layer or other code, which safe mode refuses to run"
         raise ModelDirError(f"{path / MODEL_FILE}: cannot be loaded safely ({first})") from None
-    expected = (*det.preprocessing_.image_size, det.preprocessing_.channels)
-    got = tuple(getattr(det.model_, "image_shape", expected))
+    expected = (*preprocessing.image_size, preprocessing.channels)
+    got = tuple(getattr(model, "image_shape", expected))
     if any(g is not None and g != e for g, e in zip(got, expected, strict=True)):
         raise ModelDirError(f"{path}: model input {got} does not match preprocessing {expected}")
-    return det
+    return ModelState(config, model, preprocessing, postprocessor, meta.get("history", {}),
+                      meta.get("training", {}), meta, path)
 
 
-def save_calibration(det: Detector, path: Path) -> Path:
+def save_calibration(path: Path, state: ModelState) -> Path:
     """Rewrite only ``detector.json`` and ``config.yaml`` of an existing model directory (atomically).
 
     Used by ``anomaly-ae calibrate``: the weights are untouched; the original ``created`` time is kept
-    and ``calibrated`` records when the thresholds changed.
+    and ``calibrated`` records when the thresholds changed. ``state.metadata`` becomes the new metadata.
     """
     if not (path / MODEL_FILE).is_file():
         raise ModelDirError(f"not a model directory: {path} lacks {MODEL_FILE}")
-    meta = detector_metadata(det)
-    previous = getattr(det, "metadata_", {})
-    meta["created"] = previous.get("created", meta["created"])
+    meta = detector_metadata(state)
+    meta["created"] = state.metadata.get("created", meta["created"])
     meta["calibrated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    write_bytes_atomic(path / CONFIG_FILE, det.config.yaml_text().encode("utf-8"))
+    write_bytes_atomic(path / CONFIG_FILE, state.config.yaml_text().encode("utf-8"))
     write_json_atomic(path / META_FILE, meta)
-    det.metadata_ = meta
+    state.metadata = meta
     return path

@@ -254,3 +254,8 @@ class DetectorConfig(_Section):
                 raise KeyError(f"unknown config key {key!r}")
             node[leaf] = value
         return type(self).model_validate(data)
+
+
+def migrate_config(config: Any) -> Any:
+    """A config dict as stored in a ``detector.json`` by any anomaly-ae, in today's form (unchanged for now)."""
+    return config

@@ -1,4 +1,4 @@
-"""``Detector``: preprocessing -> autoencoder -> anomaly map -> image score -> threshold.
+"""``Detector``: preprocessing -> autoencoder -> anomaly map -> image score -> post-processing.
 
 pyod-like API where a score always means "higher = more anomalous"::
 
@@ -8,41 +8,39 @@ pyod-like API where a score always means "higher = more anomalous"::
     det.predict(images)        # (N,) bool, score > threshold_
     det.save("runs/a"); Detector.load("runs/a")
 
-Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``threshold_``, ``pixel_threshold_``,
-``expected_fpr_``, ``norm_range_``, ``score_stats_``, ``val_scores_``, ``heatmap_range_``, ``history_``,
-``train_info_`` (and, after ``fit`` only,
-``val_sample_``: up to 8 held-out images at model size).
+``fit`` is three steps, each owned elsewhere: the data (:mod:`anomaly_ae.data.loading`), the training
+loop (:mod:`anomaly_ae.training.loop`) and the calibration of the :class:`~anomaly_ae.postprocessing.PostProcessor`.
+
+Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``postprocessor_``, ``history_``,
+``train_info_``, ``source_dir_`` (the model directory it was loaded from or saved to, else ``None``)
+(and, after ``fit`` only, ``val_sample_``: up to 8 held-out images at model size).
+``threshold_``, ``pixel_threshold_``, ``expected_fpr_``, ``norm_range_``, ``score_stats_``,
+``val_scores_`` and ``heatmap_range_`` read the post-processor's values.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
+from anomaly_ae.artifact import ModelState, load_model_dir, save_calibration, save_model_dir
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data.dataset import ImageDataset
-from anomaly_ae.data.images import (
-    ImageReadError,
-    Preprocessing,
-    list_images,
-    load_folder,
-    read_image,
-    split_holdout,
-)
+from anomaly_ae.data.images import Preprocessing, split_holdout
+from anomaly_ae.data.loading import DecodedBatch, ImagesLike, decode_batch, decode_images, load_training_set
 from anomaly_ae.evaluation.metrics import PixelAccumulator
-from anomaly_ae.models import build_model
-from anomaly_ae.postprocessing import ScoreStats, expected_fpr, fit_threshold, normalize
+from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
 from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.training.loop import fit_model
 from anomaly_ae.training.seeding import set_seed
 
-ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
+__all__ = ["Detector", "ImagesLike", "NotFittedError", "ScoredFile"]
 
 
 @dataclass
@@ -75,6 +73,7 @@ class Detector:
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         checkpoint_state: dict | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> Detector:
         """Train on good images (a folder, or an array ``(N, H, W[, C])``) and calibrate the thresholds.
 
@@ -87,75 +86,33 @@ class Detector:
             checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
             resume: continue from the newest checkpoint in ``checkpoint_dir`` (same config and images).
             checkpoint_state: extra JSON-ready state stored in every checkpoint (e.g. the MLflow run id).
+            record: extra JSON-ready entries for ``train_info_`` (saved in ``detector.json``).
 
         Raises:
             TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
-        from anomaly_ae.training.checkpoint import (
-            NanGuard,
-            TrainingCheckpoint,
-            TrainingDiverged,
-            latest_checkpoint,
-            restore,
-        )
-
         cfg = self.config
         set_seed(cfg.train.seed)
         pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
-        images, skipped, sizes = self._load_training_images(good, pre)
-        pre = pre.with_source_size(sizes)
-        train_idx, val_idx = split_holdout(len(images), cfg.data.holdout_fraction, cfg.train.seed)
-        train_src = _take(images, train_idx)
-        val_images = np.stack([_at_model_size(images, i, pre) for i in val_idx])
+        data = load_training_set(good, pre, cfg.data.cache_mb)
+        pre = pre.with_source_size(data.sizes)
+        train_idx, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
+        train_src = data.take(train_idx)
+        val_images = np.stack([data.at_model_size(i, pre) for i in val_idx])
 
-        bs = cfg.train.batch_size
         patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                    "workers": cfg.train.workers}
-        train_ds = ImageDataset(
-            train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed, **patches
-        )
+        bs = cfg.train.batch_size
+        train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed,
+                                **patches)
         val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
-        model = build_model(cfg)
-        if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
-            model.adapt(pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
-        early = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.train.patience, restore_best_weights=True
-        )
-        ckpt = latest_checkpoint(Path(checkpoint_dir)) if resume and checkpoint_dir is not None else None
-        if resume and ckpt is None:
-            raise FileNotFoundError(f"no complete checkpoint to resume from in {checkpoint_dir}")
-        initial_epoch = 0
-        if ckpt is not None:
-            restore(model, ckpt, val_ds[0][0])
-            initial_epoch = ckpt.epoch
-            train_ds.set_epoch(initial_epoch)
-        extra: list[keras.callbacks.Callback] = []
-        if getattr(model, "kl_warmup_epochs", 0):
-            from anomaly_ae.training.callbacks import KLWarmup
+        adapt = pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
+        trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
+                            else Path(checkpoint_dir), resume, checkpoint_state)
 
-            extra.append(KLWarmup(model.kl_warmup_epochs))
-        guard = NanGuard()
-        keeper: list[keras.callbacks.Callback] = []
-        if checkpoint_dir is not None:
-            keeper = [TrainingCheckpoint(Path(checkpoint_dir), early, ckpt, checkpoint_state)]
-        start = time.perf_counter()
-        history = model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
-            callbacks=[*extra, guard, early, *keeper, *callbacks], verbose=0,
-        )
-        fit_seconds = time.perf_counter() - start
-        if guard.fault is not None:
-            last = keeper[0].last_good if keeper else None  # type: ignore[attr-defined]
-            where = (f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}" if last
-                     else "no checkpoint was written before it")
-            raise TrainingDiverged(f"training diverged: {guard.fault}; {where}. Lower train.learning_rate "
-                                   "or check the images, then train again (or --resume).")
-
-        self.model_ = model
+        self.model_ = trained.model
         self.preprocessing_ = pre
-        merged = keeper[0].history if keeper else history.history  # type: ignore[attr-defined]
-        self.history_ = {k: [float(v) for v in vals] for k, vals in merged.items()}
+        self.history_ = trained.history
         self.calibrate(val_images)
         self.val_sample_ = val_images[:8]  # for reports; not saved
         val_loss = self.history_.get("val_loss", [float("nan")])
@@ -165,9 +122,10 @@ class Detector:
             "epochs_run": len(val_loss),
             "best_epoch": int(np.nanargmin(val_loss)) + 1,
             "best_val_loss": float(np.nanmin(val_loss)),
-            "fit_seconds": round(fit_seconds, 2),
-            "resumed_at_epoch": initial_epoch or None,
-            "skipped": [{"path": str(p), "error": e} for p, e in skipped],
+            "fit_seconds": round(trained.fit_seconds, 2),
+            "resumed_at_epoch": trained.initial_epoch or None,
+            "skipped": [{"path": str(p), "error": e} for p, e in data.skipped],
+            **(record or {}),
         }
         return self
 
@@ -178,7 +136,9 @@ class Detector:
         masks: Sequence[np.ndarray | None] | None = None,
         threshold: ThresholdConfig | None = None,
     ) -> Detector:
-        """(Re)compute the image and pixel thresholds, score statistics and heatmap range. No retraining.
+        """(Re)fit the :class:`~anomaly_ae.postprocessing.PostProcessor`: thresholds, statistics, ranges.
+
+        No retraining.
 
         Args:
             good: held-out good images (never the training images: an autoencoder reconstructs those
@@ -189,66 +149,69 @@ class Detector:
                 for an image without one), needed by ``pixel_method: f1``.
             threshold: new threshold settings (replace ``config.threshold``).
         """
-        self._check_fitted(need_threshold=False)
+        self.check_fitted(need_threshold=False)
         if threshold is not None:
             self.config = self.config.model_copy(update={"threshold": threshold})
         t = self.config.threshold
         good_images = self._decode(good)
         scores, maps = self._score_model_size(self.preprocessing_(good_images))
-        peaks = maps.reshape(len(maps), -1).max(axis=1)
-
         bad_images = self._decode(anomalous) if anomalous is not None else []
         if (t.method == "f1" or t.pixel_method == "f1") and not bad_images:
             raise ValueError("threshold method 'f1' needs anomalous images")
         bad_scores, bad_maps = self.score_images(bad_images) if bad_images else (np.empty(0), [])
-        if t.method == "f1":
-            labels = np.r_[np.zeros(len(scores), bool), np.ones(len(bad_scores), bool)]
-            self.threshold_ = fit_threshold(np.r_[scores, bad_scores], "f1", labels=labels)
-        else:
-            self.threshold_ = fit_threshold(scores, t.method, t.quantile, t.mad_k)
+        pixels = None
         if t.pixel_method == "f1":
             if masks is None:
                 raise ValueError("pixel_method 'f1' needs anomalous images with masks")
-            acc = PixelAccumulator()
+            pixels = PixelAccumulator()
             for m, im in zip(maps, good_images, strict=True):
-                acc.add(resize_map(m, im.shape[:2]))
+                pixels.add(resize_map(m, im.shape[:2]))
             for amap, mask in zip(bad_maps, masks, strict=True):
                 if mask is not None:
-                    acc.add(amap, mask)
-            self.pixel_threshold_ = acc.pixel_f1_max()[1]
-        else:
-            self.pixel_threshold_ = float(np.quantile(peaks, t.pixel_quantile))
-        self.val_scores_ = scores
-        self.score_stats_ = ScoreStats.of(scores)
-        self.expected_fpr_ = expected_fpr(scores, self.threshold_)
-        self.norm_range_ = (float(scores.min()), float(scores.max()))
-        lo = float(np.median(maps))
-        self.heatmap_range_ = (lo, max(self.pixel_threshold_, lo + 1e-12))
+                    pixels.add(amap, mask)
+        self.postprocessor_ = PostProcessor.fit(scores, maps, t, bad_scores, pixels)
+        self.source_dir_ = None  # the thresholds now differ from any saved model directory
         return self
 
-    def _load_training_images(
-        self, good: ImagesLike, pre: Preprocessing
-    ) -> tuple[np.ndarray | list[Path], list[tuple[Path, str]], list[tuple[int, int]]]:
-        if not isinstance(good, str | Path):
-            arr = [np.asarray(im) for im in (good if not isinstance(good, np.ndarray) else _as_batch(good))]
-            stacked = np.stack([pre.resize(pre.convert_channels(im)) for im in arr])
-            return stacked, [], [im.shape[:2] for im in arr]
-        paths = list_images(good)
-        if not paths:
-            raise ValueError(f"no images found in {good}")
-        h, w = pre.image_size
-        budget = self.config.data.cache_mb * 2**20
-        if len(paths) * h * w * pre.channels <= budget:
-            loaded = load_folder(paths, pre)
-            return loaded.images, loaded.failures, loaded.sizes
-        readable, skipped, sizes = [], [], []  # too big for RAM: check every file once, then stream them
-        for p in paths:
-            try:
-                sizes.append(read_image(p, pre.channels).shape[:2])
-                readable.append(p)
-            except ImageReadError as err:
-                skipped.append((p, str(err)))
-        return readable, skipped, sizes
+    # ----------------------------------------------- the post-processor's values
+    @property
+    def threshold_(self) -> float:
+        """Image threshold: ``score > threshold_`` is anomalous."""
+        return self._post().threshold
+
+    @property
+    def pixel_threshold_(self) -> float:
+        """``anomaly map > pixel_threshold_`` is a defect pixel."""
+        return self._post().pixel_threshold
+
+    @property
+    def expected_fpr_(self) -> float:
+        """Expected false-alarm rate on new good images."""
+        return self._post().expected_fpr
+
+    @property
+    def norm_range_(self) -> tuple[float, float]:
+        """``(min, max)`` of the validation-good scores."""
+        return self._post().norm_range
+
+    @property
+    def heatmap_range_(self) -> tuple[float, float]:
+        """Colour range of heatmap overlays."""
+        return self._post().heatmap_range
+
+    @property
+    def score_stats_(self) -> ScoreStats:
+        """Statistics of the validation-good scores."""
+        return self._post().score_stats
+
+    @property
+    def val_scores_(self) -> np.ndarray:
+        """``(n,)`` validation-good scores."""
+        return self._post().val_scores
+
+    def _post(self) -> PostProcessor:
+        self.check_fitted(need_threshold=True)
+        return self.postprocessor_
 
     # ---------------------------------------------------------------- inference
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
@@ -257,7 +220,7 @@ class Detector:
         Fully convolutional (patch) models get reflect-padded inputs (sides rounded up to a multiple of
         the down-sampling factor) and, with ``scoring.tile_size``, overlapping tiles.
         """
-        self._check_fitted(need_threshold=False)
+        self.check_fitted(need_threshold=False)
         s = self.config.scoring
         xp, (h, w) = pad_to_multiple(x, self.pad_factor())
         if s.tile_size is not None and max(xp.shape[1:3]) > s.tile_size:
@@ -285,7 +248,9 @@ class Detector:
             out[i : i + n] = keras.ops.convert_to_numpy(self.model_.predict_on_batch(batch))[:n]
         return out
 
-    def _sigma(self) -> tuple[float, float]:
+    def smoothing_sigma(self) -> tuple[float, float]:
+        """``(sigma_y, sigma_x)`` of the map smoothing at model size (``scoring.smoothing_sigma`` is in
+        pixels of the original image)."""
         pre = self.preprocessing_
         return model_sigma(self.config.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
 
@@ -293,7 +258,7 @@ class Detector:
         """Model-size anomaly maps ``(N, h, w)`` of inputs ``x`` and their reconstructions ``x_hat``."""
         s = self.config.scoring
         res = residual_map(x, x_hat, s.metric, s.channel_reduction, s.ssim_weight)
-        return smooth(res, self._sigma())
+        return smooth(res, self.smoothing_sigma())
 
     def _score_model_size(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps = self.maps_from_reconstruction(x, self.reconstruct(x))
@@ -328,8 +293,9 @@ class Detector:
         :func:`~anomaly_ae.data.images.max_pixels_default`). An anomaly map that is not finite (a numerical
         fault of the model) is reported as that file's error.
         """
-        self._check_fitted(need_threshold=False)
         from concurrent.futures import ThreadPoolExecutor
+
+        self.check_fitted(need_threshold=False)
 
         s = self.config.scoring
         limits = (self.preprocessing_.channels, max_pixels, batch_size or s.batch_size,
@@ -360,113 +326,88 @@ class Detector:
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
-        self._check_fitted(need_threshold=False)
+        self.check_fitted(need_threshold=False)
         return self.score_images(self._decode(images))[0]
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
-        """Scores on a [0, 1] scale where the image threshold is 0.5 (see :func:`thresholds.normalize`)."""
-        self._check_fitted(need_threshold=True)
-        return normalize(scores, self.threshold_, *self.norm_range_)
+        """Scores on a [0, 1] scale where the image threshold is 0.5 (see :meth:`PostProcessor.normalize`)."""
+        self.check_fitted(need_threshold=True)
+        return self.postprocessor_.normalize(scores)
 
     def anomaly_maps(self, images: ImagesLike) -> np.ndarray:
         """Anomaly maps ``(N, H, W)`` at the input size (inputs of one size; else use ``score_images``)."""
-        self._check_fitted(need_threshold=False)
+        self.check_fitted(need_threshold=False)
         maps = self.score_images(self._decode(images))[1]
         return np.stack(maps)
 
     def predict(self, images: ImagesLike) -> np.ndarray:
         """``(N,)`` bool: ``score > threshold_``."""
-        self._check_fitted(need_threshold=True)
-        return self.score(images) > self.threshold_
+        self.check_fitted(need_threshold=True)
+        return self.postprocessor_.is_anomalous(self.score(images))
 
     def predict_masks(self, images: ImagesLike) -> np.ndarray:
         """``(N, H, W)`` bool defect masks: ``anomaly map > pixel_threshold_`` (inputs of one size)."""
-        self._check_fitted(need_threshold=True)
-        return self.anomaly_maps(images) > self.pixel_threshold_
+        self.check_fitted(need_threshold=True)
+        return self.postprocessor_.defect_mask(self.anomaly_maps(images))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` new uint8 images ``(n, h, w, C)`` decoded from the prior N(0, I) of a variational model.
+
+        Raises:
+            ValueError: the model is not a ``vae``.
+        """
+        self.check_fitted(need_threshold=False)
+        if not hasattr(self.model_, "sample"):
+            raise ValueError(f"holds a '{self.config.model.name}' model; only 'vae' models can sample")
+        images = keras.ops.convert_to_numpy(self.model_.sample(n, seed=seed))
+        return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
     # -------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write the self-contained model directory (see :mod:`anomaly_ae.artifact`)."""
-        from anomaly_ae.artifact import save_detector
+        self.check_fitted(need_threshold=True)
+        save_model_dir(Path(path), self.to_state())
+        self.source_dir_ = Path(path)
+        return Path(path)
 
-        self._check_fitted(need_threshold=True)
-        return save_detector(self, Path(path))
+    def save_calibration(self, path: str | Path) -> Path:
+        """Rewrite only the thresholds (``detector.json``, ``config.yaml``) of the model directory ``path``."""
+        self.check_fitted(need_threshold=True)
+        state = self.to_state()
+        save_calibration(Path(path), state)
+        self.metadata_ = state.metadata
+        self.source_dir_ = Path(path)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
         """Restore a detector saved with :meth:`save` (Keras ``safe_mode=True``)."""
-        from anomaly_ae.artifact import load_detector
+        return cls.from_state(load_model_dir(Path(path)))
 
-        return load_detector(Path(path))
+    def to_state(self) -> ModelState:
+        """The fitted detector as plain state (what :mod:`anomaly_ae.artifact` reads and writes)."""
+        return ModelState(self.config, self.model_, self.preprocessing_, self.postprocessor_,
+                          getattr(self, "history_", {}), getattr(self, "train_info_", {}),
+                          getattr(self, "metadata_", {}), getattr(self, "source_dir_", None))
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> Detector:
+        """A fitted detector from plain state (inverse of :meth:`to_state`)."""
+        det = cls(state.config)
+        det.model_ = state.model
+        det.preprocessing_ = state.preprocessing
+        det.postprocessor_ = state.postprocessor
+        det.history_ = state.history
+        det.train_info_ = state.train_info
+        det.metadata_ = state.metadata
+        det.source_dir_ = state.source
+        return det
 
     # ------------------------------------------------------------------ helpers
-    def _check_fitted(self, need_threshold: bool) -> None:
-        if not hasattr(self, "model_") or (need_threshold and not hasattr(self, "threshold_")):
+    def check_fitted(self, need_threshold: bool = True) -> None:
+        """Raise :class:`NotFittedError` unless fitted (and calibrated, with ``need_threshold``)."""
+        if not hasattr(self, "model_") or (need_threshold and not hasattr(self, "postprocessor_")):
             raise NotFittedError("this Detector is not fitted yet: call fit() or Detector.load() first")
 
     def _decode(self, images: ImagesLike) -> list[np.ndarray]:
-        if isinstance(images, str | Path):
-            p = Path(images)
-            paths = list_images(p) if p.is_dir() else [p]
-            return [read_image(q, self.preprocessing_.channels) for q in paths]
-        if isinstance(images, np.ndarray):
-            return list(_as_batch(images))
-        return [np.asarray(im) for im in images]
-
-    def _preprocess(self, images: ImagesLike) -> np.ndarray:
-        return self.preprocessing_(self._decode(images))
-
-
-@dataclass
-class DecodedBatch:
-    """Consecutive files ``paths`` (ending before index ``end`` of the full list), decoded or not."""
-
-    paths: Sequence[Path]
-    end: int
-    images: dict[int, np.ndarray]  # position in the batch -> uint8 (H, W, C)
-    errors: dict[int, str]  # position -> one-line reason
-    stats: dict[int, tuple[int, int]]  # position -> (size_bytes, mtime_ns) as read
-
-
-def decode_batch(
-    paths: Sequence[Path], start: int, channels: int, max_pixels: int | None, max_images: int, pixel_budget: int
-) -> DecodedBatch:
-    """Decode files from ``paths[start]`` on until ``max_images`` are taken or the decoded images hold
-    ``pixel_budget`` pixels (at least one file is always taken)."""
-    images: dict[int, np.ndarray] = {}
-    errors: dict[int, str] = {}
-    stats: dict[int, tuple[int, int]] = {}
-    pixels, end = 0, start
-    while end < len(paths) and end - start < max_images and (end == start or pixels < pixel_budget):
-        i, p = end - start, paths[end]
-        end += 1
-        try:
-            st = os.stat(p)
-            stats[i] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            pass  # read_image says why
-        try:
-            images[i] = read_image(p, channels, max_pixels)
-            pixels += images[i].shape[0] * images[i].shape[1]
-        except ImageReadError as err:
-            errors[i] = str(err)
-    return DecodedBatch(paths[start:end], end, images, errors, stats)
-
-
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    """``(H, W)``/``(H, W, C)`` single image or ``(N, H, W[, C])`` batch -> a batch."""
-    if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
-        return images[None]
-    return images
-
-
-def _take(images: np.ndarray | list[Path], idx: np.ndarray) -> np.ndarray | list[Path]:
-    if isinstance(images, np.ndarray):
-        return images[idx]
-    return [images[i] for i in idx]
-
-
-def _at_model_size(images: np.ndarray | list[Path], i: int, pre: Preprocessing) -> np.ndarray:
-    if isinstance(images, np.ndarray):
-        return images[i]
-    return pre.resize(read_image(images[i], pre.channels))
+        return decode_images(images, self.preprocessing_.channels)

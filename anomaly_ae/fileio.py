@@ -160,3 +160,28 @@ def output_path(out_dir: Path, relative: str | Path, suffix: str) -> Path:
     if not Path(os.path.realpath(target)).is_relative_to(root):
         raise ValueError(f"output path {display_name(rel)} would escape {out_dir} (through a link)")
     return target
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a file (anomaly-ae, Keras and its backend, NumPy, Python, TF/JAX/torch)."""
+    import platform
+    from importlib import metadata
+
+    import keras
+    import numpy as np
+
+    from anomaly_ae.version import __version__
+
+    out = {
+        "anomaly_ae": __version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+    for dist in ("tensorflow", "jax", "torch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,11 +1,26 @@
-"""Image thresholds from scores of held-out good images (separate from any model)."""
+"""Post-processing: from scores and anomaly maps to decisions, kept outside the model (as anomalib does).
+
+:class:`PostProcessor` holds everything calibrated on held-out good images (or labelled data with
+``f1``): the image threshold, the pixel threshold, the normalisation range, the expected false-alarm
+rate, the heatmap colour range and the validation-score statistics. It is fitted once
+(:meth:`PostProcessor.fit`), stored as plain data in ``detector.json`` (:meth:`PostProcessor.to_dict`)
+and is the one place :class:`~anomaly_ae.detector.Detector`, ``score_folder``, ``deploy.json`` and the
+evaluation take their decisions from. The threshold rules themselves are short pure functions below.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from anomaly_ae.config import ThresholdConfig
+    from anomaly_ae.evaluation.metrics import PixelAccumulator
+
+#: how normalised scores are computed, recorded beside the numbers in detector.json
+NORMALIZATION_FORMULA = "clip((score - threshold) / (max - min) + 0.5, 0, 1)"
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
@@ -154,4 +169,109 @@ def normalize(scores: np.ndarray, threshold: float, lo: float, hi: float) -> np.
     return np.clip((np.asarray(scores, np.float64) - threshold) / span + 0.5, 0.0, 1.0)
 
 
-THRESHOLD_METHODS = ("quantile", "mad", "max", "f1")
+
+@dataclass(frozen=True)
+class PostProcessor:
+    """Calibrated decisions on top of image scores ``(N,)`` and anomaly maps ``(H, W)``.
+
+    Attributes:
+        threshold: image threshold; ``score > threshold`` is anomalous.
+        pixel_threshold: ``anomaly map > pixel_threshold`` is a defect pixel.
+        expected_fpr: expected false-alarm rate on new good images (:func:`expected_fpr`).
+        norm_range: ``(min, max)`` of the validation-good scores, for :meth:`normalize`.
+        heatmap_range: ``(median map value, pixel_threshold)``: the colour scale of overlays.
+        val_scores: ``(n,)`` float64 scores of the validation-good images.
+        score_stats: their summary.
+    """
+
+    threshold: float
+    pixel_threshold: float
+    expected_fpr: float
+    norm_range: tuple[float, float]
+    heatmap_range: tuple[float, float]
+    val_scores: np.ndarray = field(repr=False)
+    score_stats: ScoreStats
+
+    @classmethod
+    def fit(
+        cls,
+        good_scores: np.ndarray,
+        good_maps: np.ndarray,
+        config: ThresholdConfig,
+        anomalous_scores: np.ndarray | None = None,
+        pixels: PixelAccumulator | None = None,
+    ) -> PostProcessor:
+        """Calibrate on validation-good scores ``(n,)`` and their model-size maps ``(n, h, w)``.
+
+        Args:
+            config: the threshold rules (``method``, ``quantile``, ``mad_k``, ``pixel_method``, ...).
+            anomalous_scores: ``(m,)`` scores of labelled anomalous images, needed by ``method: f1``.
+            pixels: good and defect pixels with their masks, needed by ``pixel_method: f1``.
+        """
+        scores = _check_scores(good_scores)
+        if config.method == "f1":
+            if anomalous_scores is None or len(anomalous_scores) == 0:
+                raise ValueError("threshold method 'f1' needs anomalous images")
+            bad = np.asarray(anomalous_scores, np.float64)
+            labels = np.r_[np.zeros(len(scores), bool), np.ones(len(bad), bool)]
+            threshold = fit_threshold(np.r_[scores, bad], "f1", labels=labels)
+        else:
+            threshold = fit_threshold(scores, config.method, config.quantile, config.mad_k)
+        if config.pixel_method == "f1":
+            if pixels is None:
+                raise ValueError("pixel_method 'f1' needs anomalous images with masks")
+            pixel_threshold = float(pixels.pixel_f1_max()[1])
+        else:
+            peaks = np.asarray(good_maps).reshape(len(good_maps), -1).max(axis=1)
+            pixel_threshold = float(np.quantile(peaks, config.pixel_quantile))
+        lo = float(np.median(good_maps))
+        return cls(
+            threshold=float(threshold),
+            pixel_threshold=pixel_threshold,
+            expected_fpr=expected_fpr(scores, threshold),
+            norm_range=(float(scores.min()), float(scores.max())),
+            heatmap_range=(lo, max(pixel_threshold, lo + 1e-12)),
+            val_scores=scores,
+            score_stats=ScoreStats.of(scores),
+        )
+
+    def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
+        """``(N,)`` bool: ``score > threshold``."""
+        return np.asarray(scores) > self.threshold
+
+    def defect_mask(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """Bool map of the same shape: ``anomaly map > pixel_threshold``."""
+        return np.asarray(anomaly_map) > self.pixel_threshold
+
+    def normalize(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on [0, 1] where the image threshold is 0.5 (see :func:`normalize`)."""
+        return normalize(scores, self.threshold, *self.norm_range)
+
+    def to_dict(self, config: ThresholdConfig) -> dict[str, Any]:
+        """The ``detector.json`` sections ``threshold``, ``normalization``, ``score_stats``, ``val_scores``,
+        ``heatmap_range`` (the threshold section also records the rules in ``config``)."""
+        return {
+            "threshold": {
+                **config.model_dump(mode="json"),
+                "value": self.threshold,
+                "pixel_value": self.pixel_threshold,
+                "expected_fpr": self.expected_fpr,
+            },
+            "normalization": {"formula": NORMALIZATION_FORMULA, "min": self.norm_range[0], "max": self.norm_range[1]},
+            "score_stats": self.score_stats.to_dict(),
+            "val_scores": [float(s) for s in self.val_scores],
+            "heatmap_range": list(self.heatmap_range),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PostProcessor:
+        """Inverse of :meth:`to_dict` (the validated sections of a ``detector.json``)."""
+        return cls(
+            threshold=float(d["threshold"]["value"]),
+            pixel_threshold=float(d["threshold"]["pixel_value"]),
+            expected_fpr=float(d["threshold"]["expected_fpr"]),
+            norm_range=(float(d["normalization"]["min"]), float(d["normalization"]["max"])),
+            heatmap_range=(float(d["heatmap_range"][0]), float(d["heatmap_range"][1])),
+            val_scores=np.asarray(d["val_scores"], dtype=np.float64),
+            score_stats=ScoreStats.from_dict(d["score_stats"]),
+        )

@@ -277,3 +277,29 @@ class MlflowTracker:
     def _log_artifacts(self, folder: str, artifact_path: str | None) -> None:
         if os.path.isdir(folder):
             self.client.log_artifacts(self.run_id, folder, artifact_path)
+
+
+def log_evaluation(
+    metrics: dict[str, Any],
+    files: list[Path],
+    experiment: str,
+    run_id: str | None,
+    uri: str,
+    fallback_uri: str | None = None,
+    on_fallback: Any = None,
+) -> str | None:
+    """Log an evaluation's numbers and files to the model's run ``run_id`` when it is in the store, else a new run.
+
+    Returns the line to show (which run, which store), or ``None`` when tracking turned itself off
+    (the store and the fallback both failed; ``on_fallback`` was told why).
+    """
+    flat = {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    with MlflowTracker(uri, experiment, run_name="evaluate", run_id=run_id, fallback_uri=fallback_uri,
+                       on_fallback=on_fallback, off_on_failure=True) as tracker:
+        tracker.log_metrics(flat)
+        for f in files:
+            tracker.log_artifact(f, "evaluation")
+        if tracker.disabled:
+            return None
+        where = "the model's run" if tracker.resumed else "a new run"
+        return f"logged to {where} {tracker.run_id} in {tracker.uri}"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import EXIT_PARTIAL, console, fail_usage, note
+
+if TYPE_CHECKING:
+    from anomaly_ae import Detector
 
 
 def calibrate(
@@ -31,10 +34,8 @@ def calibrate(
 
     from pydantic import ValidationError
 
-    from anomaly_ae.artifact import ModelDirError, save_calibration
-    from anomaly_ae.data.images import ImageReadError, list_images, read_image
-    from anomaly_ae.data.mvtec import mask_name, read_mask
-    from anomaly_ae.detector import Detector
+    from anomaly_ae import Detector, ModelDirError
+    from anomaly_ae.data.loading import read_folder, read_masks
 
     try:
         det = Detector.load(run_dir)
@@ -48,54 +49,39 @@ def calibrate(
         )
     except ValidationError as err:
         fail_usage(f"invalid threshold settings: {err.errors()[0]['msg']}")
-
     failed: list[str] = []
 
-    def skip(what: Path, why: object) -> None:
-        failed.append(str(what))
-        note("skipped", "yellow", f"{what}: {why}")
+    def skipped(items: list) -> None:
+        for what, why in items:
+            failed.append(str(what))
+            note("skipped", "yellow", f"{what}: {why}")
 
-    def load(folder: Path) -> tuple[list, list[Path]]:
-        images, paths = [], []
-        problems: list[str] = []
-        for p in list_images(folder, problems=problems):
-            try:
-                images.append(read_image(p, det.preprocessing_.channels))
-                paths.append(p)
-            except ImageReadError as err:
-                skip(p, err)
-        for line in problems:
-            skip(folder, line)
-        return images, paths
-
-    good_images, _ = load(good)
-    if len(good_images) < 2:
+    good_read = read_folder(good, det.preprocessing_.channels)
+    skipped(good_read.skipped)
+    if len(good_read.images) < 2:
         fail_usage(f"--good {good} holds fewer than 2 readable images")
-    bad_images, bad_paths, bad_masks = None, [], None
-    if anomalous is not None:
-        bad_images, bad_paths = load(anomalous)
-    if masks is not None and anomalous is not None:
-        bad_masks = []
-        for p, im in zip(bad_paths, bad_images or [], strict=True):
-            rel = p.relative_to(anomalous)
-            mp = masks / rel.parent / mask_name(rel)
-            try:
-                bad_masks.append(read_mask(mp, im.shape[:2]) if mp.is_file() else None)
-            except ImageReadError as err:
-                skip(mp, err)
-                bad_masks.append(None)
+    bad = read_folder(anomalous, det.preprocessing_.channels) if anomalous is not None else None
+    skipped(bad.skipped if bad else [])
+    bad_masks = None
+    if masks is not None and bad is not None:
+        bad_masks, mask_skips = read_masks(bad, anomalous, masks)
+        skipped(mask_skips)
     try:
-        det.calibrate(good_images, bad_images, bad_masks, threshold=new)
+        det.calibrate(good_read.images, bad.images if bad else None, bad_masks, threshold=new)
     except ValueError as err:
         fail_usage(str(err))
-    save_calibration(det, run_dir)
-    st = det.score_stats_
-    console.print(f"image threshold {det.threshold_:.6g} ({new.method}) from {st.count} good images "
-                  f"(median {st.quantiles['q0.5']:.4g}, max {st.max:.4g})")
-    console.print(f"pixel threshold {det.pixel_threshold_:.6g} ({new.pixel_method})")
-    console.print(f"expected false-alarm rate on new good images: {det.expected_fpr_:.2%} "
-                  f"(at most (m + 1) / (n + 1) with m of n calibration scores above the threshold)")
-    console.print(f"updated         {run_dir / 'detector.json'}")
+    det.save_calibration(run_dir)
+    _print(det, run_dir)
     if failed:
         note(f"{len(failed)} file(s) could not be read", "yellow", "and were left out")
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print(det: Detector, run_dir: Path) -> None:
+    st, method = det.score_stats_, det.config.threshold
+    console.print(f"image threshold {det.threshold_:.6g} ({method.method}) from {st.count} good images "
+                  f"(median {st.quantiles['q0.5']:.4g}, max {st.max:.4g})")
+    console.print(f"pixel threshold {det.pixel_threshold_:.6g} ({method.pixel_method})")
+    console.print(f"expected false-alarm rate on new good images: {det.expected_fpr_:.2%} "
+                  f"(at most (m + 1) / (n + 1) with m of n calibration scores above the threshold)")
+    console.print(f"updated         {run_dir / 'detector.json'}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from rich.console import Console
@@ -149,3 +150,45 @@ def fallback_uri(uri: str) -> str | None:
 
     local = local_store_uri(Path.cwd())
     return None if uri == local else local
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar; yields ``advance(done, total)`` for a library function's ``progress`` argument."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+@contextlib.contextmanager
+def open_tracker(experiment: str, run_name: str, no_track: bool, run_id: str | None = None,
+                 resumed_run: bool = False, show_store: bool = True) -> Iterator[Any]:
+    """The run's tracker: ``NullTracker`` with ``--no-track``, else an MLflow run in :func:`tracking_uri`.
+
+    A server that fails falls back to the local store; a store that cannot be written turns tracking
+    off with one warning. The run id and how to view a local store are printed when the run ends well.
+    """
+    from anomaly_ae.tracking import MlflowTracker, NullTracker
+
+    if no_track:
+        yield NullTracker()
+        return
+    uri = tracking_uri()
+    with MlflowTracker(uri, experiment, run_name=run_name, run_id=run_id, end_resumed_run=resumed_run,
+                       fallback_uri=fallback_uri(uri), on_fallback=warn, off_on_failure=True) as tracker:
+        yield tracker
+        if tracker.disabled:
+            return
+        if not show_store:
+            console.print(f"MLflow run     {tracker.run_id}")
+            return
+        console.print(f"MLflow run     {tracker.run_id} in {tracker.uri}")
+        if not os.environ.get("MLFLOW_TRACKING_URI") or tracker.fell_back:
+            console.print(f"               view it with: mlflow ui --backend-store-uri {tracker.uri}")

@@ -1,4 +1,4 @@
-"""``anomaly-ae evaluate RUN_DIR DATASET_DIR --out OUT_DIR``: metrics.json + report.html."""
+"""``anomaly-ae evaluate RUN_DIR DATASET_DIR --out OUT_DIR``: metrics.json + report.html (``anomaly_ae.evaluate``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, fallback_uri, note, tracking_uri, warn
+from cli.common import EXIT_PARTIAL, console, fail_usage, fallback_uri, note, progress_bar, tracking_uri, warn
 
 if TYPE_CHECKING:
-    from anomaly_ae.detector import Detector
+    from anomaly_ae import EvaluationResult
 
 
 def evaluate(
@@ -28,55 +28,17 @@ def evaluate(
     if not (dataset_dir / "test").is_dir():
         fail_usage(f"DATASET_DIR {dataset_dir} has no 'test' folder (MVTec AD layout expected)")
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from anomaly_ae import ModelDirError, OutputConflict
+    from anomaly_ae import evaluate as run_evaluation
 
-    from anomaly_ae.artifact import ModelDirError, write_json_atomic
-    from anomaly_ae.data.mvtec import mvtec_items
-    from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation.evaluate import evaluate as run_evaluation
-    from anomaly_ae.outdir import OutputConflict, plan, staging
-    from anomaly_ae.reports.html import write_report
-
-    names = ["metrics.json", "report.html"]
     try:
-        plan(out, "evaluation", names, overwrite, {"model directory": run_dir, "data set": dataset_dir})
-        det = Detector.load(run_dir)
-        n = len(mvtec_items(dataset_dir))
+        with progress_bar("evaluating") as advance:
+            ev = run_evaluation(run_dir, dataset_dir, out, max_fpr=max_fpr, overwrite=overwrite, progress=advance)
     except (ModelDirError, FileNotFoundError, OutputConflict) as err:
         fail_usage(str(err))
-    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("evaluating", total=n)
-        ev = run_evaluation(det, dataset_dir, on_progress=lambda k: progress.advance(task, k), max_fpr=max_fpr)
-    m = ev.metrics
-    try:
-        with staging(out, "evaluation", names, overwrite, order=("metrics.json",)) as tmp:
-            write_json_atomic(tmp / "metrics.json", {**m, "failures": ev.failures, "model": str(run_dir),
-                                                     "dataset": str(dataset_dir)})
-            write_report(tmp / "report.html", det, dataset_dir, ev, title=run_dir.name)
-    except OutputConflict as err:
-        fail_usage(str(err))
-    report = out / "report.html"
-
-    def fmt(metrics: dict[str, Any], key: str) -> str:
-        v = metrics.get(key)
-        return f"{v:.4f}" if isinstance(v, float) else "n/a"
-
-    console.print(f"image AUROC {fmt(m, 'image_auroc')}   image F1-max {fmt(m, 'image_f1_max')}   "
-                  f"pixel AUROC {fmt(m, 'pixel_auroc')}   pixel AUPRO {fmt(m, 'pixel_aupro')}")
-    for defect, dm in m.get("per_defect", {}).items():
-        console.print(f"  {defect:<12} image AUROC {fmt(dm, 'image_auroc')}   pixel AUROC {fmt(dm, 'pixel_auroc')}   "
-                      f"pixel AUPRO {fmt(dm, 'pixel_aupro')}")
-    counts = m["counts"]
-    if counts["anomalous"] > counts["with_masks"] and (dataset_dir / "ground_truth").is_dir():
-        warn(f"{counts['anomalous'] - counts['with_masks']} of {counts['anomalous']} anomalous images have no mask "
-             "(expected ground_truth/<defect>/<stem>_mask.png): pixel metrics leave them out")
-    at = m["at_threshold"]
-    console.print(f"at threshold {det.threshold_:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
-    console.print(f"metrics        {out / 'metrics.json'}")
-    console.print(f"report         {report}")
+    _print(ev, dataset_dir, out)
     if not no_track:
-        _log(det, out, m)
+        _log(ev, out)
     if ev.failures:
         for f in ev.failures:
             note("failed", "yellow", f"{f['path']}: {f['error']}")
@@ -84,19 +46,34 @@ def evaluate(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _log(det: Detector, out: Path, metrics: dict[str, Any]) -> None:
-    """Log the evaluation to the model's MLflow run when it is in the current store, else to a new run."""
-    from anomaly_ae.tracking import MlflowTracker
+def _fmt(metrics: dict[str, Any], key: str) -> str:
+    v = metrics.get(key)
+    return f"{v:.4f}" if isinstance(v, float) else "n/a"
 
-    run_id = det.train_info_.get("mlflow", {}).get("run_id")
+
+def _print(ev: EvaluationResult, dataset_dir: Path, out: Path) -> None:
+    m = ev.metrics
+    console.print(f"image AUROC {_fmt(m, 'image_auroc')}   image F1-max {_fmt(m, 'image_f1_max')}   "
+                  f"pixel AUROC {_fmt(m, 'pixel_auroc')}   pixel AUPRO {_fmt(m, 'pixel_aupro')}")
+    for defect, dm in m.get("per_defect", {}).items():
+        console.print(f"  {defect:<12} image AUROC {_fmt(dm, 'image_auroc')}   pixel AUROC {_fmt(dm, 'pixel_auroc')}"
+                      f"   pixel AUPRO {_fmt(dm, 'pixel_aupro')}")
+    counts = m["counts"]
+    if counts["anomalous"] > counts["with_masks"] and (dataset_dir / "ground_truth").is_dir():
+        warn(f"{counts['anomalous'] - counts['with_masks']} of {counts['anomalous']} anomalous images have no mask "
+             "(expected ground_truth/<defect>/<stem>_mask.png): pixel metrics leave them out")
+    at = m["at_threshold"]
+    console.print(f"at threshold {ev.threshold:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
+    console.print(f"metrics        {out / 'metrics.json'}")
+    console.print(f"report         {out / 'report.html'}")
+
+
+def _log(ev: EvaluationResult, out: Path) -> None:
+    """Log to the model's MLflow run when it is in the current store, else to a new run."""
+    from anomaly_ae.tracking import log_evaluation
+
     uri = tracking_uri()
-    flat = {f"eval_{k}": v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    with MlflowTracker(uri, det.config.tracking.experiment, run_name="evaluate", run_id=run_id,
-                       fallback_uri=fallback_uri(uri), on_fallback=warn, off_on_failure=True) as tracker:
-        tracker.log_metrics(flat)
-        tracker.log_artifact(out / "metrics.json", "evaluation")
-        tracker.log_artifact(out / "report.html", "evaluation")
-        if tracker.disabled:
-            return
-        where = "the model's run" if tracker.resumed else "a new run"
-        console.print(f"MLflow         logged to {where} {tracker.run_id} in {tracker.uri}")
+    line = log_evaluation(ev.metrics, [out / "metrics.json", out / "report.html"], ev.experiment, ev.mlflow_run_id,
+                          uri, fallback_uri(uri), on_fallback=warn)
+    if line:
+        console.print(f"MLflow         {line}")

@@ -31,15 +31,12 @@ def export(
         fail_usage(f"--input-dtype {input_dtype!r} is not supported; choose one of {', '.join(INPUT_DTYPES)}")
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
-    from anomaly_ae.artifact import ModelDirError
+    from anomaly_ae import ModelDirError, OutputConflict
     from anomaly_ae.deploy.encoder import ExportError
     from anomaly_ae.deploy.graph import export_detector
-    from anomaly_ae.detector import Detector
-    from anomaly_ae.outdir import OutputConflict, plan
 
     try:
-        plan(out, "export", ["deploy.json"], overwrite, {"model directory": run_dir})  # before loading anything
-        info = export_detector(Detector.load(run_dir), out, fmt, input_dtype, overwrite=overwrite)
+        info = export_detector(run_dir, out, fmt, input_dtype, overwrite=overwrite)
     except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))
     inp = info["input"]

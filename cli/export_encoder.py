@@ -23,15 +23,12 @@ def export_encoder(
     """Export the encoder (one output per resolution block + latent) for segmentation transfer learning."""
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
-    from anomaly_ae.artifact import ModelDirError
+    from anomaly_ae import ModelDirError, OutputConflict
     from anomaly_ae.deploy.encoder import ExportError
     from anomaly_ae.deploy.encoder import export_encoder as run_export
-    from anomaly_ae.detector import Detector
-    from anomaly_ae.outdir import OutputConflict, plan
 
     try:
-        plan(out, "encoder", ["encoder.json"], overwrite, {"model directory": run_dir})
-        info = run_export(Detector.load(run_dir), out, formats=fmt or (), overwrite=overwrite)
+        info = run_export(run_dir, out, formats=fmt or (), overwrite=overwrite)
     except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))
     for o in info["outputs"]:

@@ -26,22 +26,15 @@ def sample(
     if os.path.lexists(out) and not overwrite:
         fail_usage(f"--out {out} already exists: add --overwrite to replace it, or choose another name")
 
-    import keras
-    import numpy as np
-
-    from anomaly_ae.artifact import ModelDirError
-    from anomaly_ae.detector import Detector
+    from anomaly_ae import Detector, ModelDirError
     from anomaly_ae.fileio import write_png_atomic
-    from anomaly_ae.models.vae import VariationalAutoencoder
     from anomaly_ae.outputs.overlays import image_grid
 
     try:
-        det = Detector.load(run_dir)
+        images = Detector.load(run_dir).sample(n, seed=seed)
     except ModelDirError as err:
         fail_usage(str(err))
-    if not isinstance(det.model_, VariationalAutoencoder):
-        fail_usage(f"{run_dir} holds a '{det.config.model.name}' model; only 'vae' models can sample")
-    images = keras.ops.convert_to_numpy(det.model_.sample(n, seed=seed))
-    grid = image_grid((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-    write_png_atomic(out, grid)
+    except ValueError as err:  # not a VAE
+        fail_usage(f"{run_dir} {err}")
+    write_png_atomic(out, image_grid(images))
     console.print(f"wrote {n} samples to {out}")

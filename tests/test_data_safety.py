@@ -381,15 +381,15 @@ def test_unreadable_sub_folder_is_reported_not_silent(tmp_path, run_unprivileged
 
 
 def test_score_warns_about_an_unreadable_sub_folder_and_exits_3(run_dir, inputs, tmp_path, monkeypatch):
-    import anomaly_ae.data.images
+    import anomaly_ae.outputs.folder
 
-    real = anomaly_ae.data.images.list_images
+    real = anomaly_ae.outputs.folder.list_images
 
     def listing_with_a_locked_folder(folder, exclude=(), problems=None):
         problems.append(f"cannot read folder {folder}/locked: Permission denied")  # as os.walk reports it
         return real(folder, exclude, problems)
 
-    monkeypatch.setattr(anomaly_ae.data.images, "list_images", listing_with_a_locked_folder)
+    monkeypatch.setattr(anomaly_ae.outputs.folder, "list_images", listing_with_a_locked_folder)
     res = runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(tmp_path / "o")])
     assert res.exit_code == 3 and "warning: cannot read folder" in res.output and "locked" in res.output
     assert len(_rows(tmp_path / "o" / "scores.csv")) == 4  # the readable files are all scored
@@ -601,7 +601,7 @@ def test_outputs_get_normal_modes_under_umask_022(run_dir, inputs, tmp_path):
 
 
 def test_batches_are_cut_by_pixels_not_only_by_count(tmp_path):
-    from anomaly_ae.detector import decode_batch
+    from anomaly_ae.data.loading import decode_batch
 
     paths = [_png(tmp_path / f"{i}.png", seed=i, size=40) for i in range(10)]  # 1,600 pixels each
     ends, start = [], 0

@@ -78,3 +78,36 @@ def test_evaluate_needs_mvtec_layout(tiny_detector, tmp_path):
     run = tiny_detector.save(tmp_path / "run")
     res = CliRunner().invoke(app, ["evaluate", str(run), str(tmp_path), "--out", str(tmp_path / "o"), "--no-track"])
     assert res.exit_code == 2
+
+
+def test_evaluate_scores_each_image_once_and_the_report_reuses_its_worst_cases(tiny_detector, tmp_path, monkeypatch):
+    """The report's galleries come from the maps kept while streaming: no image is scored twice."""
+    from anomaly_ae import evaluate as evaluate_folder
+    from anomaly_ae.detector import Detector
+
+    run = tmp_path / "run"
+    tiny_detector.save(run)
+    scored: list[int] = []
+    original = Detector.score_images
+
+    def counting(self, images):
+        scored.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(Detector, "score_images", counting)
+    ev = evaluate_folder(run, SAMPLE, tmp_path / "eval", n_examples=2)
+    n_items = len(mvtec_items(SAMPLE))
+    assert sum(scored) == n_items  # written report included
+    t = ev.threshold
+    fn = sorted((r for r in ev.records if r["label"] and r["score"] <= t), key=lambda r: r["score"])[:2]
+    fp = sorted((r for r in ev.records if not r["label"] and r["score"] > t), key=lambda r: -r["score"])[:2]
+    assert len(fn) + len(fp) >= 2  # the tiny model makes mistakes on both sides, so the galleries are not empty
+    assert [e.record["path"] for e in ev.false_negatives] == [r["path"] for r in fn]
+    assert [e.record["path"] for e in ev.false_positives] == [r["path"] for r in fp]
+    for e in ev.false_negatives + ev.false_positives:
+        image = read_image(SAMPLE / "test" / e.record["path"], 1)
+        assert e.overlay.shape == (*image.shape[:2], 3) and e.overlay.dtype == np.uint8
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert html.count("<figure>") == len(fn) + len(fp)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["image_auroc"] == pytest.approx(ev.metrics["image_auroc"]) and saved["model"] == str(run)

@@ -133,7 +133,7 @@ def test_unsupported_exports_are_refused_with_a_reason(tiny_detector, tiny_confi
         export_detector(tiny_detector, tmp_path / "x", "onnx", "int16")
     def fitted_copy(config, model=None):
         det = Detector(config)
-        for attr in ("model_", "preprocessing_", "threshold_", "pixel_threshold_", "norm_range_"):
+        for attr in ("model_", "preprocessing_", "postprocessor_"):
             setattr(det, attr, getattr(tiny_detector, attr))
         det.model_ = model or det.model_
         return det

@@ -64,9 +64,10 @@ def multiscale_encoder(model: keras.Model) -> keras.Model:
 
 
 def export_encoder(
-    det: Detector, out_dir: str | Path, formats: Sequence[str] = (), overwrite: bool = False
+    detector_or_run_dir: Detector | str | Path, out_dir: str | Path, formats: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write the multi-scale encoder of a fitted detector; returns the ``encoder.json`` content.
+    """Write the multi-scale encoder of a fitted detector (or of a model directory); returns ``encoder.json``.
 
     ``encoder.keras`` and ``encoder.weights.h5`` are always written; ``formats`` may add
     ``"savedmodel"`` and/or ``"onnx"`` (``"keras"`` and ``"weights"`` are accepted and add nothing).
@@ -76,14 +77,20 @@ def export_encoder(
     unknown = [f for f in formats if f not in ENCODER_FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r} is not supported; choose from {', '.join(ENCODER_FORMATS)}")
+    from anomaly_ae.outdir import plan, staging
+
+    if isinstance(detector_or_run_dir, Detector):
+        det = detector_or_run_dir
+    else:  # refuse an unusable --out before loading anything
+        plan(Path(out_dir), "encoder", ["encoder.json"], overwrite, {"model directory": Path(detector_or_run_dir)})
+        det = Detector.load(detector_or_run_dir)
     name = det.config.model.name
     if name not in SPATIAL_MODELS:
         raise ExportError(
             f"model {name!r} has no spatial encoder to export for segmentation; "
             f"export-encoder supports {', '.join(SPATIAL_MODELS)}"
         )
-    from anomaly_ae.artifact import write_json_atomic
-    from anomaly_ae.outdir import staging
+    from anomaly_ae.fileio import write_json_atomic
 
     extra = list(dict.fromkeys(f for f in formats if f in ("savedmodel", "onnx")))
     names = ["encoder.keras", "encoder.weights.h5", "encoder.json",
@@ -96,7 +103,7 @@ def export_encoder(
 
 def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str, Any]:
     """The encoder files in ``out``; returns the ``encoder.json`` content."""
-    from anomaly_ae.artifact import versions
+    from anomaly_ae.fileio import versions
 
     name = det.config.model.name
     enc = multiscale_encoder(det.model_)

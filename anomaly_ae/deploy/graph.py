@@ -115,22 +115,33 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     if ph or pw:  # the same padding as Detector.reconstruct (tiling.pad_to_multiple)
         padded = BorderPad(ph, pw, "reflect" if ph < h and pw < w else "edge", name="pad")(x)
     x_hat = det.model_(padded, training=False)
-    head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det._sigma(), s.reduction, s.topk_fraction,
+    head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det.smoothing_sigma(), s.reduction,
+                       s.topk_fraction,
                        name="scoring")
     return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
 
 
 def export_detector(
-    det: Detector, out_dir: str | Path, fmt: str = "onnx", input_dtype: str = "uint8", overwrite: bool = False
+    detector_or_run_dir: Detector | str | Path, out_dir: str | Path, fmt: str = "onnx", input_dtype: str = "uint8",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write the deployable graph and ``deploy.json`` to ``out_dir``; returns the JSON.
+    """Write the deployable graph and ``deploy.json`` of a detector (or model directory) to ``out_dir``.
+
+    Returns the ``deploy.json`` content.
 
     Built beside ``out_dir`` and moved into place; an earlier export there is replaced only with
     ``overwrite``, and files anomaly-ae did not write are never touched (:mod:`anomaly_ae.outdir`).
     """
+    from anomaly_ae.outdir import plan, staging
+
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
-    det._check_fitted(need_threshold=True)
+    if isinstance(detector_or_run_dir, Detector):
+        det = detector_or_run_dir
+    else:  # refuse an unusable --out before loading anything
+        plan(Path(out_dir), "export", ["deploy.json"], overwrite, {"model directory": Path(detector_or_run_dir)})
+        det = Detector.load(detector_or_run_dir)
+    det.check_fitted(need_threshold=True)
     require_exporters(fmt)
     if fmt == "onnx":
         if getattr(det.model_, "precision", "float32") != "float32":  # Keras' ONNX export needs float32
@@ -141,8 +152,7 @@ def export_detector(
     c = det.preprocessing_.channels
     model(keras.ops.zeros((1, h, w, c), dtype=input_dtype))  # Keras exports only models that were called
 
-    from anomaly_ae.artifact import write_json_atomic
-    from anomaly_ae.outdir import staging
+    from anomaly_ae.fileio import write_json_atomic
 
     artefact = "model.onnx" if fmt == "onnx" else "saved_model"
     with staging(Path(out_dir), "export", [artefact, "deploy.json"], overwrite, order=("deploy.json",)) as tmp, \
@@ -156,11 +166,12 @@ def export_detector(
 
 def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dict[str, Any]:
     """The ``deploy.json`` contract of an exported detector."""
-    from anomaly_ae.artifact import versions
+    from anomaly_ae.fileio import versions
 
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels
-    lo, hi = det.norm_range_
+    post = det.postprocessor_  # the one source of the thresholds and ranges
+    lo, hi = post.norm_range
     return {
         "schema_version": 1,
         "format": fmt,
@@ -176,15 +187,15 @@ def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dic
                             "meaning": "per-pixel anomaly at model resolution; > pixel_threshold = defect"},
             "score": {"shape": [None], "dtype": "float32", "meaning": "higher = more anomalous"},
         },
-        "threshold": det.threshold_,
-        "pixel_threshold": det.pixel_threshold_,
-        "expected_false_positive_rate": det.expected_fpr_,
+        "threshold": post.threshold,
+        "pixel_threshold": post.pixel_threshold,
+        "expected_false_positive_rate": post.expected_fpr,
         "normalization": {
             "formula": "clip((score - threshold) / (hi - lo) + 0.5, 0, 1); 0.5 = threshold",
             "lo": lo, "hi": hi,
         },
-        "heatmap_range": list(det.heatmap_range_),
-        "score_stats": det.score_stats_.to_dict(),
+        "heatmap_range": list(post.heatmap_range),
+        "score_stats": post.score_stats.to_dict(),
         "source_size": list(det.preprocessing_.source_size) if det.preprocessing_.source_size else None,
         "scoring": det.config.scoring.model_dump(),
         "model": det.config.model.name,

@@ -1,61 +1,117 @@
-"""Evaluate a detector on a labelled folder in the MVTec AD layout, streaming.
+"""Evaluate a detector on a labelled folder in the MVTec AD layout (:mod:`anomaly_ae.data.mvtec`), streaming.
 
-::
-
-    DATASET/test/good/*.png                      normal test images
-    DATASET/test/<defect>/*.png                  anomalous test images, one folder per defect type
-    DATASET/ground_truth/<defect>/<stem>_mask.png  optional pixel masks (non-zero = defect)
-
-Images are scored batch by batch; only scores and integer histograms (:class:`PixelAccumulator`)
-are kept, so memory does not grow with the number or size of the images.
+Images are scored batch by batch; only scores, integer histograms (:class:`PixelAccumulator`) and
+the few worst cases' overlays for the report are kept, so memory does not grow with the number or
+size of the images and the report never scores an image a second time.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from anomaly_ae.data.images import ImageReadError
-from anomaly_ae.data.mvtec import GOOD, mvtec_items, read_mask
-from anomaly_ae.detector import Detector
+from anomaly_ae.data.mvtec import GOOD, TestItem, mvtec_items, read_mask
+from anomaly_ae.detector import Detector, ScoredFile
 from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics
+from anomaly_ae.evaluation.result import EvaluationResult, Example
+from anomaly_ae.fileio import write_json_atomic
+from anomaly_ae.outdir import plan, staging
+from anomaly_ae.outputs.overlays import heatmap_overlay
+from anomaly_ae.postprocessing import PostProcessor
+
+#: what ``evaluate`` writes into ``out_dir``
+EVALUATION_FILES = ("metrics.json", "report.html")
 
 
-@dataclass
-class Evaluation:
-    """Metrics plus per-image records (no maps)."""
+class _Worst:
+    """The ``n`` items with the smallest ``key`` seen so far (ties: the earlier item), kept in a bounded heap."""
 
-    metrics: dict[str, Any]
-    records: list[dict[str, Any]]
-    failures: list[dict[str, str]] = field(default_factory=list)
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._heap: list[tuple[Any, int, Example]] = []  # (negated key, -order, item): a max-heap of keys
+
+    def would_keep(self, key: float, order: int) -> bool:
+        """Whether an item with this key would be kept (so the overlay is only drawn for those)."""
+        if self.n <= 0:
+            return False
+        return len(self._heap) < self.n or (key, order) < (-self._heap[0][0], -self._heap[0][1])
+
+    def add(self, key: float, order: int, item: Example) -> None:
+        entry = (-key, -order, item)
+        if len(self._heap) < self.n:
+            heapq.heappush(self._heap, entry)
+        else:
+            heapq.heapreplace(self._heap, entry)
+
+    def sorted(self) -> list[Example]:
+        return [e[2] for e in sorted(self._heap, key=lambda e: (-e[0], -e[1]))]
 
 
 def evaluate(
-    det: Detector,
+    detector_or_run_dir: Detector | str | Path,
     dataset_dir: str | Path,
-    on_progress: Callable[[int], None] | None = None,
+    out_dir: str | Path | None = None,
+    *,
     max_fpr: float = 0.3,
-) -> Evaluation:
+    overwrite: bool = False,
+    n_examples: int = 6,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
     """Score every test image and compute image and pixel metrics, overall and per defect type.
 
     Metric keys: ``image_auroc``, ``image_ap``, ``image_f1_max``, ``image_f1_threshold``; with masks
     ``pixel_auroc`` (+ ``pixel_auroc_bin_error``), ``pixel_f1_max``, ``pixel_f1_threshold``,
     ``pixel_aupro`` (to FPR ``max_fpr``, normalised); and the confusion counts at the calibrated image
     threshold. ``per_defect`` holds the same per defect type (its images against all good ones).
+
+    Args:
+        detector_or_run_dir: a fitted :class:`Detector` or its model directory.
+        out_dir: when given, ``metrics.json`` and ``report.html`` are written there (an earlier
+            evaluation is replaced only with ``overwrite``; other files are never touched).
+        progress: called with ``(images done, images in all)`` after every image.
+
+    Raises:
+        FileNotFoundError: no ``test`` folder, or no images in it.
+        OutputConflict: ``out_dir`` is unusable or holds an evaluation and ``overwrite`` is not set.
+        ModelDirError: the model directory cannot be loaded.
     """
     dataset_dir = Path(dataset_dir)
+    run_dir = None if isinstance(detector_or_run_dir, Detector) else Path(detector_or_run_dir)
+    if out_dir is not None:
+        plan(Path(out_dir), "evaluation", EVALUATION_FILES, overwrite,
+             {"model directory": run_dir, "data set": dataset_dir})
+    det = detector_or_run_dir if isinstance(detector_or_run_dir, Detector) else Detector.load(run_dir)
+    det.check_fitted(need_threshold=True)
     problems: list[str] = []
     items = mvtec_items(dataset_dir, problems)
+    result = _score_items(det, items, max_fpr, n_examples, progress)
+    result.failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
+    result.metrics["counts"]["failed"] = len(result.failures)
+    result.experiment = det.config.tracking.experiment
+    result.mlflow_run_id = getattr(det, "train_info_", {}).get("mlflow", {}).get("run_id")
+    if out_dir is not None:
+        model = run_dir if run_dir is not None else getattr(det, "source_dir_", None)
+        _write(result, Path(out_dir), model, dataset_dir, overwrite)
+    return result
+
+
+def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_examples: int,
+                 progress: Callable[[int, int], None] | None) -> EvaluationResult:
+    """Stream ``items`` through ``det``: records, pixel histograms, failures and the worst cases."""
+    post = det.postprocessor_
     good_acc = PixelAccumulator()
     defect_accs: dict[str, PixelAccumulator] = {}
     records: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
+    worst_fn, worst_fp = _Worst(n_examples), _Worst(n_examples)
     by_path = {it.path: it for it in items}
-    for scored in det.iter_score([it.path for it in items]):
+    for done, scored in enumerate(det.iter_score([it.path for it in items]), 1):
         it = by_path[scored.path]
         if scored.error is not None:
             failures.append({"path": it.rel, "error": scored.error})
@@ -66,31 +122,63 @@ def evaluate(
                     mask = read_mask(it.mask_path, scored.amap.shape)
                 except ImageReadError as err:  # the image still counts for the image metrics
                     failures.append({"path": it.rel, "error": f"mask {it.mask_path.name}: {err}"})
-            records.append({"path": it.rel, "defect": it.defect, "label": it.label, "score": scored.score,
-                            "has_mask": mask is not None})
+            record = {"path": it.rel, "defect": it.defect, "label": it.label, "score": scored.score,
+                      "has_mask": mask is not None}
+            records.append(record)
             if not it.label:
                 good_acc.add(scored.amap)
             elif mask is not None:
                 defect_accs.setdefault(it.defect, PixelAccumulator()).add(scored.amap, mask)
-        if on_progress:
-            on_progress(1)
+            _keep_if_worst(record, len(records), scored, mask, post, worst_fn, worst_fp)
+        if progress:
+            progress(done, len(items))
 
-    failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
-    metrics = _metrics(records, good_acc, defect_accs, det, max_fpr)
+    metrics = _metrics(records, good_acc, defect_accs, post, max_fpr)
     metrics["per_defect"] = {}
     for defect in sorted({r["defect"] for r in records} - {GOOD}):
         sub = [r for r in records if r["defect"] in (GOOD, defect)]
         accs = {defect: defect_accs[defect]} if defect in defect_accs else {}
-        metrics["per_defect"][defect] = _metrics(sub, good_acc, accs, det, max_fpr)
-    metrics["counts"]["failed"] = len(failures)
-    return Evaluation(metrics, records, failures)
+        metrics["per_defect"][defect] = _metrics(sub, good_acc, accs, post, max_fpr)
+    return EvaluationResult(metrics, records, failures, worst_fn.sorted(), worst_fp.sorted(), post.threshold,
+                            det.config.threshold.method)
+
+
+def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask: np.ndarray | None,
+                   post: PostProcessor, worst_fn: _Worst, worst_fp: _Worst) -> None:
+    """Keep the overlay of a false negative (lowest scores first) or false positive (highest first)."""
+    s = record["score"]
+    if record["label"] and s <= post.threshold:
+        worst, key = worst_fn, s
+    elif not record["label"] and s > post.threshold:
+        worst, key = worst_fp, -s
+    else:
+        return
+    if not worst.would_keep(key, order):
+        return
+    overlay = heatmap_overlay(scored.image, scored.amap, post.heatmap_range)
+    if mask is not None:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(overlay, contours, -1, (255, 255, 255), 1)
+    worst.add(key, order, Example(record, overlay))
+
+
+def _write(result: EvaluationResult, out: Path, model: Path | None, dataset_dir: Path, overwrite: bool) -> None:
+    """``metrics.json`` and ``report.html``, built beside ``out`` and moved into place (metrics first)."""
+    from anomaly_ae.reports.html import write_report
+
+    with staging(out, "evaluation", EVALUATION_FILES, overwrite, order=("metrics.json",)) as tmp:
+        write_json_atomic(tmp / "metrics.json", {**result.metrics, "failures": result.failures,
+                                                 "model": str(model) if model else None,
+                                                 "dataset": str(dataset_dir)})
+        write_report(tmp / "report.html", result, dataset_dir, title=model.name if model else "")
+    result.out_dir = out
 
 
 def _metrics(
     records: list[dict[str, Any]],
     good_acc: PixelAccumulator,
     defect_accs: dict[str, PixelAccumulator],
-    det: Detector,
+    post: PostProcessor,
     max_fpr: float,
 ) -> dict[str, Any]:
     y = np.array([r["label"] for r in records], bool)
@@ -98,16 +186,16 @@ def _metrics(
     out: dict[str, Any] = {}
     if y.any() and (~y).any():
         out.update(image_metrics(s, y))
-    pred = s > det.threshold_
+    pred = post.is_anomalous(s)
     out["at_threshold"] = {
-        "image_threshold": det.threshold_,
+        "image_threshold": post.threshold,
         "tp": int(np.sum(pred & y)),
         "fp": int(np.sum(pred & ~y)),
         "tn": int(np.sum(~pred & ~y)),
         "fn": int(np.sum(~pred & y)),
         "fpr": float(np.mean(pred[~y])) if (~y).any() else None,
         "tpr": float(np.mean(pred[y])) if y.any() else None,
-        "expected_fpr": det.expected_fpr_,
+        "expected_fpr": post.expected_fpr,
     }
     acc = good_acc
     for a in defect_accs.values():
@@ -122,7 +210,7 @@ def _metrics(
             pixel_f1_threshold=f1_t,
             pixel_aupro=acc.aupro(max_fpr),
             pixel_aupro_max_fpr=max_fpr,
-            pixel_threshold=det.pixel_threshold_,
+            pixel_threshold=post.pixel_threshold,
         )
     out["counts"] = {
         "good": int((~y).sum()),

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anomaly_ae.artifact import META_FILE, MODEL_FILE, write_json_atomic
-from anomaly_ae.fileio import display_name, output_name
+from anomaly_ae.artifact import META_FILE, MODEL_FILE
+from anomaly_ae.fileio import display_name, output_name, write_json_atomic
 from anomaly_ae.outdir import OutputConflict, check_out_dir, read_manifest, record
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 

@@ -11,12 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anomaly_ae.data.images import read_image
-from anomaly_ae.data.mvtec import mask_name, read_mask
-from anomaly_ae.detector import Detector
-from anomaly_ae.evaluation.evaluate import Evaluation
+from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.fileio import write_bytes_atomic
-from anomaly_ae.outputs.overlays import heatmap_overlay
 
 
 def _png_b64(image_bgr: np.ndarray) -> str:
@@ -69,29 +65,8 @@ def _curves(records: list[dict[str, Any]], threshold: float) -> list[tuple[str, 
     return figs
 
 
-def _examples(
-    det: Detector, dataset_dir: Path, records: list[dict[str, Any]], n: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    t = det.threshold_
-    fn = sorted((r for r in records if r["label"] and r["score"] <= t), key=lambda r: r["score"])[:n]
-    fp = sorted((r for r in records if not r["label"] and r["score"] > t), key=lambda r: -r["score"])[:n]
-    out = []
-    for group in (fn, fp):
-        rows = []
-        for r in group:
-            path = dataset_dir / "test" / r["path"]
-            image = read_image(path, det.preprocessing_.channels)
-            amap = det.score_images([image])[1][0]
-            overlay = heatmap_overlay(image, amap, det.heatmap_range_)
-            stem = Path(r["path"])
-            mask_path = dataset_dir / "ground_truth" / r["defect"] / mask_name(stem)
-            if r["label"] and mask_path.is_file():
-                mask = read_mask(mask_path, amap.shape).astype(np.uint8)
-                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                cv2.drawContours(overlay, contours, -1, (255, 255, 255), 1)
-            rows.append({**r, "png": _png_b64(overlay)})
-        out.append(rows)
-    return out[0], out[1]
+def _gallery_rows(examples: list[Example]) -> list[dict[str, Any]]:
+    return [{**e.record, "png": _png_b64(e.overlay)} for e in examples]
 
 
 def _table(metrics: dict[str, Any]) -> str:
@@ -105,14 +80,15 @@ def _table(metrics: dict[str, Any]) -> str:
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
-def write_report(
-    path: Path, det: Detector, dataset_dir: Path, ev: Evaluation, n_examples: int = 6, title: str = ""
-) -> Path:
-    """Write ``report.html`` (one file, images embedded) and return its path."""
+def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str = "") -> Path:
+    """Write ``report.html`` (one file, images embedded) and return its path.
+
+    Everything comes from ``ev``, the worst cases' overlays included: nothing is scored again.
+    """
     m = ev.metrics
     at = m["at_threshold"]
-    figs = _curves(ev.records, det.threshold_)
-    fn, fp = _examples(det, dataset_dir, ev.records, n_examples)
+    figs = _curves(ev.records, ev.threshold)
+    fn, fp = _gallery_rows(ev.false_negatives), _gallery_rows(ev.false_positives)
 
     def gallery(rows: list[dict[str, Any]], what: str) -> str:
         if not rows:
@@ -141,7 +117,7 @@ figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}
 <h2>Metrics</h2>{_table(m)}
 <p>AUPRO is integrated to FPR {m.get('pixel_aupro_max_fpr', 0.3)} and normalised.
 Pixel AUROC binning error ≤ {m.get('pixel_auroc_bin_error', 0):.2g}.</p>
-<h2>At the calibrated threshold ({det.threshold_:.6g}, method {det.config.threshold.method})</h2>
+<h2>At the calibrated threshold ({ev.threshold:.6g}, method {ev.threshold_method})</h2>
 {confusion}
 <p>False-positive rate here {at['fpr'] if at['fpr'] is None else f"{at['fpr']:.3f}"};
 expected on new good images (calibration) {at['expected_fpr']:.3f};

@@ -102,3 +102,21 @@ def train_segmenter(
     pred = keras.ops.convert_to_numpy(model.predict(x_te, verbose=0, batch_size=8)) > 0.5
     dice, iou = dice_iou(pred, y_te > 0.5)
     return model, {"dice": dice, "iou": iou, "n_train": int(len(x_tr)), "n_val": int(len(x_te))}
+
+
+#: what a segmenter folder holds
+SEGMENTER_FILES = ("segmenter.keras", "segmenter.json")
+
+
+def save_segmenter(out: Path, model: keras.Model, pre: Preprocessing, encoder_dir: Path, metrics: dict[str, Any],
+                   overwrite: bool = False) -> Path:
+    """Write ``segmenter.keras`` + ``segmenter.json`` into ``out`` (built beside it, moved into place)."""
+    from anomaly_ae.fileio import write_json_atomic
+    from anomaly_ae.outdir import staging
+
+    with staging(out, "segmenter", SEGMENTER_FILES, overwrite, order=("segmenter.json",)) as tmp:
+        model.save(tmp / "segmenter.keras")
+        write_json_atomic(tmp / "segmenter.json", {"schema_version": 1, "image_size": list(pre.image_size),
+                                                   "channels": pre.channels, "threshold": 0.5,
+                                                   "encoder_dir": str(encoder_dir), "metrics": metrics})
+    return out

@@ -97,32 +97,45 @@ def read_run_state(checkpoint_dir: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss (or the epoch's validation loss) is not finite."""
+class NanGuard(keras.callbacks.TerminateOnNaN):
+    """Keras' ``TerminateOnNaN`` that also watches the validation loss and records where it stopped.
+
+    ``fault`` names the first non-finite loss (``None`` while training is sound), so the caller can
+    say where training diverged and which checkpoint is the last good one; the stop is graceful
+    (``stop_training``), so the other callbacks end cleanly and the last good checkpoint stays.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(raise_error=False)
         self.fault: str | None = None
         self._epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.fault is None:
-            self.fault = f"loss is {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}"
-            self.model.stop_training = True
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(f"loss is {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         val = (logs or {}).get("val_loss")
-        if val is not None and not math.isfinite(float(val)) and self.fault is None:
-            self.fault = f"validation loss is {float(val)} at epoch {epoch + 1}"
-            self.model.stop_training = True
+        if val is not None and not math.isfinite(float(val)):
+            self._stop(f"validation loss is {float(val)} at epoch {epoch + 1}")
+
+    def _stop(self, fault: str) -> None:
+        if self.fault is None:  # the first fault is the one to report
+            self.fault = fault
+        self.model.stop_training = True
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
     """Writes a checkpoint after every epoch whose losses are finite; restores early stopping on resume.
+
+    Not ``keras.callbacks.BackupAndRestore``: that one keeps neither early stopping's counters and best
+    weights nor the loss history, writes its files in place (a crash mid-write leaves a broken backup),
+    deletes the backup when ``fit`` returns and resumes only inside a later ``fit`` of the same process
+    setup; a resumed ``train --resume`` needs all of those.
 
     Put it after the ``EarlyStopping`` callback: its ``on_train_begin`` runs after early stopping
     has reset itself, and puts back the counters and best weights of the resumed run.

@@ -1,0 +1,166 @@
+"""From what a user passes (a folder, an array, a list of images) to decoded images.
+
+* :func:`load_training_set`: the good images of ``fit``, decoded once at model size when they fit in
+  ``cache_mb`` (else checked once and streamed from disk by the dataset).
+* :func:`decode_batch`: the next batch of a streamed folder, bounded by image count and pixels.
+* :func:`decode_images`: a path, folder, array or list -> a list of decoded images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, load_folder, read_image
+from anomaly_ae.data.mvtec import mask_name, read_mask
+
+ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
+
+
+@dataclass
+class TrainingSet:
+    """Good images for training: uint8 ``(N, h, w, C)`` at model size, or their paths when too big for RAM."""
+
+    images: np.ndarray | list[Path]
+    skipped: list[tuple[Path, str]]  # unreadable files and why
+    sizes: list[tuple[int, int]]  # original (height, width) of each image
+
+    def take(self, idx: np.ndarray) -> np.ndarray | list[Path]:
+        """The images (or paths) at ``idx``."""
+        if isinstance(self.images, np.ndarray):
+            return self.images[idx]
+        return [self.images[i] for i in idx]
+
+    def at_model_size(self, i: int, pre: Preprocessing) -> np.ndarray:
+        """Image ``i`` as uint8 ``(h, w, C)``."""
+        if isinstance(self.images, np.ndarray):
+            return self.images[i]
+        return pre.resize(read_image(self.images[i], pre.channels))
+
+
+def load_training_set(good: ImagesLike, pre: Preprocessing, cache_mb: int) -> TrainingSet:
+    """Decode a folder (recursively) or take an array/list of images; unreadable files are skipped.
+
+    Raises:
+        ValueError: the folder holds no images.
+    """
+    if not isinstance(good, str | Path):
+        arr = [np.asarray(im) for im in (good if not isinstance(good, np.ndarray) else as_batch(good))]
+        stacked = np.stack([pre.resize(pre.convert_channels(im)) for im in arr])
+        return TrainingSet(stacked, [], [im.shape[:2] for im in arr])
+    paths = list_images(good)
+    if not paths:
+        raise ValueError(f"no images found in {good}")
+    h, w = pre.image_size
+    if len(paths) * h * w * pre.channels <= cache_mb * 2**20:
+        loaded = load_folder(paths, pre)
+        return TrainingSet(loaded.images, loaded.failures, loaded.sizes)
+    readable, skipped, sizes = [], [], []  # too big for RAM: check every file once, then stream them
+    for p in paths:
+        try:
+            sizes.append(read_image(p, pre.channels).shape[:2])
+            readable.append(p)
+        except ImageReadError as err:
+            skipped.append((p, str(err)))
+    return TrainingSet(readable, skipped, sizes)
+
+
+def decode_images(images: ImagesLike, channels: int) -> list[np.ndarray]:
+    """A file, a folder (recursively), an array ``(H, W[, C])`` / ``(N, H, W[, C])`` or a list -> images."""
+    if isinstance(images, str | Path):
+        p = Path(images)
+        paths = list_images(p) if p.is_dir() else [p]
+        return [read_image(q, channels) for q in paths]
+    if isinstance(images, np.ndarray):
+        return list(as_batch(images))
+    return [np.asarray(im) for im in images]
+
+
+def as_batch(images: np.ndarray) -> np.ndarray:
+    """``(H, W)``/``(H, W, C)`` single image or ``(N, H, W[, C])`` batch -> a batch."""
+    if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3, 4)):
+        return images[None]
+    return images
+
+
+@dataclass
+class DecodedBatch:
+    """Consecutive files ``paths`` (ending before index ``end`` of the full list), decoded or not."""
+
+    paths: Sequence[Path]
+    end: int
+    images: dict[int, np.ndarray]  # position in the batch -> uint8 (H, W, C)
+    errors: dict[int, str]  # position -> one-line reason
+    stats: dict[int, tuple[int, int]]  # position -> (size_bytes, mtime_ns) as read
+
+
+def decode_batch(
+    paths: Sequence[Path], start: int, channels: int, max_pixels: int | None, max_images: int, pixel_budget: int
+) -> DecodedBatch:
+    """Decode files from ``paths[start]`` on until ``max_images`` are taken or the decoded images hold
+    ``pixel_budget`` pixels (at least one file is always taken)."""
+    images: dict[int, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    stats: dict[int, tuple[int, int]] = {}
+    pixels, end = 0, start
+    while end < len(paths) and end - start < max_images and (end == start or pixels < pixel_budget):
+        i, p = end - start, paths[end]
+        end += 1
+        try:
+            st = os.stat(p)
+            stats[i] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass  # read_image says why
+        try:
+            images[i] = read_image(p, channels, max_pixels)
+            pixels += images[i].shape[0] * images[i].shape[1]
+        except ImageReadError as err:
+            errors[i] = str(err)
+    return DecodedBatch(paths[start:end], end, images, errors, stats)
+
+
+@dataclass
+class ReadFolder:
+    """The readable images of a folder (as read, any size) and what was skipped, with why."""
+
+    images: list[np.ndarray]  # uint8 (H, W, C)
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]  # unreadable files, and unreadable sub-folders (the folder, the line)
+
+
+def read_folder(folder: Path, channels: int) -> ReadFolder:
+    """Every image under ``folder`` (recursively), skipping what cannot be read."""
+    out = ReadFolder([], [], [])
+    problems: list[str] = []
+    for p in list_images(folder, problems=problems):
+        try:
+            out.images.append(read_image(p, channels))
+            out.paths.append(p)
+        except ImageReadError as err:
+            out.skipped.append((p, str(err)))
+    out.skipped += [(folder, line) for line in problems]
+    return out
+
+
+def read_masks(
+    read: ReadFolder, folder: Path, masks_dir: Path
+) -> tuple[list[np.ndarray | None], list[tuple[Path, str]]]:
+    """Bool masks ``masks_dir/<relative parent>/<stem>_mask.png`` of ``read``'s images (``None`` where none).
+
+    Returns the masks (one per image, at its size) and the masks that could not be read, with why.
+    """
+    masks: list[np.ndarray | None] = []
+    skipped: list[tuple[Path, str]] = []
+    for p, im in zip(read.paths, read.images, strict=True):
+        rel = p.relative_to(folder)
+        mp = masks_dir / rel.parent / mask_name(rel)
+        try:
+            masks.append(read_mask(mp, im.shape[:2]) if mp.is_file() else None)
+        except ImageReadError as err:
+            skipped.append((mp, str(err)))
+            masks.append(None)
+    return masks, skipped

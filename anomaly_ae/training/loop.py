@@ -1,0 +1,97 @@
+"""The fit loop: build and compile the model, resume a checkpoint, train with early stopping and the NaN guard.
+
+Seeding, the data split and the datasets are the caller's (:meth:`anomaly_ae.detector.Detector.fit`);
+this module only turns datasets into a trained model and its loss history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.models import build_model
+from anomaly_ae.training.checkpoint import (
+    NanGuard,
+    TrainingCheckpoint,
+    TrainingDiverged,
+    latest_checkpoint,
+    restore,
+)
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`fit_model` returns."""
+
+    model: keras.Model
+    history: dict[str, list[float]]  # every epoch's logs, resumed epochs included
+    fit_seconds: float
+    initial_epoch: int  # epochs done before this call (0 unless resumed)
+
+
+def fit_model(
+    config: DetectorConfig,
+    train_ds: keras.utils.PyDataset,
+    val_ds: keras.utils.PyDataset,
+    adapt_data: np.ndarray,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    checkpoint_state: dict[str, Any] | None = None,
+) -> TrainedModel:
+    """Train the autoencoder of ``config`` on ``train_ds``, early-stopped on ``val_ds``.
+
+    Args:
+        adapt_data: float32 ``(N, h, w, C)`` images in [0, 1] for models with a fitted input
+            normalisation (``linear``); ignored by the others.
+        checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
+        resume: continue from the newest checkpoint in ``checkpoint_dir``.
+        checkpoint_state: extra JSON-ready state stored in every checkpoint.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
+        FileNotFoundError: ``resume`` without a complete checkpoint.
+    """
+    model = build_model(config)
+    if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
+        model.adapt(adapt_data)
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate))
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
+                                          restore_best_weights=True)
+    ckpt = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    if resume and ckpt is None:
+        raise FileNotFoundError(f"no complete checkpoint to resume from in {checkpoint_dir}")
+    initial_epoch = 0
+    if ckpt is not None:
+        restore(model, ckpt, val_ds[0][0])
+        initial_epoch = ckpt.epoch
+        train_ds.set_epoch(initial_epoch)
+    extra: list[keras.callbacks.Callback] = []
+    if getattr(model, "kl_warmup_epochs", 0):
+        from anomaly_ae.training.callbacks import KLWarmup
+
+        extra.append(KLWarmup(model.kl_warmup_epochs))
+    guard = NanGuard()
+    keeper = [TrainingCheckpoint(checkpoint_dir, early, ckpt, checkpoint_state)] if checkpoint_dir is not None else []
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
+        callbacks=[*extra, guard, early, *keeper, *callbacks], verbose=0,
+    )
+    fit_seconds = time.perf_counter() - start
+    if guard.fault is not None:
+        last = keeper[0].last_good if keeper else None
+        where = (f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}" if last
+                 else "no checkpoint was written before it")
+        raise TrainingDiverged(f"training diverged: {guard.fault}; {where}. Lower train.learning_rate "
+                               "or check the images, then train again (or --resume).")
+    merged = keeper[0].history if keeper else history.history
+    return TrainedModel(model, {k: [float(v) for v in vals] for k, vals in merged.items()}, fit_seconds,
+                        initial_epoch)

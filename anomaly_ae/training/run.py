@@ -1,0 +1,163 @@
+"""A training run: a model directory from a folder of good images, with checkpoints, resume and tracking.
+
+::
+
+    prepare_run_dir(run_dir, good_dir, overwrite)     # refuse what may not be replaced, before any work
+    det = train_run(config, good_dir, run_dir, tracker)  # checkpoints -> fit -> save -> log
+    plan = resume_plan(run_dir)                       # after a crash: the recorded config and images
+    det = train_run(plan.config, plan.good_dir, run_dir, tracker, resume=plan.resume)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from anomaly_ae.artifact import CONFIG_FILE, META_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.detector import Detector
+from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, forget, plan, read_manifest
+from anomaly_ae.outputs.overlays import reconstruction_grid
+from anomaly_ae.tracking import Tracker
+from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class ResumeError(ValueError):
+    """``train --resume`` cannot continue; the message says why and what to do."""
+
+
+def prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
+    """Refuse a model directory that would replace what the user did not ask to replace (before any training).
+
+    Raises:
+        OutputConflict: ``run_dir`` is unusable, another training holds its lock, it holds an
+            interrupted training or a model and ``overwrite`` is not set.
+    """
+    check_out_dir(run_dir, {"image folder": good_dir})
+    if run_dir.is_dir():
+        with OutDirLock(run_dir):  # refused while another training writes there
+            pass
+    if CHECKPOINT_DIR in read_manifest(run_dir).get("model", []) and not overwrite:
+        raise OutputConflict(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
+                             "start over with --overwrite, or choose another --out")
+    plan(run_dir, "model", MODEL_DIR_ENTRIES, overwrite)
+
+
+@dataclass
+class ResumePlan:
+    """How ``train --resume RUN_DIR`` goes on: the recorded config and images, from which epoch."""
+
+    config: DetectorConfig
+    good_dir: Path
+    mlflow_run_id: str | None
+    resume: bool  # False: no epoch had finished, so training starts again from epoch 1
+    epoch: int  # epochs already done
+
+
+def resume_plan(run_dir: Path, good_dir: Path | None = None) -> ResumePlan:
+    """Read the checkpoint of an interrupted training (``good_dir``: must match the recorded folder if given).
+
+    Raises:
+        ResumeError: nothing to resume, a damaged checkpoint, or an image folder that is gone or differs.
+    """
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    start_over = f"start over with 'anomaly-ae train GOOD_DIR --out {run_dir} --overwrite'"
+    if not (ckpt_dir / CONFIG_FILE).is_file():
+        done = (run_dir / MODEL_FILE).is_file()
+        raise ResumeError(f"{run_dir} has no checkpoint to resume" + (" (its training is complete)" if done else ""))
+    try:
+        cfg = DetectorConfig.from_yaml(ckpt_dir / CONFIG_FILE)
+    except Exception as err:  # noqa: BLE001 - any damage to the file: one line, and what to do
+        raise ResumeError(f"{ckpt_dir / CONFIG_FILE} is damaged ({type(err).__name__}): {start_over}") from None
+    ckpt = latest_checkpoint(ckpt_dir)
+    state = ckpt.state if ckpt is not None else read_run_state(ckpt_dir)
+    recorded = Path(state["good_dir"]) if state.get("good_dir") else good_dir
+    if recorded is None:
+        raise ResumeError(f"{run_dir} does not record its image folder: give it, 'anomaly-ae train GOOD_DIR "
+                          f"--resume {run_dir}'")
+    if good_dir is not None and good_dir.resolve() != recorded.resolve():
+        raise ResumeError(f"{run_dir} was trained on {recorded}, not {good_dir}")
+    if not recorded.is_dir():
+        raise ResumeError(f"the image folder {recorded} of {run_dir} is gone: {start_over}")
+    if ckpt is None:
+        return ResumePlan(cfg, recorded, None, resume=False, epoch=0)
+    return ResumePlan(cfg, recorded, state.get("mlflow_run_id"), resume=True, epoch=ckpt.epoch)
+
+
+def train_run(
+    config: DetectorConfig,
+    good_dir: Path,
+    run_dir: Path,
+    tracker: Tracker,
+    resume: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> Detector:
+    """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
+
+    A checkpoint is written to ``run_dir/checkpoint`` after every epoch and removed once the model is
+    saved. The config, per-epoch losses, the threshold statistics, a validation reconstruction grid
+    and the model files go to ``tracker``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept for ``--resume``).
+        ValueError: the images cannot train a model (e.g. fewer than 2 readable ones); nothing is left.
+    """
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    run_state = {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id}
+    if not resume:
+        tracker.log_params({"data.good_dir": str(good_dir), **config.flat()})
+        start_checkpoints(ckpt_dir, config, run_state)
+    record = {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri}} if tracker.run_id else None
+    try:
+        det = Detector(config).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir, resume=resume,
+                                   checkpoint_state=run_state, record=record)
+    except ValueError:
+        if not resume:
+            _drop_checkpoints(run_dir)
+        raise
+    det.save(run_dir)
+    _drop_checkpoints(run_dir)  # the model is complete: the checkpoint is not needed
+    _log_run(det, run_dir, tracker)
+    return det
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    forget(run_dir, "model", [CHECKPOINT_DIR])
+
+
+def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
+    """The fitted numbers, a validation reconstruction grid and the model files."""
+    info, stats = det.train_info_, det.score_stats_
+    tracker.log_metrics({
+        "threshold": det.threshold_,
+        "val_score_mean": stats.mean,
+        "val_score_std": stats.std,
+        "val_score_max": stats.max,
+        **{f"val_score_{k}": v for k, v in stats.quantiles.items()},
+        "best_val_loss": info["best_val_loss"],
+        "best_epoch": info["best_epoch"],
+        "fit_seconds": info["fit_seconds"],
+        "n_train": info["n_train"],
+        "n_val": info["n_val"],
+        "n_skipped": len(info["skipped"]),
+    })
+    if tracker.run_id is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = Path(tmp) / "validation_grid.png"
+        x = det.preprocessing_(det.val_sample_)
+        x_hat = det.reconstruct(x)
+        grid.write_bytes(reconstruction_grid(x, x_hat, det.maps_from_reconstruction(x, x_hat), det.heatmap_range_))
+        tracker.log_artifact(grid)
+    tracker.log_artifact(run_dir / CONFIG_FILE)
+    for name in (MODEL_FILE, META_FILE, CONFIG_FILE):  # the model, not the lock or the manifest
+        tracker.log_artifact(run_dir / name, "model")
+
