@@ -32,10 +32,10 @@ def main() -> None:
 
     import keras
 
-    from anomaly_ae.artifact import versions
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
     from anomaly_ae.evaluation.evaluate import evaluate
+    from anomaly_ae.fileio import versions
 
     cfg = DetectorConfig.from_yaml(a.config).with_overrides({"train.epochs": a.epochs})
     out = a.out or Path("runs") / f"bench-{a.config.stem}"

@@ -178,7 +178,7 @@ def machine() -> dict:
     """Where the figures come from."""
     import keras
 
-    from anomaly_ae.artifact import versions
+    from anomaly_ae.fileio import versions
 
     cpu = platform.processor() or platform.machine()
     try:
