@@ -7,11 +7,16 @@ MLflow as flat ``section.key`` parameters (:meth:`DetectorConfig.flat`).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ConfigWarning(UserWarning):
+    """A config file sets something that has no effect (told once, the run goes on)."""
 
 
 class _Section(BaseModel):
@@ -62,42 +67,34 @@ class DataConfig(_Section):
         return v
 
 
-MODEL_NAMES = ("conv", "dense", "linear", "sparse", "contractive", "denoising", "vae")
-CONV_MODELS = ("conv", "denoising")  # fully convolutional: patch training and tiling possible
+Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "linear"]
 
 
-class ModelConfig(_Section):
-    """Architecture and reconstruction loss (fields a model does not use are ignored by it)."""
+class _ModelBase(_Section):
+    """What every architecture has: the reconstruction loss and the corruption of training inputs.
 
-    name: Literal["conv", "dense", "linear", "sparse", "contractive", "denoising", "vae"] = "conv"
-    # convolutional models
+    ``hyperparameters()`` are the architecture's own fields: exactly the keyword arguments of its
+    Keras class (:data:`anomaly_ae.models.ARCHITECTURES`), so each is declared once, here.
+    """
+
+    loss: Literal["mse", "l1", "bce", "ssim", "ssim_l1"] = "mse"
+    ssim_loss_weight: float = Field(0.84, ge=0.0, le=1.0, description="weight of 1-SSIM in the ssim_l1 loss")
+    noise: Literal["gaussian", "salt_pepper", "mask", "erase"] | None = Field(
+        None, description="corruption of training inputs (required by 'denoising')")
+    noise_level: float = Field(0.0, ge=0.0, le=1.0)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The architecture's own constructor arguments (tuples kept as tuples)."""
+        shared = set(_ModelBase.model_fields) | {"name"}
+        return {k: getattr(self, k) for k in type(self).model_fields if k not in shared}
+
+
+class _ConvBlocks(_Section):
+    """Encoder/decoder of down- and up-sampling blocks (VGG-style 3x3 convs)."""
+
     widths: tuple[int, ...] = (16, 32, 64)
     convs_per_block: int = Field(1, ge=1, le=4)
-    batch_norm: bool = False
-    bottleneck: Literal["conv", "dense"] = "conv"
-    latent_channels: int = Field(16, ge=1, description="channels of the 1x1-conv bottleneck")
-    # every model
-    activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "linear"] = "leaky_relu"
-    latent_dim: int = Field(128, ge=1, description="size of the dense bottleneck / code vector")
-    loss: Literal["mse", "l1", "bce", "ssim", "ssim_l1"] = "mse"
-    ssim_weight: float = Field(0.84, ge=0.0, le=1.0, description="weight of 1-SSIM in ssim_l1")
-    # dense-family models
-    hidden: tuple[int, ...] = Field((256,), description="Dense widths between the image and the code")
-    latent_activation: Literal["linear", "relu", "sigmoid", "tanh"] = "linear"
-    l1: float = Field(0.0, ge=0.0, description="L1 kernel regularisation of every Dense layer")
-    l2: float = Field(0.0, ge=0.0, description="L2 kernel regularisation of every Dense layer")
-    activity_l1: float = Field(0.0, ge=0.0, description="L1 activity regularisation of the code")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    sparsity: Literal["kl", "l1"] = "kl"
-    sparsity_target: float = Field(0.05, gt=0.0, lt=1.0, description="rho of the KL sparsity penalty")
-    sparsity_weight: float = Field(1.0, ge=0.0, description="beta of the sparsity penalty")
-    contractive_weight: float = Field(1e-3, ge=0.0, description="lambda of the Jacobian penalty")
-    # corruption of training inputs (every model; required by "denoising")
-    noise: Literal["gaussian", "salt_pepper", "mask", "erase"] | None = None
-    noise_level: float = Field(0.0, ge=0.0, le=1.0)
-    # variational
-    beta: float = Field(1.0, ge=0.0, description="weight of the KL term of the VAE")
-    kl_warmup_epochs: int = Field(0, ge=0, description="raise the KL weight linearly over these epochs (0: off)")
+    activation: Activation = "leaky_relu"
 
     @field_validator("widths")
     @classmethod
@@ -105,6 +102,116 @@ class ModelConfig(_Section):
         if not v or min(v) < 1:
             raise ValueError("widths must be a non-empty list of positive integers")
         return v
+
+
+class ConvConfig(_ModelBase, _ConvBlocks):
+    """``conv``: convolutional autoencoder; fully convolutional with a ``conv`` bottleneck (patches, tiling)."""
+
+    name: Literal["conv"] = "conv"
+    batch_norm: bool = False
+    bottleneck: Literal["conv", "dense"] = "conv"
+    latent_channels: int = Field(16, ge=1, description="channels of the 1x1-conv bottleneck")
+    latent_dim: int = Field(128, ge=1, description="size of the code vector of a dense bottleneck")
+
+
+class DenoisingConfig(ConvConfig):
+    """``denoising``: the conv autoencoder trained to undo a corruption of its inputs (``noise`` required)."""
+
+    name: Literal["denoising"] = "denoising"  # type: ignore[assignment]
+
+
+class VAEConfig(_ModelBase, _ConvBlocks):
+    """``vae``: convolutional variational autoencoder."""
+
+    name: Literal["vae"] = "vae"
+    latent_dim: int = Field(128, ge=1, description="size of the latent code")
+    beta: float = Field(1.0, ge=0.0, description="weight of the KL term of the VAE")
+    kl_warmup_epochs: int = Field(0, ge=0, description="raise the KL weight linearly over these epochs (0: off)")
+
+
+class _DenseLayers(_Section):
+    """Flattened image -> Dense layers -> code."""
+
+    hidden: tuple[int, ...] = Field((256,), description="Dense widths between the image and the code")
+    latent_dim: int = Field(128, ge=1, description="size of the code vector")
+    activation: Activation = "leaky_relu"
+
+
+class DenseConfig(_ModelBase, _DenseLayers):
+    """``dense``: fully connected autoencoder with optional weight/activity regularisation and dropout."""
+
+    name: Literal["dense"] = "dense"
+    latent_activation: Literal["linear", "relu", "sigmoid", "tanh"] = "linear"
+    l1: float = Field(0.0, ge=0.0, description="L1 kernel regularisation of every Dense layer")
+    l2: float = Field(0.0, ge=0.0, description="L2 kernel regularisation of every Dense layer")
+    activity_l1: float = Field(0.0, ge=0.0, description="L1 activity regularisation of the code")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class SparseConfig(_ModelBase, _DenseLayers):
+    """``sparse``: dense autoencoder with a KL (or L1) sparsity penalty on the code."""
+
+    name: Literal["sparse"] = "sparse"
+    sparsity: Literal["kl", "l1"] = "kl"
+    sparsity_target: float = Field(0.05, gt=0.0, lt=1.0, description="rho of the KL sparsity penalty")
+    sparsity_weight: float = Field(1.0, ge=0.0, description="beta of the sparsity penalty")
+
+
+class ContractiveConfig(_ModelBase, _DenseLayers):
+    """``contractive``: dense autoencoder with a penalty on the encoder's Jacobian."""
+
+    name: Literal["contractive"] = "contractive"
+    contractive_weight: float = Field(1e-3, ge=0.0, description="lambda of the Jacobian penalty")
+
+
+class LinearConfig(_ModelBase):
+    """``linear``: one linear Dense layer each way on centred inputs (equivalent to PCA)."""
+
+    name: Literal["linear"] = "linear"
+    latent_dim: int = Field(128, ge=1, description="number of principal directions")
+
+
+ModelConfig = Annotated[
+    ConvConfig | DenoisingConfig | VAEConfig | DenseConfig | SparseConfig | ContractiveConfig | LinearConfig,
+    Field(discriminator="name"),
+]
+#: architecture name -> its config class
+MODEL_CONFIGS: dict[str, type[_ModelBase]] = {
+    "conv": ConvConfig, "denoising": DenoisingConfig, "vae": VAEConfig, "dense": DenseConfig,
+    "sparse": SparseConfig, "contractive": ContractiveConfig, "linear": LinearConfig,
+}
+CONV_MODELS = ("conv", "denoising")  # fully convolutional: patch training and tiling possible
+#: every field any architecture declares (a field of another architecture is ignored, not an error)
+_ALL_MODEL_FIELDS = frozenset(f for c in MODEL_CONFIGS.values() for f in c.model_fields)
+#: fields renamed since the first release: old name -> new name
+_RENAMED_MODEL_FIELDS = {"ssim_weight": "ssim_loss_weight"}
+
+
+def migrate_config(config: Any) -> Any:
+    """A config mapping written by any anomaly-ae (YAML or ``detector.json``) in today's form.
+
+    In the ``model`` section: ``name`` defaults to ``conv``; ``ssim_weight`` (the first release's
+    name) becomes ``ssim_loss_weight``; fields that only another architecture has are dropped (before
+    the redesign every model stored every field, and a model ignored the ones it does not use).
+    Unknown keys stay, so validation still names a typo. Anything that is not a mapping is returned as is.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+        return config
+    model = {_RENAMED_MODEL_FIELDS.get(k, k): v for k, v in config.get("model", {}).items()}
+    model.setdefault("name", "conv")
+    own = MODEL_CONFIGS.get(model["name"])
+    if own is not None:
+        model = {k: v for k, v in model.items() if k in own.model_fields or k not in _ALL_MODEL_FIELDS}
+    return {**config, "model": model}
+
+
+def ignored_model_fields(config: Any) -> list[str]:
+    """The ``model`` fields of a raw config mapping that its architecture does not use (dropped on load)."""
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        return []
+    model = {_RENAMED_MODEL_FIELDS.get(k, k): v for k, v in config["model"].items()}
+    own = MODEL_CONFIGS.get(model.get("name", "conv"))
+    return [] if own is None else sorted(k for k in model if k in _ALL_MODEL_FIELDS and k not in own.model_fields)
 
 
 class TrainConfig(_Section):
@@ -164,15 +271,20 @@ class DetectorConfig(_Section):
     """Everything that defines a detector."""
 
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = ConvConfig()
     train: TrainConfig = TrainConfig()
     scoring: ScoringConfig = ScoringConfig()
     threshold: ThresholdConfig = ThresholdConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        return migrate_config(data)
+
     @model_validator(mode="after")
     def _check_depth(self) -> DetectorConfig:
-        factor = 2 ** len(self.model.widths)
+        factor = 2 ** len(getattr(self.model, "widths", ()))
         h, w = self.data.image_size
         patch = self.data.patch_size
         if self.model.name == "denoising" and (self.model.noise is None or self.model.noise_level <= 0):
@@ -204,11 +316,19 @@ class DetectorConfig(_Section):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DetectorConfig:
-        """Read a YAML file; unknown keys are an error."""
+        """Read a YAML file; unknown keys are an error.
+
+        ``model`` fields that only another architecture has are ignored with a :class:`ConfigWarning`.
+        """
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: top level must be a mapping")
+        ignored = ignored_model_fields(raw)
+        if ignored:
+            name = raw["model"].get("name", "conv")
+            warnings.warn(f"{path}: model {name!r} does not use model.{', model.'.join(ignored)} (ignored)",
+                          ConfigWarning, stacklevel=2)
         return cls.model_validate(raw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,7 +360,9 @@ class DetectorConfig(_Section):
     def with_overrides(self, overrides: dict[str, Any]) -> DetectorConfig:
         """Return a validated copy with dotted keys replaced, e.g. ``{"train.epochs": 3}``.
 
-        ``None`` values are ignored, so CLI options that were not given can be passed as they are.
+        ``None`` values are ignored, so CLI options that were not given can be passed as they are. A
+        ``model.*`` key of another architecture is accepted and ignored, as in a YAML file; a new
+        ``model.name`` keeps the fields the two architectures share.
         """
         data = self.to_dict()
         for key, value in overrides.items():
@@ -248,14 +370,12 @@ class DetectorConfig(_Section):
                 continue
             node = data
             *parents, leaf = key.split(".")
+            leaf = _RENAMED_MODEL_FIELDS.get(leaf, leaf) if parents == ["model"] else leaf
             for p in parents:
                 node = node[p]
-            if leaf not in node:
+            known = leaf in node or (parents == ["model"] and leaf in _ALL_MODEL_FIELDS)
+            if not known:
                 raise KeyError(f"unknown config key {key!r}")
             node[leaf] = value
         return type(self).model_validate(data)
 
-
-def migrate_config(config: Any) -> Any:
-    """A config dict as stored in a ``detector.json`` by any anomaly-ae, in today's form (unchanged for now)."""
-    return config

@@ -60,12 +60,7 @@ def train(
                        "the overrides")
         _resume(resume, good_dir, no_track)
         return
-    if good_dir is None:
-        fail_usage("GOOD_DIR is required (or --resume RUN_DIR)")
-    if not good_dir.is_dir():
-        fail_usage(f"GOOD_DIR {good_dir} is not a folder")
-    if channels == 2:
-        fail_usage("--channels must be 1 or 3")
+    good_dir = _check_args(good_dir, channels)
     cfg = _load_config(config, model, {"model.name": model, "train.epochs": epochs, "data.image_size": image_size,
                                        "data.channels": channels, "train.seed": seed,
                                        "tracking.experiment": experiment})
@@ -82,6 +77,16 @@ def train(
     _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False)
 
 
+def _check_args(good_dir: Path | None, channels: int | None) -> Path:
+    if good_dir is None:
+        fail_usage("GOOD_DIR is required (or --resume RUN_DIR)")
+    if not good_dir.is_dir():
+        fail_usage(f"GOOD_DIR {good_dir} is not a folder")
+    if channels == 2:
+        fail_usage("--channels must be 1 or 3")
+    return good_dir
+
+
 def _load_config(path: Path | None, model: str | None, overrides: dict) -> DetectorConfig:
     """``--config`` (default: ``configs/<model>.yaml`` when it exists, else ``configs/default.yaml``) + overrides."""
     if path is None and model is not None and (DEFAULT_CONFIG.parent / f"{model}.yaml").is_file():
@@ -90,13 +95,20 @@ def _load_config(path: Path | None, model: str | None, overrides: dict) -> Detec
     if not path.is_file():
         fail_usage(f"config file {path} not found")
 
+    import warnings
+
     import yaml
     from pydantic import ValidationError
 
     from anomaly_ae import DetectorConfig
 
     try:
-        return DetectorConfig.from_yaml(path).with_overrides(overrides)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cfg = DetectorConfig.from_yaml(path)
+        for w in caught:
+            warn(str(w.message))
+        return cfg.with_overrides(overrides)
     except (ValidationError, ValueError, KeyError) as err:
         fail_usage(f"invalid configuration: {err}")
     except yaml.YAMLError as err:

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,59 @@ def test_shipped_configs_load(name):
     stem = name.removesuffix(".yaml")
     named = ("dense", "linear", "sparse", "contractive", "denoising", "vae")
     assert cfg.model.name == (stem if stem in named else "conv")
+
+
+# ---------------------------------------------------------------- one config class per architecture
+
+
+def test_model_section_is_a_union_keyed_by_name():
+    from anomaly_ae.config import ConvConfig, DenseConfig, VAEConfig
+
+    assert isinstance(DetectorConfig().model, ConvConfig)
+    assert isinstance(DetectorConfig.model_validate({"model": {}}).model, ConvConfig)  # name defaults to conv
+    dense = DetectorConfig.model_validate({"model": {"name": "dense", "hidden": [64]}}).model
+    assert isinstance(dense, DenseConfig) and dense.hidden == (64,) and not hasattr(dense, "widths")
+    vae = DetectorConfig().with_overrides({"model.name": "vae", "model.beta": 2.0}).model
+    assert isinstance(vae, VAEConfig) and vae.beta == 2.0 and vae.widths == (16, 32, 64)  # shared fields carry over
+    with pytest.raises(ValidationError, match="widthz"):  # a typo is still an error
+        DetectorConfig.model_validate({"model": {"name": "conv", "widthz": [8]}})
+    with pytest.raises(ValidationError):
+        DetectorConfig.model_validate({"model": {"name": "transformer"}})
+
+
+def test_every_architecture_takes_exactly_its_config_fields_with_the_configs_defaults():
+    """Each hyperparameter is declared once: the Keras class's defaults are its config class's."""
+    import inspect
+
+    from anomaly_ae.config import MODEL_CONFIGS
+    from anomaly_ae.models import ARCHITECTURES
+
+    assert set(ARCHITECTURES) == set(MODEL_CONFIGS)
+    for name, cls in ARCHITECTURES.items():
+        cfg = MODEL_CONFIGS[name]()
+        # denoising is the conv class with a required corruption: its own __init__ only adds that
+        params = inspect.signature((ARCHITECTURES["conv"] if name == "denoising" else cls).__init__).parameters
+        for field, default in cfg.hyperparameters().items():
+            assert field in params, (name, field)
+            assert params[field].default == default, (name, field, params[field].default, default)
+            assert field in cls.CONFIG_FIELDS, (name, field)  # saved by get_config
+
+
+def test_old_config_dicts_migrate(tmp_path):
+    """A detector.json / YAML from before the redesign: every model field present, model.ssim_weight."""
+    old = json.loads((Path(__file__).parent / "fixtures" / "model_v1_conv" / "detector.json").read_text())["config"]
+    assert "hidden" in old["model"] and "ssim_weight" in old["model"]
+    cfg = DetectorConfig.model_validate(old)
+    assert cfg.model.name == "conv" and cfg.model.ssim_loss_weight == old["model"]["ssim_weight"]
+    assert cfg.model.widths == (4, 8) and cfg.scoring.ssim_weight == old["scoring"]["ssim_weight"]
+    assert DetectorConfig.model_validate(cfg.to_dict()) == cfg  # today's form round-trips
+
+
+def test_yaml_field_of_another_architecture_is_ignored_with_a_warning(tmp_path):
+    from anomaly_ae.config import ConfigWarning
+
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  name: conv\n  hidden: [64]\n  widths: [8, 16]\ndata:\n  image_size: 32\n")
+    with pytest.warns(ConfigWarning, match=r"model 'conv' does not use model\.hidden"):
+        cfg = DetectorConfig.from_yaml(p)
+    assert cfg.model.widths == (8, 16)

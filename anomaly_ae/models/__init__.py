@@ -1,7 +1,8 @@
 """Model registry: an explicit dict from config name to class (no discovery magic).
 
-Every class takes ``input_shape`` plus the keyword arguments that its ``config_kwargs`` picks from a
-:class:`~anomaly_ae.config.ModelConfig`, and round-trips through ``get_config``.
+Every class takes ``input_shape`` plus exactly the fields of its config class
+(:data:`anomaly_ae.config.MODEL_CONFIGS`, ``hyperparameters()``), whose defaults are its defaults,
+and round-trips through ``get_config``.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def build_model(config: DetectorConfig) -> keras.Model:
     with dtype_policy_scope(config.train.precision):  # layers take the policy when they are built
         return cls(
             input_shape=(h, w, config.data.channels),
-            **cls.config_kwargs(m),
+            **m.hyperparameters(),
             loss=m.loss,
-            ssim_weight=m.ssim_weight,
+            ssim_weight=m.ssim_loss_weight,
             noise=m.noise,
             noise_level=m.noise_level,
             noise_seed=config.train.seed,

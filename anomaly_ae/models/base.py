@@ -37,8 +37,8 @@ class Autoencoder(keras.Model):
         self,
         encoder: keras.Model,
         decoder: keras.Model,
-        loss: str = "mse",
-        ssim_weight: float = 0.84,
+        loss: str,
+        ssim_weight: float,
         noise: str | None = None,
         noise_level: float = 0.0,
         noise_seed: int = 0,
@@ -62,18 +62,9 @@ class Autoencoder(keras.Model):
         """Training-time corruption of the input (denoising); the identity at inference."""
         return self.corruption(x, training=training) if self.corruption is not None else x
 
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments (besides ``input_shape``, ``loss``, ``ssim_weight``) from a ``ModelConfig``."""
-        raise NotImplementedError
-
     def call(self, x: Any, training: bool = False) -> Any:
         """``(N, H, W, C)`` -> reconstruction ``(N, H, W, C)`` (of the corrupted input when training)."""
         return self.decoder(self.encoder(self.corrupt(x, training), training=training), training=training)
-
-    def encode(self, x: Any) -> Any:
-        """Latent code of ``x``."""
-        return self.encoder(x, training=False)
 
     def compute_loss(
         self,

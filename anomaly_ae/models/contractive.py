@@ -18,8 +18,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from anomaly_ae.config import ContractiveConfig
 from anomaly_ae.models.base import Autoencoder
 from anomaly_ae.models.dense import dense_parts
+
+#: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
+_DEFAULTS = ContractiveConfig()
 
 
 def sigmoid_jacobian_frobenius(h: Any, kernel: Any) -> Any:
@@ -31,18 +35,18 @@ def sigmoid_jacobian_frobenius(h: Any, kernel: Any) -> Any:
 class ContractiveAutoencoder(Autoencoder):
     """Dense autoencoder with a sigmoid code and the contractive penalty."""
 
-    CONFIG_FIELDS = ("hidden", "latent_dim", "activation", "contractive_weight", "probe_sigma", "seed")
+    CONFIG_FIELDS = (*_DEFAULTS.hyperparameters(), "probe_sigma", "seed")
 
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        hidden: tuple[int, ...] = (),
-        latent_dim: int = 64,
-        activation: str = "relu",
-        contractive_weight: float = 1e-3,
+        hidden: tuple[int, ...] = _DEFAULTS.hidden,
+        latent_dim: int = _DEFAULTS.latent_dim,
+        activation: str = _DEFAULTS.activation,
+        contractive_weight: float = _DEFAULTS.contractive_weight,
         probe_sigma: float = 1e-2,
-        loss: str = "mse",
-        ssim_weight: float = 0.84,
+        loss: str = _DEFAULTS.loss,
+        ssim_weight: float = _DEFAULTS.ssim_loss_weight,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -56,12 +60,6 @@ class ContractiveAutoencoder(Autoencoder):
         encoder, decoder = dense_parts(self.image_shape, self.hidden, self.latent_dim, activation, "sigmoid")
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
-
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments from a ``ModelConfig``."""
-        return {"hidden": m.hidden, "latent_dim": m.latent_dim, "activation": m.activation,
-                "contractive_weight": m.contractive_weight}
 
     def jacobian_penalty(self, x: Any, h: Any) -> Any:
         """Mean over the batch of ``||J_f(x)||_F^2`` (closed form or stochastic estimate)."""

@@ -13,7 +13,11 @@ from typing import Any
 import keras
 from keras import layers
 
+from anomaly_ae.config import ConvConfig
 from anomaly_ae.models.base import Autoencoder
+
+#: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
+_DEFAULTS = ConvConfig()
 
 
 def _conv_block(x: Any, width: int, n: int, activation: str, batch_norm: bool, name: str) -> Any:
@@ -50,9 +54,7 @@ class ConvAutoencoder(Autoencoder):
     ``2 ** len(widths)``.
     """
 
-    CONFIG_FIELDS = (
-        "widths", "convs_per_block", "activation", "batch_norm", "bottleneck", "latent_channels", "latent_dim"
-    )
+    CONFIG_FIELDS = tuple(_DEFAULTS.hyperparameters())
 
     @property
     def downsampling(self) -> int:
@@ -62,15 +64,15 @@ class ConvAutoencoder(Autoencoder):
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        widths: tuple[int, ...] = (16, 32, 64),
-        convs_per_block: int = 1,
-        activation: str = "leaky_relu",
-        batch_norm: bool = False,
-        bottleneck: str = "conv",
-        latent_channels: int = 16,
-        latent_dim: int = 128,
-        loss: str = "mse",
-        ssim_weight: float = 0.84,
+        widths: tuple[int, ...] = _DEFAULTS.widths,
+        convs_per_block: int = _DEFAULTS.convs_per_block,
+        activation: str = _DEFAULTS.activation,
+        batch_norm: bool = _DEFAULTS.batch_norm,
+        bottleneck: str = _DEFAULTS.bottleneck,
+        latent_channels: int = _DEFAULTS.latent_channels,
+        latent_dim: int = _DEFAULTS.latent_dim,
+        loss: str = _DEFAULTS.loss,
+        ssim_weight: float = _DEFAULTS.ssim_loss_weight,
         **kwargs: Any,
     ) -> None:
         self.image_shape = tuple(None if v is None else int(v) for v in input_shape)
@@ -114,9 +116,3 @@ class ConvAutoencoder(Autoencoder):
         decoder = keras.Model(z_in, out, name="decoder")
         return encoder, decoder
 
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments from a ``ModelConfig``."""
-        return {"widths": m.widths, "convs_per_block": m.convs_per_block, "activation": m.activation,
-                "batch_norm": m.batch_norm, "bottleneck": m.bottleneck, "latent_channels": m.latent_channels,
-                "latent_dim": m.latent_dim}

@@ -13,7 +13,11 @@ from typing import Any
 import keras
 from keras import layers
 
+from anomaly_ae.config import DenseConfig
 from anomaly_ae.models.base import Autoencoder
+
+#: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
+_DEFAULTS = DenseConfig()
 
 
 def dense_parts(
@@ -70,21 +74,21 @@ def dense_parts(
 class DenseAutoencoder(Autoencoder):
     """Dense autoencoder for ``(H, W, C)`` images in [0, 1] (sigmoid output)."""
 
-    CONFIG_FIELDS = ("hidden", "latent_dim", "activation", "latent_activation", "l1", "l2", "activity_l1", "dropout")
+    CONFIG_FIELDS = tuple(_DEFAULTS.hyperparameters())
 
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        hidden: tuple[int, ...] = (256,),
-        latent_dim: int = 32,
-        activation: str = "relu",
-        latent_activation: str = "linear",
-        l1: float = 0.0,
-        l2: float = 0.0,
-        activity_l1: float = 0.0,
-        dropout: float = 0.0,
-        loss: str = "mse",
-        ssim_weight: float = 0.84,
+        hidden: tuple[int, ...] = _DEFAULTS.hidden,
+        latent_dim: int = _DEFAULTS.latent_dim,
+        activation: str = _DEFAULTS.activation,
+        latent_activation: str = _DEFAULTS.latent_activation,
+        l1: float = _DEFAULTS.l1,
+        l2: float = _DEFAULTS.l2,
+        activity_l1: float = _DEFAULTS.activity_l1,
+        dropout: float = _DEFAULTS.dropout,
+        loss: str = _DEFAULTS.loss,
+        ssim_weight: float = _DEFAULTS.ssim_loss_weight,
         **kwargs: Any,
     ) -> None:
         self.image_shape = tuple(int(v) for v in input_shape)
@@ -99,9 +103,3 @@ class DenseAutoencoder(Autoencoder):
         )
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
 
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments from a ``ModelConfig``."""
-        return {"hidden": m.hidden, "latent_dim": m.latent_dim, "activation": m.activation,
-                "latent_activation": m.latent_activation, "l1": m.l1, "l2": m.l2,
-                "activity_l1": m.activity_l1, "dropout": m.dropout}

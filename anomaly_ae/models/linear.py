@@ -15,18 +15,22 @@ from typing import Any
 import keras
 import numpy as np
 
+from anomaly_ae.config import LinearConfig
 from anomaly_ae.models.base import Autoencoder
 from anomaly_ae.models.dense import dense_parts
+
+#: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
+_DEFAULTS = LinearConfig()
 
 
 @keras.saving.register_keras_serializable(package="anomaly_ae")
 class LinearAutoencoder(Autoencoder):
     """Linear encoder and decoder (no activations, unbounded output), MSE loss."""
 
-    CONFIG_FIELDS = ("latent_dim",)
+    CONFIG_FIELDS = tuple(_DEFAULTS.hyperparameters())
 
-    def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = 32, loss: str = "mse",
-                 ssim_weight: float = 0.84, **kwargs: Any) -> None:
+    def __init__(self, input_shape: tuple[int, int, int], latent_dim: int = _DEFAULTS.latent_dim,
+                 loss: str = _DEFAULTS.loss, ssim_weight: float = _DEFAULTS.ssim_loss_weight, **kwargs: Any) -> None:
         self.image_shape = tuple(int(v) for v in input_shape)
         self.latent_dim = int(latent_dim)
         encoder, decoder = dense_parts(self.image_shape, (), self.latent_dim, "linear", "linear",
@@ -48,11 +52,6 @@ class LinearAutoencoder(Autoencoder):
         """Normalise, project, reconstruct, de-normalise (the output is in image units)."""
         xn = (self.corrupt(x, training) - self.input_mean) / self.input_scale
         return self.decoder(self.encoder(xn, training=training), training=training) * self.input_scale + self.input_mean
-
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments from a ``ModelConfig``."""
-        return {"latent_dim": m.latent_dim}
 
     def decoder_basis(self) -> np.ndarray:
         """Decoder kernel ``(latent_dim, H*W*C)``: its rows span the learned subspace."""

@@ -1,8 +1,8 @@
-"""Reconstruction losses and SSIM, written with ``keras.ops`` only (every backend).
+"""Reconstruction and segmentation losses, written with ``keras.ops`` only (every backend).
 
-All tensors are NHWC in [0, 1]. ``ssim_map`` follows Wang et al. (2004) with the usual 11x11 Gaussian
-window (sigma 1.5), K1 = 0.01 and K2 = 0.03, over the "valid" region of the window, which equals
-``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+All tensors are NHWC in [0, 1]. SSIM is Keras' own ``keras.ops.image.ssim`` (same numbers as the
+hand-written version it replaced; the per-pixel SSIM *map* for anomaly maps lives in
+:mod:`anomaly_ae.scoring.maps` and :mod:`anomaly_ae.scoring.ops`).
 """
 
 from __future__ import annotations
@@ -10,42 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 LOSSES = ("mse", "l1", "bce", "ssim", "ssim_l1")
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    """Normalised 2-D Gaussian, ``(size, size)`` float32, summing to 1."""
-    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(ax**2) / (2.0 * sigma**2))
-    g /= g.sum()
-    return np.outer(g, g).astype(np.float32)
-
-
-def ssim_map(x: Any, y: Any, max_val: float = 1.0, window: int = 11, sigma: float = 1.5) -> Any:
-    """Local SSIM ``(N, H - window + 1, W - window + 1, C)`` of two ``(N, H, W, C)`` batches."""
-    channels = x.shape[-1]
-    kernel = np.tile(gaussian_window(window, sigma)[:, :, None, None], (1, 1, channels, 1))
-    kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-
-    def blur(t: Any) -> Any:
-        return ops.depthwise_conv(t, kernel, strides=1, padding="valid")
-
-    c1 = (0.01 * max_val) ** 2
-    c2 = (0.03 * max_val) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    var_x = blur(x * x) - mu_xx
-    var_y = blur(y * y) - mu_yy
-    cov = blur(x * y) - mu_xy
-    return ((2.0 * mu_xy + c1) * (2.0 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
-
-
 def ssim(x: Any, y: Any, max_val: float = 1.0) -> Any:
-    """Mean SSIM per image, ``(N,)``."""
-    return ops.mean(ssim_map(x, y, max_val), axis=(1, 2, 3))
+    """Mean SSIM per image ``(N,)`` of two ``(N, H, W, C)`` batches: ``keras.ops.image.ssim``.
+
+    Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03 over the
+    "valid" region, equal to ``skimage.metrics.structural_similarity(gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False)`` (``tests/test_losses.py``).
+    """
+    return ops.image.ssim(x, y, max_val=max_val)
 
 
 def reconstruction_loss(name: str, x: Any, x_hat: Any, ssim_weight: float = 0.84) -> Any:

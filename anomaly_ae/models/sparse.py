@@ -15,8 +15,12 @@ from typing import Any
 import keras
 from keras import ops
 
+from anomaly_ae.config import SparseConfig
 from anomaly_ae.models.base import Autoencoder
 from anomaly_ae.models.dense import dense_parts
+
+#: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
+_DEFAULTS = SparseConfig()
 
 
 def kl_sparsity(h: Any, rho: float, eps: float = 1e-7) -> Any:
@@ -29,19 +33,19 @@ def kl_sparsity(h: Any, rho: float, eps: float = 1e-7) -> Any:
 class SparseAutoencoder(Autoencoder):
     """Dense autoencoder with a sigmoid code and a KL (or L1) sparsity penalty on it."""
 
-    CONFIG_FIELDS = ("hidden", "latent_dim", "activation", "sparsity", "sparsity_target", "sparsity_weight")
+    CONFIG_FIELDS = tuple(_DEFAULTS.hyperparameters())
 
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        hidden: tuple[int, ...] = (256,),
-        latent_dim: int = 64,
-        activation: str = "relu",
-        sparsity: str = "kl",
-        sparsity_target: float = 0.05,
-        sparsity_weight: float = 1.0,
-        loss: str = "mse",
-        ssim_weight: float = 0.84,
+        hidden: tuple[int, ...] = _DEFAULTS.hidden,
+        latent_dim: int = _DEFAULTS.latent_dim,
+        activation: str = _DEFAULTS.activation,
+        sparsity: str = _DEFAULTS.sparsity,
+        sparsity_target: float = _DEFAULTS.sparsity_target,
+        sparsity_weight: float = _DEFAULTS.sparsity_weight,
+        loss: str = _DEFAULTS.loss,
+        ssim_weight: float = _DEFAULTS.ssim_loss_weight,
         **kwargs: Any,
     ) -> None:
         if sparsity not in ("kl", "l1"):
@@ -55,13 +59,6 @@ class SparseAutoencoder(Autoencoder):
         self.sparsity_weight = float(sparsity_weight)
         encoder, decoder = dense_parts(self.image_shape, self.hidden, self.latent_dim, activation, "sigmoid")
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
-
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments from a ``ModelConfig``."""
-        return {"hidden": m.hidden, "latent_dim": m.latent_dim, "activation": m.activation,
-                "sparsity": m.sparsity, "sparsity_target": m.sparsity_target,
-                "sparsity_weight": m.sparsity_weight}
 
     def sparsity_penalty(self, h: Any) -> Any:
         """The weighted penalty for code activations ``h`` ``(N, latent_dim)``."""

@@ -21,9 +21,13 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from anomaly_ae.config import VAEConfig
 from anomaly_ae.models.base import Autoencoder
 from anomaly_ae.models.conv import vgg_down, vgg_up
 from anomaly_ae.models.layers import Sampling
+
+#: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
+_DEFAULTS = VAEConfig()
 
 
 def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
@@ -35,22 +39,20 @@ def kl_divergence(z_mean: Any, z_log_var: Any) -> Any:
 class VariationalAutoencoder(Autoencoder):
     """Conv VAE for ``(H, W, C)`` images in [0, 1]; ``encoder(x) -> [z_mean, z_log_var]``."""
 
-    CONFIG_FIELDS = (
-        "widths", "convs_per_block", "activation", "latent_dim", "beta", "kl_warmup_epochs", "sampling_seed"
-    )
+    CONFIG_FIELDS = (*_DEFAULTS.hyperparameters(), "sampling_seed")
 
     def __init__(
         self,
         input_shape: tuple[int, int, int],
-        widths: tuple[int, ...] = (16, 32, 64),
-        convs_per_block: int = 1,
-        activation: str = "leaky_relu",
-        latent_dim: int = 64,
-        beta: float = 1.0,
-        kl_warmup_epochs: int = 0,
+        widths: tuple[int, ...] = _DEFAULTS.widths,
+        convs_per_block: int = _DEFAULTS.convs_per_block,
+        activation: str = _DEFAULTS.activation,
+        latent_dim: int = _DEFAULTS.latent_dim,
+        beta: float = _DEFAULTS.beta,
+        kl_warmup_epochs: int = _DEFAULTS.kl_warmup_epochs,
         sampling_seed: int = 1337,
-        loss: str = "mse",
-        ssim_weight: float = 0.84,
+        loss: str = _DEFAULTS.loss,
+        ssim_weight: float = _DEFAULTS.ssim_loss_weight,
         **kwargs: Any,
     ) -> None:
         self.image_shape = tuple(int(v) for v in input_shape)
@@ -87,12 +89,6 @@ class VariationalAutoencoder(Autoencoder):
         y = layers.Activation(self.activation, name="expand_act")(y)
         out = vgg_up(y, self.widths, self.convs_per_block, self.activation, False, c)
         return encoder, keras.Model(z_in, out, name="decoder")
-
-    @classmethod
-    def config_kwargs(cls, m: Any) -> dict[str, Any]:
-        """Constructor arguments from a ``ModelConfig``."""
-        return {"widths": m.widths, "convs_per_block": m.convs_per_block, "activation": m.activation,
-                "latent_dim": m.latent_dim, "beta": m.beta, "kl_warmup_epochs": m.kl_warmup_epochs}
 
     def call(self, x: Any, training: bool = False) -> Any:
         z_mean, z_log_var = self.encoder(self.corrupt(x, training), training=training)
