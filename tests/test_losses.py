@@ -3,19 +3,43 @@ import pytest
 from keras import ops
 from skimage.metrics import structural_similarity
 
-from anomaly_ae.models.losses import gaussian_window, reconstruction_loss, ssim, ssim_map
+from anomaly_ae.models.losses import reconstruction_loss, ssim
 
 
 def _np(t):
     return ops.convert_to_numpy(t)
 
 
-def test_gaussian_window_normalised_and_symmetric():
-    w = gaussian_window(11, 1.5)
-    assert w.shape == (11, 11)
-    assert abs(w.sum() - 1.0) < 1e-6
-    np.testing.assert_allclose(w, w.T)
-    assert w[5, 5] == w.max()
+def _handwritten_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The SSIM loss anomaly-ae used before ``keras.ops.image.ssim`` (Gaussian 11x11, sigma 1.5, valid), in NumPy."""
+    from scipy.signal import correlate2d
+
+    ax = np.arange(11, dtype=np.float64) - 5.0
+    g = np.exp(-(ax**2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    out = []
+    for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True):
+        maps = []
+        for c in range(x.shape[-1]):
+            def blur(t, c=c):
+                return correlate2d(t, w, mode="valid")
+            xc, yc = x[..., c], y[..., c]
+            mx, my = blur(xc), blur(yc)
+            vx, vy, cov = blur(xc * xc) - mx**2, blur(yc * yc) - my**2, blur(xc * yc) - mx * my
+            c1, c2 = 0.01**2, 0.03**2
+            maps.append(((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+        out.append(np.mean(maps))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 1), (3, 32, 24, 3), (1, 11, 11, 1)])
+def test_keras_ssim_gives_the_numbers_of_the_handwritten_loss(shape):
+    rng = np.random.default_rng(0)
+    a = rng.random(shape).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, shape), 0, 1).astype(np.float32)
+    got = _np(ssim(ops.convert_to_tensor(a), ops.convert_to_tensor(b)))
+    np.testing.assert_allclose(got, _handwritten_ssim(a, b), atol=2e-6)
+    assert got.max() < 0.99  # the noise is seen
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -35,10 +59,8 @@ def test_ssim_matches_skimage(channels):
 
 
 def test_ssim_of_identical_images_is_one():
-    a = np.random.default_rng(1).random((1, 16, 16, 1)).astype(np.float32)
-    m = _np(ssim_map(ops.convert_to_tensor(a), ops.convert_to_tensor(a)))
-    assert m.shape == (1, 6, 6, 1)
-    np.testing.assert_allclose(m, 1.0, atol=1e-5)
+    a = np.random.default_rng(1).random((2, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_allclose(_np(ssim(ops.convert_to_tensor(a), ops.convert_to_tensor(a))), 1.0, atol=1e-5)
 
 
 def test_pixel_losses_on_hand_made_arrays():
