@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +11,7 @@ from cli.common import EXIT_PARTIAL, console, fail_usage, note
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector
+    from anomaly_ae.config import ThresholdConfig
 
 
 def calibrate(
@@ -32,24 +33,42 @@ def calibrate(
         if folder is not None and not folder.is_dir():
             fail_usage(f"{name} {folder} is not a folder")
 
-    from pydantic import ValidationError
-
     from anomaly_ae import Detector, ModelDirError
-    from anomaly_ae.data.loading import read_folder, read_masks
 
     try:
         det = Detector.load(run_dir)
     except ModelDirError as err:
         fail_usage(str(err))
-    updates = {"method": method, "quantile": quantile, "mad_k": mad_k, "pixel_method": pixel_method,
-               "pixel_quantile": pixel_quantile}
+    new = _settings(det, {"method": method, "quantile": quantile, "mad_k": mad_k, "pixel_method": pixel_method,
+                          "pixel_quantile": pixel_quantile})
+    failed: list[str] = []
+    good_images, bad_images, bad_masks = _read(det, good, anomalous, masks, failed)
     try:
-        new = det.config.threshold.model_validate(
+        det.calibrate(good_images, bad_images, bad_masks, threshold=new)
+    except ValueError as err:
+        fail_usage(str(err))
+    det.save_calibration(run_dir)
+    _print(det, run_dir)
+    if failed:
+        note(f"{len(failed)} file(s) could not be read", "yellow", "and were left out")
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _settings(det: Detector, updates: dict[str, Any]) -> ThresholdConfig:
+    """The model's threshold settings with the options given."""
+    from pydantic import ValidationError
+
+    try:
+        return det.config.threshold.model_validate(
             {**det.config.threshold.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         )
     except ValidationError as err:
         fail_usage(f"invalid threshold settings: {err.errors()[0]['msg']}")
-    failed: list[str] = []
+
+
+def _read(det: Detector, good: Path, anomalous: Path | None, masks: Path | None, failed: list[str]) -> tuple:
+    """Good images, anomalous images and their masks; every file left out is named once (and counted)."""
+    from anomaly_ae.data.loading import read_folder, read_masks
 
     def skipped(items: list) -> None:
         for what, why in items:
@@ -66,15 +85,7 @@ def calibrate(
     if masks is not None and bad is not None:
         bad_masks, mask_skips = read_masks(bad, anomalous, masks)
         skipped(mask_skips)
-    try:
-        det.calibrate(good_read.images, bad.images if bad else None, bad_masks, threshold=new)
-    except ValueError as err:
-        fail_usage(str(err))
-    det.save_calibration(run_dir)
-    _print(det, run_dir)
-    if failed:
-        note(f"{len(failed)} file(s) could not be read", "yellow", "and were left out")
-        raise typer.Exit(EXIT_PARTIAL)
+    return good_read.images, (bad.images if bad else None), bad_masks
 
 
 def _print(det: Detector, run_dir: Path) -> None:

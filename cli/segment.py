@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,7 +38,6 @@ def segment_train(
     from anomaly_ae.segmentation.train import (
         SEGMENTER_FILES,
         encoder_preprocessing,
-        load_pairs,
         save_segmenter,
         train_segmenter,
     )
@@ -52,14 +51,7 @@ def segment_train(
         fail_usage(str(err))
     except (ValueError, KeyError, TypeError) as err:
         fail_usage(f"{encoder_dir / 'encoder.json'} is damaged ({type(err).__name__}): export the encoder again")
-    try:
-        pairs = load_pairs(images, masks, pre)
-    except ValueError as err:
-        fail_usage(str(err))
-    if len(pairs.x) < 2:
-        fail_usage("need at least 2 image/mask pairs")
-    for p, why in pairs.skipped:
-        note("skipped", "yellow", f"{p}: {why}")
+    pairs = _pairs(images, masks, pre)
     with open_tracker("anomaly-ae-segment", out.name, no_track, show_store=False) as tracker:
         tracker.log_params({"encoder_dir": str(encoder_dir), "epochs": epochs, "fine_tune": fine_tune,
                             "seed": seed, "n_pairs": len(pairs.x)})
@@ -73,6 +65,21 @@ def segment_train(
     console.print(f"held-out Dice {metrics['dice']:.4f}   IoU {metrics['iou']:.4f}   "
                   f"({metrics['n_train']} train / {metrics['n_val']} held-out pairs)")
     console.print(f"segmenter      {out / 'segmenter.keras'}")
+
+
+def _pairs(images: Path, masks: Path, pre: Any) -> Any:
+    """The image/mask pairs (at least 2); each pair left out is named."""
+    from anomaly_ae.segmentation.train import load_pairs
+
+    try:
+        pairs = load_pairs(images, masks, pre)
+    except ValueError as err:
+        fail_usage(str(err))
+    if len(pairs.x) < 2:
+        fail_usage("need at least 2 image/mask pairs")
+    for p, why in pairs.skipped:
+        note("skipped", "yellow", f"{p}: {why}")
+    return pairs
 
 
 @segment_app.command("predict")
