@@ -51,6 +51,21 @@ def require_exporters(fmt: str) -> None:
             raise ExportError(f"format {fmt!r} needs the '{module}' package ({hint})")
 
 
+def detector_for_export(detector_or_run_dir: Detector | str | Path, out: Path, kind: str, marker: str,
+                        overwrite: bool) -> Detector:
+    """The detector itself, or the one in a model directory once ``out`` is known to be usable.
+
+    With a model directory, ``out`` is checked first (:func:`anomaly_ae.outdir.plan`, ``marker``
+    naming the export's metadata file), so an unusable ``--out`` is refused before anything loads.
+    """
+    from anomaly_ae.outdir import plan
+
+    if isinstance(detector_or_run_dir, Detector):
+        return detector_or_run_dir
+    plan(out, kind, [marker], overwrite, {"model directory": Path(detector_or_run_dir)})
+    return Detector.load(detector_or_run_dir)
+
+
 def multiscale_encoder(model: keras.Model) -> keras.Model:
     """``image -> [block_1, ..., block_n, latent]`` sharing the trained layers (and weights) of ``model``."""
     enc = model.encoder
@@ -77,13 +92,9 @@ def export_encoder(
     unknown = [f for f in formats if f not in ENCODER_FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r} is not supported; choose from {', '.join(ENCODER_FORMATS)}")
-    from anomaly_ae.outdir import plan, staging
+    from anomaly_ae.outdir import staging
 
-    if isinstance(detector_or_run_dir, Detector):
-        det = detector_or_run_dir
-    else:  # refuse an unusable --out before loading anything
-        plan(Path(out_dir), "encoder", ["encoder.json"], overwrite, {"model directory": Path(detector_or_run_dir)})
-        det = Detector.load(detector_or_run_dir)
+    det = detector_for_export(detector_or_run_dir, Path(out_dir), "encoder", "encoder.json", overwrite)
     name = det.config.model.name
     if name not in SPATIAL_MODELS:
         raise ExportError(
@@ -154,5 +165,6 @@ def load_encoder(out_dir: str | Path) -> keras.Model:
 
 
 __all__ = [
-    "ENCODER_FORMATS", "ExportError", "export_encoder", "load_encoder", "multiscale_encoder", "require_exporters",
+    "ENCODER_FORMATS", "ExportError", "detector_for_export", "export_encoder", "load_encoder", "multiscale_encoder",
+    "require_exporters",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 
 import keras
 
-from anomaly_ae.deploy.encoder import ExportError, require_exporters
+from anomaly_ae.deploy.encoder import ExportError, detector_for_export, require_exporters
 from anomaly_ae.detector import Detector
 from anomaly_ae.scoring import ops as scoring_ops
 
@@ -132,15 +132,11 @@ def export_detector(
     Built beside ``out_dir`` and moved into place; an earlier export there is replaced only with
     ``overwrite``, and files anomaly-ae did not write are never touched (:mod:`anomaly_ae.outdir`).
     """
-    from anomaly_ae.outdir import plan, staging
+    from anomaly_ae.outdir import staging
 
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
-    if isinstance(detector_or_run_dir, Detector):
-        det = detector_or_run_dir
-    else:  # refuse an unusable --out before loading anything
-        plan(Path(out_dir), "export", ["deploy.json"], overwrite, {"model directory": Path(detector_or_run_dir)})
-        det = Detector.load(detector_or_run_dir)
+    det = detector_for_export(detector_or_run_dir, Path(out_dir), "export", "deploy.json", overwrite)
     det.check_fitted(need_threshold=True)
     require_exporters(fmt)
     if fmt == "onnx":

@@ -1,1 +1,2 @@
-"""Supervised defect segmentation on a transferred encoder: the U-Net model (``model``) and its training (``train``)."""
+"""Supervised defect segmentation on a transferred encoder: the U-Net model (``model``), its training
+(``train``) and its use on a folder (``predict``)."""
