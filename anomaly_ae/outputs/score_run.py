@@ -37,8 +37,6 @@ MANIFEST = "score_run.json"
 OUTPUTS: dict[str, str] = {"heatmaps": ".png", "masks": ".png", "maps": ".npy"}
 OWN_ENTRIES = ("scores.csv", "scores.csv.partial", MANIFEST, *OUTPUTS)
 
-OutDirConflict = OutputConflict  # the name this module used before
-
 
 def model_fingerprint(run_dir: Path) -> str:
     """SHA-256 over the model's weights file and its metadata (thresholds included)."""
