@@ -129,6 +129,9 @@ def train_run(
 
 
 def _drop_checkpoints(run_dir: Path) -> None:
+    """Remove ``run_dir/checkpoint`` only when the manifest names it as anomaly-ae's (a user's folder stays)."""
+    if CHECKPOINT_DIR not in read_manifest(run_dir).get("model", []):
+        return
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     forget(run_dir, "model", [CHECKPOINT_DIR])
 
