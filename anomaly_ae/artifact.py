@@ -24,7 +24,7 @@ from typing import Any, Literal
 import keras
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, ValidationError
 
-from anomaly_ae.config import DetectorConfig, migrate_config
+from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
 from anomaly_ae.fileio import versions, write_bytes_atomic, write_json_atomic
 from anomaly_ae.postprocessing import PostProcessor
@@ -213,8 +213,7 @@ def load_model_dir(path: Path) -> ModelState:
             f"this anomaly-ae reads version {SCHEMA_VERSION})"
         )
     check_contents(path)
-    meta = {**meta, "config": migrate_config(meta.get("config"))}
-    validate_metadata(meta, meta_path)
+    validate_metadata(meta, meta_path)  # DetectorConfig migrates an older config (config.migrate_config)
     try:
         config = DetectorConfig.model_validate(meta["config"])
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])

@@ -187,6 +187,15 @@ _ALL_MODEL_FIELDS = frozenset(f for c in MODEL_CONFIGS.values() for f in c.model
 _RENAMED_MODEL_FIELDS = {"ssim_weight": "ssim_loss_weight"}
 
 
+def _model_section(config: Any) -> tuple[dict[str, Any], type[_ModelBase] | None] | None:
+    """The ``model`` mapping of a raw config with today's field names and a ``name``, and its config class."""
+    if not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+        return None
+    model = {_RENAMED_MODEL_FIELDS.get(k, k): v for k, v in config.get("model", {}).items()}
+    model.setdefault("name", "conv")
+    return model, MODEL_CONFIGS.get(model["name"])
+
+
 def migrate_config(config: Any) -> Any:
     """A config mapping written by any anomaly-ae (YAML or ``detector.json``) in today's form.
 
@@ -195,11 +204,10 @@ def migrate_config(config: Any) -> Any:
     the redesign every model stored every field, and a model ignored the ones it does not use).
     Unknown keys stay, so validation still names a typo. Anything that is not a mapping is returned as is.
     """
-    if not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+    section = _model_section(config)
+    if section is None:
         return config
-    model = {_RENAMED_MODEL_FIELDS.get(k, k): v for k, v in config.get("model", {}).items()}
-    model.setdefault("name", "conv")
-    own = MODEL_CONFIGS.get(model["name"])
+    model, own = section
     if own is not None:
         model = {k: v for k, v in model.items() if k in own.model_fields or k not in _ALL_MODEL_FIELDS}
     return {**config, "model": model}
@@ -207,11 +215,11 @@ def migrate_config(config: Any) -> Any:
 
 def ignored_model_fields(config: Any) -> list[str]:
     """The ``model`` fields of a raw config mapping that its architecture does not use (dropped on load)."""
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    section = _model_section(config)
+    if section is None or section[1] is None:
         return []
-    model = {_RENAMED_MODEL_FIELDS.get(k, k): v for k, v in config["model"].items()}
-    own = MODEL_CONFIGS.get(model.get("name", "conv"))
-    return [] if own is None else sorted(k for k in model if k in _ALL_MODEL_FIELDS and k not in own.model_fields)
+    model, own = section
+    return sorted(k for k in model if k in _ALL_MODEL_FIELDS and k not in own.model_fields)
 
 
 class TrainConfig(_Section):
