@@ -152,13 +152,18 @@ def fallback_uri(uri: str) -> str | None:
     return None if uri == local else local
 
 
+def new_bar(label: str) -> Any:
+    """A transient rich ``Progress``: ``label`` (a ``TextColumn`` template), bar, done/total, elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    transient=True)
+
+
 @contextlib.contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
     """A transient bar; yields ``advance(done, total)`` for a library function's ``progress`` argument."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True) as bar:
+    with new_bar(label) as bar:
         task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int) -> None:

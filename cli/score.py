@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, note, warn
+from cli.common import EXIT_PARTIAL, console, fail_usage, new_bar, note, warn
 
 
 def score(
@@ -63,11 +63,8 @@ class _Progress:
     """Warnings, the resume line, a transient progress bar and one line per failed file."""
 
     def __init__(self, out: Path) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.out = out
-        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console, transient=True)
+        self.bar = new_bar("scoring")
         self.task: Any = None
 
     def __enter__(self) -> _Progress:

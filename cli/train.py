@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import EXIT_FAILED, console, fail_usage, note, open_tracker, warn
+from cli.common import EXIT_FAILED, console, fail_usage, new_bar, note, open_tracker, warn
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector, DetectorConfig
@@ -155,8 +155,6 @@ def _resume(run_dir: Path, good_dir: Path | None, no_track: bool) -> None:
 def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, run_id: str | None,
            resume: bool) -> None:
     """Lock ``run_dir``, open the MLflow run, train with a progress bar, print the summary."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from anomaly_ae import OutputConflict
     from anomaly_ae.outdir import OutDirLock
     from anomaly_ae.training.callbacks import RichProgress, TrackingCallback
@@ -169,8 +167,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
                                                resumed_run=True) as tracker:
             console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({cfg.data.image_size[0]}x"
                           f"{cfg.data.image_size[1]}x{cfg.data.channels}, up to {cfg.train.epochs} epochs)")
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as progress:
+            with new_bar("{task.description}") as progress:
                 callbacks = [RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
                 det = train_run(cfg, good_dir, run_dir, tracker, resume, callbacks)
             _print_summary(det, run_dir)
