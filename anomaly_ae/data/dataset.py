@@ -11,12 +11,19 @@ import keras
 import numpy as np
 
 from anomaly_ae.config import AugmentConfig
+from anomaly_ae.data.anomalies import AnomalySynthesizer, synthesize_batch
 from anomaly_ae.data.augment import build_augmentation
 from anomaly_ae.data.images import Preprocessing, read_image
 
 
 class ImageDataset(keras.utils.PyDataset):
     """Yields ``(x, x)`` float32 batches ``(B, h, w, C)`` in [0, 1] for autoencoder training.
+
+    With ``synthetic`` (repair training), a ``synthetic_probability`` of the inputs get a synthetic
+    defect (:mod:`anomaly_ae.data.anomalies`) and the batch is ``(x_with_defects, clean)``, or
+    ``(x_with_defects, {"image": clean, "mask": (B, h, w) float32})`` with ``masks`` (the learned map).
+    The defects of batch ``i`` of epoch ``e`` are drawn from ``(seed, e, i)``: reproducible in any
+    worker order, and fixed for validation (``shuffle`` off).
 
     With ``patch_size`` set, each item is a random ``patch_size`` square crop of a (resized) image,
     ``patches_per_image`` per image and epoch; the crops are drawn again every epoch when ``shuffle``
@@ -45,9 +52,15 @@ class ImageDataset(keras.utils.PyDataset):
         seed: int = 0,
         patch_size: int | None = None,
         patches_per_image: int = 1,
+        synthetic: AnomalySynthesizer | None = None,
+        synthetic_probability: float = 0.5,
+        masks: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.synthetic = synthetic
+        self.synthetic_probability = synthetic_probability
+        self.masks = masks
         self.source = source
         self.preprocessing = preprocessing
         self.batch_size = batch_size
@@ -87,7 +100,7 @@ class ImageDataset(keras.utils.PyDataset):
             return self.source[i]
         return self.preprocessing.resize(read_image(self.source[i], self.preprocessing.channels))
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
         rows = self._items[index * self.batch_size : (index + 1) * self.batch_size]
         images = []
         for i, top, left in rows:
@@ -97,8 +110,17 @@ class ImageDataset(keras.utils.PyDataset):
             images.append(im)
         if self._augment is not None:
             images = [self._augment(image=im)["image"].reshape(im.shape) for im in images]
+        if self.synthetic is not None:
+            return self._repair_batch(np.stack(images), index)
         x = self.preprocessing(np.stack(images)) if not self.patch_size else _scale(np.stack(images))
         return x, x
+
+    def _repair_batch(self, clean: np.ndarray, index: int) -> tuple[np.ndarray, Any]:
+        rng = np.random.default_rng([self.seed, 7919, self._epoch if self.shuffle else 0, index])
+        dirty, masks = synthesize_batch(clean, self.synthetic, rng, self.synthetic_probability)
+        target = _scale(clean)
+        y = {"image": target, "mask": masks.astype(np.float32)} if self.masks else target
+        return _scale(dirty), y
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
