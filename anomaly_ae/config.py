@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -42,7 +43,11 @@ class AugmentConfig(_Section):
 class DataConfig(_Section):
     """How images are read and split."""
 
-    image_size: tuple[int, int] = (128, 128)
+    image_size: tuple[int, int] | Literal["auto"] = Field(
+        (128, 128), description="(height, width) the model sees; auto: the training images' median aspect "
+        "ratio, longer side max_side (no enlarging), sides multiples of the model's down-sampling"
+    )
+    max_side: int = Field(512, ge=16, description="longer side of image_size: auto")
     channels: Literal[1, 3] = 1
     holdout_fraction: float = Field(0.15, gt=0.0, lt=0.9)
     cache_mb: int = Field(1024, ge=0, description="decoded training images are kept in RAM up to this")
@@ -50,6 +55,9 @@ class DataConfig(_Section):
         None, ge=8, description="train on random square patches of the resized images; score whole images"
     )
     patches_per_image: int = Field(16, ge=1, description="random patches per training image and epoch")
+    anomaly_source_dir: str | None = Field(
+        None, description="texture images (e.g. DTD) pasted as synthetic defects (train.synthetic_anomalies)"
+    )
     augment: AugmentConfig = AugmentConfig()
 
     @field_validator("image_size", mode="before")
@@ -61,8 +69,8 @@ class DataConfig(_Section):
 
     @field_validator("image_size")
     @classmethod
-    def _check_size(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 8:
+    def _check_size(cls, v: tuple[int, int] | str) -> tuple[int, int] | str:
+        if v != "auto" and min(v) < 8:
             raise ValueError("image_size must be at least 8 pixels")
         return v
 
@@ -77,8 +85,10 @@ class _ModelBase(_Section):
     Keras class (:data:`anomaly_ae.models.ARCHITECTURES`), so each is declared once, here.
     """
 
-    loss: Literal["mse", "l1", "bce", "ssim", "ssim_l1"] = "mse"
-    ssim_loss_weight: float = Field(0.84, ge=0.0, le=1.0, description="weight of 1-SSIM in the ssim_l1 loss")
+    loss: Literal["mse", "l1", "bce", "ssim", "ssim_l1", "mse_ssim"] = "mse"
+    ssim_loss_weight: float = Field(
+        0.84, ge=0.0, le=1.0, description="weight of 1-SSIM in the ssim_l1 loss (mse_ssim: MSE + weight * (1-SSIM))"
+    )
     noise: Literal["gaussian", "salt_pepper", "mask", "erase"] | None = Field(
         None, description="corruption of training inputs (required by 'denoising')")
     noise_level: float = Field(0.0, ge=0.0, le=1.0)
@@ -112,6 +122,21 @@ class ConvConfig(_ModelBase, _ConvBlocks):
     bottleneck: Literal["conv", "dense"] = "conv"
     latent_channels: int = Field(16, ge=1, description="channels of the 1x1-conv bottleneck")
     latent_dim: int = Field(128, ge=1, description="size of the code vector of a dense bottleneck")
+    discriminator: tuple[int, ...] | None = Field(
+        None, description="widths of the U-Net that learns the anomaly map from (image, reconstruction) on "
+        "synthetic defects (scoring.metric: learned; needs train.synthetic_anomalies); null: none"
+    )
+    discriminator_loss: Literal["focal", "bce_dice"] = Field(
+        "bce_dice", description="loss of the learned map: BCE + soft Dice (learns in fewer steps) or focal "
+        "(gamma 2, as DRAEM)"
+    )
+
+    @field_validator("discriminator")
+    @classmethod
+    def _check_discriminator(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError("discriminator must be null or a non-empty list of positive integers")
+        return v
 
 
 class DenoisingConfig(ConvConfig):
@@ -222,6 +247,30 @@ def ignored_model_fields(config: Any) -> list[str]:
     return sorted(k for k in model if k in _ALL_MODEL_FIELDS and k not in own.model_fields)
 
 
+class SyntheticAnomalyConfig(_Section):
+    """Repair training: a defect is pasted into a training input (:mod:`anomaly_ae.data.anomalies`) and
+    the model learns to return the clean image (and, with ``model.discriminator``, where the defect is)."""
+
+    probability: float = Field(0.5, ge=0.0, le=1.0, description="fraction of training inputs given a defect")
+    shapes: dict[Literal["perlin", "scratch", "pit", "chip"], float] = Field(
+        default_factory=lambda: {"perlin": 0.5, "scratch": 0.2, "pit": 0.2, "chip": 0.1},
+        description="relative frequency of each defect shape",
+    )
+    sources: dict[Literal["image", "noise", "texture"], float] = Field(
+        default_factory=lambda: {"image": 0.6, "noise": 0.2, "texture": 0.2},
+        description="relative frequency of each content source (texture: data.anomaly_source_dir, else unused)",
+    )
+    blend: tuple[float, float] = Field((0.2, 1.0), description="range of the blend factor of the pasted content")
+    min_change: int = Field(3, ge=1, le=255, description="smallest change in grey levels that counts as defect")
+
+    @field_validator("blend")
+    @classmethod
+    def _check_blend(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1] <= 1.0:
+            raise ValueError("blend must be (low, high) with 0 < low <= high <= 1")
+        return v
+
+
 class TrainConfig(_Section):
     """Optimisation."""
 
@@ -234,12 +283,19 @@ class TrainConfig(_Section):
         "float32", description="Keras dtype policy; the mixed ones are for GPUs (bf16 on H100/A100)"
     )
     workers: int = Field(1, ge=1, description="threads preparing training batches (keras PyDataset workers)")
+    synthetic_anomalies: SyntheticAnomalyConfig | None = Field(
+        None, description="repair training on synthetic defects (null: plain reconstruction)"
+    )
 
 
 class ScoringConfig(_Section):
     """Residual map -> anomaly map -> image score."""
 
-    metric: Literal["l2", "l1", "ssim", "ssim_l1"] = "l2"
+    metric: Literal["l2", "l1", "ssim", "ssim_l1", "learned"] = "l2"
+    select: Literal["fixed", "auto"] = Field(
+        "fixed", description="auto: after training, pick metric, smoothing_sigma and reduction that maximise "
+        "the self-check on held-out good images with synthetic defects (no labels)"
+    )
     channel_reduction: Literal["mean", "max"] = "mean"
     ssim_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of 1-SSIM in the ssim_l1 map")
     smoothing_sigma: float = Field(
@@ -293,10 +349,21 @@ class DetectorConfig(_Section):
     @model_validator(mode="after")
     def _check_depth(self) -> DetectorConfig:
         factor = 2 ** len(getattr(self.model, "widths", ()))
-        h, w = self.data.image_size
         patch = self.data.patch_size
         if self.model.name == "denoising" and (self.model.noise is None or self.model.noise_level <= 0):
             raise ValueError("model 'denoising' needs model.noise and model.noise_level > 0")
+        discriminator = getattr(self.model, "discriminator", None)
+        if self.scoring.metric == "learned" and discriminator is None:
+            raise ValueError("scoring.metric 'learned' needs a model with a discriminator (model.discriminator)")
+        if discriminator is not None and self.train.synthetic_anomalies is None:
+            raise ValueError("model.discriminator learns from synthetic defects: set train.synthetic_anomalies")
+        if discriminator is not None:
+            factor = max(factor, 2 ** len(discriminator))
+        if self.data.image_size == "auto":  # resolved from the training images by Detector.fit
+            if patch is not None and patch % factor:
+                raise ValueError(f"patch_size {patch} must be divisible by the down-sampling factor {factor}")
+            return self
+        h, w = self.data.image_size
         if self.model.name not in CONV_MODELS:
             if patch is not None or self.scoring.tile_size is not None:
                 raise ValueError(f"model {self.model.name!r} is not fully convolutional: no patch_size / tile_size")
@@ -321,6 +388,28 @@ class DetectorConfig(_Section):
                 f"tile_size {tile} must be divisible by {factor} and larger than twice tile_overlap"
             )
         return self
+
+    def size_factor(self) -> int:
+        """Image sides (or patches) must be multiples of this: the model's (and discriminator's) down-sampling."""
+        factor = 2 ** len(getattr(self.model, "widths", ()))
+        discriminator = getattr(self.model, "discriminator", None)
+        return max(factor, 2 ** len(discriminator)) if discriminator else factor
+
+    def with_image_size(self, sizes: list[tuple[int, int]]) -> DetectorConfig:
+        """``image_size: auto`` resolved from the original ``(height, width)`` of the training images.
+
+        The median aspect ratio is kept, the longer side is ``max_side`` at most (images are never
+        enlarged), both sides are rounded to multiples of :meth:`size_factor` and are at least
+        ``patch_size``. A concrete ``image_size`` is returned unchanged.
+        """
+        if self.data.image_size != "auto":
+            return self
+        h, w = (float(v) for v in np.median(np.asarray(sizes, np.float64).reshape(-1, 2), axis=0))
+        scale = min(1.0, self.data.max_side / max(h, w))
+        f = self.size_factor()
+        low = max(f, self.data.patch_size or 8)
+        size = tuple(max(low, int(round(v * scale / f)) * f) for v in (h, w))
+        return self.with_overrides({"data.image_size": list(size)})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DetectorConfig:

@@ -13,7 +13,8 @@ loop (:mod:`anomaly_ae.training.loop`) and the calibration of the :class:`~anoma
 
 Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``postprocessor_``, ``history_``,
 ``train_info_``, ``source_dir_`` (the model directory it was loaded from or saved to, else ``None``)
-(and, after ``fit`` only, ``val_sample_``: up to 8 held-out images at model size).
+(and, after ``fit`` only, ``holdout_images_``: the held-out good images at model size, uint8, and
+``val_sample_``: the first 8 of them).
 ``threshold_``, ``pixel_threshold_``, ``expected_fpr_``, ``norm_range_``, ``score_stats_``,
 ``val_scores_`` and ``heatmap_range_`` read the post-processor's values.
 """
@@ -32,8 +33,17 @@ from anomaly_ae.artifact import ModelState, load_model_dir, save_calibration, sa
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data.dataset import ImageDataset
 from anomaly_ae.data.images import Preprocessing, split_holdout
-from anomaly_ae.data.loading import DecodedBatch, ImagesLike, decode_batch, decode_images, load_training_set
+from anomaly_ae.data.loading import (
+    DecodedBatch,
+    ImagesLike,
+    as_batch,
+    decode_batch,
+    decode_images,
+    load_training_set,
+)
 from anomaly_ae.evaluation.metrics import PixelAccumulator
+from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
+from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, select_scoring, synthetic_defects
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
 from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
@@ -41,6 +51,38 @@ from anomaly_ae.training.loop import fit_model
 from anomaly_ae.training.seeding import set_seed
 
 __all__ = ["Detector", "ImagesLike", "NotFittedError", "ScoredFile"]
+
+
+def _original_sizes(good: ImagesLike, channels: int, limit: int = 64) -> list[tuple[int, int]]:
+    """``(height, width)`` of up to ``limit`` training images, evenly spread (for ``image_size: auto``)."""
+    if not isinstance(good, str | Path):
+        return [np.asarray(im).shape[:2] for im in (as_batch(good) if isinstance(good, np.ndarray) else good)]
+    from anomaly_ae.data.images import ImageReadError, list_images, read_image
+
+    paths = list_images(good)
+    sizes = []
+    for p in paths[:: max(1, len(paths) // limit)][:limit]:
+        try:
+            sizes.append(read_image(p, channels).shape[:2])
+        except ImageReadError:
+            continue  # load_training_set reports it
+    return sizes or [(128, 128)]
+
+
+def _repair_options(cfg: DetectorConfig) -> dict[str, Any]:
+    """``ImageDataset`` arguments of repair training (synthetic defects in the inputs), empty when off."""
+    syn = cfg.train.synthetic_anomalies
+    if syn is None:
+        return {}
+    from anomaly_ae.data.anomalies import AnomalySynthesizer, load_textures
+
+    textures = load_textures(cfg.data.anomaly_source_dir, cfg.data.channels) if cfg.data.anomaly_source_dir else []
+    if cfg.data.anomaly_source_dir and not textures:
+        raise ValueError(f"data.anomaly_source_dir {cfg.data.anomaly_source_dir}: no readable images")
+    synth = AnomalySynthesizer(dict(syn.shapes), dict(syn.sources), syn.blend, syn.min_change, textures,
+                               seed=cfg.train.seed)
+    masks = getattr(cfg.model, "discriminator", None) is not None
+    return {"synthetic": synth, "synthetic_probability": syn.probability, "masks": masks}
 
 
 @dataclass
@@ -91,6 +133,8 @@ class Detector:
         Raises:
             TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
+        if self.config.data.image_size == "auto":  # the size follows the images; the saved config is concrete
+            self.config = self.config.with_image_size(_original_sizes(good, self.config.data.channels))
         cfg = self.config
         set_seed(cfg.train.seed)
         pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
@@ -102,6 +146,7 @@ class Detector:
 
         patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                    "workers": cfg.train.workers}
+        patches.update(_repair_options(cfg))
         bs = cfg.train.batch_size
         train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed,
                                 **patches)
@@ -113,7 +158,9 @@ class Detector:
         self.model_ = trained.model
         self.preprocessing_ = pre
         self.history_ = trained.history
+        check = self.self_check(val_images, select=cfg.scoring.select == "auto")
         self.calibrate(val_images)
+        self.holdout_images_ = val_images  # the self-check's good images; not saved
         self.val_sample_ = val_images[:8]  # for reports; not saved
         val_loss = self.history_.get("val_loss", [float("nan")])
         self.train_info_ = {
@@ -125,9 +172,56 @@ class Detector:
             "fit_seconds": round(trained.fit_seconds, 2),
             "resumed_at_epoch": trained.initial_epoch or None,
             "skipped": [{"path": str(p), "error": e} for p, e in data.skipped],
+            "self_check": check,
             **(record or {}),
         }
         return self
+
+    def self_check(self, good: np.ndarray, select: bool = False, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
+        """Synthetic image AUROC, pixel AUROC and AUPRO on held-out good images (see
+        :mod:`anomaly_ae.evaluation.self_check`).
+
+        Args:
+            good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on.
+            select: also try every map metric the model has, smoothing sigmas and image reductions, and
+                keep the best in ``config.scoring`` (``scoring.select: auto``); recalibrate afterwards.
+
+        Returns:
+            The ``self_check`` entry of ``train_info_``: the figures of the (selected) setting, the
+            setting, how many images and candidates it used and the seed.
+        """
+        self.check_fitted(need_threshold=False)
+        s = self.config.scoring
+        bad, masks = synthetic_defects(good, seed)
+        x_good, x_bad = self.preprocessing_(good), self.preprocessing_(bad)
+        xh_good, xh_bad = self.reconstruct(x_good), self.reconstruct(x_bad)
+        metrics = [s.metric]
+        sigmas = [s.smoothing_sigma]
+        reductions = [s.reduction]
+        if select:
+            learned = ["learned"] if getattr(self.model_, "has_learned_map", False) else []
+            metrics += [m for m in (*learned, "ssim", "l2", "l1", "ssim_l1") if m != s.metric]
+            ratio = self._source_ratio()
+            sigmas += [round(v * ratio, 3) for v in SIGMAS_MODEL if round(v * ratio, 3) != s.smoothing_sigma]
+            reductions += [r for r in SELF_CHECK_REDUCTIONS if r != s.reduction]
+        raw = {m: (self.raw_maps(x_good, xh_good, m), self.raw_maps(x_bad, xh_bad, m)) for m in metrics}
+        pre = self.preprocessing_
+        sig = [(v, model_sigma(v, pre.image_size, pre.source_size or pre.image_size)) for v in sigmas]
+        rows = select_scoring(raw, masks, sig, reductions, s.topk_fraction)
+        best = rows[0] if select else next(r for r in rows if (r.metric, r.smoothing_sigma, r.reduction)
+                                           == (s.metric, s.smoothing_sigma, s.reduction))
+        if select:
+            scoring = s.model_copy(update={"metric": best.metric, "smoothing_sigma": best.smoothing_sigma,
+                                           "reduction": best.reduction})
+            self.config = self.config.model_copy(update={"scoring": scoring})
+        return {**best.to_dict(), "n_good": int(len(good)), "n_defective": int(len(bad)), "seed": int(seed),
+                "candidates": len(rows), "selected": bool(select)}
+
+    def _source_ratio(self) -> float:
+        """Original-image pixels per model pixel (geometric mean of the two axes)."""
+        pre = self.preprocessing_
+        src = pre.source_size or pre.image_size
+        return float(np.sqrt(src[0] * src[1] / (pre.image_size[0] * pre.image_size[1])))
 
     def calibrate(
         self,
@@ -235,18 +329,40 @@ class Detector:
         Fully convolutional (patch) models take any size divisible by their down-sampling, 2 ** blocks.
         """
         fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
-        return 2 ** len(self.config.model.widths) if fully_convolutional else 1
+        factor = 2 ** len(self.config.model.widths) if fully_convolutional else 1
+        discriminator = getattr(self.model_, "discriminator", None)  # the learned map's U-Net (any size)
+        return max(factor, 2 ** len(discriminator)) if discriminator else factor
 
-    def _predict_batched(self, x: np.ndarray) -> np.ndarray:
+    def _predict_batched(self, x: np.ndarray, model: keras.Model | None = None) -> np.ndarray:
+        """``model`` (default: the autoencoder) on ``x`` in fixed-size batches; outputs stacked."""
+        model = model or self.model_
         bs = self.config.scoring.batch_size
-        out = np.empty(x.shape, dtype=np.float32)
+        out: np.ndarray | None = None
         for i in range(0, len(x), bs):
             batch = x[i : i + bs]
             n = len(batch)
             if n < bs:  # pad to a fixed batch shape: one compiled graph, no retracing
                 batch = np.concatenate([batch, np.zeros((bs - n, *x.shape[1:]), x.dtype)])
-            out[i : i + n] = keras.ops.convert_to_numpy(self.model_.predict_on_batch(batch))[:n]
-        return out
+            y = keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:n]
+            if out is None:
+                out = np.empty((len(x), *y.shape[1:]), dtype=np.float32)
+            out[i : i + n] = y
+        return out if out is not None else np.empty(x.shape, np.float32)
+
+    def learned_maps(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+        """Defect probability ``(N, h, w)`` from the model's discriminator on (image, reconstruction)."""
+        xp, (h, w) = pad_to_multiple(x, self.pad_factor())
+        xhp, _ = pad_to_multiple(x_hat, self.pad_factor())
+        joined = np.concatenate([xp, xhp], axis=-1)
+        return self._predict_batched(joined, self.model_.discriminator_net)[:, :h, :w, 0]
+
+    def raw_maps(self, x: np.ndarray, x_hat: np.ndarray, metric: str | None = None) -> np.ndarray:
+        """Unsmoothed model-size maps ``(N, h, w)`` by ``metric`` (default ``scoring.metric``)."""
+        s = self.config.scoring
+        metric = metric or s.metric
+        if metric == "learned":
+            return self.learned_maps(x, x_hat)
+        return residual_map(x, x_hat, metric, s.channel_reduction, s.ssim_weight)
 
     def smoothing_sigma(self) -> tuple[float, float]:
         """``(sigma_y, sigma_x)`` of the map smoothing at model size (``scoring.smoothing_sigma`` is in
@@ -256,9 +372,7 @@ class Detector:
 
     def maps_from_reconstruction(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """Model-size anomaly maps ``(N, h, w)`` of inputs ``x`` and their reconstructions ``x_hat``."""
-        s = self.config.scoring
-        res = residual_map(x, x_hat, s.metric, s.channel_reduction, s.ssim_weight)
-        return smooth(res, self.smoothing_sigma())
+        return smooth(self.raw_maps(x, x_hat), self.smoothing_sigma())
 
     def _score_model_size(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maps = self.maps_from_reconstruction(x, self.reconstruct(x))

@@ -45,8 +45,9 @@ class PCADetector(Detector):
         self.pca_ = PCA(self.components, random_state=cfg.train.seed).fit(x.reshape(len(x), -1))
         self.model_ = self.pca_
         self.preprocessing_ = pre
+        check = self.self_check(loaded.images[val_idx], select=cfg.scoring.select == "auto")
         self.calibrate(loaded.images[val_idx])
-        self.train_info_ = {"n_train": len(train_idx), "n_val": len(val_idx)}
+        self.train_info_ = {"n_train": len(train_idx), "n_val": len(val_idx), "self_check": check}
         return self
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
@@ -62,14 +63,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--sigma", type=float, default=4.0, help="smoothing sigma, original-image pixels")
     ap.add_argument("--metric", default="l2")
+    ap.add_argument("--select", action="store_true", help="scoring.select: auto (by the label-free self-check)")
     a = ap.parse_args()
     cfg = DetectorConfig().with_overrides({"data.image_size": a.size, "scoring.smoothing_sigma": a.sigma,
-                                           "scoring.metric": a.metric})
+                                           "scoring.metric": a.metric,
+                                           "scoring.select": "auto" if a.select else "fixed"})
     t0 = time.perf_counter()
     det = PCADetector(cfg, a.components).fit(a.dataset / "train" / "good")
     t1 = time.perf_counter()
     m = evaluate(det, a.dataset).metrics
-    print(json.dumps({"model": f"PCA-{a.components} {a.size}px gray", "sigma": a.sigma, "metric": a.metric,
+    s = det.config.scoring
+    print(json.dumps({"model": f"PCA-{a.components} {a.size}px gray", "dataset": a.dataset.name,
+                      "sigma": s.smoothing_sigma, "metric": s.metric, "reduction": s.reduction,
+                      "self_check": det.train_info_["self_check"],
                       "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
                       "pixel_aupro": m.get("pixel_aupro"), "fit_seconds": round(t1 - t0, 1),
                       "eval_seconds": round(time.perf_counter() - t1, 1)}))

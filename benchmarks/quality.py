@@ -28,21 +28,48 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="model directory (default runs/bench-<config>)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "quality.jsonl")
+    ap.add_argument("--variants", action="store_true",
+                    help="also evaluate every scoring variant of VARIANTS on the same trained model, each with its "
+                    "self-check (one more line per variant): the data of the rank-correlation study")
     a = ap.parse_args()
-
-    import keras
 
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation.evaluate import evaluate
-    from anomaly_ae.fileio import versions
 
     cfg = DetectorConfig.from_yaml(a.config).with_overrides({"train.epochs": a.epochs})
-    out = a.out or Path("runs") / f"bench-{a.config.stem}"
+    out = a.out or Path("runs") / f"bench-{a.config.stem}-{a.dataset.name}"
     t0 = time.perf_counter()
     det = Detector(cfg).fit(a.dataset / "train" / "good")
     train_s = time.perf_counter() - t0
     det.save(out)
+    lines = [_evaluate_line(a, det, train_s, variant=None)]
+    if a.variants:
+        for metric, sigma, reduction in VARIANTS:
+            if metric == "learned" and not getattr(det.model_, "has_learned_map", False):
+                continue
+            scoring = det.config.scoring.model_copy(update={"metric": metric, "smoothing_sigma": sigma,
+                                                            "reduction": reduction})
+            det.config = det.config.model_copy(update={"scoring": scoring})
+            det.train_info_["self_check"] = det.self_check(det.holdout_images_)
+            det.calibrate(det.holdout_images_)
+            lines.append(_evaluate_line(a, det, train_s, variant=f"{metric}/{sigma:g}/{reduction}"))
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(a.results, "a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+
+
+#: scoring variants of --variants: (metric, smoothing sigma in original pixels, reduction)
+VARIANTS = [(m, s, r) for m in ("learned", "ssim", "l2", "l1") for s in (2.0, 8.0) for r in ("max", "topk_mean")]
+
+
+def _evaluate_line(a: argparse.Namespace, det: object, train_s: float, variant: str | None) -> dict:
+    """Evaluate ``det`` on the data set's test split: one JSON-ready result line (printed)."""
+    import keras
+
+    from anomaly_ae.evaluation.evaluate import evaluate
+    from anomaly_ae.fileio import versions
+
     t1 = time.perf_counter()
     ev = evaluate(det, a.dataset)
     eval_s = time.perf_counter() - t1
@@ -51,6 +78,8 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": a.dataset.name,
         "config": a.config.name,
+        "variant": variant,
+        "self_check": det.train_info_.get("self_check"),
         "image_auroc": m.get("image_auroc"),
         "pixel_auroc": m.get("pixel_auroc"),
         "pixel_aupro": m.get("pixel_aupro"),
@@ -64,13 +93,11 @@ def main() -> None:
         "backend": keras.backend.backend(),
         "versions": versions(),
         "metrics": m,
-        "resolved_config": cfg.to_dict(),
+        "resolved_config": det.config.to_dict(),
     }
-    text = json.dumps(line)
-    print(text)
-    a.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(a.results, "a", encoding="utf-8") as f:
-        f.write(text + "\n")
+    print(json.dumps({k: line[k] for k in ("config", "variant", "image_auroc", "pixel_auroc", "pixel_aupro",
+                                             "self_check", "train_seconds")}), flush=True)
+    return line
 
 
 if __name__ == "__main__":

@@ -165,8 +165,9 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
     try:
         with OutDirLock(run_dir), open_tracker(cfg.tracking.experiment, run_dir.name, no_track, run_id,
                                                resumed_run=True) as tracker:
-            console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({cfg.data.image_size[0]}x"
-                          f"{cfg.data.image_size[1]}x{cfg.data.channels}, up to {cfg.train.epochs} epochs)")
+            size = "auto" if cfg.data.image_size == "auto" else "x".join(map(str, cfg.data.image_size))
+            console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({size}x{cfg.data.channels}, "
+                          f"up to {cfg.train.epochs} epochs)")
             with new_bar("{task.description}") as progress:
                 callbacks = [RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
                 det = train_run(cfg, good_dir, run_dir, tracker, resume, callbacks)
@@ -193,3 +194,13 @@ def _print_summary(det: Detector, run_dir: Path) -> None:
         f"threshold      {det.threshold_:.6g} (quantile {det.config.threshold.quantile} of {stats.count} "
         f"validation-good scores; mean {stats.mean:.4g}, std {stats.std:.4g}, max {stats.max:.4g})"
     )
+    check = info.get("self_check")
+    if check:
+        s = det.config.scoring
+        how = "selected" if check["selected"] else "configured"
+        console.print(
+            f"self-check     synthetic defects on {check['n_good']} held-out good images: image AUROC "
+            f"{check['image_auroc']:.3f}, pixel AUROC {check['pixel_auroc']:.3f}, AUPRO {check['aupro']:.3f} "
+            f"({how}: {s.metric} map, sigma {s.smoothing_sigma:g}, {s.reduction}; an estimate, not a measurement "
+            "on real defects)"
+        )

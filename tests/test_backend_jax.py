@@ -20,6 +20,8 @@ SCRIPT = textwrap.dedent(
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
     name, loss = sys.argv[1], sys.argv[2]
+    learned = name == "learned"  # DRAEM-style: repair training + discriminator, selected by the self-check
+    name = "conv" if learned else name
     cfg = DetectorConfig().with_overrides({
         "data.image_size": 16, "model.widths": [4, 8], "model.loss": loss, "model.name": name,
         "model.hidden": [16], "model.latent_dim": 4,
@@ -27,12 +29,18 @@ SCRIPT = textwrap.dedent(
         "model.noise_level": 0.1 if name == "denoising" else 0.0,
         "model.kl_warmup_epochs": 2 if name == "vae" else 0,
         "train.epochs": 1, "train.batch_size": 4, "data.holdout_fraction": 0.2})
+    if learned:
+        cfg = cfg.with_overrides({"model.discriminator": [4, 8], "train.synthetic_anomalies": {"probability": 0.5},
+                                  "scoring.metric": "learned", "scoring.select": "auto"})
     x = (np.random.default_rng(0).random((10, 16, 16, 1)) * 255).astype(np.uint8)
     det = Detector(cfg).fit(x)
     losses = det.history_["loss"]
     assert len(losses) == 1 and np.isfinite(losses[0]), losses
     s = det.score(x)
     assert s.shape == (10,) and np.isfinite(s).all()
+    if learned:
+        assert det.train_info_["self_check"]["candidates"] > 1
+        name = "learned"
     print("TF imported:", "tensorflow" in sys.modules)
     print("OK", name, loss)
     """
@@ -40,7 +48,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    "name,loss", [("conv", "mse"), ("conv", "ssim_l1")] + [(n, "mse") for n in ARCHITECTURES if n != "conv"]
+    "name,loss", [("conv", "mse"), ("conv", "ssim_l1"), ("learned", "mse_ssim")]
+    + [(n, "mse") for n in ARCHITECTURES if n != "conv"]
 )
 def test_model_trains_one_epoch_under_jax(name, loss):
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}

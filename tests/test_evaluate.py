@@ -71,6 +71,9 @@ def test_evaluate_cli_writes_metrics_and_report(tiny_detector, tmp_path, sample_
     for part in ("Image ROC", "Score histogram", "Worst false negatives", "Worst false positives",
                  "predicted anomalous", "data:image/png;base64,"):
         assert part in html
+    # the training-time estimate sits beside the measured figures
+    check = tiny_detector.train_info_["self_check"]
+    assert "self-check (synthetic defects)" in html and f"<td>{check['pixel_auroc']:.4f}</td>" in html
     assert "image AUROC" in res.output
 
 

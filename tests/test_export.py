@@ -40,6 +40,15 @@ PATCH_PADDED = {
                 "batch_size": 4},
 }
 
+# DRAEM-style: repair training on synthetic defects and the learned map of a discriminator U-Net whose
+# depth (3 blocks) needs more padding than the autoencoder's (2 blocks) on a 30x44 image.
+PATCH_LEARNED = {
+    "data": {"image_size": [30, 44], "channels": 1, "patch_size": 16, "patches_per_image": 4},
+    "model": {"widths": [4, 8], "latent_channels": 4, "discriminator": [4, 8, 8]},
+    "train": {"epochs": 1, "batch_size": 8, "seed": 0, "synthetic_anomalies": {"probability": 0.5}},
+    "scoring": {"metric": "learned", "smoothing_sigma": 2.0, "reduction": "topk_mean", "batch_size": 4},
+}
+
 
 def _test_images(data_dir, det):
     """The tiny set's test images (good and defective), converted to the model's size and channels."""
@@ -52,8 +61,9 @@ def _test_images(data_dir, det):
 def detectors(tiny_detector, tiny_data):
     rgb = Detector(DetectorConfig.model_validate(RGB_SSIM)).fit(tiny_data / "train" / "good")
     patch = Detector(DetectorConfig.model_validate(PATCH_PADDED)).fit(tiny_data / "train" / "good")
+    learned = Detector(DetectorConfig.model_validate(PATCH_LEARNED)).fit(tiny_data / "train" / "good")
     return {"gray_l2_topk": (tiny_detector, "uint8"), "rgb_ssim_max": (rgb, "float32"),
-            "patch_padded_ssim_l1": (patch, "uint8")}
+            "patch_padded_ssim_l1": (patch, "uint8"), "patch_learned": (learned, "uint8")}
 
 
 def _reference(det, images):
@@ -64,7 +74,7 @@ def _feed(images, input_dtype):
     return images if input_dtype == "uint8" else images.astype(np.float32) / 255.0
 
 
-@pytest.mark.parametrize("case", ["gray_l2_topk", "rgb_ssim_max", "patch_padded_ssim_l1"])
+@pytest.mark.parametrize("case", ["gray_l2_topk", "rgb_ssim_max", "patch_padded_ssim_l1", "patch_learned"])
 def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
     det, input_dtype = detectors[case]
     images = _test_images(tiny_data, det)
@@ -81,7 +91,7 @@ def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
     assert json.loads((tmp_path / "onnx" / "deploy.json").read_text())["input"]["dtype"] == input_dtype
 
 
-@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1"])
+@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1", "patch_learned"])
 def test_savedmodel_parity_with_detector(detectors, tiny_data, tmp_path, case):
     det, input_dtype = detectors[case]
     images = _test_images(tiny_data, det)

@@ -37,6 +37,10 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
     assert run.data.metrics["threshold"] == meta["threshold"]["value"]
     assert run.data.metrics["val_score_mean"] == meta["score_stats"]["mean"]
     assert run.data.metrics["n_val"] == 6
+    check = meta["training"]["self_check"]  # the label-free estimate is tracked beside the losses
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert run.data.metrics[f"self_check_{key}"] == pytest.approx(check[key])
+    assert "self-check" in res.output and f"{check['pixel_auroc']:.3f}" in res.output
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"validation_grid.png", "config.yaml", "model"} <= top
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}

@@ -74,10 +74,13 @@ class ScoringHead(keras.layers.Layer):
         self.reduction, self.topk_fraction = reduction, float(topk_fraction)
 
     def call(self, inputs: list[Any]) -> dict[str, Any]:
-        x, x_hat = inputs
+        x, x_hat, *learned = inputs  # metric "learned": the discriminator's (N, H', W', 1) map comes third
         h, w = int(x.shape[1]), int(x.shape[2])
         x_hat = x_hat[:, :h, :w, :]
-        res = scoring_ops.residual_map(x, x_hat, self.metric, self.channel_reduction, self.ssim_weight)
+        if self.metric == "learned":
+            res = learned[0][:, :h, :w, 0]
+        else:
+            res = scoring_ops.residual_map(x, x_hat, self.metric, self.channel_reduction, self.ssim_weight)
         amap = scoring_ops.smooth(res, *self.sigma)
         return {"anomaly_map": amap, "score": scoring_ops.image_score(amap, self.reduction, self.topk_fraction)}
 
@@ -118,6 +121,9 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det.smoothing_sigma(), s.reduction,
                        s.topk_fraction,
                        name="scoring")
+    if s.metric == "learned":  # the discriminator on (image, reconstruction), as Detector.learned_maps
+        joined = keras.layers.Concatenate(name="image_and_reconstruction")([padded, x_hat])
+        return keras.Model(images, head([x, x_hat, det.model_.discriminator_net(joined)]), name="anomaly_ae_detector")
     return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
 
 

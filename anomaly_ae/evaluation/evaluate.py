@@ -140,7 +140,8 @@ def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_example
         accs = {defect: defect_accs[defect]} if defect in defect_accs else {}
         metrics["per_defect"][defect] = _metrics(sub, good_acc, accs, post, max_fpr)
     return EvaluationResult(metrics, records, failures, worst_fn.sorted(), worst_fp.sorted(), post.threshold,
-                            det.config.threshold.method)
+                            det.config.threshold.method,
+                            self_check=getattr(det, "train_info_", {}).get("self_check"))
 
 
 def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask: np.ndarray | None,

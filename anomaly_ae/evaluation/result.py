@@ -35,6 +35,7 @@ class EvaluationResult:
     out_dir: Path | None = None
     experiment: str = "anomaly-ae"  # the model's MLflow experiment (config tracking.experiment)
     mlflow_run_id: str | None = None  # the MLflow run that trained the model, if it was tracked
+    self_check: dict[str, Any] | None = None  # the model's label-free estimate at training (train_info_)
 
     @property
     def partial(self) -> bool:

@@ -74,8 +74,12 @@ class Autoencoder(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        """Reconstruction loss between ``y`` (the clean image) and ``y_pred``, plus layer losses."""
-        target = x if y is None else y
+        """Reconstruction loss between ``y`` (the clean image) and ``y_pred``, plus layer losses.
+
+        ``y`` may be ``{"image": clean, "mask": defect mask}`` (repair training on synthetic defects,
+        :class:`~anomaly_ae.data.dataset.ImageDataset`): the model is asked to return the clean image.
+        """
+        target = x if y is None else (y["image"] if isinstance(y, dict) else y)
         loss = reconstruction_loss(self.reconstruction_loss, target, y_pred, self.ssim_weight)
         if self.losses:
             loss = loss + ops.sum(ops.stack([ops.cast(v, loss.dtype) for v in self.losses]))

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from anomaly_ae.config import ConvConfig
 from anomaly_ae.models.base import Autoencoder
+from anomaly_ae.models.discriminator import build_discriminator
+from anomaly_ae.models.losses import mask_loss
 
 #: the defaults of every hyperparameter are the config's (declared once, in anomaly_ae.config)
 _DEFAULTS = ConvConfig()
@@ -71,6 +73,8 @@ class ConvAutoencoder(Autoencoder):
         bottleneck: str = _DEFAULTS.bottleneck,
         latent_channels: int = _DEFAULTS.latent_channels,
         latent_dim: int = _DEFAULTS.latent_dim,
+        discriminator: tuple[int, ...] | None = _DEFAULTS.discriminator,
+        discriminator_loss: str = _DEFAULTS.discriminator_loss,
         loss: str = _DEFAULTS.loss,
         ssim_weight: float = _DEFAULTS.ssim_loss_weight,
         **kwargs: Any,
@@ -83,8 +87,36 @@ class ConvAutoencoder(Autoencoder):
         self.bottleneck = bottleneck
         self.latent_channels = int(latent_channels)
         self.latent_dim = int(latent_dim)
+        self.discriminator = None if discriminator is None else tuple(int(w) for w in discriminator)
+        self.discriminator_loss = discriminator_loss
         encoder, decoder = self._build_parts()
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
+        # the learned anomaly map (DRAEM's discriminative network); None for a plain autoencoder
+        self.discriminator_net = (None if self.discriminator is None
+                                  else build_discriminator(self.image_shape[-1], self.discriminator))
+
+    @property
+    def has_learned_map(self) -> bool:
+        """True when the model carries a discriminator (``scoring.metric: learned``)."""
+        return self.discriminator_net is not None
+
+    def segment(self, x: Any, x_hat: Any, training: bool = False) -> Any:
+        """Defect probability ``(N, H, W)`` of images ``x`` given their reconstructions ``x_hat`` (both NHWC)."""
+        if self.discriminator_net is None:
+            raise ValueError("this model has no discriminator (model.discriminator is null)")
+        joined = ops.concatenate([ops.cast(x, "float32"), ops.cast(x_hat, "float32")], axis=-1)
+        return self.discriminator_net(joined, training=training)[..., 0]
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                     training: bool = True) -> Any:
+        """Reconstruction loss, plus the learned map's loss on the synthetic-defect masks when it has one."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if self.discriminator_net is None or not isinstance(y, dict):
+            return loss
+        # One optimiser trains both networks, but the map's loss does not reach the autoencoder (unlike
+        # DRAEM): it stays a pure repair model, and on short CPU runs the map learned as well or better
+        prob = self.segment(x, ops.stop_gradient(y_pred), training=training)
+        return loss + mask_loss(self.discriminator_loss, y["mask"], prob)
 
     def _build_parts(self) -> tuple[keras.Model, keras.Model]:
         h, w, c = self.image_shape

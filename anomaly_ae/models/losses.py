@@ -12,7 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
-LOSSES = ("mse", "l1", "bce", "ssim", "ssim_l1")
+LOSSES = ("mse", "l1", "bce", "ssim", "ssim_l1", "mse_ssim")
 
 
 def ssim(x: Any, y: Any, max_val: float = 1.0) -> Any:
@@ -28,7 +28,8 @@ def ssim(x: Any, y: Any, max_val: float = 1.0) -> Any:
 def reconstruction_loss(name: str, x: Any, x_hat: Any, ssim_weight: float = 0.84) -> Any:
     """Scalar loss between targets ``x`` and reconstructions ``x_hat`` (both ``(N, H, W, C)``).
 
-    ``ssim_l1`` is ``ssim_weight * (1 - SSIM) + (1 - ssim_weight) * L1`` (Zhao et al., 2017).
+    ``ssim_l1`` is ``ssim_weight * (1 - SSIM) + (1 - ssim_weight) * L1`` (Zhao et al., 2017);
+    ``mse_ssim`` is ``MSE + ssim_weight * (1 - SSIM)`` (DRAEM's reconstruction loss has weight 1).
     """
     x = ops.cast(x, x_hat.dtype)
     if name == "mse":
@@ -45,6 +46,8 @@ def reconstruction_loss(name: str, x: Any, x_hat: Any, ssim_weight: float = 0.84
         return ssim_weight * (1.0 - ops.mean(ssim(x, x_hat))) + (1.0 - ssim_weight) * ops.mean(
             ops.abs(x - x_hat)
         )
+    if name == "mse_ssim":
+        return ops.mean(ops.square(x - x_hat)) + ssim_weight * (1.0 - ops.mean(ssim(x, x_hat)))
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
@@ -71,3 +74,25 @@ def dice_bce_loss(y_true: Any, y_pred: Any) -> Any:
     p = ops.clip(y_pred, eps, 1.0 - eps)
     bce = -ops.mean(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
     return bce + 1.0 - soft_dice(y_true, y_pred)
+
+
+def focal_loss(y_true: Any, y_pred: Any, gamma: float = 2.0) -> Any:
+    """Mean binary focal loss ``-(1 - p_t)**gamma * log(p_t)`` of probability maps (Lin et al., 2017).
+
+    Down-weights the easy background pixels, which are nearly all of them (DRAEM's choice for its
+    discriminative network).
+    """
+    eps = 1e-7
+    y_true = ops.cast(y_true, y_pred.dtype)
+    p = ops.clip(y_pred, eps, 1.0 - eps)
+    p_t = y_true * p + (1.0 - y_true) * (1.0 - p)
+    return -ops.mean(ops.power(1.0 - p_t, gamma) * ops.log(p_t))
+
+
+def mask_loss(name: str, y_true: Any, y_pred: Any) -> Any:
+    """Loss of a learned anomaly map by name: ``focal`` or ``bce_dice`` (:func:`dice_bce_loss`)."""
+    if name == "focal":
+        return focal_loss(y_true, y_pred)
+    if name == "bce_dice":
+        return dice_bce_loss(y_true, y_pred)
+    raise ValueError(f"unknown mask loss {name!r}; use 'focal' or 'bce_dice'")

@@ -80,6 +80,30 @@ def _table(metrics: dict[str, Any]) -> str:
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 
+def _self_check(ev: EvaluationResult) -> str:
+    """The training-time estimate on synthetic defects beside the measured figures (or a line saying none)."""
+    c, m = ev.self_check, ev.metrics
+    if not c:
+        return "<p>This model has no self-check (trained before anomaly-ae recorded one).</p>"
+
+    def cell(v: Any) -> str:
+        return f"<td>{v:.4f}</td>" if isinstance(v, float) else "<td>–</td>"
+
+    rows = [("image AUROC", c.get("image_auroc"), m.get("image_auroc")),
+            ("pixel AUROC", c.get("pixel_auroc"), m.get("pixel_auroc")),
+            ("pixel AUPRO", c.get("aupro"), m.get("pixel_aupro"))]
+    body = "".join(f"<tr><th>{name}</th>{cell(a)}{cell(b)}</tr>" for name, a, b in rows)
+    how = "selected by the self-check" if c.get("selected") else "as configured"
+    return (
+        "<table><tr><th></th><th>self-check (synthetic defects)</th><th>this evaluation (real labels)</th></tr>"
+        f"{body}</table><p>Self-check: {c.get('n_good')} held-out good training images and {c.get('n_defective')} "
+        f"copies of them with seeded synthetic defects (seed {c.get('seed')}); scoring "
+        f"{html.escape(str(c.get('metric')))} map, sigma {c.get('smoothing_sigma')}, "
+        f"{html.escape(str(c.get('reduction')))} ({how}). It is an estimate "
+        "made without labels: real defects may be harder or easier to find than pasted ones.</p>"
+    )
+
+
 def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str = "") -> Path:
     """Write ``report.html`` (one file, images embedded) and return its path.
 
@@ -115,6 +139,7 @@ figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}
 {m['counts']['anomalous']} anomalous test images ({m['counts']['with_masks']} with masks,
 {m['counts']['regions']} defect regions); {m['counts']['failed']} unreadable.</p>
 <h2>Metrics</h2>{_table(m)}
+<h2>Expected at training vs measured</h2>{_self_check(ev)}
 <p>AUPRO is integrated to FPR {m.get('pixel_aupro_max_fpr', 0.3)} and normalised.
 Pixel AUROC binning error ≤ {m.get('pixel_auroc_bin_error', 0):.2g}.</p>
 <h2>At the calibrated threshold ({ev.threshold:.6g}, method {ev.threshold_method})</h2>

@@ -128,6 +128,12 @@ def train_run(
     return det
 
 
+def self_check_metrics(info: dict) -> dict[str, float]:
+    """``self_check_image_auroc``, ``self_check_pixel_auroc``, ``self_check_aupro`` of ``train_info_`` (if any)."""
+    check = info.get("self_check") or {}
+    return {f"self_check_{k}": float(check[k]) for k in ("image_auroc", "pixel_auroc", "aupro") if k in check}
+
+
 def _drop_checkpoints(run_dir: Path) -> None:
     """Remove ``run_dir/checkpoint`` only when the manifest names it as anomaly-ae's (a user's folder stays)."""
     if CHECKPOINT_DIR not in read_manifest(run_dir).get("model", []):
@@ -151,6 +157,7 @@ def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
         "n_train": info["n_train"],
         "n_val": info["n_val"],
         "n_skipped": len(info["skipped"]),
+        **self_check_metrics(info),
     })
     if tracker.run_id is None:
         return

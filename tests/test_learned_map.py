@@ -1,0 +1,144 @@
+"""Repair training, the learned anomaly map (DRAEM-style) and the label-free self-check."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from anomaly_ae.config import DetectorConfig
+from anomaly_ae.data.anomalies import AnomalySynthesizer, synthesize_batch
+from anomaly_ae.detector import Detector
+from anomaly_ae.evaluation.self_check import synthetic_defects
+
+
+def _smooth_images(n: int, seed: int) -> np.ndarray:
+    """Smooth gradients with a little noise: a defect is easy to repair from its surroundings."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32] / 32
+    ims = [80 + 100 * (a * xx + b * yy) + rng.normal(0, 2, (32, 32)) for a, b in rng.uniform(0, 1, (n, 2))]
+    return np.clip(ims, 0, 255).astype(np.uint8)[..., None]
+
+
+def _flat_images(n: int, seed: int) -> np.ndarray:
+    return np.clip(120 + np.random.default_rng(seed).normal(0, 4, (n, 32, 32, 1)), 0, 255).astype(np.uint8)
+
+
+LEARNED = {
+    "data": {"image_size": 32, "channels": 1, "holdout_fraction": 0.25, "patch_size": 16, "patches_per_image": 8},
+    "model": {"widths": [8], "latent_channels": 4, "discriminator": [8, 16]},
+    "train": {"epochs": 20, "batch_size": 8, "patience": 50, "seed": 0, "learning_rate": 0.003,
+              "synthetic_anomalies": {"probability": 0.5, "sources": {"noise": 1.0}}},
+    "scoring": {"batch_size": 16, "smoothing_sigma": 0.0, "metric": "learned"},
+}
+
+
+@pytest.fixture(scope="module")
+def learned_detector():
+    return Detector(DetectorConfig.model_validate(LEARNED)).fit(_flat_images(48, 0))
+
+
+def test_repair_training_repairs_what_plain_training_copies():
+    """Inside synthetic defects, the repair-trained model's output is closer to the clean image."""
+    base = {
+        "data": {"image_size": 32, "channels": 1, "holdout_fraction": 0.25},
+        "model": {"widths": [16], "latent_channels": 16},  # capacity enough to copy its input
+        "train": {"epochs": 20, "batch_size": 8, "patience": 20, "seed": 0, "learning_rate": 0.003},
+        "scoring": {"batch_size": 16},
+    }
+    images = _smooth_images(64, 0)
+    plain = Detector(DetectorConfig.model_validate(base)).fit(images)
+    repair_cfg = DetectorConfig.model_validate(base).with_overrides({"train.synthetic_anomalies": {"probability": 1.0}})
+    repair = Detector(repair_cfg).fit(images)
+    good = plain.holdout_images_
+    bad, masks = synthetic_defects(good, seed=5)
+    clean = np.concatenate([good] * 2)
+    errors = []
+    for det in (plain, repair):
+        x_hat = det.reconstruct(det.preprocessing_(bad))[..., 0]
+        errors.append(np.abs(x_hat - clean[..., 0] / 255.0)[masks].mean())
+    assert errors[1] < 0.92 * errors[0], errors
+
+
+def test_learned_map_separates_pasted_defects_from_good_images(learned_detector):
+    test = _flat_images(40, 1)
+    bad, _ = synthesize_batch(test[20:], AnomalySynthesizer(sources={"noise": 1.0}, seed=3), np.random.default_rng(3))
+    scores = learned_detector.score(np.concatenate([test[:20], bad]))
+    assert roc_auc_score(np.r_[np.zeros(20), np.ones(20)], scores) > 0.9
+    maps = learned_detector.anomaly_maps(test[:2])
+    assert maps.shape == (2, 32, 32) and maps.min() >= 0 and maps.max() <= 1  # probabilities
+
+
+def test_learned_map_model_round_trips(learned_detector, tmp_path):
+    images = _flat_images(6, 2)
+    learned_detector.save(tmp_path / "m")
+    loaded = Detector.load(tmp_path / "m")
+    assert loaded.model_.has_learned_map and loaded.config.scoring.metric == "learned"
+    np.testing.assert_array_equal(loaded.score(images), learned_detector.score(images))
+    np.testing.assert_array_equal(loaded.anomaly_maps(images), learned_detector.anomaly_maps(images))
+    info = json.loads((tmp_path / "m" / "detector.json").read_text())
+    assert info["training"]["self_check"] == learned_detector.train_info_["self_check"]
+
+
+def test_self_check_is_reproducible_and_seeded(learned_detector):
+    good = learned_detector.holdout_images_
+    a = learned_detector.self_check(good)
+    b = learned_detector.self_check(good)
+    c = learned_detector.self_check(good, seed=1)
+    assert a == b
+    assert a != c and c["seed"] == 1
+    assert a == learned_detector.train_info_["self_check"]  # what fit stored
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert 0.0 <= a[key] <= 1.0
+    assert a["n_good"] == len(good) and a["n_defective"] == 2 * len(good) and a["candidates"] == 1
+
+
+def test_select_auto_keeps_the_best_setting_on_good_images_only(learned_detector):
+    det = Detector.from_state(learned_detector.to_state())
+    fixed = det.self_check(det_holdout := learned_detector.holdout_images_)
+    chosen = det.self_check(det_holdout, select=True)
+    assert chosen["selected"] and chosen["candidates"] > 20
+    objective = lambda r: (r["image_auroc"] + r["pixel_auroc"] + r["aupro"]) / 3  # noqa: E731
+    assert objective(chosen) >= objective(fixed)
+    s = det.config.scoring
+    assert (s.metric, s.smoothing_sigma, s.reduction) == (chosen["metric"], chosen["smoothing_sigma"],
+                                                          chosen["reduction"])
+    assert learned_detector.config.scoring.metric == "learned"  # the original is untouched
+
+
+def test_config_rules_of_the_learned_map():
+    with pytest.raises(ValueError, match="needs a model with a discriminator"):
+        DetectorConfig().with_overrides({"scoring.metric": "learned"})
+    with pytest.raises(ValueError, match="set train.synthetic_anomalies"):
+        DetectorConfig().with_overrides({"model.discriminator": [8, 16]})
+    with pytest.raises(ValueError, match="blend"):
+        DetectorConfig().with_overrides({"train.synthetic_anomalies": {"blend": [0.5, 0.2]}})
+    # the discriminator's depth counts in the size rule: 3 blocks need multiples of 8
+    cfg = {"data.image_size": 36, "model.widths": [8, 16], "model.discriminator": [4, 8, 8],
+           "train.synthetic_anomalies": {}}
+    with pytest.raises(ValueError, match="divisible"):
+        DetectorConfig().with_overrides(cfg)
+
+
+@pytest.mark.parametrize("sizes,max_side,patch,expected", [
+    ([(460, 1130)] * 3, 512, 64, (208, 512)),  # BSData frames: aspect kept, multiples of 16
+    ([(1250, 500)], 512, 64, (512, 208)),  # tall parts
+    ([(250, 400), (260, 410), (240, 390)], 512, 64, (256, 400)),  # not scaled up (only rounded)
+    ([(30, 30)], 512, 64, (64, 64)),  # at least one patch
+    ([(128, 128)], 512, None, (128, 128)),
+])
+def test_auto_image_size_follows_the_images(sizes, max_side, patch, expected):
+    cfg = DetectorConfig().with_overrides({"data.image_size": "auto", "data.max_side": max_side,
+                                           "data.patch_size": patch, "model.widths": [8, 16, 32, 64]})
+    assert cfg.with_image_size(sizes).data.image_size == expected
+
+
+def test_fit_resolves_auto_size_and_saves_it(tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (8, 40, 72, 1), dtype=np.uint8)
+    cfg = DetectorConfig().with_overrides({
+        "data.image_size": "auto", "data.patch_size": 16, "data.patches_per_image": 2, "model.widths": [4, 8],
+        "model.latent_channels": 2, "train.epochs": 1, "train.batch_size": 8, "data.holdout_fraction": 0.25})
+    det = Detector(cfg).fit(images)
+    assert det.config.data.image_size == (40, 72) and det.preprocessing_.image_size == (40, 72)
+    det.save(tmp_path / "m")
+    assert Detector.load(tmp_path / "m").config.data.image_size == (40, 72)
