@@ -127,8 +127,7 @@ class ConvConfig(_ModelBase, _ConvBlocks):
         "synthetic defects (scoring.metric: learned; needs train.synthetic_anomalies); null: none"
     )
     discriminator_loss: Literal["focal", "bce_dice"] = Field(
-        "bce_dice", description="loss of the learned map: BCE + soft Dice (learns in fewer steps) or focal "
-        "(gamma 2, as DRAEM)"
+        "focal", description="loss of the learned map: focal (gamma 2, as DRAEM) or BCE + soft Dice"
     )
 
     @field_validator("discriminator")

@@ -53,6 +53,11 @@ from anomaly_ae.training.seeding import set_seed
 __all__ = ["Detector", "ImagesLike", "NotFittedError", "ScoredFile"]
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow, float32."""
+    return (0.5 * (1.0 + np.tanh(0.5 * z.astype(np.float64)))).astype(np.float32)
+
+
 def _original_sizes(good: ImagesLike, channels: int, limit: int = 64) -> list[tuple[int, int]]:
     """``(height, width)`` of up to ``limit`` training images, evenly spread (for ``image_size: auto``)."""
     if not isinstance(good, str | Path):
@@ -354,7 +359,8 @@ class Detector:
         xp, (h, w) = pad_to_multiple(x, self.pad_factor())
         xhp, _ = pad_to_multiple(x_hat, self.pad_factor())
         joined = np.concatenate([xp, xhp], axis=-1)
-        return self._predict_batched(joined, self.model_.discriminator_net)[:, :h, :w, 0]
+        logits = self._predict_batched(joined, self.model_.discriminator_net)[:, :h, :w, 0]
+        return _sigmoid(logits)
 
     def raw_maps(self, x: np.ndarray, x_hat: np.ndarray, metric: str | None = None) -> np.ndarray:
         """Unsmoothed model-size maps ``(N, h, w)`` by ``metric`` (default ``scoring.metric``)."""

@@ -103,3 +103,29 @@ def test_soft_dice_and_dice_bce_hand_values():
     rare[0, :2] = 1.0
     background = np.full_like(rare, 1e-4)
     assert float(_np(dice_bce_loss(ops.convert_to_tensor(rare), ops.convert_to_tensor(background)))) > 0.6
+
+
+def test_mask_losses_from_logits_match_the_formulas_and_keep_a_gradient_when_saturated():
+    from anomaly_ae.models.losses import dice_bce_loss, mask_loss
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((2, 8, 8)) < 0.1).astype("float32")
+    z = rng.normal(0, 2, (2, 8, 8)).astype("float32")
+    p = 1 / (1 + np.exp(-z))
+    p_t = np.where(y > 0, p, 1 - p)
+    expected_focal = np.mean(-((1 - p_t) ** 2) * np.log(p_t))
+    focal = float(mask_loss("focal", y, ops.convert_to_tensor(z)))
+    np.testing.assert_allclose(focal, expected_focal, rtol=1e-4)
+    np.testing.assert_allclose(float(mask_loss("bce_dice", y, ops.convert_to_tensor(z))),
+                               float(dice_bce_loss(y, ops.convert_to_tensor(p))), rtol=1e-4)
+    # a network pushed to "background everywhere" (logit -30, p ~ 1e-13) still gets a gradient on its defects
+    import tensorflow as tf
+
+    logits = tf.Variable(np.full((1, 4, 4), -30.0, "float32"))
+    target = np.zeros((1, 4, 4), "float32")
+    target[0, 1, 1] = 1
+    for name in ("focal", "bce_dice"):
+        with tf.GradientTape() as tape:
+            loss = mask_loss(name, target, logits)
+        grad = tape.gradient(loss, logits).numpy()
+        assert grad[0, 1, 1] < -1e-3, (name, grad[0, 1, 1])  # pushes the defect pixel up

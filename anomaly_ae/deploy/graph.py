@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+from keras import ops
 
 from anomaly_ae.deploy.encoder import ExportError, detector_for_export, require_exporters
 from anomaly_ae.detector import Detector
@@ -77,8 +78,8 @@ class ScoringHead(keras.layers.Layer):
         x, x_hat, *learned = inputs  # metric "learned": the discriminator's (N, H', W', 1) map comes third
         h, w = int(x.shape[1]), int(x.shape[2])
         x_hat = x_hat[:, :h, :w, :]
-        if self.metric == "learned":
-            res = learned[0][:, :h, :w, 0]
+        if self.metric == "learned":  # the discriminator's logits -> defect probability
+            res = ops.sigmoid(learned[0][:, :h, :w, 0])
         else:
             res = scoring_ops.residual_map(x, x_hat, self.metric, self.channel_reduction, self.ssim_weight)
         amap = scoring_ops.smooth(res, *self.sigma)

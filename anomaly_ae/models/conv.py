@@ -100,12 +100,16 @@ class ConvAutoencoder(Autoencoder):
         """True when the model carries a discriminator (``scoring.metric: learned``)."""
         return self.discriminator_net is not None
 
-    def segment(self, x: Any, x_hat: Any, training: bool = False) -> Any:
-        """Defect probability ``(N, H, W)`` of images ``x`` given their reconstructions ``x_hat`` (both NHWC)."""
+    def segment_logits(self, x: Any, x_hat: Any, training: bool = False) -> Any:
+        """Defect logits ``(N, H, W)`` of images ``x`` given their reconstructions ``x_hat`` (both NHWC)."""
         if self.discriminator_net is None:
             raise ValueError("this model has no discriminator (model.discriminator is null)")
         joined = ops.concatenate([ops.cast(x, "float32"), ops.cast(x_hat, "float32")], axis=-1)
         return self.discriminator_net(joined, training=training)[..., 0]
+
+    def segment(self, x: Any, x_hat: Any) -> Any:
+        """Defect probability ``(N, H, W)``: the sigmoid of :meth:`segment_logits`."""
+        return ops.sigmoid(self.segment_logits(x, x_hat))
 
     def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                      training: bool = True) -> Any:
@@ -115,8 +119,8 @@ class ConvAutoencoder(Autoencoder):
             return loss
         # One optimiser trains both networks, but the map's loss does not reach the autoencoder (unlike
         # DRAEM): it stays a pure repair model, and on short CPU runs the map learned as well or better
-        prob = self.segment(x, ops.stop_gradient(y_pred), training=training)
-        return loss + mask_loss(self.discriminator_loss, y["mask"], prob)
+        logits = self.segment_logits(x, ops.stop_gradient(y_pred), training=training)
+        return loss + mask_loss(self.discriminator_loss, y["mask"], logits)
 
     def _build_parts(self) -> tuple[keras.Model, keras.Model]:
         h, w, c = self.image_shape

@@ -2,9 +2,9 @@
 
 DRAEM's discriminative network (Zavrtanik et al., ICCV 2021), small: per width two 3x3 convs with
 leaky ReLU and a 2x max-pool down, the mirror image up with skip connections, and a 1x1 conv with a
-sigmoid whose bias starts at a 1% foreground prior (rare defects; as the segmenter of
-:mod:`anomaly_ae.segmentation.model`). Fully convolutional: any input whose sides are multiples of
-``2 ** len(widths)``.
+bias that starts at a 1% foreground prior (rare defects; as the segmenter of
+:mod:`anomaly_ae.segmentation.model`). It returns logits; the defect probability is their sigmoid.
+Fully convolutional: any input whose sides are multiples of ``2 ** len(widths)``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _double_conv(x: keras.KerasTensor, width: int, name: str) -> keras.KerasTens
 
 def build_discriminator(channels: int, widths: tuple[int, ...], prior: float = 0.01,
                         name: str = "discriminator") -> keras.Model:
-    """U-Net ``(N, H, W, 2 * channels)`` -> probability map ``(N, H, W, 1)`` (float32)."""
+    """U-Net ``(N, H, W, 2 * channels)`` -> defect logits ``(N, H, W, 1)`` (float32)."""
     inp = keras.Input((None, None, 2 * channels), name="image_and_reconstruction")
     x, skips = inp, []
     for i, width in enumerate(widths):
@@ -35,5 +35,7 @@ def build_discriminator(channels: int, widths: tuple[int, ...], prior: float = 0
         x = layers.Concatenate(name=f"disc_skip{i + 1}")([x, skips[i]])
         x = _double_conv(x, widths[i], f"disc_up{i + 1}")
     bias = keras.initializers.Constant(float(np.log(prior / (1.0 - prior))))
-    out = layers.Conv2D(1, 1, activation="sigmoid", bias_initializer=bias, dtype="float32", name="defect")(x)
+    # logits, not probabilities: the losses work on logits, so a saturated output still has a gradient
+    # (with probabilities clipped at 1e-7 a network pushed to "background everywhere" never recovers)
+    out = layers.Conv2D(1, 1, bias_initializer=bias, dtype="float32", name="defect_logit")(x)
     return keras.Model(inp, out, name=name)

@@ -76,23 +76,30 @@ def dice_bce_loss(y_true: Any, y_pred: Any) -> Any:
     return bce + 1.0 - soft_dice(y_true, y_pred)
 
 
-def focal_loss(y_true: Any, y_pred: Any, gamma: float = 2.0) -> Any:
-    """Mean binary focal loss ``-(1 - p_t)**gamma * log(p_t)`` of probability maps (Lin et al., 2017).
+def focal_loss(y_true: Any, logits: Any, gamma: float = 2.0) -> Any:
+    """Mean binary focal loss ``-(1 - p_t)**gamma * log(p_t)`` from logits (Lin et al., 2017).
 
     Down-weights the easy background pixels, which are nearly all of them (DRAEM's choice for its
-    discriminative network).
+    discriminative network). ``log(p_t)`` is the numerically stable cross-entropy of the logits.
     """
-    eps = 1e-7
-    y_true = ops.cast(y_true, y_pred.dtype)
-    p = ops.clip(y_pred, eps, 1.0 - eps)
+    y_true = ops.cast(y_true, logits.dtype)
+    ce = ops.binary_crossentropy(y_true, logits, from_logits=True)
+    p = ops.sigmoid(logits)
     p_t = y_true * p + (1.0 - y_true) * (1.0 - p)
-    return -ops.mean(ops.power(1.0 - p_t, gamma) * ops.log(p_t))
+    return ops.mean(ops.power(1.0 - p_t, gamma) * ce)
 
 
-def mask_loss(name: str, y_true: Any, y_pred: Any) -> Any:
-    """Loss of a learned anomaly map by name: ``focal`` or ``bce_dice`` (:func:`dice_bce_loss`)."""
+def bce_dice_logits(y_true: Any, logits: Any) -> Any:
+    """:func:`dice_bce_loss` from logits: stable cross-entropy + (1 - soft Dice of the sigmoid)."""
+    y_true = ops.cast(y_true, logits.dtype)
+    bce = ops.mean(ops.binary_crossentropy(y_true, logits, from_logits=True))
+    return bce + 1.0 - soft_dice(y_true, ops.sigmoid(logits))
+
+
+def mask_loss(name: str, y_true: Any, logits: Any) -> Any:
+    """Loss of a learned anomaly map's logits by name: ``focal`` or ``bce_dice``."""
     if name == "focal":
-        return focal_loss(y_true, y_pred)
+        return focal_loss(y_true, logits)
     if name == "bce_dice":
-        return dice_bce_loss(y_true, y_pred)
+        return bce_dice_logits(y_true, logits)
     raise ValueError(f"unknown mask loss {name!r}; use 'focal' or 'bce_dice'")
