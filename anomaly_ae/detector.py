@@ -222,6 +222,22 @@ class Detector:
         return {**best.to_dict(), "n_good": int(len(good)), "n_defective": int(len(bad)), "seed": int(seed),
                 "candidates": len(rows), "selected": bool(select)}
 
+    def tune(self, good: ImagesLike, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
+        """Pick the scoring (map metric, smoothing, reduction) by the self-check on ``good`` images.
+
+        ``good``: good images the model was not trained on (a folder, array or list, any size). The
+        result replaces ``train_info_["self_check"]``; call :meth:`calibrate` afterwards (the
+        thresholds of the old scoring no longer apply).
+        """
+        self.check_fitted(need_threshold=False)
+        pre = self.preprocessing_
+        images = np.stack([pre.resize(pre.convert_channels(im)) for im in self._decode(good)])
+        if images.dtype != np.uint8:  # float input in [0, 1]
+            images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+        check = self.self_check(images, select=True, seed=seed)
+        self.train_info_ = {**getattr(self, "train_info_", {}), "self_check": check}
+        return check
+
     def _source_ratio(self) -> float:
         """Original-image pixels per model pixel (geometric mean of the two axes)."""
         pre = self.preprocessing_

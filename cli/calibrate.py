@@ -27,6 +27,9 @@ def calibrate(
     mad_k: Annotated[float | None, typer.Option(help="k of median + k * 1.4826 * MAD.")] = None,
     pixel_method: Annotated[str | None, typer.Option(help="quantile | f1")] = None,
     pixel_quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    select_scoring: Annotated[bool, typer.Option(
+        "--select-scoring", help="First pick map metric, smoothing and reduction by the self-check on --good "
+        "(synthetic defects, no labels), as scoring.select: auto does at training.")] = False,
 ) -> None:
     """Recalibrate image and pixel thresholds and print the expected false-alarm rate."""
     for name, folder in (("RUN_DIR", run_dir), ("--good", good), ("--anomalous", anomalous), ("--masks", masks)):
@@ -44,6 +47,8 @@ def calibrate(
     failed: list[str] = []
     good_images, bad_images, bad_masks = _read(det, good, anomalous, masks, failed)
     try:
+        if select_scoring:
+            det.tune(good_images)
         det.calibrate(good_images, bad_images, bad_masks, threshold=new)
     except ValueError as err:
         fail_usage(str(err))
@@ -95,4 +100,10 @@ def _print(det: Detector, run_dir: Path) -> None:
     console.print(f"pixel threshold {det.pixel_threshold_:.6g} ({method.pixel_method})")
     console.print(f"expected false-alarm rate on new good images: {det.expected_fpr_:.2%} "
                   f"(at most (m + 1) / (n + 1) with m of n calibration scores above the threshold)")
+    check = det.train_info_.get("self_check") or {}
+    if check.get("selected"):
+        s = det.config.scoring
+        console.print(f"self-check      {s.metric} map, sigma {s.smoothing_sigma:g}, {s.reduction}: synthetic image "
+                      f"AUROC {check['image_auroc']:.3f}, pixel AUROC {check['pixel_auroc']:.3f}, "
+                      f"AUPRO {check['aupro']:.3f} (best of {check['candidates']})")
     console.print(f"updated         {run_dir / 'detector.json'}")

@@ -142,3 +142,26 @@ def test_fit_resolves_auto_size_and_saves_it(tmp_path):
     assert det.config.data.image_size == (40, 72) and det.preprocessing_.image_size == (40, 72)
     det.save(tmp_path / "m")
     assert Detector.load(tmp_path / "m").config.data.image_size == (40, 72)
+
+
+def test_calibrate_select_scoring_tunes_a_saved_model(learned_detector, tmp_path):
+    """``calibrate --select-scoring``: the self-check picks the scoring of a saved model from good images."""
+    import cv2
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    run = learned_detector.save(tmp_path / "run")
+    good = tmp_path / "good"
+    good.mkdir()
+    for i, im in enumerate(_flat_images(8, 5)):
+        cv2.imwrite(str(good / f"{i}.png"), im)
+    res = CliRunner().invoke(app, ["calibrate", str(run), "--good", str(good), "--select-scoring"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((run / "detector.json").read_text())
+    check = saved["training"]["self_check"]
+    assert check["selected"] and check["n_good"] == 8 and check["candidates"] > 20
+    assert saved["config"]["scoring"]["metric"] == check["metric"]
+    assert saved["config"]["scoring"]["smoothing_sigma"] == check["smoothing_sigma"]
+    assert f"best of {check['candidates']}" in res.output
+    assert Detector.load(run).config.scoring.reduction == check["reduction"]
