@@ -115,6 +115,16 @@ def chip_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return canvas.astype(bool)
 
 
+def windowed(make: Any, h: int, w: int, rng: np.random.Generator, side: tuple[float, float]) -> np.ndarray:
+    """A mask drawn by ``make`` in a random window (sides: fractions ``side`` of the image's) of an empty mask."""
+    f = rng.uniform(*side)
+    wh, ww = max(2, int(round(h * f))), max(2, int(round(w * f)))
+    top, left = int(rng.integers(0, h - wh + 1)), int(rng.integers(0, w - ww + 1))
+    out = np.zeros((h, w), bool)
+    out[top : top + wh, left : left + ww] = make(wh, ww, rng)
+    return out
+
+
 MASKS = {"perlin": perlin_mask, "scratch": scratch_mask, "pit": pit_mask, "chip": chip_mask}
 
 
@@ -191,6 +201,8 @@ class AnomalySynthesizer:
         min_change: smallest change in grey levels that counts as a defect pixel.
         textures: uint8 images to cut texture content from (``data.anomaly_source_dir``).
         seed: seeds the photometric augmentation's own generator (per call it is reseeded from ``rng``).
+        perlin_window: if set, a Perlin blob is drawn in a window whose sides are this range of fractions
+            of the image's, at a random place (small blobs, as most real defects are small).
     """
 
     shapes: Mapping[str, float] = field(default_factory=lambda: {"perlin": 0.5, "scratch": 0.2, "pit": 0.2,
@@ -200,6 +212,7 @@ class AnomalySynthesizer:
     min_change: int = 3
     textures: Sequence[np.ndarray] = ()
     seed: int = 0
+    perlin_window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         unknown = (set(self.shapes) - set(SHAPES)) | (set(self.sources) - set(SOURCES))
@@ -217,7 +230,8 @@ class AnomalySynthesizer:
         """A non-empty bool mask ``(h, w)`` of a random shape (Perlin noise can come out empty: drawn again)."""
         for _ in range(tries):
             kind = self._shape_names[rng.choice(len(self._shape_names), p=self._shape_p)]
-            m = MASKS[kind](h, w, rng)
+            m = (windowed(perlin_mask, h, w, rng, self.perlin_window) if kind == "perlin" and self.perlin_window
+                 else MASKS[kind](h, w, rng))
             if m.any():
                 return m
         return pit_mask(h, w, rng)  # never empty
@@ -246,9 +260,13 @@ class AnomalySynthesizer:
         if image.dtype != np.uint8 or image.ndim != 3:
             raise ValueError(f"expected a uint8 (H, W, C) image, got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
-        mask = self.mask(h, w, rng)
-        beta = float(rng.uniform(*self.blend))
-        return blend(image, self.content(image, rng, donor), mask, beta, self.min_change)
+        for _ in range(4):  # content too close to the image changes nothing: draw again (rarely needed)
+            mask = self.mask(h, w, rng)
+            beta = float(rng.uniform(*self.blend))
+            out, changed = blend(image, self.content(image, rng, donor), mask, beta, self.min_change)
+            if changed.any():
+                break
+        return out, changed
 
 
 def _weights(d: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
