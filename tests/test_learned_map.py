@@ -50,9 +50,9 @@ def test_repair_training_repairs_what_plain_training_copies():
     plain = Detector(DetectorConfig.model_validate(base)).fit(images)
     repair_cfg = DetectorConfig.model_validate(base).with_overrides({"train.synthetic_anomalies": {"probability": 1.0}})
     repair = Detector(repair_cfg).fit(images)
-    good = plain.holdout_images_
-    bad, masks = synthetic_defects(good, seed=5)
-    clean = np.concatenate([good] * 2)
+    good = np.concatenate([plain.holdout_images_] * 2)
+    bad, masks = synthesize_batch(good, AnomalySynthesizer(seed=5), np.random.default_rng(5))
+    clean = good
     errors = []
     for det in (plain, repair):
         x_hat = det.reconstruct(det.preprocessing_(bad))[..., 0]
