@@ -9,7 +9,6 @@ from sklearn.metrics import roc_auc_score
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.anomalies import AnomalySynthesizer, synthesize_batch
 from anomaly_ae.detector import Detector
-from anomaly_ae.evaluation.self_check import synthetic_defects
 
 
 def _smooth_images(n: int, seed: int) -> np.ndarray:
