@@ -1,6 +1,6 @@
 """What our code costs on top of plain Keras: training, end-to-end scoring, memory, start-up.
 
-    python benchmarks/speed.py [--json] [--config configs/default.yaml] [--image-size N]
+    python benchmarks/speed.py [--json] [--config configs/fast.yaml] [--image-size N]
         [--n-train 300] [--epochs 6] [--n-small 500] [--n-large 5000] [--batch-size N]
 
 In one process, same model and batch size:
@@ -201,7 +201,7 @@ def main() -> None:
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "default.yaml")
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "fast.yaml")
     ap.add_argument("--image-size", type=int, default=None, help="override data.image_size (square)")
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=6, help="epochs of each training run (the first compiles)")
