@@ -282,6 +282,10 @@ class TrainConfig(_Section):
         "float32", description="Keras dtype policy; the mixed ones are for GPUs (bf16 on H100/A100)"
     )
     workers: int = Field(1, ge=1, description="threads preparing training batches (keras PyDataset workers)")
+    clip_grad_norm: float | None = Field(
+        None, gt=0.0, description="scale gradients down to this global norm (null: no clipping); steadies "
+        "joint training of the learned map, whose loss can spike"
+    )
     synthetic_anomalies: SyntheticAnomalyConfig | None = Field(
         None, description="repair training on synthetic defects (null: plain reconstruction)"
     )

@@ -3,9 +3,9 @@
     python benchmarks/models.py sample_data/metal_plate --epochs 30 [--models conv,dense,...]
         [--image-size 128] [--results benchmarks/results/models.jsonl]
 
-Each model uses its ``configs/<name>.yaml`` (``conv`` uses ``configs/fast.yaml``, the default before issue 13) with the given
-epochs (and image size, when set), trains on ``train/good`` and is evaluated on ``test/`` by the
-code behind ``anomaly-ae evaluate``.
+Each model uses its ``configs/<name>.yaml`` (``conv``: ``configs/fast.yaml``, the default before issue 13)
+with the given epochs (and image size, when set), trains on ``train/good`` and is evaluated on ``test/``
+by the code behind ``anomaly-ae evaluate``.
 """
 
 from __future__ import annotations

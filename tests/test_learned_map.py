@@ -164,3 +164,13 @@ def test_calibrate_select_scoring_tunes_a_saved_model(learned_detector, tmp_path
     assert saved["config"]["scoring"]["smoothing_sigma"] == check["smoothing_sigma"]
     assert f"best of {check['candidates']}" in res.output
     assert Detector.load(run).config.scoring.reduction == check["reduction"]
+
+
+def test_gradient_clipping_reaches_the_optimizer():
+    """``train.clip_grad_norm`` bounds every update (the learned map's loss can spike by 1000x)."""
+    cfg = DetectorConfig.model_validate(LEARNED).with_overrides({"train.clip_grad_norm": 0.5, "train.epochs": 1})
+    det = Detector(cfg).fit(_flat_images(16, 3))
+    assert det.model_.optimizer.global_clipnorm == 0.5
+    plain_cfg = DetectorConfig.model_validate(LEARNED).with_overrides({"train.epochs": 1})
+    plain = Detector(plain_cfg).fit(_flat_images(16, 3))
+    assert plain.model_.optimizer.global_clipnorm is None

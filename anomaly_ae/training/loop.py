@@ -62,7 +62,8 @@ def fit_model(
     model = build_model(config)
     if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
         model.adapt(adapt_data)
-    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate))
+    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate,
+                                                  global_clipnorm=config.train.clip_grad_norm))
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
                                           restore_best_weights=True)
     ckpt = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
