@@ -27,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "quality.jsonl")
     ap.add_argument("--since", default="", help="only lines dated from this ISO date on")
+    ap.add_argument("--until", default="9999", help="only lines dated before this ISO date")
     ap.add_argument("--recheck", type=Path, default=None,
                     help="self-check figures recomputed by self_check_rerun.py replace the recorded ones")
     a = ap.parse_args()
@@ -38,7 +39,8 @@ def main() -> None:
     runs: dict[tuple[str, str], list[dict]] = {}  # (data set, config) -> the lines of its latest run
     for text in a.results.read_text(encoding="utf-8").splitlines():
         line = json.loads(text)
-        if not line.get("self_check") or line.get("date", "") < a.since or line.get("pixel_aupro") is None:
+        date = line.get("date", "")
+        if not line.get("self_check") or not a.since <= date < a.until or line.get("pixel_aupro") is None:
             continue
         key = (line["dataset"], line["config"])
         if line.get("variant") is None:  # a training run starts with its own line; a rerun replaces it
