@@ -36,7 +36,6 @@ from anomaly_ae.data.images import Preprocessing, split_holdout
 from anomaly_ae.data.loading import (
     DecodedBatch,
     ImagesLike,
-    as_batch,
     decode_batch,
     decode_images,
     load_training_set,
@@ -61,7 +60,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 def _original_sizes(good: ImagesLike, channels: int, limit: int = 64) -> list[tuple[int, int]]:
     """``(height, width)`` of up to ``limit`` training images, evenly spread (for ``image_size: auto``)."""
     if not isinstance(good, str | Path):
-        return [np.asarray(im).shape[:2] for im in (as_batch(good) if isinstance(good, np.ndarray) else good)]
+        return [im.shape[:2] for im in decode_images(good, channels)]
     from anomaly_ae.data.images import ImageReadError, list_images, read_image
 
     paths = list_images(good)
@@ -111,6 +110,18 @@ class Detector:
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
+
+    def __repr__(self) -> str:
+        """``Detector(conv, 208x512x3, fitted, threshold=0.1528, map=learned)`` (or ``not fitted``)."""
+        cfg = self.config
+        pre = getattr(self, "preprocessing_", None)
+        size = pre.image_size if pre is not None else cfg.data.image_size
+        shape = f"{'x'.join(map(str, size)) if size != 'auto' else 'auto'}x{cfg.data.channels}"
+        if not hasattr(self, "model_"):
+            return f"Detector({cfg.model.name}, {shape}, not fitted)"
+        threshold = f"threshold={self.postprocessor_.threshold:.6g}" if hasattr(self, "postprocessor_") else \
+            "not calibrated"
+        return f"Detector({cfg.model.name}, {shape}, fitted, {threshold}, map={cfg.scoring.metric})"
 
     # ------------------------------------------------------------------ fitting
     def fit(

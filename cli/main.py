@@ -30,8 +30,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from anomaly_ae import __version__
+
+        typer.echo(f"anomaly-ae {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
     """anomaly-ae: autoencoder-based visual inspection (train on good images, score new ones)."""
 
 

@@ -49,7 +49,9 @@ def load_training_set(good: ImagesLike, pre: Preprocessing, cache_mb: int) -> Tr
         ValueError: the folder holds no images.
     """
     if not isinstance(good, str | Path):
-        arr = [np.asarray(im) for im in (good if not isinstance(good, np.ndarray) else as_batch(good))]
+        arr = decode_images(good, pre.channels)
+        if not arr:
+            raise ValueError("no images given")
         stacked = np.stack([pre.resize(pre.convert_channels(im)) for im in arr])
         return TrainingSet(stacked, [], [im.shape[:2] for im in arr])
     paths = list_images(good)
@@ -69,15 +71,35 @@ def load_training_set(good: ImagesLike, pre: Preprocessing, cache_mb: int) -> Tr
     return TrainingSet(readable, skipped, sizes)
 
 
+ACCEPTED = ("a folder or file path, a list of file paths, an array (H, W[, C]) or (N, H, W[, C]), "
+            "or a list of arrays")
+
+
 def decode_images(images: ImagesLike, channels: int) -> list[np.ndarray]:
-    """A file, a folder (recursively), an array ``(H, W[, C])`` / ``(N, H, W[, C])`` or a list -> images."""
+    """A file, a folder (recursively), an array ``(H, W[, C])`` / ``(N, H, W[, C])``, or a list of paths
+    and/or arrays -> images.
+
+    Raises:
+        TypeError: anything else (the message names what is accepted).
+    """
     if isinstance(images, str | Path):
         p = Path(images)
         paths = list_images(p) if p.is_dir() else [p]
         return [read_image(q, channels) for q in paths]
-    if isinstance(images, np.ndarray):
+    if isinstance(images, np.ndarray) and images.dtype.kind in "uifb":
         return list(as_batch(images))
-    return [np.asarray(im) for im in images]
+    if isinstance(images, list | tuple):
+        out: list[np.ndarray] = []
+        for item in images:
+            if isinstance(item, str | Path):
+                out += decode_images(item, channels)
+            elif isinstance(item, np.ndarray) and item.ndim in (2, 3) and item.dtype.kind in "uifb":
+                out.append(item)
+            else:
+                raise TypeError(f"images: a list item is {type(item).__name__} {getattr(item, 'shape', '')}; "
+                                f"accepted: {ACCEPTED}")
+        return out
+    raise TypeError(f"images: got {type(images).__name__}; accepted: {ACCEPTED}")
 
 
 def as_batch(images: np.ndarray) -> np.ndarray:

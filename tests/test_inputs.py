@@ -1,0 +1,54 @@
+"""What the Python API accepts as images, ``repr(Detector)`` and ``anomaly-ae --version`` (issue 14, first part)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anomaly_ae.detector import Detector
+
+
+def _paths(tiny_data: Path) -> list[Path]:
+    return sorted((tiny_data / "test" / "good").glob("*.png"))[:3]
+
+
+def test_a_list_of_file_paths_scores_like_the_files_one_by_one(tiny_detector, tiny_data):
+    paths = _paths(tiny_data)
+    as_list = tiny_detector.score([str(p) for p in paths])
+    one_by_one = np.concatenate([tiny_detector.score(p) for p in paths])
+    np.testing.assert_array_equal(as_list, one_by_one)
+    np.testing.assert_array_equal(tiny_detector.score(tuple(paths)), one_by_one)  # Path objects, a tuple
+    # paths and arrays mixed, as read by the same reader
+    from anomaly_ae.data.images import read_image
+
+    mixed = tiny_detector.score([paths[0], read_image(paths[1], 1)])
+    np.testing.assert_allclose(mixed, one_by_one[:2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [42, {"a": 1}, [1, 2], [np.zeros((2, 2, 2, 2, 1))], np.array(["a.png"])])
+def test_anything_else_is_a_type_error_naming_what_is_accepted(tiny_detector, bad):
+    with pytest.raises(TypeError, match="accepted: a folder or file path, a list of file paths"):
+        tiny_detector.score(bad)
+
+
+def test_fit_takes_a_list_of_paths(tiny_config, tiny_data):
+    paths = sorted((tiny_data / "train" / "good").glob("*.png"))
+    det = Detector(tiny_config.with_overrides({"train.epochs": 1})).fit([str(p) for p in paths])
+    assert det.train_info_["n_train"] + det.train_info_["n_val"] == len(paths)
+
+
+def test_repr_says_architecture_size_state_and_threshold(tiny_detector, tiny_config):
+    assert repr(Detector(tiny_config)) == "Detector(conv, 32x32x1, not fitted)"
+    text = repr(tiny_detector)
+    assert text.startswith("Detector(conv, 32x32x1, fitted, threshold=") and text.endswith("map=l2)")
+    assert f"{tiny_detector.threshold_:.6g}" in text
+
+
+def test_version_flag():
+    from anomaly_ae import __version__
+
+    out = subprocess.run([sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"anomaly-ae {__version__}"
