@@ -479,3 +479,32 @@ class DetectorConfig(_Section):
             node[leaf] = value
         return type(self).model_validate(data)
 
+
+
+def describe_validation_error(err: Any) -> list[str]:
+    """One plain line per problem of a pydantic ``ValidationError`` of a config, without pydantic's jargon or URLs.
+
+    ``config: model.name: 'transformer' is not one of conv, denoising, vae, ...``,
+    ``config: train.epochs: Input should be greater than or equal to 1 (got 0)``.
+    """
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = [str(p) for p in e.get("loc", ())]
+        if len(loc) > 1 and loc[0] == "model" and loc[1] in MODEL_CONFIGS:  # the union's tag, not a key
+            loc = [loc[0], *loc[2:]]
+        ctx, kind = e.get("ctx", {}), e.get("type", "")
+        if kind == "union_tag_invalid":
+            loc.append(str(ctx.get("discriminator", "name")).strip("'"))
+            expected = ", ".join(t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(","))
+            what = f"{ctx.get('tag')!r} is not one of {expected}"
+        elif kind == "literal_error":
+            expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+            what = f"{e.get('input')!r} is not one of {expected}"
+        elif kind == "extra_forbidden":
+            what = "unknown key"
+        else:
+            what = str(e.get("msg", "")).removeprefix("Value error, ")
+            if "input" in e and not isinstance(e["input"], dict) and kind != "value_error":
+                what += f" (got {e['input']!r})"
+        lines.append(f"config: {'.'.join(loc)}: {what}" if loc else f"config: {what}")
+    return lines

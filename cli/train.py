@@ -109,7 +109,11 @@ def _load_config(path: Path | None, model: str | None, overrides: dict) -> Detec
         for w in caught:
             warn(str(w.message))
         return cfg.with_overrides(overrides)
-    except (ValidationError, ValueError, KeyError) as err:
+    except ValidationError as err:
+        from anomaly_ae.config import describe_validation_error
+
+        fail_usage("\n".join(describe_validation_error(err)))
+    except (ValueError, KeyError) as err:
         fail_usage(f"invalid configuration: {err}")
     except yaml.YAMLError as err:
         fail_usage(f"config file {path} is not valid YAML: {' '.join(str(err).split())}")

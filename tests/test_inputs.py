@@ -52,3 +52,24 @@ def test_version_flag():
     out = subprocess.run([sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"anomaly-ae {__version__}"
+
+
+@pytest.mark.parametrize("text,line", [
+    ("model: {name: transformer}",
+     "config: model.name: 'transformer' is not one of conv, denoising, vae, dense, sparse, contractive, linear"),
+    ("model: {loss: huber}", "config: model.loss: 'huber' is not one of mse, l1, bce, ssim, ssim_l1, mse_ssim"),
+    ("train: {epochs: 0}", "config: train.epochs: Input should be greater than or equal to 1 (got 0)"),
+    ("data: {foo: 1}", "config: data.foo: unknown key"),
+])
+def test_config_errors_are_one_plain_line_each(tmp_path, tiny_data, text, line):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    res = CliRunner().invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(cfg), "--no-track",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2
+    assert line in " ".join(res.output.split())
+    assert "pydantic" not in res.output and "type=" not in res.output
