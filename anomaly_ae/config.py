@@ -351,7 +351,7 @@ class DetectorConfig(_Section):
 
     @model_validator(mode="after")
     def _check_depth(self) -> DetectorConfig:
-        factor = 2 ** len(getattr(self.model, "widths", ()))
+        factor = self.size_factor()
         patch = self.data.patch_size
         if self.model.name == "denoising" and (self.model.noise is None or self.model.noise_level <= 0):
             raise ValueError("model 'denoising' needs model.noise and model.noise_level > 0")
@@ -360,8 +360,6 @@ class DetectorConfig(_Section):
             raise ValueError("scoring.metric 'learned' needs a model with a discriminator (model.discriminator)")
         if discriminator is not None and self.train.synthetic_anomalies is None:
             raise ValueError("model.discriminator learns from synthetic defects: set train.synthetic_anomalies")
-        if discriminator is not None:
-            factor = max(factor, 2 ** len(discriminator))
         if self.data.image_size == "auto":  # resolved from the training images by Detector.fit
             if patch is not None and patch % factor:
                 raise ValueError(f"patch_size {patch} must be divisible by the down-sampling factor {factor}")

@@ -224,8 +224,7 @@ class Detector:
         pre = self.preprocessing_
         sig = [(v, model_sigma(v, pre.image_size, pre.source_size or pre.image_size)) for v in sigmas]
         rows = select_scoring(raw, masks, sig, reductions, s.topk_fraction)
-        best = rows[0] if select else next(r for r in rows if (r.metric, r.smoothing_sigma, r.reduction)
-                                           == (s.metric, s.smoothing_sigma, s.reduction))
+        best = rows[0]  # without select, the configured setting is the only candidate
         if select:
             scoring = s.model_copy(update={"metric": best.metric, "smoothing_sigma": best.smoothing_sigma,
                                            "reduction": best.reduction})
@@ -361,9 +360,8 @@ class Detector:
         Fully convolutional (patch) models take any size divisible by their down-sampling, 2 ** blocks.
         """
         fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
-        factor = 2 ** len(self.config.model.widths) if fully_convolutional else 1
-        discriminator = getattr(self.model_, "discriminator", None)  # the learned map's U-Net (any size)
-        return max(factor, 2 ** len(discriminator)) if discriminator else factor
+        learned = getattr(self.model_, "has_learned_map", False)  # its U-Net takes any multiple of its depth
+        return self.config.size_factor() if fully_convolutional or learned else 1
 
     def _predict_batched(self, x: np.ndarray, model: keras.Model | None = None) -> np.ndarray:
         """``model`` (default: the autoencoder) on ``x`` in fixed-size batches; outputs stacked."""

@@ -27,6 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image
+
 SHAPES = ("perlin", "scratch", "pit", "chip")
 SOURCES = ("image", "noise", "texture")
 
@@ -168,10 +170,7 @@ def random_crop_like(source: np.ndarray, shape: tuple[int, int, int], rng: np.ra
     top = int(rng.integers(0, src.shape[0] - h + 1))
     left = int(rng.integers(0, src.shape[1] - w + 1))
     crop = src[top : top + h, left : left + w]
-    if crop.shape[2] != c:
-        crop = (cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)[..., None] if c == 1
-                else np.repeat(crop[..., :1], 3, axis=2))
-    return np.ascontiguousarray(crop)
+    return np.ascontiguousarray(Preprocessing((h, w), c).convert_channels(crop))
 
 
 def blend(image: np.ndarray, content: np.ndarray, mask: np.ndarray, beta: float,
@@ -304,8 +303,6 @@ def synthesize_batch(images: np.ndarray, synth: AnomalySynthesizer, rng: np.rand
 def load_textures(folder: str | os.PathLike[str], channels: int, limit: int = 200,
                   max_side: int = 512) -> list[np.ndarray]:
     """Up to ``limit`` readable images of ``folder`` (sorted, recursively), shrunk to ``max_side``."""
-    from anomaly_ae.data.images import ImageReadError, list_images, read_image
-
     out: list[np.ndarray] = []
     for p in list_images(folder)[:limit]:
         try:

@@ -31,6 +31,9 @@ COPIES = 2
 #: smoothing candidates of ``select: auto``, in pixels of the model's map
 SIGMAS_MODEL = (0.0, 1.0, 2.0, 4.0, 8.0)
 REDUCTIONS = ("max", "topk_mean", "mean")
+#: version of the self-check's defects, recorded with its figures (1: whole-image Perlin blobs, about 5%
+#: of the image; 2: blobs in a window of 10-30% of the image side, about 0.05-0.5% of it, and the shapes equally often)
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,6 @@ class SelfCheck:
                 "version": VERSION}
 
 
-#: version of the self-check's defects, recorded with its figures (1: whole-image Perlin blobs, about 5%
-#: of the image; 2: blobs in a window of 10-30% of the image side, about 0.05-0.5% of it, and the shapes equally often)
-VERSION = 2
-
-
 def synthesizer(seed: int = SELF_CHECK_SEED) -> AnomalySynthesizer:
     """The self-check's defect generator: small defects of every shape (real defects are mostly small;
     whole-image blobs reward smoothing and mean-pooling that miss them)."""
@@ -73,16 +71,6 @@ def synthetic_defects(good: np.ndarray, seed: int = SELF_CHECK_SEED,
     synth = synthesizer(seed)
     images = np.concatenate([good] * copies)
     return synthesize_batch(images, synth, np.random.default_rng(seed), probability=1.0)
-
-
-def figures(good_maps: np.ndarray, bad_maps: np.ndarray, masks: np.ndarray, reduction: str,
-            topk_fraction: float) -> tuple[float, float, float]:
-    """(image AUROC, pixel AUROC, AUPRO to FPR 0.3) of good vs defective maps (all ``(N, h, w)``)."""
-    from sklearn.metrics import roc_auc_score
-
-    pix = pixel_accumulator(good_maps, bad_maps, masks)
-    return (image_auroc(good_maps, bad_maps, reduction, topk_fraction, roc_auc_score), pix.pixel_auroc()[0],
-            pix.aupro())
 
 
 def pixel_accumulator(good_maps: np.ndarray, bad_maps: np.ndarray, masks: np.ndarray) -> PixelAccumulator:
