@@ -131,3 +131,23 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(cfg, t
     monkeypatch.setattr(checkpoint.TrainingCheckpoint, "_write", original)
     det = Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir, resume=True)
     assert det.train_info_["resumed_at_epoch"] == 1
+
+
+def test_checkpoints_delete_only_their_own_epoch_folders(cfg, tiny_data, tmp_path):
+    """``fit(checkpoint_dir=...)`` on a user's folder: older checkpoints of ours go, the user's epoch-* stay."""
+    ckpt_dir = tmp_path / "mine"
+    notes = ckpt_dir / "epoch-0001"  # a user's folder with the name of our first epoch
+    notes.mkdir(parents=True)
+    (notes / "notes.txt").write_text("keep me")
+    other = ckpt_dir / "epoch-plans"
+    other.mkdir()
+    (other / "a.txt").write_text("keep me too")
+    with pytest.raises(OSError):  # epoch 1 cannot take the user's folder's place
+        Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir)
+    assert (notes / "notes.txt").read_text() == "keep me" and (other / "a.txt").read_text() == "keep me too"
+    assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    (notes / "notes.txt").unlink()
+    notes.rmdir()
+    Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir)
+    assert (other / "a.txt").read_text() == "keep me too"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [f"epoch-{EPOCHS:04d}", "epoch-plans"]

@@ -53,17 +53,24 @@ class Checkpoint:
         return int(self.state["epoch"])
 
 
+def read_checkpoint(folder: Path) -> Checkpoint | None:
+    """``folder`` as a complete checkpoint of anomaly-ae's (its ``state.json`` read), else ``None``."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        int(state["epoch"]), state["history"], state["early_stopping"]  # noqa: B018 - a complete state
+        return Checkpoint(folder, state)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> Checkpoint | None:
     """The newest ``epoch-*`` folder that has its ``state.json``, or ``None``."""
     if not checkpoint_dir.is_dir():
         return None
     for folder in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
-        try:
-            state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-            int(state["epoch"]), state["history"], state["early_stopping"]  # noqa: B018 - a complete state
-            return Checkpoint(folder, state)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        ckpt = read_checkpoint(folder)
+        if ckpt is not None:
+            return ckpt
     return None
 
 
@@ -180,13 +187,14 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         tmp = make_temp_dir(self.dir, f".{folder.name}.tmp-")  # renamed when complete: never half a checkpoint
         try:
             self._write(tmp, epoch)
-            shutil.rmtree(folder, ignore_errors=True)
-            os.rename(tmp, folder)
+            if read_checkpoint(folder) is not None:  # our own, from an earlier run; anything else stays
+                shutil.rmtree(folder, ignore_errors=True)
+            os.rename(tmp, folder)  # fails on a non-empty folder that is not ours: nothing of it is lost
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         for old in self.dir.glob("epoch-*"):
-            if old != folder:
+            if old != folder and read_checkpoint(old) is not None:  # only complete checkpoints of ours
                 shutil.rmtree(old, ignore_errors=True)
         self.last_good = epoch + 1
 
