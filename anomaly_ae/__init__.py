@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from anomaly_ae.evaluation.evaluate import evaluate
     from anomaly_ae.evaluation.result import EvaluationResult
     from anomaly_ae.outdir import OutputConflict
-    from anomaly_ae.outputs.folder import NoImagesError, ScoreSummary, score_folder
+    from anomaly_ae.outputs.folder import NoImagesError, ScoreSummary, Verdict, score_files, score_folder
     from anomaly_ae.postprocessing import PostProcessor
 
 #: public name -> the module that defines it (imported on first access)
@@ -38,6 +38,8 @@ _EXPORTS = {
     "DetectorConfig": "anomaly_ae.config",
     "PostProcessor": "anomaly_ae.postprocessing",
     "score_folder": "anomaly_ae.outputs.folder",
+    "score_files": "anomaly_ae.outputs.folder",
+    "Verdict": "anomaly_ae.outputs.folder",
     "ScoreSummary": "anomaly_ae.outputs.folder",
     "NoImagesError": "anomaly_ae.outputs.folder",
     "evaluate": "anomaly_ae.evaluation.evaluate",
@@ -48,11 +50,18 @@ _EXPORTS = {
 
 __all__ = [
     "Detector", "DetectorConfig", "EvaluationResult", "ModelDirError", "NoImagesError", "NotFittedError",
-    "OutputConflict", "PostProcessor", "ScoreSummary", "__version__", "evaluate", "score_folder",
+    "OutputConflict", "PostProcessor", "ScoreSummary", "Verdict", "__version__", "evaluate", "score_files",
+    "score_folder",
 ]
+
+
+#: public names that need no Keras (the others import TensorFlow quietly first, see anomaly_ae.backend)
+_LIGHT = {"DetectorConfig", "OutputConflict"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
+        if name not in _LIGHT:
+            importlib.import_module("anomaly_ae.backend").import_tensorflow_quietly()
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'anomaly_ae' has no attribute {name!r}")

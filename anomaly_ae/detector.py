@@ -44,6 +44,7 @@ from anomaly_ae.evaluation.metrics import PixelAccumulator
 from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
 from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, select_scoring, synthetic_defects
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
+from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
 from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
 from anomaly_ae.training.loop import fit_model
@@ -108,8 +109,11 @@ class NotFittedError(RuntimeError):
 class Detector:
     """Autoencoder-based anomaly detector (see module docstring)."""
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self, config: DetectorConfig | None = None, verbose: int | Progress = 0) -> None:
+        """``verbose``: 0 is silent but for warnings; 1 shows what ``anomaly-ae train`` / ``score`` show on
+        stderr (a stage line as each step begins, bars with images/s, ETA and the running loss)."""
         self.config = config or DetectorConfig()
+        self.verbose = verbose
 
     def __repr__(self) -> str:
         """``Detector(conv, 208x512x3, fitted, threshold=0.1528, map=learned)`` (or ``not fitted``)."""
@@ -149,12 +153,16 @@ class Detector:
         Raises:
             TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
+        progress = as_progress(self.verbose)
+        progress.stage(f"reading the training images{f' from {good}' if isinstance(good, str | Path) else ''}")
         if self.config.data.image_size == "auto":  # the size follows the images; the saved config is concrete
             self.config = self.config.with_image_size(_original_sizes(good, self.config.data.channels))
         cfg = self.config
         set_seed(cfg.train.seed)
         pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
         data = load_training_set(good, pre, cfg.data.cache_mb)
+        for path, error in data.skipped:
+            progress.warning(f"{path}: {error} (left out of training)", label="skipped")
         pre = pre.with_source_size(data.sizes)
         train_idx, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
         train_src = data.take(train_idx)
@@ -168,13 +176,23 @@ class Detector:
                                 **patches)
         val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
         adapt = pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
+        size = "x".join(map(str, cfg.data.image_size))
+        progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
+                       f"{len(train_idx)} images ({len(val_idx)} held out), up to {cfg.train.epochs} epochs")
+        if progress.verbose:
+            from anomaly_ae.training.callbacks import EpochProgress
+
+            callbacks = [EpochProgress(progress, cfg.train.epochs, bs), *callbacks]
         trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
                             else Path(checkpoint_dir), resume, checkpoint_state)
 
         self.model_ = trained.model
         self.preprocessing_ = pre
         self.history_ = trained.history
+        progress.stage(f"self-check: seeded synthetic defects on the {len(val_idx)} held-out good images"
+                       + (", choosing the scoring" if cfg.scoring.select == "auto" else ""))
         check = self.self_check(val_images, select=cfg.scoring.select == "auto")
+        progress.stage(f"calibrating the thresholds on the {len(val_idx)} held-out good images")
         self.calibrate(val_images)
         self.holdout_images_ = val_images  # the self-check's good images; not saved
         self.val_sample_ = val_images[:8]  # for reports; not saved
@@ -525,9 +543,11 @@ class Detector:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
+    def load(cls, path: str | Path, verbose: int | Progress = 0) -> Detector:
         """Restore a detector saved with :meth:`save` (Keras ``safe_mode=True``)."""
-        return cls.from_state(load_model_dir(Path(path)))
+        det = cls.from_state(load_model_dir(Path(path)))
+        det.verbose = verbose
+        return det
 
     def to_state(self) -> ModelState:
         """The fitted detector as plain state (what :mod:`anomaly_ae.artifact` reads and writes)."""

@@ -28,6 +28,7 @@ class NullTracker:
 
     run_id: str | None = None
     uri: str | None = None
+    disabled = True  # as an MlflowTracker whose store failed
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Ignore."""

@@ -66,6 +66,10 @@ def encoder_preprocessing(encoder_dir: Path) -> Preprocessing:
     return Preprocessing(tuple(info["image_size"]), int(info["channels"]))  # type: ignore[arg-type]
 
 
+#: image/mask pairs per step
+BATCH_SIZE = 8
+
+
 def train_segmenter(
     encoder_dir: Path,
     pairs: Pairs,
@@ -97,9 +101,9 @@ def train_segmenter(
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=dice_bce_loss)
     # A separate test set (benchmarks) is only measured at the end, never looked at during training.
     validation = (x_te, y_te) if test is None else None
-    model.fit(x_tr, y_tr, validation_data=validation, epochs=epochs, batch_size=8, verbose=0,
+    model.fit(x_tr, y_tr, validation_data=validation, epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
               callbacks=callbacks or [])
-    pred = keras.ops.convert_to_numpy(model.predict(x_te, verbose=0, batch_size=8)) > 0.5
+    pred = keras.ops.convert_to_numpy(model.predict(x_te, verbose=0, batch_size=BATCH_SIZE)) > 0.5
     dice, iou = dice_iou(pred, y_te > 0.5)
     return model, {"dice": dice, "iou": iou, "n_train": int(len(x_tr)), "n_val": int(len(x_te))}
 

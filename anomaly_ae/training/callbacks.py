@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import keras
 
+from anomaly_ae.progress import Bar, Progress
 from anomaly_ae.tracking import Tracker
 
 
@@ -21,33 +24,48 @@ class TrackingCallback(keras.callbacks.Callback):
             self.tracker.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
 
 
-class RichProgress(keras.callbacks.Callback):
-    """A rich progress bar over batches, with the last epoch's losses in its description."""
+class EpochProgress(keras.callbacks.Callback):
+    """One bar per epoch (batches, images/s, ETA, the epoch's running loss), then one line of its losses.
 
-    def __init__(self, progress: Any, epochs: int) -> None:
+    Keras passes the running mean of the loss over the epoch so far in each batch's ``logs``: the bar
+    shows that value, never the previous epoch's.
+    """
+
+    def __init__(self, progress: Progress, epochs: int, batch_size: int) -> None:
         super().__init__()
         self.progress = progress
         self.epochs = epochs
-        self.task: Any = None
-        self.last = ""
+        self.batch_size = batch_size
+        self._bar: contextlib.ExitStack | None = None
+        self._current: Bar | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        steps = self.params.get("steps") or 1
-        desc = f"epoch {epoch + 1}/{self.epochs}{self.last}"
-        if self.task is None:
-            self.task = self.progress.add_task(desc, total=steps)
-        else:
-            self.progress.reset(self.task, total=steps, description=desc)
+        steps = self.params.get("steps") or 0
+        self._bar = contextlib.ExitStack()
+        self._current = self._bar.enter_context(self.progress.bar(
+            f"epoch {epoch + 1}/{self.epochs}", total=steps * self.batch_size or None, loss=True))
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.progress.update(self.task, completed=batch + 1)
+        if self._current is not None:
+            loss = (logs or {}).get("loss")
+            self._current.advance(self.batch_size, loss=None if loss is None else float(loss))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        rate = self._current.rate() if self._current is not None else 0.0
+        seconds = time.perf_counter() - self._current.start if self._current is not None else 0.0
+        self._close()
         logs = logs or {}
-        parts = [f"{k} {float(logs[k]):.5f}" for k in ("loss", "val_loss") if k in logs]
-        self.last = "  " + "  ".join(parts) if parts else ""
-        self.progress.update(self.task, description=f"epoch {epoch + 1}/{self.epochs}{self.last}")
-        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs}{self.last}")
+        parts = [f"{k} {float(logs[k]):.5g}" for k in ("loss", "val_loss") if k in logs]
+        self.progress.line(f"epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  ({seconds:.1f} s, "
+                           f"{rate:,.0f} img/s)")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._current = None, None
 
 
 class KLWarmup(keras.callbacks.Callback):

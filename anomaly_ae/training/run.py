@@ -23,6 +23,7 @@ from anomaly_ae.config import DetectorConfig
 from anomaly_ae.detector import Detector
 from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, forget, plan, read_manifest
 from anomaly_ae.outputs.overlays import reconstruction_grid
+from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker
 from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
 
@@ -98,6 +99,7 @@ def train_run(
     tracker: Tracker,
     resume: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | Progress = 0,
 ) -> Detector:
     """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
 
@@ -116,14 +118,18 @@ def train_run(
         start_checkpoints(ckpt_dir, config, run_state)
     record = {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri}} if tracker.run_id else None
     try:
-        det = Detector(config).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir, resume=resume,
-                                   checkpoint_state=run_state, record=record)
+        det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
+                                                    resume=resume, checkpoint_state=run_state, record=record)
     except ValueError:
         if not resume:
             _drop_checkpoints(run_dir)
         raise
+    progress = as_progress(verbose)
+    progress.stage(f"saving the model directory {run_dir}")
     det.save(run_dir)
     _drop_checkpoints(run_dir)  # the model is complete: the checkpoint is not needed
+    if tracker.run_id is not None:
+        progress.stage("logging the run to MLflow")
     _log_run(det, run_dir, tracker)
     return det
 

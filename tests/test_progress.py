@@ -1,0 +1,146 @@
+"""Progress: stage lines, bars (count, images/s, ETA, the current running loss), verbose API, Ctrl-C."""
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from anomaly_ae.progress import Progress
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _terminal() -> tuple[Progress, io.StringIO]:
+    buf = io.StringIO()
+    return Progress(1, Console(file=buf, force_terminal=True, width=140, color_system=None)), buf
+
+
+def test_bar_shows_count_rate_eta_and_loss():
+    progress, buf = _terminal()
+    with progress.bar("epoch 1/3", total=64, loss=True) as bar:
+        bar.advance(16, loss=0.25)
+        time.sleep(0.05)
+        bar.advance(16, loss=0.125)
+        bar._rich.refresh()  # draw now, not at the next 1/10 s tick
+    text = buf.getvalue()
+    assert "epoch 1/3" in text and "32/64" in text
+    assert re.search(r"[\d,]+ img/s", text) and "ETA" in text
+    assert "loss 0.125" in text
+
+
+def test_quiet_and_log_files_get_no_bars_but_warnings():
+    buf = io.StringIO()
+    quiet = Progress(0, Console(file=buf, force_terminal=True, width=100, color_system=None))
+    quiet.stage("reading")
+    with quiet.bar("scoring", total=3) as bar:
+        bar.advance(3)
+    quiet.warning("a.png: truncated PNG")
+    assert buf.getvalue() == "warning: a.png: truncated PNG\n"
+    log = io.StringIO()  # not a terminal: stage lines, no bar drawing
+    progress = Progress(1, Console(file=log, width=100, color_system=None))
+    progress.stage("reading 3 images")
+    with progress.bar("scoring", total=3) as bar:
+        bar.advance(3)
+    assert log.getvalue() == "· reading 3 images\n" and bar.done == 3
+
+
+def test_epoch_bar_shows_the_running_loss_of_the_current_epoch():
+    """Keras hands each batch the running mean of this epoch's loss: the bar shows that, not last epoch's."""
+    from anomaly_ae.training.callbacks import EpochProgress
+
+    shown = []
+
+    class Recording(Progress):
+        def bar(self, label, total, unit="img", loss=False):
+            outer = super().bar(label, total, unit, loss)
+
+            class Wrap:
+                def __enter__(self_inner):
+                    self_inner.bar = outer.__enter__()
+                    original = self_inner.bar.advance
+
+                    def advance(n=1, loss=None):
+                        shown.append((label, n, loss))
+                        original(n, loss)
+
+                    self_inner.bar.advance = advance
+                    return self_inner.bar
+
+                def __exit__(self_inner, *exc):
+                    return outer.__exit__(*exc)
+
+            return Wrap()
+
+    log = io.StringIO()
+    cb = EpochProgress(Recording(1, Console(file=log, width=120, color_system=None)), epochs=2, batch_size=8)
+    cb.set_params({"steps": 2, "epochs": 2})
+    cb.on_epoch_begin(0)
+    cb.on_train_batch_end(0, {"loss": 0.9})
+    cb.on_train_batch_end(1, {"loss": 0.7})
+    cb.on_epoch_end(0, {"loss": 0.7, "val_loss": 0.8})
+    cb.on_epoch_begin(1)
+    cb.on_train_batch_end(0, {"loss": 0.3})
+    assert shown == [("epoch 1/2", 8, 0.9), ("epoch 1/2", 8, 0.7), ("epoch 2/2", 8, 0.3)]
+    assert re.search(r"epoch 1/2  loss 0\.7  val_loss 0\.8  \([\d.]+ s, [\d,]+ img/s\)", log.getvalue())
+
+
+def test_detector_verbose_shows_the_cli_progress(tiny_config, tiny_data, capsys):
+    from anomaly_ae import Detector
+
+    Detector(tiny_config, verbose=1).fit(tiny_data / "train" / "good")
+    err = capsys.readouterr().err
+    for line in ("· reading the training images from", "· training the conv autoencoder at 32x32x1 on 18 images",
+                 "epoch 1/2  loss", "epoch 2/2  loss", "· self-check", "· calibrating the thresholds"):
+        assert line in err, err
+    Detector(tiny_config).fit(tiny_data / "train" / "good")  # verbose=0: silent
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_ctrl_c_after_the_first_checkpoint_says_what_is_kept_and_how_to_continue(tiny_data, tmp_path):
+    from tests.conftest import TINY
+
+    cfg = {**TINY, "train": {**TINY["train"], "epochs": 400, "patience": 400}}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", str(tiny_data / "train" / "good"),
+                             "--config", str(tmp_path / "long.yaml"), "--out", str(run), "--no-track"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from anomaly_ae.training.checkpoint import latest_checkpoint
+
+    deadline = time.monotonic() + 180
+    while latest_checkpoint(run / "checkpoint") is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    kept = latest_checkpoint(run / "checkpoint").epoch
+    assert kept >= 1
+    assert last == (f"interrupted: epochs 1-{kept} are kept in {run / 'checkpoint'}; "
+                    f"continue with: anomaly-ae train --resume {run}")
+    assert "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize("level", [None, "0"])
+def test_the_api_imports_tensorflow_without_its_cpp_lines(level):
+    """TensorFlow prints C++ INFO lines while it is imported; the facade keeps them off stderr (unless asked)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    proc = subprocess.run([sys.executable, "-c", "from anomaly_ae import Detector; import keras; "
+                           "print(keras.backend.backend())"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "tensorflow", proc.stderr
+    noisy = "oneDNN" in proc.stderr or "absl::InitializeLog" in proc.stderr
+    assert noisy == (level == "0"), proc.stderr  # level 0 shows them: they exist, and only the default hides them
