@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,13 @@ import numpy as np
 from anomaly_ae.data.images import ImageReadError
 from anomaly_ae.data.mvtec import GOOD, TestItem, mvtec_items, read_mask
 from anomaly_ae.detector import Detector, ScoredFile
-from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics
+from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, thin_curve
 from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.fileio import write_json_atomic
 from anomaly_ae.outdir import plan, staging
 from anomaly_ae.outputs.overlays import heatmap_overlay
 from anomaly_ae.postprocessing import PostProcessor
+from anomaly_ae.progress import Progress, as_progress
 
 #: what ``evaluate`` writes into ``out_dir``
 EVALUATION_FILES = ("metrics.json", "report.html")
@@ -62,6 +64,7 @@ def evaluate(
     overwrite: bool = False,
     n_examples: int = 6,
     progress: Callable[[int, int], None] | None = None,
+    verbose: int | Progress = 0,
 ) -> EvaluationResult:
     """Score every test image and compute image and pixel metrics, overall and per defect type.
 
@@ -75,6 +78,8 @@ def evaluate(
         out_dir: when given, ``metrics.json`` and ``report.html`` are written there (an earlier
             evaluation is replaced only with ``overwrite``; other files are never touched).
         progress: called with ``(images done, images in all)`` after every image.
+        verbose: without ``progress``, 1 shows a bar on stderr (count, images/s, ETA); see
+            :class:`~anomaly_ae.progress.Progress`.
 
     Raises:
         FileNotFoundError: no ``test`` folder, or no images in it.
@@ -86,18 +91,28 @@ def evaluate(
     if out_dir is not None:
         plan(Path(out_dir), "evaluation", EVALUATION_FILES, overwrite,
              {"model directory": run_dir, "data set": dataset_dir})
+    shown = as_progress(verbose)
+    if run_dir is not None:
+        shown.stage(f"loading the model {run_dir}")
     det = detector_or_run_dir if isinstance(detector_or_run_dir, Detector) else Detector.load(run_dir)
     det.check_fitted(need_threshold=True)
     problems: list[str] = []
     items = mvtec_items(dataset_dir, problems)
-    result = _score_items(det, items, max_fpr, n_examples, progress)
+    shown.stage(f"scoring {len(items)} test images of {dataset_dir}")
+    with shown.bar("evaluating", total=len(items)) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.advance(done - bar.done)
+
+        result = _score_items(det, items, max_fpr, n_examples, progress or advance)
     result.failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
     result.metrics["counts"]["failed"] = len(result.failures)
     result.experiment = det.config.tracking.experiment
     result.mlflow_run_id = getattr(det, "train_info_", {}).get("mlflow", {}).get("run_id")
+    result.model_dir = run_dir if run_dir is not None else getattr(det, "source_dir_", None)
+    result.config_summary = config_summary(det)
+    result.evaluated_at = datetime.now(UTC).isoformat(timespec="seconds")
     if out_dir is not None:
-        model = run_dir if run_dir is not None else getattr(det, "source_dir_", None)
-        _write(result, Path(out_dir), model, dataset_dir, overwrite)
+        _write(result, Path(out_dir), result.model_dir, dataset_dir, overwrite)
     return result
 
 
@@ -141,7 +156,36 @@ def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_example
         metrics["per_defect"][defect] = _metrics(sub, good_acc, accs, post, max_fpr)
     return EvaluationResult(metrics, records, failures, worst_fn.sorted(), worst_fp.sorted(), post.threshold,
                             det.config.threshold.method,
-                            self_check=getattr(det, "train_info_", {}).get("self_check"))
+                            self_check=getattr(det, "train_info_", {}).get("self_check"),
+                            curves=_pixel_curves(good_acc, defect_accs))
+
+
+def _pixel_curves(good_acc: PixelAccumulator, defect_accs: dict[str, PixelAccumulator]) -> dict[str, dict]:
+    """Thinned pixel ROC and PRO curves over all test pixels (empty without defect masks)."""
+    acc = good_acc
+    for a in defect_accs.values():
+        acc = acc.merge(a)
+    if not acc.has_defects or acc.neg.sum() == 0:
+        return {}
+    fpr, tpr = thin_curve(*acc.roc_curve())
+    pro_fpr, pro = thin_curve(*acc.pro_curve())
+    return {"pixel_roc": {"fpr": fpr, "tpr": tpr}, "pro": {"fpr": pro_fpr, "pro": pro}}
+
+
+def config_summary(det: Detector) -> dict[str, str]:
+    """What the report's header says about the model: architecture, input, training, scoring, threshold rule."""
+    c = det.config
+    widths = getattr(c.model, "widths", None)
+    size = "x".join(map(str, det.preprocessing_.image_size))
+    return {
+        "architecture": c.model.name + (f" ({'-'.join(map(str, widths))})" if widths else ""),
+        "input": f"{size}x{c.data.channels}" + (f", {c.data.patch_size} px patches" if c.data.patch_size else ""),
+        "training": f"{c.train.epochs} epochs max, batch {c.train.batch_size}, seed {c.train.seed}"
+                    + (", synthetic defects" if c.train.synthetic_anomalies is not None else ""),
+        "scoring": f"{c.scoring.metric} map, sigma {c.scoring.smoothing_sigma:g}, {c.scoring.reduction}",
+        "threshold": f"{c.threshold.method}"
+                     + (f" {c.threshold.quantile}" if c.threshold.method == "quantile" else ""),
+    }
 
 
 def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask: np.ndarray | None,

@@ -140,10 +140,30 @@ class PixelAccumulator:
         pro = np.concatenate([[0.0], pro[::-1]])
         return fpr, pro
 
+    def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, TPR) of pixels for every bin threshold, FPR ascending, from (0, 0) to (1, 1)."""
+        p, n = self.pos.sum(), self.neg.sum()
+        if p == 0 or n == 0:
+            raise ValueError("a pixel ROC curve needs both defect and good pixels")
+        fpr = np.concatenate([[0.0], (self._above(self.neg) / n)[::-1]])
+        tpr = np.concatenate([[0.0], (self._above(self.pos) / p)[::-1]])
+        return fpr, tpr
+
     def aupro(self, max_fpr: float = 0.3) -> float:
         """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr`` (1.0 is perfect)."""
         fpr, pro = self.pro_curve()
         return integrate_to(fpr, pro, max_fpr) / max_fpr
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 600) -> tuple[list[float], list[float]]:
+    """A curve with repeated points dropped and at most about ``max_points`` left (first and last kept), for plots."""
+    pts = np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], axis=1)
+    keep = np.concatenate([[True], np.any(np.diff(pts, axis=0) != 0, axis=1)])
+    pts = pts[keep]
+    if len(pts) > max_points:
+        idx = np.unique(np.concatenate([np.linspace(0, len(pts) - 1, max_points).round().astype(int), [len(pts) - 1]]))
+        pts = pts[idx]
+    return pts[:, 0].tolist(), pts[:, 1].tolist()
 
 
 def integrate_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:

@@ -36,6 +36,12 @@ class EvaluationResult:
     experiment: str = "anomaly-ae"  # the model's MLflow experiment (config tracking.experiment)
     mlflow_run_id: str | None = None  # the MLflow run that trained the model, if it was tracked
     self_check: dict[str, Any] | None = None  # the model's label-free estimate at training (train_info_)
+    #: curves for the report, thinned: ``pixel_roc`` ``{"fpr", "tpr"}`` and ``pro`` ``{"fpr", "pro"}``
+    #: (all test pixels; empty without masks)
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    model_dir: Path | None = None
+    config_summary: dict[str, str] = field(default_factory=dict)  # architecture, size, scoring, threshold rule
+    evaluated_at: str = ""  # ISO 8601, UTC
 
     @property
     def partial(self) -> bool:

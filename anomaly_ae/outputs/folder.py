@@ -15,23 +15,26 @@ already scored (:mod:`anomaly_ae.outputs.score_run`); what may be written and re
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from anomaly_ae.data.images import list_images
 from anomaly_ae.detector import Detector, ScoredFile
-from anomaly_ae.fileio import MANIFEST_NAME, output_path, write_npy_atomic, write_png_atomic
+from anomaly_ae.fileio import MANIFEST_NAME, output_name, output_path, write_npy_atomic, write_png_atomic
 from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir
-from anomaly_ae.outputs.overlays import heatmap_overlay
+from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
 from anomaly_ae.outputs.score_run import OUTPUTS, ScoreRun, relative_key, start
-from anomaly_ae.outputs.scores_csv import ScoresCsv
+from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores
 from anomaly_ae.outputs.writers import OrderedOutputs
+from anomaly_ae.progress import Bar, Progress, as_progress
 
 if TYPE_CHECKING:
     from anomaly_ae.postprocessing import PostProcessor
@@ -92,10 +95,12 @@ def score_folder(
     heatmaps: bool = True,
     masks: bool = True,
     raw_maps: bool = False,
+    legend: bool = True,
     resume: bool = True,
     overwrite: bool = False,
     max_megapixels: float | None = None,
     progress: FolderProgress | None = None,
+    verbose: int | Progress = 0,
 ) -> ScoreSummary:
     """Score every image under ``input_dir`` (recursively) into ``out_dir``: ``scores.csv`` + outputs.
 
@@ -105,10 +110,13 @@ def score_folder(
         batch_size: images per model call (default ``scoring.batch_size``).
         heatmaps, masks, raw_maps: write ``heatmaps/<rel>.png`` overlays, ``masks/<rel>.png`` (0/255
             from the pixel threshold), ``maps/<rel>.npy`` float32 anomaly maps.
+        legend: put a legend strip under each heatmap (:func:`~anomaly_ae.outputs.overlays.with_legend`).
         resume: keep the rows of an earlier run into ``out_dir`` and score the rest.
         overwrite: start over, removing only the scores and maps an earlier run wrote.
         max_megapixels: refuse larger images from their header (default 100).
         progress: receives warnings and per-file progress (see :class:`FolderProgress`).
+        verbose: without ``progress``: 1 shows a bar (count, images/s, ETA) and a line per failed
+            file on stderr, 0 warnings only (see :class:`~anomaly_ae.progress.Progress`).
 
     Raises:
         OutputConflict: ``out_dir`` is unusable or holds results that may not be mixed or replaced.
@@ -117,7 +125,8 @@ def score_folder(
     """
     input_dir, out = Path(input_dir), Path(out_dir)
     det, run_dir = _detector(detector_or_run_dir)
-    warn = _Warnings(progress)
+    listener = progress or BarProgress(as_progress(verbose), out)
+    warn = _Warnings(listener)
     check_out_dir(out, {"model directory": run_dir, "input folder": input_dir})
     if (input_dir / MANIFEST_NAME).is_file():
         warn(f"INPUT_DIR {input_dir} is a folder anomaly-ae wrote (its heatmaps/masks are scored as inputs)")
@@ -127,24 +136,172 @@ def score_folder(
         warn(line)
     if not paths:
         raise NoImagesError(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
-    kinds = [k for k, on in (("heatmaps", heatmaps), ("masks", masks), ("maps", raw_maps)) if on]
+    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels)
+    summary = _score_into(det, run_dir, input_dir, paths, out, options, listener, warn)
+    summary.problems = problems
+    return summary
+
+
+def score_files(
+    detector_or_run_dir: Detector | str | Path,
+    files: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    *,
+    batch_size: int | None = None,
+    heatmaps: bool = True,
+    masks: bool = True,
+    raw_maps: bool = False,
+    legend: bool = True,
+    resume: bool = True,
+    overwrite: bool = False,
+    max_megapixels: float | None = None,
+    verbose: int | Progress = 0,
+) -> list[Verdict]:
+    """Score the image files ``files``: one :class:`Verdict` each, in order.
+
+    Without ``out_dir`` nothing is written. With it, ``scores.csv`` and the outputs are written and
+    resumed exactly as :func:`score_folder` does, keyed by each file's path relative to the files'
+    common folder. Options as :func:`score_folder`'s.
+
+    Raises:
+        OutputConflict, ModelDirError: as :func:`score_folder`.
+        NoImagesError: ``files`` is empty.
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise NoImagesError("no image files to score")
+    det, run_dir = _detector(detector_or_run_dir, need_dir=out_dir is not None)
+    root = Path(os.path.commonpath([p.absolute().parent for p in paths]))
+    progress = as_progress(verbose)
+    if out_dir is None:
+        if det is None:
+            progress.stage(f"loading the model {run_dir}")
+            det = Detector.load(run_dir)
+        with progress.bar("scoring", total=len(paths)) as bar:
+            verdicts = []
+            for item in det.iter_score(paths, batch_size, max_pixels=_pixels(max_megapixels)):
+                verdicts.append(_verdict(det, item.path, item.score, item.error, {}))
+                bar.advance()
+        return verdicts
+    out = Path(out_dir)
+    listener = BarProgress(progress, out)
+    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels)
+    summary = _score_into(det, run_dir, root, [p.absolute() for p in paths], out, options, listener,
+                          _Warnings(listener))
+    rows = {r[0]: dict(zip(CSV_COLUMNS, r, strict=False)) for r in read_scores(summary.scores_csv)}
+    det = det or Detector.load(run_dir)
+    verdicts = []
+    for p in paths:
+        key = relative_key(p.absolute(), root)
+        row = rows.get(key, {})
+        score = float(row["score"]) if row.get("score") else None
+        files_out = {kind: out / kind / output_name(key, OUTPUTS[kind]) for kind in summary.outputs
+                     if score is not None}
+        verdicts.append(_verdict(det, p, score, row.get("error") or (None if row else "not scored"), files_out))
+    return verdicts
+
+
+@dataclass
+class Verdict:
+    """One file's result: its score (``None`` when it failed), normalised score, verdict and files written."""
+
+    path: Path
+    score: float | None
+    normalized: float | None  # on [0, 1], the image threshold at 0.5
+    is_anomaly: bool | None
+    threshold: float
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)  # heatmaps / masks / maps -> file
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths as strings."""
+        return {"path": str(self.path), "score": self.score, "normalized_score": self.normalized,
+                "is_anomaly": self.is_anomaly, "threshold": self.threshold, "error": self.error,
+                "outputs": {k: str(v) for k, v in self.outputs.items()}}
+
+
+def _verdict(det: Detector, path: Path, score: float | None, error: str | None, outputs: dict[str, Path]) -> Verdict:
+    post = det.postprocessor_
+    if score is None:
+        return Verdict(path, None, None, None, post.threshold, error or "not scored")
+    return Verdict(path, score, float(post.normalize(np.array([score]))[0]), bool(post.is_anomalous(score)),
+                   post.threshold, None, outputs)
+
+
+def _pixels(max_megapixels: float | None) -> int | None:
+    return None if max_megapixels is None else int(max_megapixels * 1e6)
+
+
+@dataclass
+class _Options:
+    batch_size: int | None
+    heatmaps: bool
+    masks: bool
+    raw_maps: bool
+    legend: bool
+    resume: bool
+    overwrite: bool
+    max_megapixels: float | None
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k, on in (("heatmaps", self.heatmaps), ("masks", self.masks), ("maps", self.raw_maps)) if on]
+
+
+def _score_into(det: Detector | None, run_dir: Path, input_dir: Path, paths: list[Path], out: Path,
+                options: _Options, progress: FolderProgress, warn: _Warnings) -> ScoreSummary:
+    """Score ``paths`` (under ``input_dir``) into ``out``, resuming an earlier run there."""
+    kinds = options.kinds
     created = not out.exists()
     try:
         if det is None:
+            if isinstance(progress, BarProgress):
+                progress.progress.stage(f"loading the model {run_dir}")
             det = Detector.load(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         with OutDirLock(out):
-            state = start(out, run_dir, input_dir, paths, kinds, resume=resume, overwrite=overwrite)
+            state = start(out, run_dir, input_dir, paths, kinds, resume=options.resume, overwrite=options.overwrite)
             for line in state.notes:
                 warn(line)
-            if progress is not None:
-                progress.started(len(state.todo), len(state.keep) if state.resumed else None)
-            counts = _score_todo(det, state, input_dir, out, kinds, batch_size, max_megapixels, progress)
+            progress.started(len(state.todo), len(state.keep) if state.resumed else None)
+            try:
+                counts = _score_todo(det, state, input_dir, out, kinds, options, progress)
+            finally:
+                if hasattr(progress, "close"):
+                    progress.close()
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run refused before writing anything leaves no empty folder behind
         raise
-    return ScoreSummary(out, *counts, len(state.keep), det.postprocessor_.threshold, kinds, warn.lines, problems)
+    return ScoreSummary(out, *counts, len(state.keep), det.postprocessor_.threshold, kinds, warn.lines)
+
+
+class BarProgress:
+    """The :class:`FolderProgress` of ``verbose``: warnings, the resume line, a bar and one line per failed file."""
+
+    def __init__(self, progress: Progress, out: Path) -> None:
+        self.progress, self.out = progress, out
+        self._stack = contextlib.ExitStack()
+        self._bar: Bar | None = None
+
+    def warning(self, line: str) -> None:
+        self.progress.warning(line)
+
+    def started(self, todo: int, kept: int | None) -> None:
+        if kept is not None:
+            self.progress.stage(f"resuming: {kept} already scored in {self.out}, {todo} to go")
+        else:
+            self.progress.stage(f"scoring {todo} images into {self.out}")
+        self._bar = self._stack.enter_context(self.progress.bar("scoring", total=todo))
+
+    def done(self, rel: str, error: str | None) -> None:
+        if error is not None:
+            self.progress.warning(f"{rel}: {error}", label="failed")
+        if self._bar is not None:
+            self._bar.advance()
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 class _Warnings:
@@ -160,11 +317,11 @@ class _Warnings:
             self.progress.warning(line)
 
 
-def _detector(detector_or_run_dir: Detector | str | Path) -> tuple[Detector | None, Path]:
+def _detector(detector_or_run_dir: Detector | str | Path, need_dir: bool = True) -> tuple[Detector | None, Path]:
     """``(detector or None to load, its model directory)``."""
     if isinstance(detector_or_run_dir, Detector):
         run_dir = getattr(detector_or_run_dir, "source_dir_", None)
-        if run_dir is None:
+        if run_dir is None and need_dir:
             raise ValueError("score_folder records which model directory scored a folder (so that a rerun resumes "
                              "the same model): save the detector first, or pass its model directory")
         detector_or_run_dir.check_fitted(need_threshold=True)
@@ -173,8 +330,7 @@ def _detector(detector_or_run_dir: Detector | str | Path) -> tuple[Detector | No
 
 
 def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kinds: list[str],
-                batch_size: int | None, max_megapixels: float | None, progress: FolderProgress | None,
-                ) -> tuple[int, int, int]:
+                options: _Options, progress: FolderProgress) -> tuple[int, int, int]:
     """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
     post = det.postprocessor_
     counts = {"ok": len(state.keep), "failed": 0, "anomalous": sum(r[2] == "true" for r in state.keep)}
@@ -189,13 +345,11 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
             counts["ok"] += 1
             counts["anomalous"] += int(post.is_anomalous(item.score))
             csv_out.write(rel, item.score, post.threshold, "", item.stat)
-        if progress is not None:
-            progress.done(rel, error)
+        progress.done(rel, error)
 
     budget = det.config.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
-    max_pixels = None if max_megapixels is None else int(max_megapixels * 1e6)
     with OrderedOutputs(max_pending_cost=budget) as writer:
-        for item in det.iter_score(state.todo, batch_size, max_pixels=max_pixels):
+        for item in det.iter_score(state.todo, options.batch_size, max_pixels=_pixels(options.max_megapixels)):
             rel = relative_key(item.path, input_dir)
             try:  # outputs never land outside OUT_DIR (e.g. through a link planted in it)
                 targets = {kind: output_path(out / kind, rel, OUTPUTS[kind]) for kind in kinds}
@@ -203,7 +357,8 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
                 item.error = item.error or str(err)
             problem: dict[str, str] = {}
             if item.error is None:
-                writer.submit(_outputs_of(item.image, item.amap, targets, post, problem),
+                legend = item.score if options.legend else None
+                writer.submit(_outputs_of(item.image, item.amap, targets, post, problem, legend),
                               partial(row, rel, item, problem), cost=item.image.nbytes + item.amap.nbytes)
             else:
                 writer.submit(None, partial(row, rel, item, problem))
@@ -212,13 +367,20 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
 
 
 def _outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], post: PostProcessor,
-                problem: dict[str, str]) -> Callable[[], None]:
-    """The work of writing one input's outputs (run in a worker thread while the model scores on)."""
+                problem: dict[str, str], legend_score: float | None = None) -> Callable[[], None]:
+    """The work of writing one input's outputs (run in a worker thread while the model scores on).
+
+    ``legend_score``: the image's score, to draw the legend strip under its heatmap (``None``: no strip).
+    """
 
     def work() -> None:
         try:
             if "heatmaps" in targets:
-                write_png_atomic(targets["heatmaps"], heatmap_overlay(image, amap, post.heatmap_range))
+                overlay = heatmap_overlay(image, amap, post.heatmap_range)
+                if legend_score is not None:
+                    overlay = with_legend(overlay, post.heatmap_range, post.pixel_threshold, legend_score,
+                                          post.threshold)
+                write_png_atomic(targets["heatmaps"], overlay)
             if "masks" in targets:
                 write_png_atomic(targets["masks"], post.defect_mask(amap).astype(np.uint8) * 255)
             if "maps" in targets:
@@ -231,4 +393,5 @@ def _outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], p
     return work
 
 
-__all__ = ["FolderProgress", "NoImagesError", "OutputConflict", "ScoreSummary", "score_folder"]
+__all__ = ["BarProgress", "FolderProgress", "NoImagesError", "OutputConflict", "ScoreSummary", "Verdict",
+           "score_files", "score_folder"]

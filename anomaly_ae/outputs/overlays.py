@@ -30,6 +30,44 @@ def heatmap_overlay(
     return cv2.addWeighted(base, 1.0 - alpha, colour, alpha, 0.0)
 
 
+#: narrowest legend strip: below this the text would not fit, so a narrow image is padded (white) to it
+LEGEND_MIN_WIDTH = 360
+
+
+def with_legend(
+    overlay: np.ndarray, value_range: tuple[float, float], pixel_threshold: float, score: float, threshold: float,
+) -> np.ndarray:
+    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(H + h, max(W, 360), 3)``.
+
+    The strip holds the colour bar of :func:`heatmap_overlay` from ``value_range[0]`` (blue) to
+    ``value_range[1]`` (red), the pixel threshold marked on it (pixels at or above it are in the
+    defect mask), and the image score against the image threshold with the verdict. The overlay's
+    own pixels are unchanged (top-left ``H x W``).
+    """
+    h, w = overlay.shape[:2]
+    width = max(w, LEGEND_MIN_WIDTH)
+    strip_h = 46
+    canvas = np.full((h + strip_h, width, 3), 255, np.uint8)
+    canvas[:h, :w] = overlay
+    lo, hi = value_range
+    x0, x1, y0 = 8, width - 8, h + 6
+    ramp = cv2.applyColorMap(np.linspace(0, 255, x1 - x0).astype(np.uint8)[None, :], cv2.COLORMAP_JET)
+    canvas[y0 : y0 + 10, x0:x1] = ramp
+    at = x0 + int(round(np.clip((pixel_threshold - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (x1 - x0 - 1)))
+    cv2.line(canvas, (at, y0 - 3), (at, y0 + 12), (0, 0, 0), 2)
+    font, small = cv2.FONT_HERSHEY_SIMPLEX, 0.38
+    cv2.putText(canvas, f"{lo:.3g}", (x0, y0 + 22), font, small, (0, 0, 0), 1, cv2.LINE_AA)
+    label = f"pixel threshold {pixel_threshold:.3g}"
+    (tw, _), _ = cv2.getTextSize(label, font, small, 1)
+    cv2.putText(canvas, label, (max(x0, min(at - tw // 2, x1 - tw)), y0 + 22), font, small, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    anomalous = score > threshold
+    verdict = f"score {score:.4g} vs threshold {threshold:.4g}: {'ANOMALOUS' if anomalous else 'good'}"
+    cv2.putText(canvas, verdict, (x0, y0 + 36), font, small + 0.04, (0, 0, 200) if anomalous else (0, 120, 0), 1,
+                cv2.LINE_AA)
+    return canvas
+
+
 def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
     """uint8 ``(N, H, W, C)`` RGB/gray images tiled into one BGR/gray uint8 image for ``cv2.imwrite``."""
     n, h, w, c = images.shape

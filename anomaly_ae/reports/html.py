@@ -31,38 +31,68 @@ def _fig_b64(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _curves(records: list[dict[str, Any]], threshold: float) -> list[tuple[str, str]]:
+def _curves(ev: EvaluationResult) -> list[tuple[str, str]]:
+    """Image ROC and PR, pixel ROC and PRO (with AUROC / AP / AUPRO in their legends), and the score histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    y = np.array([r["label"] for r in records], bool)
-    s = np.array([r["score"] for r in records])
+    m = ev.metrics
+    y = np.array([r["label"] for r in ev.records], bool)
+    s = np.array([r["score"] for r in ev.records])
     figs = []
+
+    def plot(title: str, x: Any, yv: Any, label: str, xlabel: str, ylabel: str, diagonal: bool = False,
+             limit: float | None = None) -> None:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(x, yv, label=label)
+        if diagonal:
+            ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+        if limit is not None:
+            ax.axvline(limit, color="grey", ls="--", lw=1, label=f"AUPRO limit (FPR {limit:g})")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.02))
+        ax.legend(loc="lower right", fontsize=8)
+        figs.append((title, _fig_b64(fig)))
+
     if y.any() and (~y).any():
         fpr, tpr, _ = roc_curve(y, s)
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.plot(fpr, tpr)
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="image ROC")
-        figs.append(("Image ROC", _fig_b64(fig)))
+        plot("image ROC", fpr, tpr, f"AUROC {m['image_auroc']:.4f}", "false-positive rate", "true-positive rate",
+             diagonal=True)
         p, r, _ = precision_recall_curve(y, s)
-        fig, ax = plt.subplots(figsize=(4, 4))
-        ax.plot(r, p)
-        ax.set(xlabel="recall", ylabel="precision", title="image precision-recall", ylim=(0, 1.02))
-        figs.append(("Image precision-recall", _fig_b64(fig)))
+        plot("image precision-recall", r, p, f"AP {m['image_ap']:.4f}", "recall", "precision")
+    if "pixel_roc" in ev.curves:
+        c = ev.curves["pixel_roc"]
+        plot("pixel ROC", c["fpr"], c["tpr"], f"pixel AUROC {m['pixel_auroc']:.4f}", "false-positive rate (pixels)",
+             "true-positive rate (pixels)", diagonal=True)
+    if "pro" in ev.curves:
+        c = ev.curves["pro"]
+        limit = m.get("pixel_aupro_max_fpr", 0.3)
+        plot("per-region overlap (PRO)", c["fpr"], c["pro"], f"AUPRO {m['pixel_aupro']:.4f}",
+             "false-positive rate (pixels)", "mean overlap of defect regions", limit=limit)
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.histogram_bin_edges(s, bins=40)
     ax.hist(s[~y], bins=bins, alpha=0.6, label="good")
     if y.any():
         ax.hist(s[y], bins=bins, alpha=0.6, label="defect")
-    ax.axvline(threshold, color="red", ls="--", label="threshold")
+    ax.axvline(ev.threshold, color="red", ls="--", label="threshold")
     ax.set(xlabel="image score", ylabel="images", title="scores")
     ax.legend()
     figs.append(("Score histogram", _fig_b64(fig)))
     return figs
+
+
+def _header(ev: EvaluationResult, dataset_dir: Path) -> str:
+    """Which model, run, data, date and configuration this report is for."""
+    rows = [("model", str(ev.model_dir) if ev.model_dir else "(not saved)"),
+            ("MLflow run", ev.mlflow_run_id or "(not tracked)"),
+            ("data set", str(dataset_dir)),
+            ("evaluated", ev.evaluated_at.replace("T", " ").replace("+00:00", " UTC") or "–"),
+            *ev.config_summary.items()]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td class=l><code>{html.escape(v)}</code></td></tr>"
+                   for k, v in rows)
+    return f'<table class="header">{body}</table>'
 
 
 def _gallery_rows(examples: list[Example]) -> list[dict[str, Any]]:
@@ -111,7 +141,7 @@ def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str
     """
     m = ev.metrics
     at = m["at_threshold"]
-    figs = _curves(ev.records, ev.threshold)
+    figs = _curves(ev)
     fn, fp = _gallery_rows(ev.false_negatives), _gallery_rows(ev.false_positives)
 
     def gallery(rows: list[dict[str, Any]], what: str) -> str:
@@ -132,9 +162,11 @@ def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>anomaly-ae evaluation {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} figure{{display:inline-block;margin:4px}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td.l{{text-align:left}}
+.header th{{text-align:left;background:#f4f4f4}} figure{{display:inline-block;margin:4px}}
 figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}</style></head><body>
 <h1>anomaly-ae evaluation {html.escape(title)}</h1>
+{_header(ev, dataset_dir)}
 <p>Dataset <code>{html.escape(str(dataset_dir))}</code>: {m['counts']['good']} good and
 {m['counts']['anomalous']} anomalous test images ({m['counts']['with_masks']} with masks,
 {m['counts']['regions']} defect regions); {m['counts']['failed']} unreadable.</p>
