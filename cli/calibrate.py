@@ -7,11 +7,26 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, note
+from cli.choices import PixelMethod, ThresholdMethod, value
+from cli.common import EXIT_PARTIAL, Json, Quiet, fail_usage, loading, note, print_json, print_summary, reporter
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector
     from anomaly_ae.config import ThresholdConfig
+
+
+EXAMPLES = """Examples:
+
+  anomaly-ae calibrate runs/a --good holdout/good
+
+  anomaly-ae calibrate runs/a --good holdout/good --method mad --mad-k 4
+
+  anomaly-ae calibrate runs/a --good holdout/good --anomalous holdout/bad --method f1 --json
+
+  anomaly-ae calibrate runs/a --good holdout/good --select-scoring
+"""
+
+FROM_MODEL = "the model's setting"
 
 
 def calibrate(
@@ -22,40 +37,53 @@ def calibrate(
         Path | None,
         typer.Option(help="Masks of the anomalous images: <relative path stem>_mask.png (for --pixel-method f1)."),
     ] = None,
-    method: Annotated[str | None, typer.Option(help="quantile | mad | max | f1")] = None,
-    quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="q of the quantile method.")] = None,
-    mad_k: Annotated[float | None, typer.Option(help="k of median + k * 1.4826 * MAD.")] = None,
-    pixel_method: Annotated[str | None, typer.Option(help="quantile | f1")] = None,
-    pixel_quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    method: Annotated[ThresholdMethod | None, typer.Option(help="Image threshold rule.",
+                                                           show_default=FROM_MODEL)] = None,
+    quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="q of the quantile method.",
+                                                   show_default=FROM_MODEL)] = None,
+    mad_k: Annotated[float | None, typer.Option(help="k of median + k * 1.4826 * MAD.", show_default=FROM_MODEL)
+                     ] = None,
+    pixel_method: Annotated[PixelMethod | None, typer.Option(help="Pixel threshold rule.",
+                                                             show_default=FROM_MODEL)] = None,
+    pixel_quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="q of the pixel quantile method.",
+                                                         show_default=FROM_MODEL)] = None,
     select_scoring: Annotated[bool, typer.Option(
         "--select-scoring", help="First pick map metric, smoothing and reduction by the self-check on --good "
         "(synthetic defects, no labels), as scoring.select: auto does at training.")] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
 ) -> None:
     """Recalibrate image and pixel thresholds and print the expected false-alarm rate."""
     for name, folder in (("RUN_DIR", run_dir), ("--good", good), ("--anomalous", anomalous), ("--masks", masks)):
         if folder is not None and not folder.is_dir():
             fail_usage(f"{name} {folder} is not a folder")
-
+    loading(quiet)
     from anomaly_ae import Detector, ModelDirError
 
     try:
         det = Detector.load(run_dir)
     except ModelDirError as err:
         fail_usage(str(err))
-    new = _settings(det, {"method": method, "quantile": quantile, "mad_k": mad_k, "pixel_method": pixel_method,
-                          "pixel_quantile": pixel_quantile})
+    new = _settings(det, {"method": value(method), "quantile": quantile, "mad_k": mad_k,
+                          "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile})
     failed: list[str] = []
     good_images, bad_images, bad_masks = _read(det, good, anomalous, masks, failed)
+    progress = reporter(quiet)
     try:
         if select_scoring:
+            progress.stage(f"choosing the scoring by the self-check on {len(good_images)} good images")
             det.tune(good_images)
+        progress.stage(f"calibrating on {len(good_images)} good images")
         det.calibrate(good_images, bad_images, bad_masks, threshold=new)
     except ValueError as err:
         fail_usage(str(err))
     det.save_calibration(run_dir)
-    _print(det, run_dir)
+    summary = _summary(det, run_dir, failed)
+    if json_out:
+        print_json(summary)
+    else:
+        print_summary(_rows(summary))
     if failed:
-        note(f"{len(failed)} file(s) could not be read", "yellow", "and were left out")
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -93,17 +121,36 @@ def _read(det: Detector, good: Path, anomalous: Path | None, masks: Path | None,
     return good_read.images, (bad.images if bad else None), bad_masks
 
 
-def _print(det: Detector, run_dir: Path) -> None:
-    st, method = det.score_stats_, det.config.threshold
-    console.print(f"image threshold {det.threshold_:.6g} ({method.method}) from {st.count} good images "
-                  f"(median {st.quantiles['q0.5']:.4g}, max {st.max:.4g})")
-    console.print(f"pixel threshold {det.pixel_threshold_:.6g} ({method.pixel_method})")
-    console.print(f"expected false-alarm rate on new good images: {det.expected_fpr_:.2%} "
-                  f"(at most (m + 1) / (n + 1) with m of n calibration scores above the threshold)")
+def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
+    """The ``--json`` object of ``calibrate`` (keys documented in the README, 'Machine-readable output')."""
+    st, t, s = det.score_stats_, det.config.threshold, det.config.scoring
     check = det.train_info_.get("self_check") or {}
-    if check.get("selected"):
-        s = det.config.scoring
-        console.print(f"self-check      {s.metric} map, sigma {s.smoothing_sigma:g}, {s.reduction}: synthetic image "
-                      f"AUROC {check['image_auroc']:.3f}, pixel AUROC {check['pixel_auroc']:.3f}, "
-                      f"AUPRO {check['aupro']:.3f} (best of {check['candidates']})")
-    console.print(f"updated         {run_dir / 'detector.json'}")
+    return {
+        "model_dir": str(run_dir), "threshold": det.threshold_, "method": t.method,
+        "pixel_threshold": det.pixel_threshold_, "pixel_method": t.pixel_method,
+        "expected_fpr": det.expected_fpr_, "n_good": st.count, "good_score_median": st.quantiles["q0.5"],
+        "good_score_max": st.max,
+        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
+        "self_check": {k: check[k] for k in ("image_auroc", "pixel_auroc", "aupro", "selected", "candidates")
+                       if k in check} or None,
+        "skipped": failed, "updated": str(run_dir / "detector.json"),
+    }
+
+
+def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("image threshold", f"{j['threshold']:.6g} ({j['method']}) from {j['n_good']} good images (median "
+                            f"{j['good_score_median']:.4g}, max {j['good_score_max']:.4g})"),
+        ("pixel threshold", f"{j['pixel_threshold']:.6g} ({j['pixel_method']})"),
+        ("false alarms", f"expected false-alarm rate on new good images: {j['expected_fpr']:.2%} (at most "
+                         "(m + 1) / (n + 1) with m of n calibration scores above the threshold)"),
+    ]
+    c, sc = j["self_check"], j["scoring"]
+    if c and c.get("selected"):
+        rows.append(("self-check", f"{sc['metric']} map, sigma {sc['smoothing_sigma']:g}, {sc['reduction']}: "
+                     f"synthetic image AUROC {c['image_auroc']:.3f}, pixel AUROC {c['pixel_auroc']:.3f}, "
+                     f"AUPRO {c['aupro']:.3f} (best of {c.get('candidates')})"))
+    if j["skipped"]:
+        rows.append(("skipped", f"{len(j['skipped'])} unreadable file(s), listed above"))
+    rows.append(("updated", j["updated"]))
+    return rows

@@ -8,9 +8,12 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
+import typer
 from rich.console import Console
+
+from anomaly_ae.fileio import display_name  # light: the standard library only
 
 
 class _PlainConsole(Console):
@@ -19,12 +22,12 @@ class _PlainConsole(Console):
     only from :func:`note`."""
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
-        from anomaly_ae.fileio import display_name
-
         super().print(*(display_name(o) if isinstance(o, str) else o for o in objects), **kwargs)
 
 
 console = _PlainConsole(stderr=True, soft_wrap=True, markup=False)
+#: results (summaries, verdict lines, ``--json``) go to stdout; progress, warnings and errors to stderr
+results = _PlainConsole(soft_wrap=True, markup=False, highlight=False)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -32,6 +35,74 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the work itself failed (e.g. training diverged); the message says why
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+
+
+#: ``--quiet`` / ``-q`` and ``--json``, the same on every command that runs long
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or stage lines (warnings, errors and "
+                                     "results still show).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the result lines "
+                                    "(keys: README, 'Machine-readable output').")]
+
+
+def reporter(quiet: bool) -> Any:
+    """The library's :class:`anomaly_ae.progress.Progress` on stderr, silent but for warnings with ``--quiet``."""
+    from anomaly_ae.progress import Progress
+
+    return Progress(verbose=0 if quiet else 1, console=console)
+
+
+def loading(quiet: bool, what: str = "") -> None:
+    """A first line within a second of start, before the seconds of importing Keras and TensorFlow."""
+    if quiet:
+        return
+    from rich.text import Text
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    console.print(Text("· ", style="dim") + Text(f"loading Keras ({backend} backend){what}"))
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on stdout (paths as strings, NaN as null)."""
+    import json
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        if isinstance(v, int | float | str | bool) or v is None:
+            return v
+        return str(v)
+
+    sys.stdout.write(json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_summary(rows: list[tuple[str, str]], title: str = "") -> None:
+    """Result rows on stdout: a table on a terminal, ``label  value`` lines elsewhere (logs, pipes, grep)."""
+    if results.is_terminal:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, title=title or None, show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for label, value in rows:
+            table.add_row(label, display_name(value))
+        results.print(table)
+        return
+    for label, value in rows:
+        results.print(f"{label:<14} {value}")
+
+
+def invoked_command(drop: tuple[str, ...] = ("--overwrite",)) -> str:
+    """The command line as typed (``anomaly-ae ...``), less the options in ``drop``, quoted for a shell."""
+    import shlex
+
+    return shlex.join(["anomaly-ae", *(a for a in sys.argv[1:] if a not in drop)])
 
 
 def note(label: str, style: str, message: str = "") -> None:
@@ -68,10 +139,11 @@ _AFTER_FULL_DISK = {"train": "free some space, then continue with 'anomaly-ae tr
                              "already checkpointed are kept)"}
 
 
-#: what to do after Ctrl-C, per command (default: the output folder was left as it was)
+#: what was kept after Ctrl-C, per command, and how to go on ({command}: the command line as typed,
+#: less --overwrite); default: the output folder was left as it was
 _AFTER_INTERRUPT = {
-    "score": "rerun the same command to resume: the rows already written are kept",
-    "train": "continue with 'anomaly-ae train --resume RUN_DIR' (from the last finished epoch)",
+    "score": "the rows already written are kept; continue with: {command}",
+    "train": "nothing was written yet; start again with: {command}",
     "calibrate": "the model directory keeps its earlier thresholds unless 'updated' was printed",
 }
 
@@ -98,8 +170,9 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
-            note("interrupted:", "yellow", _AFTER_INTERRUPT.get(
-                command.__name__, "nothing was written to --out (outputs are moved into place only when complete)"))
+            after = _AFTER_INTERRUPT.get(
+                command.__name__, "nothing was written to --out (outputs are moved into place only when complete)")
+            note("interrupted:", "yellow", after.format(command=invoked_command()))
             raise typer.Exit(130) from None
         except OSError as err:
             note("error:", "red", os_error_message(err, command.__name__))
@@ -174,11 +247,12 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 
 @contextlib.contextmanager
 def open_tracker(experiment: str, run_name: str, no_track: bool, run_id: str | None = None,
-                 resumed_run: bool = False, show_store: bool = True) -> Iterator[Any]:
+                 resumed_run: bool = False, show_store: bool = True, announce: bool = True) -> Iterator[Any]:
     """The run's tracker: ``NullTracker`` with ``--no-track``, else an MLflow run in :func:`tracking_uri`.
 
     A server that fails falls back to the local store; a store that cannot be written turns tracking
-    off with one warning. The run id and how to view a local store are printed when the run ends well.
+    off with one warning. With ``announce``, the run id and how to view a local store are printed
+    (stderr) when the run ends well.
     """
     from anomaly_ae.tracking import MlflowTracker, NullTracker
 
@@ -189,7 +263,7 @@ def open_tracker(experiment: str, run_name: str, no_track: bool, run_id: str | N
     with MlflowTracker(uri, experiment, run_name=run_name, run_id=run_id, end_resumed_run=resumed_run,
                        fallback_uri=fallback_uri(uri), on_fallback=warn, off_on_failure=True) as tracker:
         yield tracker
-        if tracker.disabled:
+        if tracker.disabled or not announce:
             return
         if not show_store:
             console.print(f"MLflow run     {tracker.run_id}")

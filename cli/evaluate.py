@@ -7,10 +7,32 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, fallback_uri, note, progress_bar, tracking_uri, warn
+from cli.common import (
+    EXIT_PARTIAL,
+    Json,
+    Quiet,
+    fail_usage,
+    fallback_uri,
+    loading,
+    note,
+    print_json,
+    print_summary,
+    reporter,
+    results,
+    tracking_uri,
+    warn,
+)
 
 if TYPE_CHECKING:
     from anomaly_ae import EvaluationResult
+
+
+EXAMPLES = """Examples:
+
+  anomaly-ae evaluate runs/a ../shared/data/bsdata_pitting --out eval/a
+
+  anomaly-ae evaluate runs/a datasets/bottle --out eval/bottle --max-fpr 0.05 --no-track --json
+"""
 
 
 def evaluate(
@@ -21,28 +43,35 @@ def evaluate(
     max_fpr: Annotated[float, typer.Option(min=0.01, max=1.0, help="AUPRO integration limit.")] = 0.3,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier evaluation in --out (other files stay).")] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
 ) -> None:
     """Image and pixel metrics of a model on a labelled test set, and an HTML report."""
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
     if not (dataset_dir / "test").is_dir():
         fail_usage(f"DATASET_DIR {dataset_dir} has no 'test' folder (MVTec AD layout expected)")
+    loading(quiet)
 
     from anomaly_ae import ModelDirError, OutputConflict
     from anomaly_ae import evaluate as run_evaluation
 
     try:
-        with progress_bar("evaluating") as advance:
-            ev = run_evaluation(run_dir, dataset_dir, out, max_fpr=max_fpr, overwrite=overwrite, progress=advance)
+        ev = run_evaluation(run_dir, dataset_dir, out, max_fpr=max_fpr, overwrite=overwrite,
+                            verbose=reporter(quiet))
     except (ModelDirError, FileNotFoundError, OutputConflict) as err:
         fail_usage(str(err))
-    _print(ev, dataset_dir, out)
-    if not no_track:
-        _log(ev, out)
+    _missing_masks(ev, dataset_dir)
+    tracked = None if no_track else _log(ev, out)
+    for f in ev.failures:
+        note("failed", "yellow", f"{f['path']}: {f['error']}")
+    if json_out:
+        print_json({"metrics": ev.metrics, "threshold": ev.threshold, "threshold_method": ev.threshold_method,
+                    "metrics_json": out / "metrics.json", "report_html": out / "report.html",
+                    "failures": ev.failures, "mlflow": tracked, "partial": ev.partial})
+    else:
+        _print(ev, out, tracked)
     if ev.failures:
-        for f in ev.failures:
-            note("failed", "yellow", f"{f['path']}: {f['error']}")
-        note(f"{len(ev.failures)} unreadable file(s)", "yellow", "listed in metrics.json")
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -51,29 +80,34 @@ def _fmt(metrics: dict[str, Any], key: str) -> str:
     return f"{v:.4f}" if isinstance(v, float) else "n/a"
 
 
-def _print(ev: EvaluationResult, dataset_dir: Path, out: Path) -> None:
-    m = ev.metrics
-    console.print(f"image AUROC {_fmt(m, 'image_auroc')}   image F1-max {_fmt(m, 'image_f1_max')}   "
-                  f"pixel AUROC {_fmt(m, 'pixel_auroc')}   pixel AUPRO {_fmt(m, 'pixel_aupro')}")
-    for defect, dm in m.get("per_defect", {}).items():
-        console.print(f"  {defect:<12} image AUROC {_fmt(dm, 'image_auroc')}   pixel AUROC {_fmt(dm, 'pixel_auroc')}"
-                      f"   pixel AUPRO {_fmt(dm, 'pixel_aupro')}")
-    counts = m["counts"]
+def _missing_masks(ev: EvaluationResult, dataset_dir: Path) -> None:
+    counts = ev.metrics["counts"]
     if counts["anomalous"] > counts["with_masks"] and (dataset_dir / "ground_truth").is_dir():
         warn(f"{counts['anomalous'] - counts['with_masks']} of {counts['anomalous']} anomalous images have no mask "
              "(expected ground_truth/<defect>/<stem>_mask.png): pixel metrics leave them out")
+
+
+def _print(ev: EvaluationResult, out: Path, tracked: str | None) -> None:
+    m = ev.metrics
+    results.print(f"image AUROC {_fmt(m, 'image_auroc')}   image F1-max {_fmt(m, 'image_f1_max')}   "
+                  f"pixel AUROC {_fmt(m, 'pixel_auroc')}   pixel AUPRO {_fmt(m, 'pixel_aupro')}")
+    for defect, dm in m.get("per_defect", {}).items():
+        results.print(f"  {defect:<12} image AUROC {_fmt(dm, 'image_auroc')}   pixel AUROC {_fmt(dm, 'pixel_auroc')}"
+                      f"   pixel AUPRO {_fmt(dm, 'pixel_aupro')}")
     at = m["at_threshold"]
-    console.print(f"at threshold {ev.threshold:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
-    console.print(f"metrics        {out / 'metrics.json'}")
-    console.print(f"report         {out / 'report.html'}")
+    results.print(f"at threshold {ev.threshold:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
+    rows = [("metrics", str(out / "metrics.json")), ("report", str(out / "report.html"))]
+    if tracked:
+        rows.append(("MLflow", tracked))
+    if ev.failures:
+        rows.append(("unreadable", f"{len(ev.failures)} file(s), listed above and in metrics.json"))
+    print_summary(rows)
 
 
-def _log(ev: EvaluationResult, out: Path) -> None:
+def _log(ev: EvaluationResult, out: Path) -> str | None:
     """Log to the model's MLflow run when it is in the current store, else to a new run."""
     from anomaly_ae.tracking import log_evaluation
 
     uri = tracking_uri()
-    line = log_evaluation(ev.metrics, [out / "metrics.json", out / "report.html"], ev.experiment, ev.mlflow_run_id,
+    return log_evaluation(ev.metrics, [out / "metrics.json", out / "report.html"], ev.experiment, ev.mlflow_run_id,
                           uri, fallback_uri(uri), on_fallback=warn)
-    if line:
-        console.print(f"MLflow         {line}")

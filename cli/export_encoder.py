@@ -7,16 +7,24 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, fail_usage
+from cli.choices import ExportFormat
+from cli.common import fail_usage, results
+
+EXAMPLES = """Examples:
+
+  anomaly-ae export-encoder runs/a --out encoders/a
+
+  anomaly-ae export-encoder runs/a --out encoders/a --format onnx --format savedmodel
+"""
 
 
 def export_encoder(
     run_dir: Annotated[Path, typer.Argument(help="Model directory of a conv, denoising or vae model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for encoder.keras, .weights.h5, .json.")],
     fmt: Annotated[
-        list[str] | None,
-        typer.Option("--format", "-f", help="Extra format: savedmodel | onnx (repeatable; keras and weights "
-                                            "are always written)."),
+        list[ExportFormat] | None,
+        typer.Option("--format", "-f", help="Extra format (repeatable; keras and weights are always written).",
+                     show_default="none"),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier encoder export in --out.")] = False,
 ) -> None:
@@ -28,9 +36,9 @@ def export_encoder(
     from anomaly_ae.deploy.encoder import export_encoder as run_export
 
     try:
-        info = run_export(run_dir, out, formats=fmt or (), overwrite=overwrite)
+        info = run_export(run_dir, out, formats=[f.value for f in fmt or ()], overwrite=overwrite)
     except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))
     for o in info["outputs"]:
-        console.print(f"  {o['name']:<24} {o['shape']}  (1/{o['downsampling']})")
-    console.print(f"encoder        {out / 'encoder.keras'}  (+ encoder.json: {', '.join(info['files'][1:])})")
+        results.print(f"  {o['name']:<24} {o['shape']}  (1/{o['downsampling']})")
+    results.print(f"encoder        {out / 'encoder.keras'}  (+ encoder.json: {', '.join(info['files'][1:])})")

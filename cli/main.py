@@ -11,21 +11,21 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import typer  # noqa: E402
 
-from cli.calibrate import calibrate  # noqa: E402
+from cli import calibrate as calibrate_cmd  # noqa: E402
+from cli import evaluate as evaluate_cmd  # noqa: E402
+from cli import export as export_cmd  # noqa: E402
+from cli import export_encoder as export_encoder_cmd  # noqa: E402
+from cli import sample as sample_cmd  # noqa: E402
+from cli import score as score_cmd  # noqa: E402
+from cli import train as train_cmd  # noqa: E402
 from cli.common import friendly_errors, silence_native_stderr  # noqa: E402
-from cli.evaluate import evaluate  # noqa: E402
-from cli.export import export  # noqa: E402
-from cli.export_encoder import export_encoder  # noqa: E402
-from cli.sample import sample  # noqa: E402
-from cli.score import score  # noqa: E402
 from cli.segment import segment_app  # noqa: E402
-from cli.train import train  # noqa: E402
 
 app = typer.Typer(
     name="anomaly-ae",
     help="Learn what good parts look like; find and localise defects by reconstruction error.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 
@@ -46,13 +46,13 @@ def _main(
     """anomaly-ae: autoencoder-based visual inspection (train on good images, score new ones)."""
 
 
-app.command("train")(friendly_errors(train))
-app.command("score")(friendly_errors(score))
-app.command("evaluate")(friendly_errors(evaluate))
-app.command("calibrate")(friendly_errors(calibrate))
-app.command("sample")(friendly_errors(sample))
-app.command("export")(friendly_errors(export))
-app.command("export-encoder")(friendly_errors(export_encoder))
+app.command("train", epilog=train_cmd.EXAMPLES)(friendly_errors(train_cmd.train))
+app.command("score", epilog=score_cmd.EXAMPLES)(friendly_errors(score_cmd.score))
+app.command("evaluate", epilog=evaluate_cmd.EXAMPLES)(friendly_errors(evaluate_cmd.evaluate))
+app.command("calibrate", epilog=calibrate_cmd.EXAMPLES)(friendly_errors(calibrate_cmd.calibrate))
+app.command("sample", epilog=sample_cmd.EXAMPLES)(friendly_errors(sample_cmd.sample))
+app.command("export", epilog=export_cmd.EXAMPLES)(friendly_errors(export_cmd.export))
+app.command("export-encoder", epilog=export_encoder_cmd.EXAMPLES)(friendly_errors(export_encoder_cmd.export_encoder))
 app.add_typer(segment_app, name="segment")
 
 

@@ -8,7 +8,12 @@ from typing import Annotated
 
 import typer
 
-from cli.common import console, fail_usage
+from cli.common import fail_usage, results
+
+EXAMPLES = """Examples:
+
+  anomaly-ae sample runs/vae --out samples.png --n 25 --seed 3
+"""
 
 
 def sample(
@@ -37,4 +42,4 @@ def sample(
     except ValueError as err:  # not a VAE
         fail_usage(f"{run_dir} {err}")
     write_png_atomic(out, image_grid(images))
-    console.print(f"wrote {n} samples to {out}")
+    results.print(f"wrote {n} samples to {out}")

@@ -1,88 +1,144 @@
-"""``anomaly-ae score RUN_DIR INPUT_DIR --out OUT_DIR``: scores.csv + heatmap overlays.
+"""``anomaly-ae score RUN_DIR INPUT... [--out OUT_DIR]``: scores.csv + heatmaps, or one verdict line per file.
 
-Calls :func:`anomaly_ae.score_folder`. Exit code 0 when every file scored, 3 when some files (or
-sub-folders) could not be read, 2 for usage errors, 1 when the run itself failed (disk full:
-rerunning the same command resumes).
+A folder goes through :func:`anomaly_ae.score_folder`, files (or a quoted glob) through
+:func:`anomaly_ae.score_files`. Results go to stdout, progress to stderr. Exit code 0 when every
+file scored, 3 when some files (or sub-folders) could not be read, 2 for usage errors, 1 when the
+run itself failed (disk full: rerunning the same command resumes).
 """
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, console, fail_usage, new_bar, note, warn
+from cli.common import EXIT_PARTIAL, Json, Quiet, fail_usage, loading, print_json, print_summary, reporter, results
+
+if TYPE_CHECKING:
+    from anomaly_ae import ScoreSummary, Verdict
+
+EXAMPLES = """Examples:
+
+  anomaly-ae score runs/a inspection/2026-11-27 --out scores/2026-11-27
+
+  anomaly-ae score runs/a part_0412.png
+
+  anomaly-ae score runs/a 'line3/*.png' --out scores/line3 --json
+
+  anomaly-ae score runs/a inspection/ --out scores/ --plain-heatmaps --no-masks -q
+"""
 
 
 def score(
     run_dir: Annotated[Path, typer.Argument(help="Model directory written by 'anomaly-ae train'.")],
-    input_dir: Annotated[Path, typer.Argument(help="Folder of images to score (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for scores.csv and heatmaps/.")],
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call.")] = None,
+    inputs: Annotated[list[Path], typer.Argument(
+        help="One folder (searched recursively), or image files, or a quoted glob such as 'line3/*.png'.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output folder for scores.csv, heatmaps/ and masks/ (needed for a folder).",
+        show_default="none: files are scored, nothing is written")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call.",
+                                                   show_default="scoring.batch_size of the model")] = None,
     heatmaps: Annotated[bool, typer.Option(help="Write heatmap overlays.")] = True,
+    plain_heatmaps: Annotated[bool, typer.Option(
+        "--plain-heatmaps", help="Heatmaps without the legend strip (colour bar, pixel threshold, score, verdict).")
+    ] = False,
     masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255) from the pixel threshold.")] = True,
     raw_maps: Annotated[bool, typer.Option("--raw-maps", help="Also save float32 anomaly maps as .npy.")] = False,
     resume: Annotated[bool, typer.Option(help="Keep the rows of an earlier run into OUT_DIR; score the rest.")] = True,
     overwrite: Annotated[
         bool, typer.Option(help="Start over: remove the scores and maps an earlier run wrote (nothing else).")
     ] = False,
-    max_megapixels: Annotated[
-        float | None, typer.Option(min=0.000001, help="Refuse larger images before decoding (default 100).")
-    ] = None,
+    max_megapixels: Annotated[float | None, typer.Option(
+        min=0.000001, help="Refuse larger images before decoding.", show_default="100")] = None,
+    quiet: Quiet = False,
+    json_out: Json = False,
 ) -> None:
-    """Score every image in INPUT_DIR with the model in RUN_DIR.
+    """Score a folder of images, or single files, with the model in RUN_DIR.
 
-    Rerunning the same command after an interruption keeps what is already scored and scores the rest.
+    A folder writes OUT_DIR/scores.csv with heatmaps and masks; rerunning the same command
+    after an interruption keeps what is already scored and scores the rest.
+    Files print one verdict line each: path, score, normalised score, anomalous yes/no, files written.
     """
     if not run_dir.is_dir():
         fail_usage(f"RUN_DIR {run_dir} is not a folder")
-    if not input_dir.is_dir():
-        fail_usage(f"INPUT_DIR {input_dir} is not a folder")
+    folder, files = _inputs(inputs, out)
+    loading(quiet)
+    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, score_files, score_folder
 
-    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, score_folder
-    from anomaly_ae.outputs.score_run import OUTPUTS
-
+    options = {"batch_size": batch_size, "heatmaps": heatmaps, "masks": masks, "raw_maps": raw_maps,
+               "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
+               "max_megapixels": max_megapixels, "verbose": reporter(quiet)}
     try:
-        with _Progress(out) as progress:
-            summary = score_folder(run_dir, input_dir, out, batch_size=batch_size, heatmaps=heatmaps, masks=masks,
-                                   raw_maps=raw_maps, resume=resume, overwrite=overwrite,
-                                   max_megapixels=max_megapixels, progress=progress)
+        if folder is not None:
+            summary = score_folder(run_dir, folder, out, **options)
+            partial = _print_folder(summary, json_out)
+        else:
+            partial = _print_files(score_files(run_dir, files, out, **options), out, json_out)
     except (ModelDirError, OutputConflict, NoImagesError) as err:
         fail_usage(str(err))
-    console.print(f"scored {summary.n_scored}, anomalous {summary.n_anomalous}, failed {summary.n_failed} "
-                  f"(threshold {summary.threshold:.6g})")
-    console.print(f"scores         {summary.scores_csv}")
-    for kind in summary.outputs:
-        console.print(f"{kind:<14} {out / kind}  (<relative path>{OUTPUTS[kind]}, e.g. a.jpg -> a.jpg{OUTPUTS[kind]})")
-    if summary.partial:
+    if partial:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-class _Progress:
-    """Warnings, the resume line, a transient progress bar and one line per failed file."""
+def _inputs(inputs: list[Path], out: Path | None) -> tuple[Path | None, list[Path]]:
+    """``(folder, [])`` or ``(None, files)``; quoted globs are expanded here, as a shell would."""
+    if len(inputs) == 1 and inputs[0].is_dir():
+        if out is None:
+            fail_usage(f"scoring the folder {inputs[0]} needs --out OUT_DIR (for scores.csv and the heatmaps)")
+        return inputs[0], []
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            fail_usage(f"{item} is a folder: give one folder, or files (not both)")
+        if item.exists() or item.is_symlink():
+            files.append(item)
+            continue
+        if not glob.has_magic(str(item)):
+            fail_usage(f"INPUT {item}: no such file or folder")
+        matched = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if not Path(m).is_dir())
+        if not matched:
+            fail_usage(f"INPUT {item}: no file matches")
+        files += matched
+    return None, files
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.bar = new_bar("scoring")
-        self.task: Any = None
 
-    def __enter__(self) -> _Progress:
-        return self
+def _print_folder(summary: ScoreSummary, json_out: bool) -> bool:
+    from anomaly_ae.outputs.score_run import OUTPUTS
 
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
+    out = summary.out_dir
+    if json_out:
+        print_json({"out_dir": out, "scores_csv": summary.scores_csv, "n_scored": summary.n_scored,
+                    "n_anomalous": summary.n_anomalous, "n_failed": summary.n_failed, "n_kept": summary.n_kept,
+                    "threshold": summary.threshold, "outputs": {k: out / k for k in summary.outputs},
+                    "warnings": summary.warnings + summary.problems, "partial": summary.partial})
+        return summary.partial
+    rows = [("result", f"scored {summary.n_scored}, anomalous {summary.n_anomalous}, failed {summary.n_failed} "
+                       f"(threshold {summary.threshold:.6g})"), ("scores", str(summary.scores_csv))]
+    rows += [(kind, f"{out / kind}  (<relative path>{OUTPUTS[kind]}, e.g. a.jpg -> a.jpg{OUTPUTS[kind]})")
+             for kind in summary.outputs]
+    print_summary(rows)
+    return summary.partial
 
-    def warning(self, line: str) -> None:
-        warn(line)
 
-    def started(self, todo: int, kept: int | None) -> None:
-        if kept is not None:
-            console.print(f"resuming       {kept} already scored in {self.out}, {todo} to go")
-        self.bar.start()
-        self.task = self.bar.add_task("scoring", total=todo)
+def _print_files(verdicts: list[Verdict], out: Path | None, json_out: bool) -> bool:
+    failed = sum(v.error is not None for v in verdicts)
+    if json_out:
+        print_json({"files": [v.to_dict() for v in verdicts], "n_scored": len(verdicts) - failed,
+                    "n_anomalous": sum(bool(v.is_anomaly) for v in verdicts), "n_failed": failed,
+                    "threshold": verdicts[0].threshold, "scores_csv": None if out is None else out / "scores.csv",
+                    "partial": failed > 0})
+        return failed > 0
+    for v in verdicts:
+        results.print(_verdict_line(v))
+    return failed > 0
 
-    def done(self, rel: str, error: str | None) -> None:
-        if error is not None:
-            note("failed", "yellow", f"{rel}: {error}")
-        self.bar.advance(self.task, 1)
+
+def _verdict_line(v: Verdict) -> str:
+    """``path  score 0.123  normalised 0.61  anomalous yes  heatmap out/heatmaps/a.png.png ...``."""
+    if v.error is not None:
+        return f"{v.path}  failed: {v.error}"
+    files: list[Any] = [f"{kind.rstrip('s')} {path}" for kind, path in v.outputs.items()]
+    return (f"{v.path}  score {v.score:.6g}  normalised {v.normalized:.3f}  anomalous "
+            f"{'yes' if v.is_anomaly else 'no'}" + "".join(f"  {f}" for f in files))

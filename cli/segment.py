@@ -7,22 +7,37 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import console, fail_usage, friendly_errors, note, open_tracker, warn
+from cli.common import fail_usage, friendly_errors, loading, note, open_tracker, reporter, results, warn
 
 segment_app = typer.Typer(help="Train and apply a segmentation model built on an exported encoder.",
                           no_args_is_help=True)
 
 
-@segment_app.command("train")
+TRAIN_EXAMPLES = """Examples:
+
+  anomaly-ae segment train encoders/a --images labelled/images --masks labelled/masks --out seg/a
+
+  anomaly-ae segment train encoders/a --images imgs --masks masks --out seg/b --fine-tune --epochs 50
+"""
+
+PREDICT_EXAMPLES = """Examples:
+
+  anomaly-ae segment predict seg/a inspection/ --out seg_out/
+
+  anomaly-ae segment predict seg/a inspection/ --out seg_out/ --masks labelled/masks
+"""
+
+
+@segment_app.command("train", epilog=TRAIN_EXAMPLES)
 @friendly_errors
 def segment_train(
     encoder_dir: Annotated[Path, typer.Argument(help="Folder written by 'anomaly-ae export-encoder'.")],
     images: Annotated[Path, typer.Option(help="Labelled images (recursive).")],
     masks: Annotated[Path, typer.Option(help="Masks: <relative stem>_mask.png or <relative stem>.png.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for segmenter.keras and segmenter.json.")],
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
     fine_tune: Annotated[bool, typer.Option(help="Train the encoder too (default: frozen).")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and shuffling.")] = 0,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier segmenter in --out (other files stay).")] = False,
 ) -> None:
@@ -32,16 +47,18 @@ def segment_train(
             fail_usage(f"{name} {folder} is not a folder")
     if not (encoder_dir / "encoder.json").is_file():
         fail_usage(f"{encoder_dir} has no encoder.json (run 'anomaly-ae export-encoder' first)")
+    loading(False)
 
     from anomaly_ae import OutputConflict
     from anomaly_ae.outdir import plan
     from anomaly_ae.segmentation.train import (
+        BATCH_SIZE,
         SEGMENTER_FILES,
         encoder_preprocessing,
         save_segmenter,
         train_segmenter,
     )
-    from anomaly_ae.training.callbacks import TrackingCallback
+    from anomaly_ae.training.callbacks import EpochProgress, TrackingCallback
 
     try:
         plan(out, "segmenter", SEGMENTER_FILES, overwrite,
@@ -52,19 +69,22 @@ def segment_train(
     except (ValueError, KeyError, TypeError) as err:
         fail_usage(f"{encoder_dir / 'encoder.json'} is damaged ({type(err).__name__}): export the encoder again")
     pairs = _pairs(images, masks, pre)
+    progress = reporter(False)
+    progress.stage(f"training the segmenter on {len(pairs.x)} image/mask pairs, {epochs} epochs")
     with open_tracker("anomaly-ae-segment", out.name, no_track, show_store=False) as tracker:
         tracker.log_params({"encoder_dir": str(encoder_dir), "epochs": epochs, "fine_tune": fine_tune,
                             "seed": seed, "n_pairs": len(pairs.x)})
         model, metrics = train_segmenter(encoder_dir, pairs, epochs=epochs, seed=seed, freeze_encoder=not fine_tune,
-                                         callbacks=[TrackingCallback(tracker)])
+                                         callbacks=[EpochProgress(progress, epochs, BATCH_SIZE),
+                                                    TrackingCallback(tracker)])
         tracker.log_metrics({"val_dice": metrics["dice"], "val_iou": metrics["iou"]})
     try:
         save_segmenter(out, model, pre, encoder_dir, metrics, overwrite)
     except OutputConflict as err:
         fail_usage(str(err))
-    console.print(f"held-out Dice {metrics['dice']:.4f}   IoU {metrics['iou']:.4f}   "
+    results.print(f"held-out Dice {metrics['dice']:.4f}   IoU {metrics['iou']:.4f}   "
                   f"({metrics['n_train']} train / {metrics['n_val']} held-out pairs)")
-    console.print(f"segmenter      {out / 'segmenter.keras'}")
+    results.print(f"segmenter      {out / 'segmenter.keras'}")
 
 
 def _pairs(images: Path, masks: Path, pre: Any) -> Any:
@@ -82,7 +102,7 @@ def _pairs(images: Path, masks: Path, pre: Any) -> Any:
     return pairs
 
 
-@segment_app.command("predict")
+@segment_app.command("predict", epilog=PREDICT_EXAMPLES)
 @friendly_errors
 def segment_predict(
     model_dir: Annotated[Path, typer.Argument(help="Folder written by 'anomaly-ae segment train'.")],
@@ -103,9 +123,9 @@ def segment_predict(
     except (OutputConflict, SegmenterError) as err:
         fail_usage(str(err))
     if summary.dice is not None:
-        console.print(f"Dice {summary.dice:.4f}   IoU {summary.iou:.4f} over {summary.n_with_masks} images with masks")
+        results.print(f"Dice {summary.dice:.4f}   IoU {summary.iou:.4f} over {summary.n_with_masks} images with masks")
     for line in summary.problems:
         warn(line)
-    console.print(f"masks          {out / 'masks'}  (<relative path>.png, e.g. a.jpg -> a.jpg.png)")
+    results.print(f"masks          {out / 'masks'}  (<relative path>.png, e.g. a.jpg -> a.jpg.png)")
     if summary.n_failed:
         raise typer.Exit(3)

@@ -6,13 +6,28 @@ file and prints.
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from cli.common import EXIT_FAILED, console, fail_usage, new_bar, note, open_tracker, warn
+from cli.choices import ModelName, value
+from cli.common import (
+    EXIT_FAILED,
+    Json,
+    Quiet,
+    fail_usage,
+    loading,
+    note,
+    open_tracker,
+    print_json,
+    print_summary,
+    reporter,
+    warn,
+)
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector, DetectorConfig
@@ -20,50 +35,64 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
+EXAMPLES = """Examples:
+
+  anomaly-ae train ./good_images
+
+  anomaly-ae train ./good_images --model vae --epochs 40 --out runs/vae
+
+  anomaly-ae train ./good_images -c configs/fast.yaml --no-track --json > train.json
+
+  anomaly-ae train --resume runs/20261127-101500
+"""
+
+FROM_CONFIG = "from the config"
+
+
 def train(
     good_dir: Annotated[
         Path | None, typer.Argument(help="Folder of good images (searched recursively); optional with --resume.")
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML config (default: configs/<model>.yaml or configs/default.yaml)."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="conv | dense | linear | sparse | contractive | denoising | vae (model.name)."
-        ),
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Model directory to write (default: runs/<timestamp>).")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
-    image_size: Annotated[int | None, typer.Option(min=8, help="Override data.image_size (square).")] = None,
-    channels: Annotated[int | None, typer.Option(min=1, max=3, help="Override data.channels: 1 or 3.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override train.seed.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML config.", show_default="configs/<model>.yaml or configs/default.yaml")] = None,
+    model: Annotated[ModelName | None, typer.Option("--model", "-m", help="Autoencoder (model.name).",
+                                                    show_default=FROM_CONFIG)] = None,
+    out: Annotated[Path | None, typer.Option(help="Model directory to write.", show_default="runs/<timestamp>")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="train.epochs.", show_default=FROM_CONFIG)] = None,
+    image_size: Annotated[int | None, typer.Option(min=8, help="data.image_size (square).",
+                                                   show_default=FROM_CONFIG)] = None,
+    channels: Annotated[int | None, typer.Option(min=1, max=3, help="data.channels: 1 or 3.",
+                                                 show_default=FROM_CONFIG)] = None,
+    seed: Annotated[int | None, typer.Option(help="train.seed.", show_default=FROM_CONFIG)] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (tracking.experiment).",
+                                                   show_default=FROM_CONFIG)] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")] = False,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue the interrupted training of this model directory.")
-    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted training of this model directory.",
+                                                show_default=False)] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the model (or interrupted training) in --out; other files there stay.")
     ] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
 ) -> None:
     """Train an autoencoder on GOOD_DIR and write a self-contained model directory.
 
-    A checkpoint is written to RUN_DIR/checkpoint after every epoch; after a crash,
+    A checkpoint is written to RUN_DIR/checkpoint after every epoch; after Ctrl-C or a crash,
     'anomaly-ae train --resume RUN_DIR' continues from it with the same config and images.
     """
+    loading(quiet)
+    show = Show(quiet, json_out)
     if resume is not None:
-        if any(v is not None for v in (config, model, out, epochs, image_size, channels, seed, experiment,
-                                       overwrite or None)):
+        given = (config, model, out, epochs, image_size, channels, seed, experiment, overwrite or None)
+        if any(v is not None for v in given):
             fail_usage("--resume continues with the recorded config: drop --config/--model/--out/--overwrite and "
                        "the overrides")
-        _resume(resume, good_dir, no_track)
+        _resume(resume, good_dir, no_track, show)
         return
     good_dir = _check_args(good_dir, channels)
-    cfg = _load_config(config, model, {"model.name": model, "train.epochs": epochs, "data.image_size": image_size,
-                                       "data.channels": channels, "train.seed": seed,
-                                       "tracking.experiment": experiment})
+    cfg = _load_config(config, value(model), {
+        "model.name": value(model), "train.epochs": epochs, "data.image_size": image_size, "data.channels": channels,
+        "train.seed": seed, "tracking.experiment": experiment})
     _check_images(good_dir)
 
     from anomaly_ae import OutputConflict
@@ -74,7 +103,15 @@ def train(
         prepare_run_dir(run_dir, good_dir, overwrite)
     except OutputConflict as err:
         fail_usage(str(err))
-    _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False)
+    _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False, show=show)
+
+
+@dataclass
+class Show:
+    """What the user asked to see: ``quiet`` hides progress (stderr); ``json`` replaces the result lines."""
+
+    quiet: bool
+    json: bool
 
 
 def _check_args(good_dir: Path | None, channels: int | None) -> Path:
@@ -141,7 +178,7 @@ def _fresh_run_dir(base: Path) -> Path:
     return candidate
 
 
-def _resume(run_dir: Path, good_dir: Path | None, no_track: bool) -> None:
+def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, show: Show) -> None:
     """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint."""
     from anomaly_ae.training.run import ResumeError, resume_plan
 
@@ -149,33 +186,36 @@ def _resume(run_dir: Path, good_dir: Path | None, no_track: bool) -> None:
         plan = resume_plan(run_dir, good_dir)
     except ResumeError as err:
         fail_usage(str(err))
+    progress = reporter(show.quiet)
     if not plan.resume:  # interrupted before the first epoch ended: nothing to continue, train from the start
-        console.print(f"restarting     {run_dir}: no epoch had finished; training from epoch 1 with its config")
+        progress.stage(f"restarting {run_dir}: no epoch had finished; training from epoch 1 with its config")
     else:
-        console.print(f"resuming       {run_dir} after epoch {plan.epoch} of {plan.config.train.epochs}")
-    _train(plan.config, plan.good_dir, run_dir, no_track, run_id=plan.mlflow_run_id, resume=plan.resume)
+        progress.stage(f"resuming {run_dir} after epoch {plan.epoch} of {plan.config.train.epochs}")
+    _train(plan.config, plan.good_dir, run_dir, no_track, run_id=plan.mlflow_run_id, resume=plan.resume, show=show)
 
 
 def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, run_id: str | None,
-           resume: bool) -> None:
-    """Lock ``run_dir``, open the MLflow run, train with a progress bar, print the summary."""
+           resume: bool, show: Show) -> None:
+    """Lock ``run_dir``, open the MLflow run, train (progress on stderr), print the summary on stdout."""
     from anomaly_ae import OutputConflict
     from anomaly_ae.outdir import OutDirLock
-    from anomaly_ae.training.callbacks import RichProgress, TrackingCallback
+    from anomaly_ae.training.callbacks import TrackingCallback
     from anomaly_ae.training.checkpoint import TrainingDiverged
     from anomaly_ae.training.run import train_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with OutDirLock(run_dir), open_tracker(cfg.tracking.experiment, run_dir.name, no_track, run_id,
-                                               resumed_run=True) as tracker:
-            size = "auto" if cfg.data.image_size == "auto" else "x".join(map(str, cfg.data.image_size))
-            console.print(f"training {cfg.model.name} autoencoder on {good_dir} ({size}x{cfg.data.channels}, "
-                          f"up to {cfg.train.epochs} epochs)")
-            with new_bar("{task.description}") as progress:
-                callbacks = [RichProgress(progress, cfg.train.epochs), TrackingCallback(tracker)]
-                det = train_run(cfg, good_dir, run_dir, tracker, resume, callbacks)
-            _print_summary(det, run_dir)
+                                               resumed_run=True, announce=False) as tracker:
+            det = train_run(cfg, good_dir, run_dir, tracker, resume, [TrackingCallback(tracker)],
+                            verbose=reporter(show.quiet))
+            summary = _summary(det, run_dir, tracker)
+            if show.json:
+                print_json(summary)
+            else:
+                print_summary(_rows(summary), "trained")
+    except KeyboardInterrupt:
+        _interrupted(run_dir)
     except OutputConflict as err:
         fail_usage(str(err))
     except TrainingDiverged as err:
@@ -185,26 +225,58 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
         fail_usage(str(err))
 
 
-def _print_summary(det: Detector, run_dir: Path) -> None:
-    info, stats = det.train_info_, det.score_stats_
-    for item in info["skipped"]:
-        note("skipped", "yellow", f"{item['path']}: {item['error']}")
-    console.print(f"model          {run_dir}")
-    console.print(
-        f"trained        {info['n_train']} images, validated on {info['n_val']}, {info['epochs_run']} epochs "
-        f"(best {info['best_epoch']}, val loss {info['best_val_loss']:.5g}) in {info['fit_seconds']:.1f} s"
-    )
-    console.print(
-        f"threshold      {det.threshold_:.6g} (quantile {det.config.threshold.quantile} of {stats.count} "
-        f"validation-good scores; mean {stats.mean:.4g}, std {stats.std:.4g}, max {stats.max:.4g})"
-    )
-    check = info.get("self_check")
-    if check:
-        s = det.config.scoring
-        how = "selected" if check["selected"] else "configured"
-        console.print(
-            f"self-check     synthetic defects on {check['n_good']} held-out good images: image AUROC "
-            f"{check['image_auroc']:.3f}, pixel AUROC {check['pixel_auroc']:.3f}, AUPRO {check['aupro']:.3f} "
-            f"({how}: {s.metric} map, sigma {s.smoothing_sigma:g}, {s.reduction}; an estimate, not a measurement "
-            "on real defects)"
-        )
+def _interrupted(run_dir: Path) -> NoReturn:
+    """Ctrl-C: one line saying which epochs the checkpoint keeps and the command that continues."""
+    from anomaly_ae.training.checkpoint import latest_checkpoint
+    from anomaly_ae.training.run import CHECKPOINT_DIR
+
+    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if (run_dir / CHECKPOINT_DIR).is_dir() else None
+    kept = (f"epochs 1-{ckpt.epoch} are kept in {run_dir / CHECKPOINT_DIR}" if ckpt is not None
+            else "no epoch had finished (nothing to keep)")
+    note("interrupted:", "yellow", f"{kept}; continue with: anomaly-ae train --resume {shlex.quote(str(run_dir))}")
+    raise typer.Exit(130)
+
+
+def _summary(det: Detector, run_dir: Path, tracker: Any) -> dict[str, Any]:
+    """The ``--json`` object of ``train`` (keys documented in the README, 'Machine-readable output')."""
+    info, stats, s = det.train_info_, det.score_stats_, det.config.scoring
+    check = info.get("self_check") or None
+    return {
+        "model_dir": str(run_dir), "model": det.config.model.name,
+        "image_size": list(det.config.data.image_size), "channels": det.config.data.channels,
+        "n_train": info["n_train"], "n_val": info["n_val"], "skipped": info["skipped"],
+        "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "best_val_loss": info["best_val_loss"],
+        "fit_seconds": info["fit_seconds"], "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
+        "threshold_quantile": det.config.threshold.quantile, "val_score_mean": stats.mean,
+        "val_score_std": stats.std, "val_score_max": stats.max,
+        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
+        "self_check": None if check is None else {k: check[k] for k in ("image_auroc", "pixel_auroc", "aupro",
+                                                                        "n_good", "selected")},
+        "mlflow_run_id": None if tracker.disabled else tracker.run_id,
+        "tracking_uri": None if tracker.disabled else tracker.uri,
+    }
+
+
+def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("model", j["model_dir"]),
+        ("trained", f"{j['model']} autoencoder, {'x'.join(map(str, j['image_size']))}x{j['channels']}, on "
+                    f"{j['n_train']} images, validated on {j['n_val']}, {j['epochs_run']} epochs (best "
+                    f"{j['best_epoch']}, val loss {j['best_val_loss']:.5g}) in {j['fit_seconds']:.1f} s"),
+        ("threshold", f"{j['threshold']:.6g} (quantile {j['threshold_quantile']} of {j['n_val']} validation-good "
+                      f"scores; mean {j['val_score_mean']:.4g}, std {j['val_score_std']:.4g}, max "
+                      f"{j['val_score_max']:.4g})"),
+    ]
+    if j["skipped"]:
+        rows.append(("skipped", f"{len(j['skipped'])} unreadable image(s), listed above"))
+    c, sc = j["self_check"], j["scoring"]
+    if c:
+        rows.append(("self-check", f"synthetic defects on {c['n_good']} held-out good images: image AUROC "
+                     f"{c['image_auroc']:.3f}, pixel AUROC {c['pixel_auroc']:.3f}, AUPRO {c['aupro']:.3f} "
+                     f"({'selected' if c['selected'] else 'configured'}: {sc['metric']} map, sigma "
+                     f"{sc['smoothing_sigma']:g}, {sc['reduction']}; an estimate, not a measurement on real defects)"))
+    if j["mlflow_run_id"]:
+        rows.append(("MLflow run", f"{j['mlflow_run_id']} in {j['tracking_uri']}"))
+        if j["tracking_uri"].startswith("sqlite:"):
+            rows.append(("", f"view it with: mlflow ui --backend-store-uri {j['tracking_uri']}"))
+    return rows

@@ -450,7 +450,9 @@ def test_interrupted_first_epoch_resumes_with_one_command(tiny_config_file, tiny
     args = ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file), "--out", str(run),
             "--epochs", "1", "--no-track"]
     res = runner.invoke(app, args)
-    assert res.exit_code == 130 and "interrupted: continue with 'anomaly-ae train --resume" in _one_line(res.output)
+    line = _one_line(res.stderr)
+    assert res.exit_code == 130 and "interrupted: no epoch had finished" in line
+    assert f"continue with: anomaly-ae train --resume {run}" in line
     assert (run / "checkpoint" / "config.yaml").is_file() and not list((run / "checkpoint").glob("epoch-*"))
     monkeypatch.undo()
     res = runner.invoke(app, args)

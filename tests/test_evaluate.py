@@ -68,8 +68,8 @@ def test_evaluate_cli_writes_metrics_and_report(tiny_detector, tmp_path, sample_
         assert key in metrics
     assert metrics["image_auroc"] == pytest.approx(sample_eval.metrics["image_auroc"])
     html = (out / "report.html").read_text()
-    for part in ("Image ROC", "Score histogram", "Worst false negatives", "Worst false positives",
-                 "predicted anomalous", "data:image/png;base64,"):
+    for part in ("image ROC", "pixel ROC", "per-region overlap (PRO)", "Score histogram", "Worst false negatives",
+                 "Worst false positives", "predicted anomalous", "data:image/png;base64,"):
         assert part in html
     # the training-time estimate sits beside the measured figures
     check = tiny_detector.train_info_["self_check"]

@@ -75,7 +75,7 @@ def test_sigkill_mid_run_then_rerun_scores_each_input_once_and_equally(run_dir, 
     t_rerun = time.time()
     res = runner.invoke(app, ["score", str(run_dir), str(big_inputs), "--out", str(out), "--batch-size", "4"])
     assert res.exit_code == 0, res.output
-    assert f"resuming       {len(kept)} already scored" in res.output
+    assert f"resuming: {len(kept)} already scored" in res.stderr
     for p in kept:  # what the killed run had finished is not scored again
         assert (out / "heatmaps" / f"{p}.png").stat().st_mtime < t_rerun
     rows = _rows(out / "scores.csv")
