@@ -182,7 +182,8 @@ class Detector:
         if progress.verbose:
             from anomaly_ae.training.callbacks import EpochProgress
 
-            callbacks = [EpochProgress(progress, cfg.train.epochs, bs), *callbacks]
+            unit = "patch" if cfg.data.patch_size else "img"
+            callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit), *callbacks]
         trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
                             else Path(checkpoint_dir), resume, checkpoint_state)
 

@@ -114,6 +114,7 @@ def segment_predict(
     """Predict defect masks (original size, 0/255) and overlays; Dice / IoU when masks are given."""
     if not (model_dir / "segmenter.json").is_file() or not input_dir.is_dir():
         fail_usage("MODEL_DIR must hold segmenter.json and INPUT_DIR must be a folder")
+    loading(False)
     from anomaly_ae import OutputConflict
     from anomaly_ae.segmentation.predict import SegmenterError, predict_folder
 

@@ -31,11 +31,12 @@ class EpochProgress(keras.callbacks.Callback):
     shows that value, never the previous epoch's.
     """
 
-    def __init__(self, progress: Progress, epochs: int, batch_size: int) -> None:
+    def __init__(self, progress: Progress, epochs: int, batch_size: int, unit: str = "img") -> None:
         super().__init__()
         self.progress = progress
         self.epochs = epochs
         self.batch_size = batch_size
+        self.unit = unit  # what a sample is: "img", or "patch" when training on patches
         self._bar: contextlib.ExitStack | None = None
         self._current: Bar | None = None
 
@@ -43,7 +44,7 @@ class EpochProgress(keras.callbacks.Callback):
         steps = self.params.get("steps") or 0
         self._bar = contextlib.ExitStack()
         self._current = self._bar.enter_context(self.progress.bar(
-            f"epoch {epoch + 1}/{self.epochs}", total=steps * self.batch_size or None, loss=True))
+            f"epoch {epoch + 1}/{self.epochs}", total=steps * self.batch_size or None, unit=self.unit, loss=True))
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._current is not None:
@@ -57,7 +58,7 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         parts = [f"{k} {float(logs[k]):.5g}" for k in ("loss", "val_loss") if k in logs]
         self.progress.line(f"epoch {epoch + 1}/{self.epochs}  {'  '.join(parts)}  ({seconds:.1f} s, "
-                           f"{rate:,.0f} img/s)")
+                           f"{rate:,.0f} {self.unit}/s)")
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._close()
