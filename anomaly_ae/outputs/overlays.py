@@ -37,7 +37,8 @@ LEGEND_MIN_WIDTH = 360
 def with_legend(
     overlay: np.ndarray, value_range: tuple[float, float], pixel_threshold: float, score: float, threshold: float,
 ) -> np.ndarray:
-    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(H + h, max(W, 360), 3)``.
+    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(H + h, max(W, 360), 3)``
+    (``h`` is 46 px up to 720 px of width, then grows with it).
 
     The strip holds the colour bar of :func:`heatmap_overlay` from ``value_range[0]`` (blue) to
     ``value_range[1]`` (red), the pixel threshold marked on it (pixels at or above it are in the
@@ -46,25 +47,26 @@ def with_legend(
     """
     h, w = overlay.shape[:2]
     width = max(w, LEGEND_MIN_WIDTH)
-    strip_h = 46
+    k = max(1.0, width / 720)  # wider images get a taller strip and larger text, so it stays readable
+    strip_h = int(round(46 * k))
     canvas = np.full((h + strip_h, width, 3), 255, np.uint8)
     canvas[:h, :w] = overlay
     lo, hi = value_range
-    x0, x1, y0 = 8, width - 8, h + 6
+    x0, x1, y0, bar_h = int(8 * k), width - int(8 * k), h + int(6 * k), int(10 * k)
     ramp = cv2.applyColorMap(np.linspace(0, 255, x1 - x0).astype(np.uint8)[None, :], cv2.COLORMAP_JET)
-    canvas[y0 : y0 + 10, x0:x1] = ramp
+    canvas[y0 : y0 + bar_h, x0:x1] = ramp
     at = x0 + int(round(np.clip((pixel_threshold - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (x1 - x0 - 1)))
-    cv2.line(canvas, (at, y0 - 3), (at, y0 + 12), (0, 0, 0), 2)
-    font, small = cv2.FONT_HERSHEY_SIMPLEX, 0.38
-    cv2.putText(canvas, f"{lo:.3g}", (x0, y0 + 22), font, small, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.line(canvas, (at, y0 - int(3 * k)), (at, y0 + bar_h + int(2 * k)), (0, 0, 0), max(2, int(2 * k)))
+    font, small, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.38 * k, max(1, int(k))
+    cv2.putText(canvas, f"{lo:.3g}", (x0, y0 + int(22 * k)), font, small, (0, 0, 0), thick, cv2.LINE_AA)
     label = f"pixel threshold {pixel_threshold:.3g}"
-    (tw, _), _ = cv2.getTextSize(label, font, small, 1)
-    cv2.putText(canvas, label, (max(x0, min(at - tw // 2, x1 - tw)), y0 + 22), font, small, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    (tw, _), _ = cv2.getTextSize(label, font, small, thick)
+    cv2.putText(canvas, label, (max(x0, min(at - tw // 2, x1 - tw)), y0 + int(22 * k)), font, small, (0, 0, 0),
+                thick, cv2.LINE_AA)
     anomalous = score > threshold
     verdict = f"score {score:.4g} vs threshold {threshold:.4g}: {'ANOMALOUS' if anomalous else 'good'}"
-    cv2.putText(canvas, verdict, (x0, y0 + 36), font, small + 0.04, (0, 0, 200) if anomalous else (0, 120, 0), 1,
-                cv2.LINE_AA)
+    cv2.putText(canvas, verdict, (x0, y0 + int(36 * k)), font, small + 0.04 * k,
+                (0, 0, 200) if anomalous else (0, 120, 0), thick, cv2.LINE_AA)
     return canvas
 
 
