@@ -2,8 +2,9 @@
 
 TensorFlow >= 2.17 prints INFO lines (oneDNN, CUDA probing, "All log messages before
 absl::InitializeLog()") from C++ while it is imported, before it reads ``TF_CPP_MIN_LOG_LEVEL``
-(tensorflow/tensorflow#100442). The public names of :mod:`anomaly_ae` import it through
-:func:`import_tensorflow_quietly`, which sends file descriptor 2 to ``/dev/null`` for the import only:
+(tensorflow/tensorflow#100442), and an error line when it looks for a GPU that is not there. The
+public names of :mod:`anomaly_ae` import it through :func:`import_tensorflow_quietly`, which sends file
+descriptor 2 to ``/dev/null`` for the import and that first device probe only:
 errors after it show as usual. When ``TF_CPP_MIN_LOG_LEVEL`` is unset it becomes 2 (C++ errors only,
 as the command line's 3 is fatal only); set it to 0 or 1 to keep every line, the import's included.
 """
@@ -34,7 +35,9 @@ def import_tensorflow_quietly() -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
             os.close(devnull)
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # probes CUDA now, while its "failed call to cuInit" is muted
     except ImportError:
         pass  # Keras reports a missing backend itself, with its own message
     finally:
