@@ -455,6 +455,29 @@ class DetectorConfig(_Section):
         walk("", self.to_dict())
         return out
 
+    def used_params(self) -> dict[str, Any]:
+        """:meth:`flat` less what this config does not use: unset options (``None``) and settings that only
+        matter with another choice (``threshold.mad_k`` unless ``method: mad``, ``model.latent_dim`` of a
+        conv bottleneck, ``scoring.kl_weight`` of a model that is not a VAE, ...). What MLflow records."""
+        m, d, sc, t = self.model, self.data, self.scoring, self.threshold
+        unused = {
+            "model.ssim_loss_weight": m.loss not in ("ssim_l1", "mse_ssim"),
+            "model.noise_level": m.noise is None,
+            "model.latent_dim": m.name in ("conv", "denoising") and getattr(m, "bottleneck", "conv") == "conv",
+            "model.latent_channels": getattr(m, "bottleneck", "conv") == "dense",
+            "model.discriminator_loss": getattr(m, "discriminator", None) is None,
+            "data.patches_per_image": d.patch_size is None,
+            "data.max_side": d.image_size != "auto",
+            "scoring.kl_weight": m.name != "vae",
+            "scoring.ssim_weight": sc.metric != "ssim_l1",
+            "scoring.topk_fraction": sc.reduction != "topk_mean",
+            "scoring.tile_overlap": sc.tile_size is None,
+            "threshold.quantile": t.method != "quantile",
+            "threshold.mad_k": t.method != "mad",
+            "threshold.pixel_quantile": t.pixel_method != "quantile",
+        }
+        return {k: v for k, v in self.flat().items() if v is not None and not unused.get(k, False)}
+
     def with_overrides(self, overrides: dict[str, Any]) -> DetectorConfig:
         """Return a validated copy with dotted keys replaced, e.g. ``{"train.epochs": 3}``.
 

@@ -1,12 +1,18 @@
-"""Experiment tracking. The only module that imports ``mlflow`` (lazily, inside ``MlflowTracker``).
+"""Experiment tracking: runs, their params, metrics, tags and models (``mlflow`` imported lazily).
+
+The MLflow model flavour itself is :mod:`anomaly_ae.deploy.mlflow_model`.
 
 Logging is explicit through ``MlflowClient`` (no ``autolog``, no global active run): autolog patches
-``Model.fit`` and needs TensorBoard, and a global run leaks between tests and library users.
+``Model.fit`` and needs TensorBoard, and a global run leaks between tests and library users. Only
+``log_model`` needs MLflow's fluent API; it runs inside :func:`fluent_tracking_uri`, which puts the
+global URI and ``MLFLOW_TRACKING_URI`` back as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +27,9 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_model(self, log: Callable[[], Any]) -> None: ...
+    def set_alias(self, name: str, alias: str, version: str | int) -> None: ...
 
 
 class NullTracker:
@@ -40,6 +49,15 @@ class NullTracker:
         """Ignore."""
 
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Ignore."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Ignore."""
+
+    def log_model(self, log: Callable[[], Any]) -> None:
+        """Ignore."""
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
         """Ignore."""
 
 
@@ -123,6 +141,7 @@ class MlflowTracker:
         self._on_fallback = on_fallback
         self._journal: list[tuple[str, tuple[Any, ...]]] = []
         self.disabled, self._off_on_failure, self.resumed = False, off_on_failure, False
+        self.model_info: Any = None  # MLflow's ModelInfo once log_model has run
         self.uri, self.run_id = tracking_uri, None
         try:
             try:
@@ -177,7 +196,8 @@ class MlflowTracker:
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id
-        self.run_id = self.client.create_run(exp_id, run_name=self._run_name).info.run_id
+        # the user at creation: MLflow fills the run's user_id from this tag only then ("unknown" otherwise)
+        self.run_id = self.client.create_run(exp_id, run_name=self._run_name, tags=user_tag()).info.run_id
 
     def _fall_back(self, err: BaseException) -> None:
         """Continue in the local store: a new run there, with everything logged so far replayed."""
@@ -278,6 +298,88 @@ class MlflowTracker:
     def _log_artifacts(self, folder: str, artifact_path: str | None) -> None:
         if os.path.isdir(folder):
             self.client.log_artifacts(self.run_id, folder, artifact_path)
+
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set run tags (values stringified)."""
+        self._call("set_tags", {k: str(v) for k, v in tags.items()})
+
+    def _set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_model(self, log: Callable[[], Any]) -> None:
+        """Run ``log`` (e.g. :func:`anomaly_ae.deploy.mlflow_model.log_detector` with its arguments bound) with
+        this run active in MLflow's fluent API, as every ``mlflow.<flavor>.log_model`` needs; what it returns
+        (MLflow's ``ModelInfo``) is kept in ``model_info``. Replayed like the rest after a fallback."""
+        self._call("log_model", log)
+
+    def _log_model(self, log: Callable[[], Any]) -> None:
+        import mlflow
+
+        with fluent_tracking_uri(self.uri), mlflow.start_run(run_id=self.run_id):
+            self.model_info = log()
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        """Point the alias ``alias`` of the registered model ``name`` at ``version``."""
+        self._call("set_alias", name, alias, str(version))
+
+    def _set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.start_run``, ``mlflow.pyfunc.log_model``) pointed at ``uri`` for a while.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment (and setting it
+    back to "unset" deletes the variable), so both the fluent URI and the variable are restored as they were.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before_env, before = os.environ.get("MLFLOW_TRACKING_URI"), utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if before_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before_env
+
+
+def user_tag() -> dict[str, str]:
+    """``{"mlflow.user": <login name>}``, or nothing where this uid has no name (a container)."""
+    import getpass
+
+    try:
+        return {"mlflow.user": getpass.getuser()}
+    except (KeyError, OSError):
+        return {}
+
+
+def source_tags(command: str, folder: str | Path | None = None) -> dict[str, str]:
+    """Tags that say where a run comes from: the command, the user, the git commit of ``folder`` (default:
+    the working directory) when it is in a git repository, and the versions of anomaly-ae and its backend."""
+    import subprocess
+
+    import keras
+
+    from anomaly_ae.version import __version__
+
+    tags = {"mlflow.source.name": command, "mlflow.source.type": "LOCAL", "anomaly_ae.version": __version__,
+            "keras.version": keras.__version__, "keras.backend": keras.backend.backend(), **user_tag()}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder or os.getcwd(), capture_output=True,
+                                text=True, timeout=5)
+        if commit.returncode == 0 and commit.stdout.strip():
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git here
+        pass
+    return tags
 
 
 def log_evaluation(

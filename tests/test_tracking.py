@@ -29,10 +29,23 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
     p = run.data.params
     assert p["train.epochs"] == "2" and p["model.widths"] == "[8, 16]" and p["data.image_size"] == "[32, 32]"
     assert p["data.good_dir"].endswith("good")
-    assert len(p) > 30
+    assert len(p) > 25
+    # only what this model uses: no MAD k for a quantile threshold, no latent_dim for a conv bottleneck
+    assert "threshold.mad_k" not in p and "model.latent_dim" not in p and "scoring.kl_weight" not in p
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "anomaly-ae train" and tags["anomaly_ae.n_images"] == "24"
+    assert tags["anomaly_ae.good_dir"] == str((tiny_data / "train" / "good").resolve())
+    assert len(tags["anomaly_ae.good_dir_sha256"]) == 64 and tags["keras.backend"] == "tensorflow"
+    import getpass
+    import subprocess
+
+    assert tags["mlflow.user"] == run.info.user_id == getpass.getuser() and tags["anomaly_ae.version"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # the tests run inside the repository's checkout
+        assert tags["mlflow.source.git.commit"] == head.stdout.strip()
     loss = client.get_metric_history(run.info.run_id, "loss")
     val = client.get_metric_history(run.info.run_id, "val_loss")
-    assert [m.step for m in loss] == [0, 1] and [m.step for m in val] == [0, 1]
+    assert [m.step for m in loss] == [1, 2] and [m.step for m in val] == [1, 2]  # epochs as the console counts
     meta = json.loads((run_dir / "detector.json").read_text())
     assert run.data.metrics["threshold"] == meta["threshold"]["value"]
     assert run.data.metrics["val_score_mean"] == meta["score_stats"]["mean"]
@@ -42,9 +55,14 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
         assert run.data.metrics[f"self_check_{key}"] == pytest.approx(check[key])
     assert "self-check" in res.output and f"{check['pixel_auroc']:.3f}" in res.output
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"validation_grid.png", "config.yaml", "model"} <= top
-    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert {"model/model.keras", "model/detector.json", "model/config.yaml"} == model_files
+    assert {"validation_grid.png", "config.yaml"} <= top
+    import mlflow
+
+    from anomaly_ae.tracking import fluent_tracking_uri
+
+    with fluent_tracking_uri(uri):
+        logged = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    assert [(m.name, m.source_run_id) for m in logged] == [("model", run.info.run_id)]  # the run's "Logged model"
     grid = client.download_artifacts(run.info.run_id, "validation_grid.png", str(tmp_path))
     assert open(grid, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert meta["training"]["mlflow"]["run_id"] == run.info.run_id

@@ -13,7 +13,8 @@ from anomaly_ae.tracking import Tracker
 
 
 class TrackingCallback(keras.callbacks.Callback):
-    """Logs every epoch's logs (``loss``, ``val_loss``, ...) to a tracker, step = epoch number (0-based)."""
+    """Logs every epoch's logs (``loss``, ``val_loss``, ...) to a tracker, step = the epoch number as the
+    console shows it (1-based)."""
 
     def __init__(self, tracker: Tracker) -> None:
         super().__init__()
@@ -21,7 +22,7 @@ class TrackingCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs:
-            self.tracker.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)
+            self.tracker.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
 
 
 class EpochProgress(keras.callbacks.Callback):
