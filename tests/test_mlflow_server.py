@@ -64,9 +64,25 @@ class Server:
         self.log.close()
 
 
-def _train(tiny_data, tiny_config_file, out: Path):
+def _train(tiny_data, tiny_config_file, out: Path, *extra: str):
     return runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file),
-                               "--out", str(out), "--epochs", "3", "--experiment", "server-test"])
+                               "--out", str(out), "--epochs", "3", "--experiment", "server-test", *extra])
+
+
+def _logged_model_scores_like_the_detector(uri: str, model_uri: str, run_dir: Path, images: list[Path]) -> None:
+    """The run's MLflow model, loaded by URI from the store ``uri``, scores as the model directory does."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from anomaly_ae import Detector
+    from anomaly_ae.tracking import fluent_tracking_uri
+
+    with fluent_tracking_uri(uri):
+        model = mlflow.pyfunc.load_model(model_uri)
+    out = model.predict(pd.DataFrame({"image": [p.read_bytes() for p in images]}))
+    expected = Detector.load(run_dir).score(images)
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=1e-6, atol=1e-9)
 
 
 def _one_run(uri: str):
@@ -84,17 +100,20 @@ def test_training_is_tracked_on_a_real_server(tiny_data, tiny_config_file, tmp_p
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
         monkeypatch.chdir(tmp_path)
-        res = _train(tiny_data, tiny_config_file, tmp_path / "run")
+        res = _train(tiny_data, tiny_config_file, tmp_path / "run", "--register", "plate", "--alias", "champion")
         assert res.exit_code == 0, res.output
         assert "warning" not in res.output
         client, run = _one_run(server.uri)
         assert run.info.status == "FINISHED"
         assert run.data.params["model.name"] == "conv" and run.data.params["train.epochs"] == "3"
         epochs = len(client.get_metric_history(run.info.run_id, "val_loss"))
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(epochs))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
         assert epochs == 3 and "threshold" in run.data.metrics
-        model_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
-        assert {"model.keras", "detector.json", "config.yaml"} <= model_files
+        assert str(client.get_model_version_by_alias("plate", "champion").version) == "1"
+        assert client.get_model_version("plate", "1").run_id == run.info.run_id
+        images = sorted((tiny_data / "test").glob("*/*.png"))
+        for uri in ("models:/plate/1", "models:/plate@champion", f"runs:/{run.info.run_id}/model"):
+            _logged_model_scores_like_the_detector(server.uri, uri, tmp_path / "run", images)
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the fallback store
     finally:
         server.stop()
@@ -141,5 +160,7 @@ def test_server_dying_mid_training_loses_nothing(tiny_data, tiny_config_file, tm
     client, run = _one_run(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the whole run, replayed locally
     assert run.data.params["model.name"] == "conv"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 3
-    assert "model.keras" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
+    assert steps[0] == 1 and steps == sorted(steps) and len(steps) >= 3
+    images = sorted((tiny_data / "test" / "good").glob("*.png"))  # the model was logged to the local store too
+    _logged_model_scores_like_the_detector(f"sqlite:///{tmp_path / 'mlflow.db'}", f"runs:/{run.info.run_id}/model",
+                                           tmp_path / "run", images)

@@ -159,6 +159,16 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
     except OSError as err:
         raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
+    return decode_image(data, channels, max_pixels)
+
+
+def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None = None) -> np.ndarray:
+    """The bytes of an image file (uint8 ``(n,)`` or ``bytes``) as :func:`read_image` decodes a file.
+
+    Raises:
+        ImageReadError: with a one-line reason; never another exception for any content.
+    """
+    data = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray | memoryview) else data
     if data.size == 0:
         raise ImageReadError("empty file (0 bytes)")
     limit = max_pixels_default() if max_pixels is None else max_pixels

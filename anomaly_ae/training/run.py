@@ -14,17 +14,19 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import keras
 
-from anomaly_ae.artifact import CONFIG_FILE, META_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
+from anomaly_ae.artifact import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
 from anomaly_ae.config import DetectorConfig
+from anomaly_ae.deploy.mlflow_model import log_detector
 from anomaly_ae.detector import Detector
 from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, forget, plan, read_manifest
 from anomaly_ae.outputs.overlays import reconstruction_grid
 from anomaly_ae.progress import Progress, as_progress
-from anomaly_ae.tracking import Tracker
+from anomaly_ae.tracking import Tracker, source_tags
 from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
 
 CHECKPOINT_DIR = "checkpoint"
@@ -100,6 +102,8 @@ def train_run(
     resume: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | Progress = 0,
+    register: str | None = None,
+    alias: str | None = None,
 ) -> Detector:
     """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
 
@@ -114,9 +118,12 @@ def train_run(
     ckpt_dir = run_dir / CHECKPOINT_DIR
     run_state = {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id}
     if not resume:
-        tracker.log_params({"data.good_dir": str(good_dir), **config.flat()})
+        tracker.log_params({"data.good_dir": str(good_dir), **config.used_params()})
+        tracker.set_tags({**source_tags("anomaly-ae train"), **data_tags(good_dir)})
         start_checkpoints(ckpt_dir, config, run_state)
-    record = {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri}} if tracker.run_id else None
+    record = None
+    if tracker.run_id:
+        record = {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "registered_model": register}}
     try:
         det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
                                                     resume=resume, checkpoint_state=run_state, record=record)
@@ -129,9 +136,29 @@ def train_run(
     det.save(run_dir)
     _drop_checkpoints(run_dir)  # the model is complete: the checkpoint is not needed
     if tracker.run_id is not None:
-        progress.stage("logging the run to MLflow")
+        progress.stage("logging the run and the model to MLflow" + (f" (registering {register})" if register else ""))
     _log_run(det, run_dir, tracker)
+    tracker.log_model(partial(log_detector, run_dir, registered_model_name=register))
+    version = getattr(getattr(tracker, "model_info", None), "registered_model_version", None)
+    if register and alias and version is not None:
+        tracker.set_alias(register, alias, version)
     return det
+
+
+def data_tags(good_dir: Path) -> dict[str, str]:
+    """The training folder, how many images it holds and a SHA-256 of their relative paths and sizes
+    (the same list gives the same hash; a file added, removed or replaced changes it)."""
+    import hashlib
+
+    from anomaly_ae.data.images import list_images
+
+    paths = list_images(good_dir)
+    h = hashlib.sha256()
+    for p in paths:
+        size = p.stat().st_size if p.exists() else -1
+        h.update(f"{p.relative_to(good_dir).as_posix()}\t{size}\n".encode("utf-8", "surrogateescape"))
+    return {"anomaly_ae.good_dir": str(good_dir.resolve()), "anomaly_ae.n_images": str(len(paths)),
+            "anomaly_ae.good_dir_sha256": h.hexdigest()}
 
 
 def self_check_metrics(info: dict) -> dict[str, float]:
@@ -173,7 +200,5 @@ def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
         x_hat = det.reconstruct(x)
         grid.write_bytes(reconstruction_grid(x, x_hat, det.maps_from_reconstruction(x, x_hat), det.heatmap_range_))
         tracker.log_artifact(grid)
-    tracker.log_artifact(run_dir / CONFIG_FILE)
-    for name in (MODEL_FILE, META_FILE, CONFIG_FILE):  # the model, not the lock or the manifest
-        tracker.log_artifact(run_dir / name, "model")
+    tracker.log_artifact(run_dir / CONFIG_FILE)  # the model itself is the run's logged MLflow model
 
