@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.choices import PixelMethod, ThresholdMethod, value
-from cli.common import EXIT_PARTIAL, Json, Quiet, fail_usage, loading, note, print_json, print_summary, reporter
+from cli.common import (
+    EXIT_PARTIAL,
+    MODEL_REF_HELP,
+    Alias,
+    Json,
+    NoTrack,
+    Quiet,
+    Register,
+    fail_usage,
+    fallback_uri,
+    loading,
+    model_dir,
+    note,
+    print_json,
+    print_summary,
+    reporter,
+    tracking_uri,
+    warn,
+)
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector
@@ -30,13 +52,13 @@ FROM_MODEL = "the model's setting"
 
 
 def calibrate(
-    run_dir: Annotated[Path, typer.Argument(help="Model directory to update.")],
+    run_dir: Annotated[str, typer.Argument(
+        help=MODEL_REF_HELP + " A folder is updated in place; an MLflow model is recalibrated in a copy.",
+        metavar="RUN_DIR")],
     good: Annotated[Path, typer.Option(help="Held-out good images (not the training images).")],
     anomalous: Annotated[Path | None, typer.Option(help="Labelled anomalous images (for --method f1).")] = None,
-    masks: Annotated[
-        Path | None,
-        typer.Option(help="Masks of the anomalous images: <relative path stem>_mask.png (for --pixel-method f1)."),
-    ] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="Masks of the anomalous images: <relative path stem>_mask.png (for --pixel-method f1).")] = None,
     method: Annotated[ThresholdMethod | None, typer.Option(help="Image threshold rule.",
                                                            show_default=FROM_MODEL)] = None,
     quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="q of the quantile method.",
@@ -50,41 +72,94 @@ def calibrate(
     select_scoring: Annotated[bool, typer.Option(
         "--select-scoring", help="First pick map metric, smoothing and reduction by the self-check on --good "
         "(synthetic defects, no labels), as scoring.select: auto does at training.")] = False,
+    register: Register = None,
+    alias: Alias = None,
+    no_track: NoTrack = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
-    """Recalibrate image and pixel thresholds and print the expected false-alarm rate."""
-    for name, folder in (("RUN_DIR", run_dir), ("--good", good), ("--anomalous", anomalous), ("--masks", masks)):
+    """Recalibrate image and pixel thresholds, print the expected false-alarm rate, log a new MLflow model version.
+
+    A tracked model (or one given as models:/..., or with --register) is logged as a new MLflow model of
+    the recalibrated detector, a new version of its registered model, so the tracked copy is never stale.
+    """
+    for name, folder in (("--good", good), ("--anomalous", anomalous), ("--masks", masks)):
         if folder is not None and not folder.is_dir():
             fail_usage(f"{name} {folder} is not a folder")
+    if alias and not register and not run_dir.startswith("models:/"):
+        fail_usage("--alias needs a registered model: add --register NAME")
     loading(quiet)
-    from anomaly_ae import Detector, ModelDirError
-
-    try:
-        det = Detector.load(run_dir)
-    except ModelDirError as err:
-        fail_usage(str(err))
-    new = _settings(det, {"method": value(method), "quantile": quantile, "mad_k": mad_k,
-                          "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile})
-    failed: list[str] = []
-    good_images, bad_images, bad_masks = _read(det, good, anomalous, masks, failed)
-    progress = reporter(quiet)
-    try:
-        if select_scoring:
-            progress.stage(f"choosing the scoring by the self-check on {len(good_images)} good images")
-            det.tune(good_images)
-        progress.stage(f"calibrating on {len(good_images)} good images")
-        det.calibrate(good_images, bad_images, bad_masks, threshold=new)
-    except ValueError as err:
-        fail_usage(str(err))
-    det.save_calibration(run_dir)
-    summary = _summary(det, run_dir, failed)
+    with _writable(model_dir(run_dir, quiet), run_dir) as target:
+        det = _load(target)
+        new = _settings(det, {"method": value(method), "quantile": quantile, "mad_k": mad_k,
+                              "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile})
+        failed: list[str] = []
+        good_images, bad_images, bad_masks = _read(det, good, anomalous, masks, failed)
+        _fit(det, good_images, bad_images, bad_masks, new, select_scoring, reporter(quiet))
+        det.save_calibration(target)
+        summary = _summary(det, target, failed)
+        summary["mlflow"] = None if no_track else _log(det, target, run_dir, register, alias, summary, quiet)
+        if target != Path(run_dir):  # a copy of an MLflow model: what was updated is the registry, if anything
+            summary["updated"] = (summary["mlflow"] or {}).get("model_uri")
     if json_out:
         print_json(summary)
     else:
         print_summary(_rows(summary))
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+@contextlib.contextmanager
+def _writable(local: Path, ref: str) -> Iterator[Path]:
+    """The model directory to recalibrate: ``local`` itself, or a temporary copy of a downloaded MLflow model
+    (the download cache keeps what that version holds)."""
+    if local == Path(ref):
+        yield local
+        return
+    with tempfile.TemporaryDirectory(prefix="anomaly-ae-calibrate-") as tmp:
+        copy = Path(tmp) / "model"
+        shutil.copytree(local, copy)
+        yield copy
+
+
+def _load(run_dir: Path) -> Detector:
+    from anomaly_ae import Detector, ModelDirError
+
+    try:
+        return Detector.load(run_dir)
+    except ModelDirError as err:
+        fail_usage(str(err))
+
+
+def _fit(det: Detector, good: Any, bad: Any, bad_masks: Any, new: ThresholdConfig, select: bool,
+         progress: Any) -> None:
+    try:
+        if select:
+            progress.stage(f"choosing the scoring by the self-check on {len(good)} good images")
+            det.tune(good)
+        progress.stage(f"calibrating on {len(good)} good images")
+        det.calibrate(good, bad, bad_masks, threshold=new)
+    except ValueError as err:
+        fail_usage(str(err))
+
+
+def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str | None,
+         summary: dict[str, Any], quiet: bool) -> dict[str, Any] | None:
+    """The recalibrated model as a new MLflow model (version) when the model is tracked, registered or a URI."""
+    from anomaly_ae.deploy.mlflow_model import log_recalibration
+
+    record = det.train_info_.get("mlflow") or {}
+    register = register or record.get("registered_model") or (
+        ref[len("models:/"):].split("@")[0].split("/")[0] if ref.startswith("models:/") else None)
+    if not (register or record.get("run_id") or ref.startswith("runs:/")):
+        return None  # an untracked model stays untracked
+    if not quiet:
+        reporter(quiet).stage("logging the recalibrated model to MLflow" + (f" ({register})" if register else ""))
+    figures = {k: summary[k] for k in ("threshold", "pixel_threshold", "expected_fpr", "n_good")}
+    figures["settings"] = det.config.threshold.model_dump()
+    uri = tracking_uri()
+    return log_recalibration(target, figures, det.config.tracking.experiment, record.get("run_id"), register,
+                             alias, uri, fallback_uri(uri), on_fallback=warn)
 
 
 def _settings(det: Detector, updates: dict[str, Any]) -> ThresholdConfig:
@@ -152,5 +227,9 @@ def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
                      f"AUPRO {c['aupro']:.3f} (best of {c.get('candidates')})"))
     if j["skipped"]:
         rows.append(("skipped", f"{len(j['skipped'])} unreadable file(s), listed above"))
-    rows.append(("updated", j["updated"]))
+    rows.append(("updated", j["updated"] or "nothing (an MLflow model recalibrated with --no-track)"))
+    m = j["mlflow"]
+    if m:
+        alias = f", alias {m['alias']}" if m["alias"] else ""
+        rows.append(("MLflow", f"{m['model_uri']} (run {m['run_id']}){alias}"))
     return rows

@@ -8,6 +8,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -42,6 +43,15 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or stage
                                      "results still show).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the result lines "
                                     "(keys: README, 'Machine-readable output').")]
+
+
+#: MLflow options shared by train and calibrate
+NoTrack = Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")]
+Register = Annotated[str | None, typer.Option(
+    help="Register the model in the MLflow Model Registry under this name (a new version each time).",
+    show_default="not registered (calibrate: the model's registered name, if any)")]
+Alias = Annotated[str | None, typer.Option(
+    help="Point this registry alias (e.g. champion) at the new version; needs --register.", show_default="none")]
 
 
 def reporter(quiet: bool) -> Any:
@@ -96,6 +106,27 @@ def print_summary(rows: list[tuple[str, str]], title: str = "") -> None:
         return
     for label, value in rows:
         results.print(f"{label:<14} {value}")
+
+
+#: what RUN_DIR arguments accept, for their help text
+MODEL_REF_HELP = ("Model directory written by 'anomaly-ae train', or an MLflow model: models:/NAME/VERSION, "
+                  "models:/NAME@ALIAS, runs:/RUN_ID/model (downloaded once to ~/.cache/anomaly-ae).")
+
+
+def model_dir(ref: str, quiet: bool = False) -> Path:
+    """RUN_DIR as a local model directory: a folder as is, an MLflow model URI downloaded once (exit 2 if neither)."""
+    if not ref.startswith(("models:/", "runs:/")):
+        if not Path(ref).is_dir():
+            fail_usage(f"RUN_DIR {ref} is not a folder")
+        return Path(ref)
+    if not quiet:
+        console.print(f"· fetching {ref} from {tracking_uri()}")
+    from anomaly_ae.deploy.mlflow_model import resolve_model
+
+    try:
+        return resolve_model(ref, tracking_uri())
+    except ValueError as err:
+        fail_usage(str(err))
 
 
 def invoked_command(drop: tuple[str, ...] = ("--overwrite",)) -> str:
@@ -208,8 +239,6 @@ def silence_native_stderr() -> None:
 
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the local store ``sqlite:///<cwd>/mlflow.db``."""
-    from pathlib import Path
-
     from anomaly_ae.tracking import local_store_uri
 
     return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd())
@@ -217,32 +246,10 @@ def tracking_uri() -> str:
 
 def fallback_uri(uri: str) -> str | None:
     """Where a run goes when ``uri`` fails: the local store ``./mlflow.db`` (``None`` if that is ``uri``)."""
-    from pathlib import Path
-
     from anomaly_ae.tracking import local_store_uri
 
     local = local_store_uri(Path.cwd())
     return None if uri == local else local
-
-
-def new_bar(label: str) -> Any:
-    """A transient rich ``Progress``: ``label`` (a ``TextColumn`` template), bar, done/total, elapsed time."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                    transient=True)
-
-
-@contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient bar; yields ``advance(done, total)`` for a library function's ``progress`` argument."""
-    with new_bar(label) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield advance
 
 
 @contextlib.contextmanager

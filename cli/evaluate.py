@@ -9,11 +9,13 @@ import typer
 
 from cli.common import (
     EXIT_PARTIAL,
+    MODEL_REF_HELP,
     Json,
     Quiet,
     fail_usage,
     fallback_uri,
     loading,
+    model_dir,
     note,
     print_json,
     print_summary,
@@ -36,7 +38,7 @@ EXAMPLES = """Examples:
 
 
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="Model directory written by 'anomaly-ae train'.")],
+    run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
     dataset_dir: Annotated[Path, typer.Argument(help="MVTec-AD-layout folder: test/good, test/<defect>, "
                                                      "optional ground_truth/<defect>/<stem>_mask.png.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for metrics.json and report.html.")],
@@ -47,8 +49,7 @@ def evaluate(
     json_out: Json = False,
 ) -> None:
     """Image and pixel metrics of a model on a labelled test set, and an HTML report."""
-    if not run_dir.is_dir():
-        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    run_dir = model_dir(run_dir, quiet)
     if not (dataset_dir / "test").is_dir():
         fail_usage(f"DATASET_DIR {dataset_dir} has no 'test' folder (MVTec AD layout expected)")
     loading(quiet)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.choices import ExportFormat, InputDtype
-from cli.common import fail_usage, results
+from cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
 
 EXAMPLES = """Examples:
 
@@ -19,7 +19,7 @@ EXAMPLES = """Examples:
 
 
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Model directory written by 'anomaly-ae train'.")],
+    run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the graph and deploy.json.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="Graph format.")] = ExportFormat.onnx,
     input_dtype: Annotated[
@@ -31,8 +31,7 @@ def export(
 
     The graph takes images at the model resolution; deploy.json holds the thresholds and the normalisation.
     """
-    if not run_dir.is_dir():
-        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    run_dir = model_dir(run_dir)
     from anomaly_ae import ModelDirError, OutputConflict
     from anomaly_ae.deploy.encoder import ExportError
     from anomaly_ae.deploy.graph import export_detector

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cli.choices import ExportFormat
-from cli.common import fail_usage, results
+from cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
 
 EXAMPLES = """Examples:
 
@@ -19,7 +19,7 @@ EXAMPLES = """Examples:
 
 
 def export_encoder(
-    run_dir: Annotated[Path, typer.Argument(help="Model directory of a conv, denoising or vae model.")],
+    run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for encoder.keras, .weights.h5, .json.")],
     fmt: Annotated[
         list[ExportFormat] | None,
@@ -29,8 +29,7 @@ def export_encoder(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier encoder export in --out.")] = False,
 ) -> None:
     """Export the encoder (one output per resolution block + latent) for segmentation transfer learning."""
-    if not run_dir.is_dir():
-        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    run_dir = model_dir(run_dir)
     from anomaly_ae import ModelDirError, OutputConflict
     from anomaly_ae.deploy.encoder import ExportError
     from anomaly_ae.deploy.encoder import export_encoder as run_export

@@ -8,6 +8,7 @@ import os
 # albumentations from checking the network for a newer version on import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines (database set-up, validation)
 
 import typer  # noqa: E402
 

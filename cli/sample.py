@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail_usage, results
+from cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
 
 EXAMPLES = """Examples:
 
@@ -17,15 +17,14 @@ EXAMPLES = """Examples:
 
 
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="Model directory of a 'vae' model.")],
+    run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file for the grid of samples.")],
     n: Annotated[int, typer.Option("--n", min=1, max=1024, help="Number of samples.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of the prior draws.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace the file --out if it exists.")] = False,
 ) -> None:
     """Decode N draws from the prior N(0, I) of a variational autoencoder into a PNG grid."""
-    if not run_dir.is_dir():
-        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    run_dir = model_dir(run_dir)
     if out.is_dir():
         fail_usage(f"--out {out} is a folder; give a file name such as {out / 'samples.png'}")
     if os.path.lexists(out) and not overwrite:

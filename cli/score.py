@@ -14,7 +14,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import EXIT_PARTIAL, Json, Quiet, fail_usage, loading, print_json, print_summary, reporter, results
+from cli.common import (
+    EXIT_PARTIAL,
+    MODEL_REF_HELP,
+    Json,
+    Quiet,
+    fail_usage,
+    loading,
+    model_dir,
+    print_json,
+    print_summary,
+    reporter,
+    results,
+)
 
 if TYPE_CHECKING:
     from anomaly_ae import ScoreSummary, Verdict
@@ -32,7 +44,7 @@ EXAMPLES = """Examples:
 
 
 def score(
-    run_dir: Annotated[Path, typer.Argument(help="Model directory written by 'anomaly-ae train'.")],
+    run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
     inputs: Annotated[list[Path], typer.Argument(
         help="One folder (searched recursively), or image files, or a quoted glob such as 'line3/*.png'.")],
     out: Annotated[Path | None, typer.Option(
@@ -61,8 +73,7 @@ def score(
     after an interruption keeps what is already scored and scores the rest.
     Files print one verdict line each: path, score, normalised score, anomalous yes/no, files written.
     """
-    if not run_dir.is_dir():
-        fail_usage(f"RUN_DIR {run_dir} is not a folder")
+    run_dir = model_dir(run_dir, quiet)
     folder, files = _inputs(inputs, out)
     loading(quiet)
     from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, score_files, score_folder

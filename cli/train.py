@@ -17,8 +17,11 @@ import typer
 from cli.choices import ModelName, value
 from cli.common import (
     EXIT_FAILED,
+    Alias,
     Json,
+    NoTrack,
     Quiet,
+    Register,
     fail_usage,
     loading,
     note,
@@ -66,7 +69,9 @@ def train(
     seed: Annotated[int | None, typer.Option(help="train.seed.", show_default=FROM_CONFIG)] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (tracking.experiment).",
                                                    show_default=FROM_CONFIG)] = None,
-    no_track: Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")] = False,
+    no_track: NoTrack = False,
+    register: Register = None,
+    alias: Alias = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the interrupted training of this model directory.",
                                                 show_default=False)] = None,
     overwrite: Annotated[
@@ -81,13 +86,12 @@ def train(
     'anomaly-ae train --resume RUN_DIR' continues from it with the same config and images.
     """
     loading(quiet)
-    show = Show(quiet, json_out)
+    show = Show(quiet, json_out, register, alias)
+    if alias and not register:
+        fail_usage("--alias needs --register NAME")
     if resume is not None:
-        given = (config, model, out, epochs, image_size, channels, seed, experiment, overwrite or None)
-        if any(v is not None for v in given):
-            fail_usage("--resume continues with the recorded config: drop --config/--model/--out/--overwrite and "
-                       "the overrides")
-        _resume(resume, good_dir, no_track, show)
+        _resume(resume, good_dir, no_track, show, (config, model, out, epochs, image_size, channels, seed,
+                                                   experiment, overwrite or None))
         return
     good_dir = _check_args(good_dir, channels)
     cfg = _load_config(config, value(model), {
@@ -108,10 +112,13 @@ def train(
 
 @dataclass
 class Show:
-    """What the user asked to see: ``quiet`` hides progress (stderr); ``json`` replaces the result lines."""
+    """What the user asked for beyond the config: ``quiet`` hides progress (stderr), ``json`` replaces the
+    result lines, ``register`` / ``alias`` name the model in the MLflow Model Registry."""
 
     quiet: bool
     json: bool
+    register: str | None = None
+    alias: str | None = None
 
 
 def _check_args(good_dir: Path | None, channels: int | None) -> Path:
@@ -178,10 +185,14 @@ def _fresh_run_dir(base: Path) -> Path:
     return candidate
 
 
-def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, show: Show) -> None:
-    """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint."""
+def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, show: Show, given: tuple) -> None:
+    """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint (``given``: the
+    options that would change them, all ``None``)."""
     from anomaly_ae.training.run import ResumeError, resume_plan
 
+    if any(v is not None for v in given):
+        fail_usage("--resume continues with the recorded config: drop --config/--model/--out/--overwrite and "
+                   "the overrides")
     try:
         plan = resume_plan(run_dir, good_dir)
     except ResumeError as err:
@@ -208,8 +219,8 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
         with OutDirLock(run_dir), open_tracker(cfg.tracking.experiment, run_dir.name, no_track, run_id,
                                                resumed_run=True, announce=False) as tracker:
             det = train_run(cfg, good_dir, run_dir, tracker, resume, [TrackingCallback(tracker)],
-                            verbose=reporter(show.quiet))
-            summary = _summary(det, run_dir, tracker)
+                            verbose=reporter(show.quiet), register=show.register, alias=show.alias)
+            summary = _summary(det, run_dir, tracker, show.register)
             if show.json:
                 print_json(summary)
             else:
@@ -237,7 +248,7 @@ def _interrupted(run_dir: Path) -> NoReturn:
     raise typer.Exit(130)
 
 
-def _summary(det: Detector, run_dir: Path, tracker: Any) -> dict[str, Any]:
+def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -> dict[str, Any]:
     """The ``--json`` object of ``train`` (keys documented in the README, 'Machine-readable output')."""
     info, stats, s = det.train_info_, det.score_stats_, det.config.scoring
     check = info.get("self_check") or None
@@ -254,7 +265,18 @@ def _summary(det: Detector, run_dir: Path, tracker: Any) -> dict[str, Any]:
                                                                         "n_good", "selected")},
         "mlflow_run_id": None if tracker.disabled else tracker.run_id,
         "tracking_uri": None if tracker.disabled else tracker.uri,
+        "mlflow_model_uri": _model_uri(tracker, register),
     }
+
+
+def _model_uri(tracker: Any, register: str | None) -> str | None:
+    """``models:/NAME/VERSION`` of a registered model, else ``runs:/RUN_ID/model`` (``None`` untracked)."""
+    info = getattr(tracker, "model_info", None)
+    if info is None:
+        return None
+    if register and info.registered_model_version is not None:
+        return f"models:/{register}/{info.registered_model_version}"
+    return f"runs:/{tracker.run_id}/model"
 
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
@@ -277,6 +299,7 @@ def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{sc['smoothing_sigma']:g}, {sc['reduction']}; an estimate, not a measurement on real defects)"))
     if j["mlflow_run_id"]:
         rows.append(("MLflow run", f"{j['mlflow_run_id']} in {j['tracking_uri']}"))
+        rows.append(("MLflow model", str(j["mlflow_model_uri"])))
         if j["tracking_uri"].startswith("sqlite:"):
             rows.append(("", f"view it with: mlflow ui --backend-store-uri {j['tracking_uri']}"))
     return rows
