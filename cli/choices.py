@@ -54,3 +54,10 @@ class InputDtype(StrEnum):
 
     uint8 = "uint8"
     float32 = "float32"
+
+
+class Engine(StrEnum):
+    """``score --engine``: this process, or Ray Data actors on a Ray cluster."""
+
+    local = "local"
+    ray = "ray"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.choices import Engine
 from cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
@@ -40,6 +41,8 @@ EXAMPLES = """Examples:
   anomaly-ae score runs/a 'line3/*.png' --out scores/line3 --json
 
   anomaly-ae score runs/a inspection/ --out scores/ --plain-heatmaps --no-masks -q
+
+  anomaly-ae score runs/a /shared/line3 --out /shared/scores --engine ray --address 10.0.0.5:6379 --actors 8
 """
 
 
@@ -64,6 +67,12 @@ def score(
     ] = False,
     max_megapixels: Annotated[float | None, typer.Option(
         min=0.000001, help="Refuse larger images before decoding.", show_default="100")] = None,
+    engine: Annotated[Engine, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
+                                           "(pip install 'anomaly-ae[ray]').")] = Engine.local,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).",
+                                                show_default="start a local Ray and stop it after")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Scoring actors (with --engine ray).")] = 1,
+    gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per actor (with --engine ray).")] = 0.0,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -81,13 +90,16 @@ def score(
     options = {"batch_size": batch_size, "heatmaps": heatmaps, "masks": masks, "raw_maps": raw_maps,
                "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
                "max_megapixels": max_megapixels, "verbose": reporter(quiet)}
+    if engine is Engine.ray and folder is None:
+        fail_usage("--engine ray scores a folder; give one folder and --out")
     try:
         if folder is not None:
-            summary = score_folder(run_dir, folder, out, **options)
+            summary = score_folder(run_dir, folder, out, **options, engine=engine.value, address=address,
+                                   actors=actors, gpus_per_actor=gpus_per_actor)
             partial = _print_folder(summary, json_out)
         else:
             partial = _print_files(score_files(run_dir, files, out, **options), out, json_out)
-    except (ModelDirError, OutputConflict, NoImagesError) as err:
+    except (ModelDirError, OutputConflict, NoImagesError, ImportError) as err:  # ImportError: the [ray] extra
         fail_usage(str(err))
     if partial:
         raise typer.Exit(EXIT_PARTIAL)

@@ -16,49 +16,30 @@ already scored (:mod:`anomaly_ae.outputs.score_run`); what may be written and re
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anomaly_ae.data.images import list_images
 from anomaly_ae.detector import Detector, ScoredFile
-from anomaly_ae.fileio import MANIFEST_NAME, output_name, output_path, write_npy_atomic, write_png_atomic
+from anomaly_ae.fileio import MANIFEST_NAME, output_name
 from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir
-from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
+from anomaly_ae.outputs.batch import FolderProgress, output_targets, outputs_of
 from anomaly_ae.outputs.score_run import OUTPUTS, ScoreRun, relative_key, start
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores
 from anomaly_ae.outputs.writers import OrderedOutputs
 from anomaly_ae.progress import Bar, Progress, as_progress
 
 if TYPE_CHECKING:
-    from anomaly_ae.postprocessing import PostProcessor
-
-#: errors of writing one file's outputs that fail that file only (a name this file system cannot take);
-#: any other (disk full, read-only, permission) stops the run, which a rerun then resumes
-PER_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
-
+    pass
 
 class NoImagesError(ValueError):
     """The input folder holds no images."""
-
-
-class FolderProgress(Protocol):
-    """What :func:`score_folder` reports while it runs (all optional to act on)."""
-
-    def warning(self, line: str) -> None:
-        """A one-line warning (an unreadable sub-folder, rows of an earlier run dropped, ...)."""
-
-    def started(self, todo: int, kept: int | None) -> None:
-        """Scoring begins: ``todo`` inputs to score; ``kept`` rows kept from an earlier run (``None``: a fresh run)."""
-
-    def done(self, rel: str, error: str | None) -> None:
-        """One input is complete (``error``: why it failed, else ``None``)."""
 
 
 @dataclass
@@ -101,6 +82,10 @@ def score_folder(
     max_megapixels: float | None = None,
     progress: FolderProgress | None = None,
     verbose: int | Progress = 0,
+    engine: str = "local",
+    address: str | None = None,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
 ) -> ScoreSummary:
     """Score every image under ``input_dir`` (recursively) into ``out_dir``: ``scores.csv`` + outputs.
 
@@ -117,6 +102,10 @@ def score_folder(
         progress: receives warnings and per-file progress (see :class:`FolderProgress`).
         verbose: without ``progress``: 1 shows a bar (count, images/s, ETA) and a line per failed
             file on stderr, 0 warnings only (see :class:`~anomaly_ae.progress.Progress`).
+        engine: ``"local"`` (this process) or ``"ray"``: Ray Data actors run the same per-batch core
+            (:mod:`anomaly_ae.outputs.ray_engine`) on the cluster at ``address`` (``None``: a local Ray,
+            started and stopped here), ``actors`` of them with ``gpus_per_actor`` GPUs each. Same files,
+            same rows, same resume rules.
 
     Raises:
         OutputConflict: ``out_dir`` is unusable or holds results that may not be mixed or replaced.
@@ -136,7 +125,15 @@ def score_folder(
         warn(line)
     if not paths:
         raise NoImagesError(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
-    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels)
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
+    ray = None
+    if engine == "ray":
+        from anomaly_ae.outputs.ray_engine import RayOptions, require_ray
+
+        require_ray()  # before any work: a missing extra is one line
+        ray = RayOptions(address, actors, gpus_per_actor)
+    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels, ray)
     summary = _score_into(det, run_dir, input_dir, paths, out, options, listener, warn)
     summary.problems = problems
     return summary
@@ -242,6 +239,7 @@ class _Options:
     resume: bool
     overwrite: bool
     max_megapixels: float | None
+    ray: Any = None  # RayOptions: score on Ray
 
     @property
     def kinds(self) -> list[str]:
@@ -265,7 +263,7 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path, paths: lis
                 warn(line)
             progress.started(len(state.todo), len(state.keep) if state.resumed else None)
             try:
-                counts = _score_todo(det, state, input_dir, out, kinds, options, progress)
+                counts = _score_todo(det, state, input_dir, out, kinds, options, progress, run_dir)
             finally:
                 if hasattr(progress, "close"):
                     progress.close()
@@ -330,11 +328,19 @@ def _detector(detector_or_run_dir: Detector | str | Path, need_dir: bool = True)
 
 
 def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kinds: list[str],
-                options: _Options, progress: FolderProgress) -> tuple[int, int, int]:
+                options: _Options, progress: FolderProgress, run_dir: Path) -> tuple[int, int, int]:
     """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
     post = det.postprocessor_
     counts = {"ok": len(state.keep), "failed": 0, "anomalous": sum(r[2] == "true" for r in state.keep)}
     csv_out = ScoresCsv(out / "scores.csv", keep=state.keep)
+    if options.ray is not None:
+        from anomaly_ae.outputs.ray_engine import score_todo_ray
+
+        ok, anomalous, failed = score_todo_ray(
+            run_dir, state.todo, input_dir, out, kinds, options.legend, _pixels(options.max_megapixels),
+            options.batch_size or det.config.scoring.batch_size, options.ray, csv_out, post.threshold, progress)
+        csv_out.close()
+        return counts["ok"] + ok, counts["anomalous"] + anomalous, failed
 
     def row(rel: str, item: ScoredFile, problem: dict[str, str]) -> None:
         error = item.error or problem.get("error")
@@ -350,47 +356,16 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kind
     budget = det.config.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
     with OrderedOutputs(max_pending_cost=budget) as writer:
         for item in det.iter_score(state.todo, options.batch_size, max_pixels=_pixels(options.max_megapixels)):
-            rel = relative_key(item.path, input_dir)
-            try:  # outputs never land outside OUT_DIR (e.g. through a link planted in it)
-                targets = {kind: output_path(out / kind, rel, OUTPUTS[kind]) for kind in kinds}
-            except ValueError as err:
-                item.error = item.error or str(err)
+            rel, targets = output_targets(item, input_dir, out, kinds)
             problem: dict[str, str] = {}
             if item.error is None:
                 legend = item.score if options.legend else None
-                writer.submit(_outputs_of(item.image, item.amap, targets, post, problem, legend),
+                writer.submit(outputs_of(item.image, item.amap, targets, post, problem, legend),
                               partial(row, rel, item, problem), cost=item.image.nbytes + item.amap.nbytes)
             else:
                 writer.submit(None, partial(row, rel, item, problem))
     csv_out.close()
     return counts["ok"], counts["anomalous"], counts["failed"]
-
-
-def _outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], post: PostProcessor,
-                problem: dict[str, str], legend_score: float | None = None) -> Callable[[], None]:
-    """The work of writing one input's outputs (run in a worker thread while the model scores on).
-
-    ``legend_score``: the image's score, to draw the legend strip under its heatmap (``None``: no strip).
-    """
-
-    def work() -> None:
-        try:
-            if "heatmaps" in targets:
-                overlay = heatmap_overlay(image, amap, post.heatmap_range)
-                if legend_score is not None:
-                    overlay = with_legend(overlay, post.heatmap_range, post.pixel_threshold, legend_score,
-                                          post.threshold)
-                write_png_atomic(targets["heatmaps"], overlay)
-            if "masks" in targets:
-                write_png_atomic(targets["masks"], post.defect_mask(amap).astype(np.uint8) * 255)
-            if "maps" in targets:
-                write_npy_atomic(targets["maps"], amap)
-        except OSError as err:  # a name this file system cannot take fails this file, not the run
-            if err.errno not in PER_FILE_ERRNOS:
-                raise
-            problem["error"] = f"cannot write its outputs: {err.strerror or err}"
-
-    return work
 
 
 __all__ = ["BarProgress", "FolderProgress", "NoImagesError", "OutputConflict", "ScoreSummary", "Verdict",

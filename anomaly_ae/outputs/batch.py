@@ -1,0 +1,108 @@
+"""The per-batch scoring core that every engine runs: score a few files, write their outputs, return their rows.
+
+``score_folder`` streams a folder through it in one process (with the writing pipelined in threads);
+the Ray engine (:mod:`anomaly_ae.outputs.ray_engine`) runs :func:`score_batch` in actors. Both
+write the same files under the same names and the same ``scores.csv`` rows.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from anomaly_ae.fileio import output_path, write_npy_atomic, write_png_atomic
+from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
+from anomaly_ae.outputs.score_run import OUTPUTS, relative_key
+
+if TYPE_CHECKING:
+    from anomaly_ae.detector import Detector, ScoredFile
+    from anomaly_ae.postprocessing import PostProcessor
+
+#: errors of writing one file's outputs that fail that file only (a name this file system cannot take);
+#: any other (disk full, read-only, permission) stops the run, which a rerun then resumes
+PER_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
+
+
+
+class FolderProgress(Protocol):
+    """What :func:`score_folder` reports while it runs (all optional to act on)."""
+
+    def warning(self, line: str) -> None:
+        """A one-line warning (an unreadable sub-folder, rows of an earlier run dropped, ...)."""
+
+    def started(self, todo: int, kept: int | None) -> None:
+        """Scoring begins: ``todo`` inputs to score; ``kept`` rows kept from an earlier run (``None``: a fresh run)."""
+
+    def done(self, rel: str, error: str | None) -> None:
+        """One input is complete (``error``: why it failed, else ``None``)."""
+
+
+
+@dataclass
+class ScoredRow:
+    """One input's ``scores.csv`` row, once its output files are on disk (``score`` ``None``: ``error`` says why)."""
+
+    rel: str
+    score: float | None
+    error: str | None
+    stat: tuple[int, int] | None
+
+
+def output_targets(item: ScoredFile, input_dir: Path, out: Path, kinds: Sequence[str]) -> tuple[str, dict[str, Path]]:
+    """``(key in scores.csv, {kind: output file})`` of a scored file; a name that would land outside ``out``
+    (e.g. through a link planted in it) becomes the file's error instead."""
+    rel = relative_key(item.path, input_dir)
+    try:
+        return rel, {kind: output_path(out / kind, rel, OUTPUTS[kind]) for kind in kinds}
+    except ValueError as err:
+        item.error = item.error or str(err)
+        return rel, {}
+
+
+def score_batch(det: Detector, paths: Sequence[Path], input_dir: Path, out: Path, kinds: Sequence[str],
+                legend: bool = True, max_pixels: int | None = None) -> list[ScoredRow]:
+    """Score ``paths`` as one model batch and write their outputs under ``out``; one row per path, in order."""
+    rows = []
+    for item in det.iter_score(list(paths), max(1, len(paths)), max_pixels=max_pixels):
+        rel, targets = output_targets(item, input_dir, out, kinds)
+        problem: dict[str, str] = {}
+        if item.error is None:
+            outputs_of(item.image, item.amap, targets, det.postprocessor_, problem,
+                       item.score if legend else None)()
+        error = item.error or problem.get("error")
+        rows.append(ScoredRow(rel, None if error else item.score, error, item.stat))
+    return rows
+
+
+def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], post: PostProcessor,
+                problem: dict[str, str], legend_score: float | None = None) -> Callable[[], None]:
+    """The work of writing one input's outputs (run in a worker thread while the model scores on).
+
+    ``legend_score``: the image's score, to draw the legend strip under its heatmap (``None``: no strip).
+    """
+
+    def work() -> None:
+        try:
+            if "heatmaps" in targets:
+                overlay = heatmap_overlay(image, amap, post.heatmap_range)
+                if legend_score is not None:
+                    overlay = with_legend(overlay, post.heatmap_range, post.pixel_threshold, legend_score,
+                                          post.threshold)
+                write_png_atomic(targets["heatmaps"], overlay)
+            if "masks" in targets:
+                write_png_atomic(targets["masks"], post.defect_mask(amap).astype(np.uint8) * 255)
+            if "maps" in targets:
+                write_npy_atomic(targets["maps"], amap)
+        except OSError as err:  # a name this file system cannot take fails this file, not the run
+            if err.errno not in PER_FILE_ERRNOS:
+                raise
+            problem["error"] = f"cannot write its outputs: {err.strerror or err}"
+
+    return work
+
+

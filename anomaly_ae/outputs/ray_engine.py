@@ -1,0 +1,146 @@
+"""``score_folder(..., engine="ray")``: the same per-batch scoring core, run by Ray Data actors.
+
+::
+
+    score_folder("runs/plate", "/shared/line3", "/shared/scores", engine="ray", address="10.0.0.5:6379",
+                 actors=8, gpus_per_actor=1)
+
+The driver lists the folder, keeps what an earlier run scored (:mod:`anomaly_ae.outputs.score_run`) and
+hands the rest to Ray Data as a list of file paths. ``map_batches`` runs :class:`ScoringActor`: each
+actor loads the detector once and calls :func:`~anomaly_ae.outputs.batch.score_batch` on a batch, which
+writes the heatmaps / masks / maps under ``OUT_DIR`` and returns the rows. The driver writes the rows to
+``scores.csv`` in input order (Ray Data's ``preserve_order``) as they arrive, so an interrupted run
+resumes exactly as a single-process one does. Input files, the model directory and ``OUT_DIR`` must be
+on storage every node sees (NFS, a shared volume) under the same paths. An actor that dies is restarted
+by Ray and its batch is run again (the output writes are atomic and idempotent).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomaly_ae.outputs.batch import FolderProgress, score_batch
+
+#: the one line shown when Ray is not installed
+RAY_MISSING = "the Ray engine needs Ray: pip install 'anomaly-ae[ray]'"
+
+
+class RayMissing(ImportError):
+    """Ray is not installed (the message names the extra to install)."""
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, with Ray Data.
+
+    Raises:
+        RayMissing: one line naming the extra.
+    """
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayMissing(RAY_MISSING) from None
+    return ray
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide: ``address`` of a running cluster (``None``: start a local Ray and stop it after),
+    ``actors`` scoring actors, ``gpus_per_actor`` GPUs each (0 on CPU machines)."""
+
+    address: str | None = None
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+
+
+class ScoringActor:
+    """A Ray Data actor: loads the detector once, then scores batches of ``{"path": [...]}``."""
+
+    def __init__(self, run_dir: str, input_dir: str, out: str, kinds: Sequence[str], legend: bool,
+                 max_pixels: int | None) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from anomaly_ae.backend import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        from anomaly_ae.detector import Detector
+
+        self.det = Detector.load(run_dir)
+        self.input_dir, self.out = Path(input_dir), Path(out)
+        self.kinds, self.legend, self.max_pixels = list(kinds), legend, max_pixels
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = score_batch(self.det, [Path(p) for p in batch["path"]], self.input_dir, self.out, self.kinds,
+                           self.legend, self.max_pixels)
+        return {
+            "rel": np.array([r.rel for r in rows], dtype=object),
+            "score": np.array([np.nan if r.score is None else r.score for r in rows], np.float64),
+            "error": np.array([r.error or "" for r in rows], dtype=object),
+            "size": np.array([-1 if r.stat is None else r.stat[0] for r in rows], np.int64),
+            "mtime": np.array([-1 if r.stat is None else r.stat[1] for r in rows], np.int64),
+        }
+
+
+def score_todo_ray(run_dir: Path, todo: Sequence[Path], input_dir: Path, out: Path, kinds: Sequence[str],
+                   legend: bool, max_pixels: int | None, batch_size: int, options: RayOptions, csv_out: Any,
+                   threshold: float, progress: FolderProgress) -> tuple[int, int, int]:
+    """Score ``todo`` on Ray and append its rows to ``csv_out`` in input order; ``(ok, anomalous, failed)`` of them."""
+    ray = require_ray()
+    quiet = _QuietRayLogs()
+    started = not ray.is_initialized()
+    if started:
+        init = {"address": options.address} if options.address else {"include_dashboard": False}
+        ray.init(**init, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # rows come back in input order, like the single process
+        ctx.enable_progress_bars = False  # anomaly-ae shows its own bar
+        # absolute paths (links not followed): the actors' working folder is not the driver's
+        paths = [{"path": os.path.abspath(p)} for p in todo]
+        ds = ray.data.from_items(paths, override_num_blocks=max(1, len(paths) // batch_size))
+        scored = ds.map_batches(
+            ScoringActor, fn_constructor_args=(os.path.abspath(run_dir), os.path.abspath(input_dir),
+                                               os.path.abspath(out), list(kinds), legend, max_pixels),
+            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=options.actors),
+            num_gpus=options.gpus_per_actor or None, num_cpus=1, batch_format="numpy",
+        )  # Ray Data restarts a dead actor and reruns its batch (max_restarts / max_task_retries -1 by default)
+        ok = anomalous = failed = 0
+        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            for rel, score, error, size, mtime in zip(batch["rel"], batch["score"], batch["error"], batch["size"],
+                                                      batch["mtime"], strict=True):
+                stat = None if size < 0 else (int(size), int(mtime))
+                rel = str(rel)
+                if error:
+                    failed += 1
+                    csv_out.write(rel, None, threshold, str(error), stat)
+                else:
+                    ok += 1
+                    anomalous += int(score > threshold)
+                    csv_out.write(rel, float(score), threshold, "", stat)
+                progress.done(rel, str(error) or None)
+        return ok, anomalous, failed
+    finally:
+        if started:
+            ray.shutdown()
+        quiet.restore()
+
+
+class _QuietRayLogs:
+    """Ray's INFO lines (execution plans, log folders) off while anomaly-ae shows its own progress."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.WARNING)
+
+    def restore(self) -> None:
+        for lg, level in zip(self.loggers, self.levels, strict=True):
+            lg.setLevel(level)

@@ -1,0 +1,194 @@
+"""``score --engine ray`` on a real Ray cluster started here (``ray start --head`` on 127.0.0.1, stopped after)."""
+
+import csv
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+runner = CliRunner()
+BIN = Path(sys.executable).parent
+N_GOOD = 197
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A one-node Ray cluster on 127.0.0.1: ``ray start --head --block`` in its own process group, stopped by its
+    PID (it stops the processes it started; anything left is killed). Token authentication is off for it and
+    for the drivers here, as on a trusted test machine."""
+    root = tmp_path_factory.mktemp("ray")
+    port = _free_port()
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(root / "ray.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--disable-usage-stats", "--include-dashboard", "false", "--block"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    probe = f"import ray; ray.init(address={address!r}, log_to_driver=False); assert ray.cluster_resources()['CPU']"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (root / "ray.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the Ray cluster did not accept a driver in 90 s"
+            try:
+                if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                                  timeout=30).returncode == 0:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(1)
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        log.close()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_data, tmp_path_factory):
+    """200 files: 197 readable images in two sub-folders and 3 that cannot be read."""
+    folder = tmp_path_factory.mktemp("inputs") / "in"
+    sources = sorted((tiny_data / "test").glob("*/*.png"))
+    for i in range(N_GOOD):
+        dest = folder / ("a" if i % 2 else "b") / f"img_{i:03d}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[i % len(sources)], dest)
+    (folder / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    (folder / "b" / "empty.jpg").write_bytes(b"")
+    (folder / "notes.tif").write_bytes(b"II*\x00garbage")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_detector, inputs, tmp_path_factory):
+    """The single-process rows (path -> row) and the model directory they came from."""
+    from anomaly_ae import score_folder
+
+    run = tiny_detector.save(tmp_path_factory.mktemp("model") / "run")
+    out = tmp_path_factory.mktemp("ref") / "out"
+    summary = score_folder(run, inputs, out)
+    assert (summary.n_scored, summary.n_failed) == (N_GOOD, 3)
+    return run, _rows(out)
+
+
+def _rows(out: Path) -> list[list[str]]:
+    with open(out / "scores.csv", newline="") as f:
+        return list(csv.reader(f))
+
+
+def _same(rows: list[list[str]], ref: list[list[str]], ordered: bool = True) -> None:
+    """The same rows (scores within 1e-6); ``ordered=False``: in any order (a resumed run writes kept rows first)."""
+    if not ordered:
+        rows, ref = [rows[0], *sorted(rows[1:])], [ref[0], *sorted(ref[1:])]
+    assert [r[0] for r in rows] == [r[0] for r in ref]  # the same files (each once), in the same order
+    for got, want in zip(rows[1:], ref[1:], strict=True):
+        assert got[2:] == want[2:] and (got[1] == want[1] or abs(float(got[1]) - float(want[1])) <= 1e-6)
+
+
+def test_ray_scoring_gives_the_single_process_rows_and_files(cluster, reference, inputs, tmp_path):
+    run, ref = reference
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["score", str(run), str(inputs), "--out", str(out), "--engine", "ray", "--address",
+                              cluster, "--actors", "2", "--batch-size", "8", "--json"])
+    assert res.exit_code == 3, res.output  # 3: some files could not be read
+    _same(_rows(out), ref)
+    for row in _rows(out)[1:]:
+        if not row[4]:
+            assert (out / "heatmaps" / f"{row[0]}.png").is_file() and (out / "masks" / f"{row[0]}.png").is_file()
+
+
+def _scoring_actor_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "ScoringActor"], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_a_killed_actor_loses_no_row(cluster, reference, inputs, tmp_path):
+    from anomaly_ae import score_folder
+
+    run, ref = reference
+    out = tmp_path / "out"
+    result: dict = {}
+
+    def score() -> None:
+        result["summary"] = score_folder(run, inputs, out, engine="ray", address=cluster, actors=2, batch_size=2)
+
+    worker = threading.Thread(target=score)
+    worker.start()
+    deadline, killed = time.monotonic() + 120, None
+    partial = out / "scores.csv.partial"
+    while worker.is_alive() and time.monotonic() < deadline and killed is None:
+        pids = _scoring_actor_pids()
+        if pids and partial.is_file() and len(partial.read_text().splitlines()) > 3:
+            os.kill(pids[0], signal.SIGKILL)  # an actor dies mid-run (its process, as a crash would)
+            killed = pids[0]
+        time.sleep(0.05)
+    worker.join(300)
+    assert killed is not None, "no scoring actor was seen while the run went on"
+    assert result["summary"].n_scored == N_GOOD and result["summary"].n_failed == 3
+    _same(_rows(out), ref)
+
+
+def test_a_rerun_after_sigkill_of_the_driver_resumes(cluster, reference, inputs, tmp_path):
+    run, ref = reference
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "cli.main", "score", str(run), str(inputs), "--out", str(out), "--engine", "ray",
+            "--address", cluster, "--actors", "2", "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = out / "scores.csv.partial"
+    deadline = time.monotonic() + 120
+    while driver.poll() is None and time.monotonic() < deadline:
+        if partial.is_file() and len(partial.read_text().splitlines()) > 20:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the run ended before it could be killed"
+    driver.kill()  # SIGKILL: no clean-up at all
+    driver.wait()
+    kept = len(partial.read_text().splitlines()) - 1
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 3, rerun.stderr[-2000:]
+    resumed = re.search(r"resuming: (\d+) already scored", rerun.stderr)
+    assert resumed and 0 < int(resumed.group(1)) <= kept, rerun.stderr[-2000:]  # a cut last row is scored again
+    _same(_rows(out), ref, ordered=False)
+
+
+def test_the_ray_engine_without_ray_is_one_line(reference, inputs, tmp_path, monkeypatch):
+    run, _ = reference
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    res = runner.invoke(app, ["score", str(run), str(inputs), "--out", str(tmp_path / "o"), "--engine", "ray", "-q"])
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: the Ray engine needs Ray: pip install 'anomaly-ae[ray]'"
+    assert not (tmp_path / "o").exists()
