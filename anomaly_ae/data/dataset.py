@@ -30,8 +30,8 @@ class ImageDataset(keras.utils.PyDataset):
     is on, and stay fixed otherwise (validation).
 
     Args:
-        source: uint8 ``(N, h, w, C)`` images already at model size (cached), or file paths that are
-            decoded on every access (for folders too large for RAM).
+        source: uint8 ``(N, h, w, C)`` images already at model size (cached), or a list whose items are
+            such images or file paths decoded on every access (the part of a folder beyond ``data.cache_mb``).
         preprocessing: resize/channels/scaling.
         batch_size: items per batch; the last batch may be smaller.
         augment: albumentations settings; ``None`` or all-off means no augmentation.
@@ -44,7 +44,7 @@ class ImageDataset(keras.utils.PyDataset):
 
     def __init__(
         self,
-        source: np.ndarray | Sequence[Path],
+        source: np.ndarray | Sequence[np.ndarray | Path],
         preprocessing: Preprocessing,
         batch_size: int,
         augment: AugmentConfig | None = None,
@@ -96,9 +96,10 @@ class ImageDataset(keras.utils.PyDataset):
         return math.ceil(len(self._items) / self.batch_size)
 
     def _image(self, i: int) -> np.ndarray:
-        if isinstance(self.source, np.ndarray):
-            return self.source[i]
-        return self.preprocessing.resize(read_image(self.source[i], self.preprocessing.channels))
+        item = self.source[i]
+        if isinstance(item, np.ndarray):  # a row of an array, or an image kept decoded in a list
+            return item
+        return self.preprocessing.resize(read_image(item, self.preprocessing.channels))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
         rows = self._items[index * self.batch_size : (index + 1) * self.batch_size]

@@ -23,13 +23,14 @@ ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
 
 @dataclass
 class TrainingSet:
-    """Good images for training: uint8 ``(N, h, w, C)`` at model size, or their paths when too big for RAM."""
+    """Good images for training: uint8 ``(N, h, w, C)`` at model size, or a list whose items are such images
+    (the part that fits ``data.cache_mb``) or paths decoded on the fly by the dataset's workers."""
 
-    images: np.ndarray | list[Path]
+    images: np.ndarray | list[np.ndarray | Path]
     skipped: list[tuple[Path, str]]  # unreadable files and why
     sizes: list[tuple[int, int]]  # original (height, width) of each image
 
-    def take(self, idx: np.ndarray) -> np.ndarray | list[Path]:
+    def take(self, idx: np.ndarray) -> np.ndarray | list[np.ndarray | Path]:
         """The images (or paths) at ``idx``."""
         if isinstance(self.images, np.ndarray):
             return self.images[idx]
@@ -37,9 +38,10 @@ class TrainingSet:
 
     def at_model_size(self, i: int, pre: Preprocessing) -> np.ndarray:
         """Image ``i`` as uint8 ``(h, w, C)``."""
-        if isinstance(self.images, np.ndarray):
-            return self.images[i]
-        return pre.resize(read_image(self.images[i], pre.channels))
+        item = self.images[i]
+        if isinstance(item, np.ndarray):
+            return item
+        return pre.resize(read_image(item, pre.channels))
 
 
 def load_training_set(good: ImagesLike, pre: Preprocessing, cache_mb: int) -> TrainingSet:
@@ -61,14 +63,24 @@ def load_training_set(good: ImagesLike, pre: Preprocessing, cache_mb: int) -> Tr
     if len(paths) * h * w * pre.channels <= cache_mb * 2**20:
         loaded = load_folder(paths, pre)
         return TrainingSet(loaded.images, loaded.failures, loaded.sizes)
-    readable, skipped, sizes = [], [], []  # too big for RAM: check every file once, then stream them
+    # too big for data.cache_mb: every file is checked once; the images that fit the budget stay decoded,
+    # the others are decoded again when a batch needs them, so memory stays flat however many there are
+    budget, per_image = cache_mb * 2**20, h * w * pre.channels
+    items: list[np.ndarray | Path] = []
+    skipped, sizes = [], []
     for p in paths:
         try:
-            sizes.append(read_image(p, pre.channels).shape[:2])
-            readable.append(p)
+            image = read_image(p, pre.channels)
         except ImageReadError as err:
             skipped.append((p, str(err)))
-    return TrainingSet(readable, skipped, sizes)
+            continue
+        sizes.append(image.shape[:2])
+        if budget >= per_image:
+            items.append(pre.resize(image))
+            budget -= per_image
+        else:
+            items.append(p)
+    return TrainingSet(items, skipped, sizes)
 
 
 ACCEPTED = ("a folder or file path, a list of file paths, an array (H, W[, C]) or (N, H, W[, C]), "
