@@ -47,6 +47,7 @@ from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
 from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.training.distribution import replicas
 from anomaly_ae.training.loop import fit_model
 from anomaly_ae.training.seeding import set_seed
 
@@ -171,21 +172,23 @@ class Detector:
         patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                    "workers": cfg.train.workers}
         patches.update(_repair_options(cfg))
-        bs = cfg.train.batch_size
-        train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True, seed=cfg.train.seed,
-                                **patches)
-        val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
-        adapt = pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
-        size = "x".join(map(str, cfg.data.image_size))
-        progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
-                       f"{len(train_idx)} images ({len(val_idx)} held out), up to {cfg.train.epochs} epochs")
-        if progress.verbose:
-            from anomaly_ae.training.callbacks import EpochProgress
+        with replicas(cfg.train.distribution) as n_replicas:  # data-parallel: the global batch grows with them
+            bs = cfg.train.batch_size * n_replicas
+            train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True,
+                                    seed=cfg.train.seed, **patches)
+            val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
+            adapt = pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
+            size = "x".join(map(str, cfg.data.image_size))
+            on = f", {n_replicas} devices" if n_replicas > 1 else ""
+            progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
+                           f"{len(train_idx)} images ({len(val_idx)} held out){on}, up to {cfg.train.epochs} epochs")
+            if progress.verbose:
+                from anomaly_ae.training.callbacks import EpochProgress
 
-            unit = "patch" if cfg.data.patch_size else "img"
-            callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit), *callbacks]
-        trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
-                            else Path(checkpoint_dir), resume, checkpoint_state)
+                unit = "patch" if cfg.data.patch_size else "img"
+                callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit), *callbacks]
+            trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
+                                else Path(checkpoint_dir), resume, checkpoint_state)
 
         self.model_ = trained.model
         self.preprocessing_ = pre

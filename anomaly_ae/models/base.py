@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from anomaly_ae.models.layers import Corruption
-from anomaly_ae.models.losses import LOSSES, reconstruction_loss
+from anomaly_ae.models.losses import LOSSES, reconstruction_loss, scale_for_replicas
 
 
 @contextmanager
@@ -74,7 +74,13 @@ class Autoencoder(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        """Reconstruction loss between ``y`` (the clean image) and ``y_pred``, plus layer losses.
+        """:meth:`objective`, divided by the number of ``tf.distribute`` replicas (Keras sums their gradients,
+        and its own losses are scaled the same way; a no-op on one device and on JAX)."""
+        return scale_for_replicas(self.objective(x, y, y_pred, training))
+
+    def objective(self, x: Any, y: Any, y_pred: Any, training: bool = True) -> Any:
+        """Reconstruction loss between ``y`` (the clean image) and ``y_pred``, plus layer losses (a scalar:
+        the mean over the batch).
 
         ``y`` may be ``{"image": clean, "mask": defect mask}`` (repair training on synthetic defects,
         :class:`~anomaly_ae.data.dataset.ImageDataset`): the model is asked to return the clean image.

@@ -111,10 +111,9 @@ class ConvAutoencoder(Autoencoder):
         """Defect probability ``(N, H, W)``: the sigmoid of :meth:`segment_logits`."""
         return ops.sigmoid(self.segment_logits(x, x_hat))
 
-    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
-                     training: bool = True) -> Any:
+    def objective(self, x: Any, y: Any, y_pred: Any, training: bool = True) -> Any:
         """Reconstruction loss, plus the learned map's loss on the synthetic-defect masks when it has one."""
-        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        loss = super().objective(x, y, y_pred, training)
         if self.discriminator_net is None or not isinstance(y, dict):
             return loss
         # One optimiser trains both networks, but the map's loss does not reach the autoencoder (unlike
