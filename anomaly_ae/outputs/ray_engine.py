@@ -94,7 +94,8 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path], input_dir: Path, out: Pa
     quiet = _QuietRayLogs()
     started = not ray.is_initialized()
     if started:
-        init = {"address": options.address} if options.address else {"include_dashboard": False}
+        # "local": a new instance even when another Ray was started on this machine (a stale one included)
+        init = {"address": options.address} if options.address else {"address": "local", "include_dashboard": False}
         ray.init(**init, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
     try:
         ctx = ray.data.DataContext.get_current()
