@@ -41,6 +41,7 @@ from anomaly_ae.data.loading import (
     load_training_set,
 )
 from anomaly_ae.evaluation.metrics import PixelAccumulator
+from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
 from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
 from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, select_scoring, synthetic_defects
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
@@ -177,7 +178,10 @@ class Detector:
             train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True,
                                     seed=cfg.train.seed, **patches)
             val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
-            adapt = pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
+
+            def adapt() -> np.ndarray:  # only models with a fitted input normalisation (linear) ask for it
+                return pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
+
             size = "x".join(map(str, cfg.data.image_size))
             on = f", {n_replicas} devices" if n_replicas > 1 else ""
             progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
@@ -220,7 +224,8 @@ class Detector:
         :mod:`anomaly_ae.evaluation.self_check`).
 
         Args:
-            good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on.
+            good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on (at
+                most :data:`~anomaly_ae.evaluation.self_check.MAX_GOOD` of them are used, a seeded subset).
             select: also try every map metric the model has, smoothing sigmas and image reductions, and
                 keep the best in ``config.scoring`` (``scoring.select: auto``); recalibrate afterwards.
 
@@ -230,6 +235,9 @@ class Detector:
         """
         self.check_fitted(need_threshold=False)
         s = self.config.scoring
+        if len(good) > SELF_CHECK_MAX_GOOD:  # a seeded subset: bounded memory and time for large sets
+            keep = np.sort(np.random.default_rng(seed).choice(len(good), SELF_CHECK_MAX_GOOD, replace=False))
+            good = good[keep]
         bad, masks = synthetic_defects(good, seed)
         x_good, x_bad = self.preprocessing_(good), self.preprocessing_(bad)
         xh_good, xh_bad = self.reconstruct(x_good), self.reconstruct(x_bad)
@@ -301,7 +309,10 @@ class Detector:
             self.config = self.config.model_copy(update={"threshold": threshold})
         t = self.config.threshold
         good_images = self._decode(good)
-        scores, maps = self._score_model_size(self.preprocessing_(good_images))
+        bs = self.config.scoring.batch_size  # in batches: the float32 copies never hold the whole set
+        parts = [self._score_model_size(self.preprocessing_(good_images[i : i + bs]))
+                 for i in range(0, len(good_images), bs)]
+        scores, maps = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         bad_images = self._decode(anomalous) if anomalous is not None else []
         if (t.method == "f1" or t.pixel_method == "f1") and not bad_images:
             raise ValueError("threshold method 'f1' needs anomalous images")

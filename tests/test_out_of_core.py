@@ -37,3 +37,13 @@ def test_training_streamed_or_cached_learns_the_same(tiny_config, tiny_data):
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(streamed.history_[key], cached.history_[key], rtol=1e-5)
     assert streamed.threshold_ == pytest.approx(cached.threshold_, rel=1e-5)
+
+
+def test_the_self_check_uses_a_seeded_subset_of_a_large_holdout(tiny_detector):
+    from anomaly_ae.evaluation.self_check import MAX_GOOD
+
+    rng = np.random.default_rng(3)
+    good = np.clip(120 + rng.normal(0, 8, (MAX_GOOD + 30, 32, 32, 1)), 0, 255).astype(np.uint8)
+    first, again = tiny_detector.self_check(good), tiny_detector.self_check(good)
+    assert first["n_good"] == MAX_GOOD and first["n_defective"] == 2 * MAX_GOOD
+    assert first == again  # the same subset and defects every time

@@ -26,6 +26,9 @@ from anomaly_ae.scoring.maps import image_score, smooth
 
 #: seed of the self-check's defects (any fixed number; not the training seed, so they differ from training's)
 SELF_CHECK_SEED = 20211011
+#: at most this many held-out good images (a seeded subset) go into the self-check: its memory and time
+#: stay bounded however large the training set (and so the held-out part) is
+MAX_GOOD = 64
 #: every held-out image is used this many times with a different defect
 COPIES = 2
 #: smoothing candidates of ``select: auto``, in pixels of the model's map

@@ -7,7 +7,7 @@ this module only turns datasets into a trained model and its loss history.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ def fit_model(
     config: DetectorConfig,
     train_ds: keras.utils.PyDataset,
     val_ds: keras.utils.PyDataset,
-    adapt_data: np.ndarray,
+    adapt_data: np.ndarray | Callable[[], np.ndarray],
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint_dir: Path | None = None,
     resume: bool = False,
@@ -49,7 +49,8 @@ def fit_model(
     """Train the autoencoder of ``config`` on ``train_ds``, early-stopped on ``val_ds``.
 
     Args:
-        adapt_data: float32 ``(N, h, w, C)`` images in [0, 1] for models with a fitted input
+        adapt_data: float32 ``(N, h, w, C)`` images in [0, 1] (or a function returning them, called only
+            when needed, so that the copy is not made for other models) for models with a fitted input
             normalisation (``linear``); ignored by the others.
         checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
@@ -61,7 +62,7 @@ def fit_model(
     """
     model = build_model(config)
     if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
-        model.adapt(adapt_data)
+        model.adapt(adapt_data() if callable(adapt_data) else adapt_data)
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate,
                                                   global_clipnorm=config.train.clip_grad_norm))
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
