@@ -282,9 +282,10 @@ class TrainConfig(_Section):
         "float32", description="Keras dtype policy; the mixed ones are for GPUs (bf16 on H100/A100)"
     )
     workers: int = Field(1, ge=1, description="threads preparing training batches (keras PyDataset workers)")
-    distribution: Literal["none", "data_parallel"] = Field(
+    distribution: Literal["none", "data_parallel", "multi_worker"] = Field(
         "none", description="data_parallel: every device of this machine trains on its share of each batch "
-        "(batch_size is per device; the global batch is batch_size x devices)")
+        "(batch_size is per device; the global batch is batch_size x devices); multi_worker: set by "
+        "'train --engine ray --workers N' in each worker process (JAX)")
     clip_grad_norm: float | None = Field(
         None, gt=0.0, description="scale gradients down to this global norm (null: no clipping); steadies "
         "joint training of the learned map, whose loss can spike"

@@ -92,6 +92,18 @@ def _repair_options(cfg: DetectorConfig) -> dict[str, Any]:
     return {"synthetic": synth, "synthetic_probability": syn.probability, "masks": masks}
 
 
+def _local_copy(model: keras.Model, cfg: DetectorConfig, sample: np.ndarray) -> keras.Model:
+    """A model of this process only, with the weights of ``model`` trained across processes (each process
+    holds a full replica of every weight, so its own copy is read; no collective is needed)."""
+    from anomaly_ae.models import build_model
+
+    weights = [np.asarray(v.value.addressable_data(0)) for v in model.weights]
+    local = build_model(cfg)
+    local(sample)
+    local.set_weights(weights)
+    return local
+
+
 @dataclass
 class ScoredFile:
     """One file of a streamed batch: the decoded image with its score and map, or why it failed."""
@@ -194,6 +206,8 @@ class Detector:
             trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
                                 else Path(checkpoint_dir), resume, checkpoint_state)
 
+        if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
+            trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))
         self.model_ = trained.model
         self.preprocessing_ = pre
         self.history_ = trained.history

@@ -54,6 +54,11 @@ Alias = Annotated[str | None, typer.Option(
     help="Point this registry alias (e.g. champion) at the new version; needs --register.", show_default="none")]
 
 
+#: ``--address`` of a Ray cluster (train and score with ``--engine ray``)
+RayAddress = Annotated[str | None, typer.Option(
+    help="Ray cluster address (with --engine ray).", show_default="start a local Ray and stop it after")]
+
+
 def reporter(quiet: bool) -> Any:
     """The library's :class:`anomaly_ae.progress.Progress` on stderr, silent but for warnings with ``--quiet``."""
     from anomaly_ae.progress import Progress

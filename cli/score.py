@@ -20,6 +20,7 @@ from cli.common import (
     MODEL_REF_HELP,
     Json,
     Quiet,
+    RayAddress,
     fail_usage,
     loading,
     model_dir,
@@ -69,8 +70,7 @@ def score(
         min=0.000001, help="Refuse larger images before decoding.", show_default="100")] = None,
     engine: Annotated[Engine, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
                                            "(pip install 'anomaly-ae[ray]').")] = Engine.local,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --engine ray).",
-                                                show_default="start a local Ray and stop it after")] = None,
+    address: RayAddress = None,
     actors: Annotated[int, typer.Option(min=1, help="Scoring actors (with --engine ray).")] = 1,
     gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per actor (with --engine ray).")] = 0.0,
     quiet: Quiet = False,

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from cli.choices import ModelName, value
+from cli.choices import Engine, ModelName, value
 from cli.common import (
     EXIT_FAILED,
     Alias,
     Json,
     NoTrack,
     Quiet,
+    RayAddress,
     Register,
     fail_usage,
     loading,
@@ -47,6 +48,8 @@ EXAMPLES = """Examples:
   anomaly-ae train ./good_images -c configs/fast.yaml --no-track --json > train.json
 
   anomaly-ae train --resume runs/20261127-101500
+
+  anomaly-ae train /shared/good --out /shared/runs/a --engine ray --workers 4 --address 10.0.0.5:6379
 """
 
 FROM_CONFIG = "from the config"
@@ -77,6 +80,10 @@ def train(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the model (or interrupted training) in --out; other files there stay.")
     ] = False,
+    engine: Annotated[Engine, typer.Option(help="Train in this process, or on Ray workers (JAX backend).")
+                      ] = Engine.local,
+    workers: Annotated[int, typer.Option(min=1, help="Ray workers (with --engine ray).")] = 2,
+    address: RayAddress = None,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -86,9 +93,11 @@ def train(
     'anomaly-ae train --resume RUN_DIR' continues from it with the same config and images.
     """
     loading(quiet)
-    show = Show(quiet, json_out, register, alias)
+    show = Show(quiet, json_out, register, alias, workers if engine is Engine.ray else 1, address)
     if alias and not register:
         fail_usage("--alias needs --register NAME")
+    if engine is Engine.ray:
+        _require_ray()
     if resume is not None:
         _resume(resume, good_dir, no_track, show, (config, model, out, epochs, image_size, channels, seed,
                                                    experiment, overwrite or None))
@@ -98,7 +107,22 @@ def train(
         "model.name": value(model), "train.epochs": epochs, "data.image_size": image_size, "data.channels": channels,
         "train.seed": seed, "tracking.experiment": experiment})
     _check_images(good_dir)
+    run_dir = _prepared_run_dir(out, good_dir, overwrite)
+    _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False, show=show)
 
+
+def _require_ray() -> None:
+    """Before any work: without the [ray] extra, one line naming it."""
+    from anomaly_ae.outputs.ray_engine import require_ray
+
+    try:
+        require_ray()
+    except ImportError as err:
+        fail_usage(str(err))
+
+
+def _prepared_run_dir(out: Path | None, good_dir: Path, overwrite: bool) -> Path:
+    """``--out`` (default ``runs/<timestamp>``), refused before any work when it may not be written."""
     from anomaly_ae import OutputConflict
     from anomaly_ae.training.run import prepare_run_dir
 
@@ -107,7 +131,7 @@ def train(
         prepare_run_dir(run_dir, good_dir, overwrite)
     except OutputConflict as err:
         fail_usage(str(err))
-    _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False, show=show)
+    return run_dir
 
 
 @dataclass
@@ -119,6 +143,8 @@ class Show:
     json: bool
     register: str | None = None
     alias: str | None = None
+    workers: int = 1  # more than 1: train on Ray workers
+    address: str | None = None  # of the Ray cluster
 
 
 def _check_args(good_dir: Path | None, channels: int | None) -> Path:
@@ -219,7 +245,8 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
         with OutDirLock(run_dir), open_tracker(cfg.tracking.experiment, run_dir.name, no_track, run_id,
                                                resumed_run=True, announce=False) as tracker:
             det = train_run(cfg, good_dir, run_dir, tracker, resume, [TrackingCallback(tracker)],
-                            verbose=reporter(show.quiet), register=show.register, alias=show.alias)
+                            verbose=reporter(show.quiet), register=show.register, alias=show.alias,
+                            workers=show.workers, address=show.address)
             summary = _summary(det, run_dir, tracker, show.register)
             if show.json:
                 print_json(summary)
@@ -232,7 +259,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
     except TrainingDiverged as err:
         note("error:", "red", str(err))
         raise typer.Exit(EXIT_FAILED) from None
-    except ValueError as err:  # e.g. fewer than 2 readable images
+    except (ValueError, ImportError) as err:  # e.g. fewer than 2 readable images; the [ray] extra missing
         fail_usage(str(err))
 
 

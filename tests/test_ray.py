@@ -185,10 +185,47 @@ def test_a_rerun_after_sigkill_of_the_driver_resumes(cluster, reference, inputs,
     _same(_rows(out), ref, ordered=False)
 
 
-def test_the_ray_engine_without_ray_is_one_line(reference, inputs, tmp_path, monkeypatch):
+def test_the_ray_engine_without_ray_is_one_line(reference, inputs, tiny_data, tmp_path, monkeypatch):
     run, _ = reference
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     res = runner.invoke(app, ["score", str(run), str(inputs), "--out", str(tmp_path / "o"), "--engine", "ray", "-q"])
     assert res.exit_code == 2
     assert res.output.strip() == "error: the Ray engine needs Ray: pip install 'anomaly-ae[ray]'"
     assert not (tmp_path / "o").exists()
+    res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--out", str(tmp_path / "t"), "--engine",
+                              "ray", "--no-track", "-q"])
+    assert res.exit_code == 2 and res.output.strip() == "error: the Ray engine needs Ray: pip install 'anomaly-ae[ray]'"
+    assert not (tmp_path / "t").exists()
+
+
+def test_two_ray_workers_train_one_model_that_loads_and_scores_like_any_other(cluster, tiny_data, tiny_config_file,
+                                                                             tmp_path):
+    import json
+
+    import numpy as np
+
+    from anomaly_ae import Detector
+    from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.training.ray_train import train_on_ray
+
+    cfg = DetectorConfig.from_yaml(tiny_config_file).with_overrides({"train.epochs": 1})
+    results = train_on_ray(cfg, tiny_data / "train" / "good", tmp_path / "api", workers=2, address=cluster)
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert results[0]["n_train"] == results[1]["n_train"] == 9  # 24 images: 12 per worker, 3 of them held out
+    assert results[0]["loss"] == results[1]["loss"]  # one synchronous update for both workers
+
+    run = tmp_path / "cli"
+    res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file),
+                              "--out", str(run), "--epochs", "1", "--no-track", "--engine", "ray", "--workers", "2",
+                              "--address", cluster, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    det = Detector.load(run)  # under this process's backend: the model directory is like any other
+    assert det.train_info_["workers"] == 2 and det.config.train.distribution == "none"
+    assert summary["n_train"] == 18 and summary["n_val"] == 3  # both workers' images; rank 0 calibrated on 3
+    images = sorted((tiny_data / "test").glob("*/*.png"))
+    scores = det.score(images)
+    assert np.isfinite(scores).all() and summary["threshold"] == det.threshold_
+    out = tmp_path / "scores"
+    assert runner.invoke(app, ["score", str(run), str(tiny_data / "test"), "--out", str(out), "-q"]).exit_code == 0
+    assert [float(r[1]) for r in _rows(out)[1:]] == pytest.approx(scores.tolist(), rel=1e-6)

@@ -20,12 +20,13 @@ from collections.abc import Iterator
 
 import keras
 
-DISTRIBUTIONS = ("none", "data_parallel")
+DISTRIBUTIONS = ("none", "data_parallel", "multi_worker")
 
 
 @contextlib.contextmanager
 def replicas(kind: str) -> Iterator[int]:
-    """Train under ``kind`` (``"none"`` or ``"data_parallel"``); yields the number of replicas.
+    """Train under ``kind`` (``"none"``, ``"data_parallel"`` or ``"multi_worker"``); yields the number of
+    replicas this process feeds (its batch is ``batch_size`` x that number).
 
     Raises:
         ValueError: an unknown kind, or a backend without data-parallel support here (torch).
@@ -36,6 +37,21 @@ def replicas(kind: str) -> Iterator[int]:
         yield 1
         return
     backend = keras.backend.backend()
+    if kind == "multi_worker":  # one of several processes joined by keras.distribution.initialize (JAX)
+        if backend != "jax":
+            raise ValueError("train.distribution: multi_worker runs on the JAX backend (Keras 3 fit does not run "
+                             "under TensorFlow's MultiWorkerMirroredStrategy: keras-team/keras#20585)")
+        import jax
+
+        previous = keras.distribution.distribution()
+        dist = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        dist.auto_shard_dataset = False  # every process reads its own shard of the files
+        keras.distribution.set_distribution(dist)
+        try:
+            yield jax.local_device_count()  # this process's part of the global batch
+        finally:
+            keras.distribution.set_distribution(previous)
+        return
     if backend == "jax":
         devices = keras.distribution.list_devices()
         previous = keras.distribution.distribution()

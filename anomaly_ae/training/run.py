@@ -104,8 +104,14 @@ def train_run(
     verbose: int | Progress = 0,
     register: str | None = None,
     alias: str | None = None,
+    workers: int = 1,
+    address: str | None = None,
 ) -> Detector:
     """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
+
+    With ``workers`` > 1 the training runs on that many Ray workers (:mod:`anomaly_ae.training.ray_train`;
+    the cluster at ``address``, else a local Ray) and rank 0 writes the model; this process tracks the
+    run. No checkpoint is written then (an interrupted multi-worker training starts again).
 
     A checkpoint is written to ``run_dir/checkpoint`` after every epoch and removed once the model is
     saved. The config, per-epoch losses, the threshold statistics, a validation reconstruction grid
@@ -125,8 +131,11 @@ def train_run(
     if tracker.run_id:
         record = {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "registered_model": register}}
     try:
-        det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
-                                                    resume=resume, checkpoint_state=run_state, record=record)
+        if workers > 1:
+            det = _train_on_workers(config, good_dir, run_dir, workers, address, record, verbose)
+        else:
+            det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
+                                                        resume=resume, checkpoint_state=run_state, record=record)
     except ValueError:
         if not resume:
             _drop_checkpoints(run_dir)
@@ -142,6 +151,20 @@ def train_run(
     version = getattr(getattr(tracker, "model_info", None), "registered_model_version", None)
     if register and alias and version is not None:
         tracker.set_alias(register, alias, version)
+    return det
+
+
+def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, workers: int, address: str | None,
+                      record: dict | None, verbose: int | Progress) -> Detector:
+    """Train on Ray workers; the model rank 0 wrote, with this run's record added."""
+    from anomaly_ae.training.ray_train import train_on_ray
+
+    as_progress(verbose).stage(f"training on {workers} Ray workers ({address or 'a local Ray'}), JAX backend")
+    results = train_on_ray(config, good_dir, run_dir, workers, address)
+    det = Detector.load(run_dir)
+    # n_train: every worker's training images; n_val stays rank 0's (the images it calibrated on)
+    det.train_info_ = {**det.train_info_, **(record or {}), "workers": len(results),
+                       "n_train": sum(r["n_train"] for r in results)}
     return det
 
 
@@ -193,6 +216,9 @@ def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
         **self_check_metrics(info),
     })
     if tracker.run_id is None:
+        return
+    if getattr(det, "val_sample_", None) is None:  # a model trained by Ray workers: no sample here
+        tracker.log_artifact(run_dir / CONFIG_FILE)
         return
     with tempfile.TemporaryDirectory() as tmp:
         grid = Path(tmp) / "validation_grid.png"
