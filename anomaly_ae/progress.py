@@ -75,12 +75,6 @@ class Bar:
             fields = {} if loss is None else {"loss": float(loss)}
             self._rich.update(self._task, completed=self.done, **fields)
 
-    def set_total(self, total: int) -> None:
-        """Change the number of items (e.g. once resumed rows are known)."""
-        self.total = total
-        if self._rich is not None:
-            self._rich.update(self._task, total=total)
-
     def rate(self) -> float:
         """Items per second since the bar started."""
         return self.done / max(time.perf_counter() - self.start, 1e-9)
@@ -128,13 +122,9 @@ class Progress:
             yield Bar(rich, task, total)
 
 
-#: a reporter that shows warnings only
-QUIET = Progress(verbose=0)
-
-
 def as_progress(verbose: int | Progress) -> Progress:
     """``verbose`` as a :class:`Progress` (an int builds one on stderr; a ``Progress`` is used as is)."""
     return verbose if isinstance(verbose, Progress) else Progress(verbose)
 
 
-__all__ = ["QUIET", "Bar", "Progress", "as_progress", "stderr_console"]
+__all__ = ["Bar", "Progress", "as_progress", "stderr_console"]

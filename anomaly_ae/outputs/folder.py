@@ -170,10 +170,10 @@ def score_files(
     det, run_dir = _detector(detector_or_run_dir, need_dir=out_dir is not None)
     root = Path(os.path.commonpath([p.absolute().parent for p in paths]))
     progress = as_progress(verbose)
+    if det is None:  # loaded once: the verdicts below need its post-processor too
+        progress.stage(f"loading the model {run_dir}")
+        det = Detector.load(run_dir)
     if out_dir is None:
-        if det is None:
-            progress.stage(f"loading the model {run_dir}")
-            det = Detector.load(run_dir)
         with progress.bar("scoring", total=len(paths)) as bar:
             verdicts = []
             for item in det.iter_score(paths, batch_size, max_pixels=_pixels(max_megapixels)):
@@ -186,7 +186,6 @@ def score_files(
     summary = _score_into(det, run_dir, root, [p.absolute() for p in paths], out, options, listener,
                           _Warnings(listener))
     rows = {r[0]: dict(zip(CSV_COLUMNS, r, strict=False)) for r in read_scores(summary.scores_csv)}
-    det = det or Detector.load(run_dir)
     verdicts = []
     for p in paths:
         key = relative_key(p.absolute(), root)
