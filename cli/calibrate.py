@@ -159,7 +159,7 @@ def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str
     figures["settings"] = det.config.threshold.model_dump()
     uri = tracking_uri()
     return log_recalibration(target, figures, det.config.tracking.experiment, record.get("run_id"), register,
-                             alias, uri, fallback_uri(uri), on_fallback=warn)
+                             alias, uri, fallback_uri(uri), on_fallback=warn, detector=det)
 
 
 def _settings(det: Detector, updates: dict[str, Any]) -> ThresholdConfig:

@@ -97,15 +97,17 @@ def example_input(det: Detector) -> pd.DataFrame:
     return pd.DataFrame({INPUT_COLUMN: [png.tobytes()]})
 
 
-def log_detector(run_dir: str | Path, name: str = "model", registered_model_name: str | None = None) -> Any:
+def log_detector(run_dir: str | Path, name: str = "model", registered_model_name: str | None = None,
+                 detector: Detector | None = None) -> Any:
     """Log the model directory ``run_dir`` as an MLflow model in the active run; returns MLflow's ``ModelInfo``.
 
-    With ``registered_model_name`` it becomes a new version of that registered model.
+    With ``registered_model_name`` it becomes a new version of that registered model. ``detector``: the
+    detector saved in ``run_dir``, when the caller has it (else it is loaded, for the input example).
     """
     import mlflow
 
     run_dir = Path(run_dir)
-    det = Detector.load(run_dir)
+    det = detector if detector is not None else Detector.load(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
         data = stage_model_dir(run_dir, Path(tmp))
         return mlflow.pyfunc.log_model(
@@ -214,6 +216,7 @@ def log_recalibration(
     uri: str,
     fallback_uri: str | None = None,
     on_fallback: Any = None,
+    detector: Detector | None = None,
 ) -> dict[str, Any] | None:
     """Log a recalibrated model directory as a new MLflow model in a new run ("calibrate"), registered as a new
     version of ``register`` (``alias`` then points at it), so the tracked model never keeps a stale threshold.
@@ -222,6 +225,7 @@ def log_recalibration(
         figures: the calibration's numbers (thresholds, expected false-alarm rate, counts), logged as metrics;
             its ``settings`` entry (the threshold rules) is logged as parameters.
         trained_in: the run that trained the model (tag ``anomaly_ae.recalibrates``).
+        detector: the recalibrated detector saved in ``run_dir``, when the caller has it (not loaded again).
 
     Returns:
         ``{"run_id", "model_uri", "registered_model", "version"}``, or ``None`` when tracking turned itself off.
@@ -233,7 +237,7 @@ def log_recalibration(
         tracker.log_params({f"threshold.{k}": v for k, v in figures.get("settings", {}).items()})
         tracker.log_metrics({k: v for k, v in figures.items()
                              if isinstance(v, int | float) and not isinstance(v, bool)})
-        tracker.log_model(partial(log_detector, run_dir, registered_model_name=register))
+        tracker.log_model(partial(log_detector, run_dir, registered_model_name=register, detector=detector))
         version = getattr(tracker.model_info, "registered_model_version", None)
         if register and alias and version is not None:
             tracker.set_alias(register, alias, version)

@@ -147,7 +147,7 @@ def train_run(
     if tracker.run_id is not None:
         progress.stage("logging the run and the model to MLflow" + (f" (registering {register})" if register else ""))
     _log_run(det, run_dir, tracker)
-    tracker.log_model(partial(log_detector, run_dir, registered_model_name=register))
+    tracker.log_model(partial(log_detector, run_dir, registered_model_name=register, detector=det))
     version = getattr(getattr(tracker, "model_info", None), "registered_model_version", None)
     if register and alias and version is not None:
         tracker.set_alias(register, alias, version)
