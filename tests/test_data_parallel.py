@@ -17,6 +17,7 @@ SCRIPT = textwrap.dedent(
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.experimental.enable_op_determinism()  # run-to-run float noise would blur the comparison
     import numpy as np
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
