@@ -185,8 +185,8 @@ class Detector:
         patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                    "workers": cfg.train.workers}
         patches.update(_repair_options(cfg))
-        with replicas(cfg.train.distribution) as n_replicas:  # data-parallel: the global batch grows with them
-            bs = cfg.train.batch_size * n_replicas
+        with replicas(cfg.train.distribution) as shard:  # data-parallel: the global batch grows with the replicas
+            bs = cfg.train.batch_size * shard.n
             train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True,
                                     seed=cfg.train.seed, **patches)
             val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
@@ -195,7 +195,7 @@ class Detector:
                 return pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
 
             size = "x".join(map(str, cfg.data.image_size))
-            on = f", {n_replicas} devices" if n_replicas > 1 else ""
+            on = f", {shard.n} devices" if shard.n > 1 else ""
             progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
                            f"{len(train_idx)} images ({len(val_idx)} held out){on}, up to {cfg.train.epochs} epochs")
             if progress.verbose:
@@ -204,7 +204,7 @@ class Detector:
                 unit = "patch" if cfg.data.patch_size else "img"
                 callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit), *callbacks]
             trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
-                                else Path(checkpoint_dir), resume, checkpoint_state)
+                                else Path(checkpoint_dir), resume, checkpoint_state, shard.loss_scale)
 
         if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
             trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))

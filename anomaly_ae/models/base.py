@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from anomaly_ae.models.layers import Corruption
-from anomaly_ae.models.losses import LOSSES, reconstruction_loss, scale_for_replicas
+from anomaly_ae.models.losses import LOSSES, reconstruction_loss
 
 
 @contextmanager
@@ -74,9 +74,10 @@ class Autoencoder(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
-        """:meth:`objective`, divided by the number of ``tf.distribute`` replicas (Keras sums their gradients,
-        and its own losses are scaled the same way; a no-op on one device and on JAX)."""
-        return scale_for_replicas(self.objective(x, y, y_pred, training))
+        """:meth:`objective` times ``loss_scale``: 1, or 1 / replicas under ``tf.distribute``, which sums the
+        replicas' gradients (Keras' own losses are scaled the same way); set by the training loop."""
+        loss = self.objective(x, y, y_pred, training)
+        return loss if self.loss_scale == 1.0 else ops.multiply(loss, ops.cast(self.loss_scale, loss.dtype))
 
     def objective(self, x: Any, y: Any, y_pred: Any, training: bool = True) -> Any:
         """Reconstruction loss between ``y`` (the clean image) and ``y_pred``, plus layer losses (a scalar:
@@ -99,6 +100,8 @@ class Autoencoder(keras.Model):
 
     #: constructor arguments that ``get_config`` records, read from attributes of the same name
     CONFIG_FIELDS: tuple[str, ...] = ()
+    #: factor on the loss of one training step (the training loop's business: not saved, not in the config)
+    loss_scale: float = 1.0
 
     def get_config(self) -> dict[str, Any]:
         """Plain constructor arguments: the base ones, ``input_shape`` and the class's ``CONFIG_FIELDS``."""

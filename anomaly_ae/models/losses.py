@@ -103,18 +103,3 @@ def mask_loss(name: str, y_true: Any, logits: Any) -> Any:
     if name == "bce_dice":
         return bce_dice_logits(y_true, logits)
     raise ValueError(f"unknown mask loss {name!r}; use 'focal' or 'bce_dice'")
-
-
-def scale_for_replicas(loss: Any) -> Any:
-    """``loss / replicas`` under a ``tf.distribute`` strategy with several replicas, else ``loss``.
-
-    Keras adds up the gradients of ``tf.distribute`` replicas, so each replica's mean loss is divided by
-    their number, as Keras' own ``Loss`` objects do; a model that overrides ``compute_loss`` must do it
-    itself. JAX's ``keras.distribution.DataParallel`` computes one mean over the global batch: nothing to do.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return loss
-    import tensorflow as tf
-
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss if replicas == 1 else ops.multiply(loss, ops.cast(1.0 / replicas, loss.dtype))

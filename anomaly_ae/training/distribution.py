@@ -2,8 +2,9 @@
 
 ::
 
-    with replicas(config.train.distribution) as n:      # build, compile and fit the model inside
-        dataset batch size = config.train.batch_size * n  # the global batch: per-device batch x devices
+    with replicas(config.train.distribution) as r:      # build, compile and fit the model inside
+        dataset batch size = config.train.batch_size * r.n  # this process's part: per-device batch x devices
+        model.loss_scale = r.loss_scale
 
 One backend-neutral switch over what each backend provides: ``keras.distribution.DataParallel`` on
 JAX (the batch is sharded over every device, weights replicated; one mean loss over the global
@@ -17,16 +18,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import keras
 
 DISTRIBUTIONS = ("none", "data_parallel", "multi_worker")
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """``n``: the replicas this process feeds (its batch is ``batch_size x n``); ``loss_scale``: the factor
+    on each replica's mean loss so that the summed gradients are those of the global mean."""
+
+    n: int = 1
+    loss_scale: float = 1.0
+
+
 @contextlib.contextmanager
-def replicas(kind: str) -> Iterator[int]:
-    """Train under ``kind`` (``"none"``, ``"data_parallel"`` or ``"multi_worker"``); yields the number of
-    replicas this process feeds (its batch is ``batch_size`` x that number).
+def replicas(kind: str) -> Iterator[Replicas]:
+    """Train under ``kind`` (``"none"``, ``"data_parallel"`` or ``"multi_worker"``); yields :class:`Replicas`.
 
     Raises:
         ValueError: an unknown kind, or a backend without data-parallel support here (torch).
@@ -34,7 +44,7 @@ def replicas(kind: str) -> Iterator[int]:
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"train.distribution must be one of {', '.join(DISTRIBUTIONS)}, not {kind!r}")
     if kind == "none":
-        yield 1
+        yield Replicas()
         return
     backend = keras.backend.backend()
     if kind == "multi_worker":  # one of several processes joined by keras.distribution.initialize (JAX)
@@ -48,7 +58,7 @@ def replicas(kind: str) -> Iterator[int]:
         dist.auto_shard_dataset = False  # every process reads its own shard of the files
         keras.distribution.set_distribution(dist)
         try:
-            yield jax.local_device_count()  # this process's part of the global batch
+            yield Replicas(jax.local_device_count())  # this process's part; JAX takes one global mean
         finally:
             keras.distribution.set_distribution(previous)
         return
@@ -57,7 +67,7 @@ def replicas(kind: str) -> Iterator[int]:
         previous = keras.distribution.distribution()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         try:
-            yield len(devices)
+            yield Replicas(len(devices))  # one mean over the global batch: no loss scaling
         finally:
             keras.distribution.set_distribution(previous)
     elif backend == "tensorflow":
@@ -66,6 +76,7 @@ def replicas(kind: str) -> Iterator[int]:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         strategy = tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
         with strategy.scope():
-            yield strategy.num_replicas_in_sync
+            n = strategy.num_replicas_in_sync
+            yield Replicas(n, 1.0 / n)
     else:
         raise ValueError(f"train.distribution: data_parallel is not supported on the {backend} backend")

@@ -45,6 +45,7 @@ def fit_model(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     checkpoint_state: dict[str, Any] | None = None,
+    loss_scale: float = 1.0,
 ) -> TrainedModel:
     """Train the autoencoder of ``config`` on ``train_ds``, early-stopped on ``val_ds``.
 
@@ -55,12 +56,14 @@ def fit_model(
         checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
         checkpoint_state: extra JSON-ready state stored in every checkpoint.
+        loss_scale: factor on each step's loss (:class:`~anomaly_ae.training.distribution.Replicas`).
 
     Raises:
         TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         FileNotFoundError: ``resume`` without a complete checkpoint.
     """
     model = build_model(config)
+    model.loss_scale = loss_scale
     if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
         model.adapt(adapt_data() if callable(adapt_data) else adapt_data)
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate,
