@@ -24,6 +24,7 @@ from anomaly_ae.version import __version__
 if TYPE_CHECKING:
     from anomaly_ae.artifact import ModelDirError
     from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.data.uris import UriError
     from anomaly_ae.detector import Detector, NotFittedError
     from anomaly_ae.evaluation.evaluate import evaluate
     from anomaly_ae.evaluation.result import EvaluationResult
@@ -46,17 +47,18 @@ _EXPORTS = {
     "EvaluationResult": "anomaly_ae.evaluation.result",
     "ModelDirError": "anomaly_ae.artifact",
     "OutputConflict": "anomaly_ae.outdir",
+    "UriError": "anomaly_ae.data.uris",
 }
 
 __all__ = [
     "Detector", "DetectorConfig", "EvaluationResult", "ModelDirError", "NoImagesError", "NotFittedError",
-    "OutputConflict", "PostProcessor", "ScoreSummary", "Verdict", "__version__", "evaluate", "score_files",
-    "score_folder",
+    "OutputConflict", "PostProcessor", "ScoreSummary", "UriError", "Verdict", "__version__", "evaluate",
+    "score_files", "score_folder",
 ]
 
 
 #: public names that need no Keras (the others import TensorFlow quietly first, see anomaly_ae.backend)
-_LIGHT = {"DetectorConfig", "OutputConflict"}
+_LIGHT = {"DetectorConfig", "OutputConflict", "UriError"}
 
 
 def __getattr__(name: str) -> Any:

@@ -40,6 +40,7 @@ from anomaly_ae.data.loading import (
     decode_images,
     load_training_set,
 )
+from anomaly_ae.data.uris import UriFile
 from anomaly_ae.evaluation.metrics import PixelAccumulator
 from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
 from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
@@ -108,7 +109,7 @@ def _local_copy(model: keras.Model, cfg: DetectorConfig, sample: np.ndarray) -> 
 class ScoredFile:
     """One file of a streamed batch: the decoded image with its score and map, or why it failed."""
 
-    path: Path
+    path: Path | UriFile
     image: np.ndarray | None = None  # uint8 (H, W, C) as read
     score: float | None = None
     amap: np.ndarray | None = None  # (H, W) float32 at the image's size
@@ -471,7 +472,7 @@ class Detector:
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
 
     def iter_score(
-        self, paths: Sequence[Path], batch_size: int | None = None, max_pixels: int | None = None,
+        self, paths: Sequence[Path | UriFile], batch_size: int | None = None, max_pixels: int | None = None,
         batch_megapixels: float | None = None,
     ) -> Iterator[ScoredFile]:
         """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.

@@ -56,6 +56,13 @@ class InputDtype(StrEnum):
     float32 = "float32"
 
 
+class ScoresFormat(StrEnum):
+    """``score --format``: scores.csv only, or scores.parquet as well."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
 class Engine(StrEnum):
     """``score --engine``: this process, or Ray Data actors on a Ray cluster."""
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.choices import Engine
+from cli.choices import Engine, ScoresFormat
 from cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
@@ -44,13 +44,16 @@ EXAMPLES = """Examples:
   anomaly-ae score runs/a inspection/ --out scores/ --plain-heatmaps --no-masks -q
 
   anomaly-ae score runs/a /shared/line3 --out /shared/scores --engine ray --address 10.0.0.5:6379 --actors 8
+
+  anomaly-ae score runs/a s3://plant-images/line3/2026-11-27 --out /shared/scores/line3 --engine ray
 """
 
 
 def score(
     run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
-    inputs: Annotated[list[Path], typer.Argument(
-        help="One folder (searched recursively), or image files, or a quoted glob such as 'line3/*.png'.")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="One folder (searched recursively) or folder URI (s3://, gs://, hdfs://, file://: any that pyarrow.fs "
+             "takes), or image files, or a quoted glob such as 'line3/*.png'.", metavar="INPUT...")],
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Output folder for scores.csv, heatmaps/ and masks/ (needed for a folder).",
         show_default="none: files are scored, nothing is written")] = None,
@@ -73,6 +76,9 @@ def score(
     address: RayAddress = None,
     actors: Annotated[int, typer.Option(min=1, help="Scoring actors (with --engine ray).")] = 1,
     gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per actor (with --engine ray).")] = 0.0,
+    scores_format: Annotated[ScoresFormat, typer.Option(
+        "--format", help="parquet: also write OUT_DIR/scores.parquet, the rows of scores.csv with typed columns "
+                         "(scores.csv stays: reruns resume from it).")] = ScoresFormat.csv,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -85,42 +91,50 @@ def score(
     run_dir = model_dir(run_dir, quiet)
     folder, files = _inputs(inputs, out)
     loading(quiet)
-    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, score_files, score_folder
+    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, UriError, score_files, score_folder
 
     options = {"batch_size": batch_size, "heatmaps": heatmaps, "masks": masks, "raw_maps": raw_maps,
                "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
                "max_megapixels": max_megapixels, "verbose": reporter(quiet)}
     if engine is Engine.ray and folder is None:
         fail_usage("--engine ray scores a folder; give one folder and --out")
+    if scores_format is ScoresFormat.parquet and folder is None:
+        fail_usage("--format parquet is written for a folder; give one folder and --out")
     try:
         if folder is not None:
             summary = score_folder(run_dir, folder, out, **options, engine=engine.value, address=address,
-                                   actors=actors, gpus_per_actor=gpus_per_actor)
+                                   actors=actors, gpus_per_actor=gpus_per_actor, scores_format=scores_format.value)
             partial = _print_folder(summary, json_out)
         else:
             partial = _print_files(score_files(run_dir, files, out, **options), out, json_out)
-    except (ModelDirError, OutputConflict, NoImagesError, ImportError) as err:  # ImportError: the [ray] extra
+    except (ModelDirError, OutputConflict, NoImagesError, UriError, ImportError) as err:  # ImportError: [ray]
         fail_usage(str(err))
     if partial:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _inputs(inputs: list[Path], out: Path | None) -> tuple[Path | None, list[Path]]:
-    """``(folder, [])`` or ``(None, files)``; quoted globs are expanded here, as a shell would."""
-    if len(inputs) == 1 and inputs[0].is_dir():
+def _inputs(inputs: list[str], out: Path | None) -> tuple[Path | str | None, list[Path]]:
+    """``(folder or folder URI, [])`` or ``(None, files)``; quoted globs are expanded here, as a shell would."""
+    from anomaly_ae.data.uris import is_uri
+
+    if len(inputs) == 1 and (is_uri(inputs[0]) or Path(inputs[0]).is_dir()):
+        folder: Path | str = inputs[0] if is_uri(inputs[0]) else Path(inputs[0])
         if out is None:
-            fail_usage(f"scoring the folder {inputs[0]} needs --out OUT_DIR (for scores.csv and the heatmaps)")
-        return inputs[0], []
+            fail_usage(f"scoring the folder {folder} needs --out OUT_DIR (for scores.csv and the heatmaps)")
+        return folder, []
     files: list[Path] = []
-    for item in inputs:
+    for text in inputs:
+        item = Path(text)
+        if is_uri(text):
+            fail_usage(f"{text}: a URI is read as one folder; give it alone, with --out")
         if item.is_dir():
             fail_usage(f"{item} is a folder: give one folder, or files (not both)")
         if item.exists() or item.is_symlink():
             files.append(item)
             continue
-        if not glob.has_magic(str(item)):
+        if not glob.has_magic(text):
             fail_usage(f"INPUT {item}: no such file or folder")
-        matched = sorted(Path(m) for m in glob.glob(str(item), recursive=True) if not Path(m).is_dir())
+        matched = sorted(Path(m) for m in glob.glob(text, recursive=True) if not Path(m).is_dir())
         if not matched:
             fail_usage(f"INPUT {item}: no file matches")
         files += matched
@@ -132,13 +146,16 @@ def _print_folder(summary: ScoreSummary, json_out: bool) -> bool:
 
     out = summary.out_dir
     if json_out:
-        print_json({"out_dir": out, "scores_csv": summary.scores_csv, "n_scored": summary.n_scored,
+        print_json({"out_dir": out, "scores_csv": summary.scores_csv, "scores_parquet": summary.scores_parquet,
+                    "n_scored": summary.n_scored,
                     "n_anomalous": summary.n_anomalous, "n_failed": summary.n_failed, "n_kept": summary.n_kept,
                     "threshold": summary.threshold, "outputs": {k: out / k for k in summary.outputs},
                     "warnings": summary.warnings + summary.problems, "partial": summary.partial})
         return summary.partial
     rows = [("result", f"scored {summary.n_scored}, anomalous {summary.n_anomalous}, failed {summary.n_failed} "
                        f"(threshold {summary.threshold:.6g})"), ("scores", str(summary.scores_csv))]
+    if summary.scores_parquet is not None:
+        rows.append(("parquet", str(summary.scores_parquet)))
     rows += [(kind, f"{out / kind}  (<relative path>{OUTPUTS[kind]}, e.g. a.jpg -> a.jpg{OUTPUTS[kind]})")
              for kind in summary.outputs]
     print_summary(rows)

@@ -130,6 +130,20 @@ def test_ray_scoring_gives_the_single_process_rows_and_files(cluster, reference,
             assert (out / "heatmaps" / f"{row[0]}.png").is_file() and (out / "masks" / f"{row[0]}.png").is_file()
 
 
+def test_ray_scoring_of_a_uri_input_with_parquet(cluster, reference, inputs, tmp_path):
+    import pyarrow.parquet as pq
+
+    from anomaly_ae import score_folder
+
+    run, ref = reference
+    out = tmp_path / "out"  # the actors open the file system of the URI and read the files through Arrow
+    summary = score_folder(run, inputs.as_uri(), out, engine="ray", address=cluster, actors=2, batch_size=16,
+                           scores_format="parquet")
+    assert (summary.n_scored, summary.n_failed) == (N_GOOD, 3)
+    _same(_rows(out), ref)
+    assert pq.read_table(summary.scores_parquet).column("path").to_pylist() == [r[0] for r in ref[1:]]
+
+
 def _scoring_actor_pids() -> list[int]:
     found = subprocess.run(["pgrep", "-f", "ScoringActor"], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]

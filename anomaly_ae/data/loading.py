@@ -2,7 +2,7 @@
 
 * :func:`load_training_set`: the good images of ``fit``, decoded once at model size when they fit in
   ``cache_mb`` (else checked once and streamed from disk by the dataset).
-* :func:`decode_batch`: the next batch of a streamed folder, bounded by image count and pixels.
+* :func:`decode_batch`: the next batch of a streamed folder (local, or a URI's), bounded by image count and pixels.
 * :func:`decode_images`: a path, folder, array or list -> a list of decoded images.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, load_folder, read_image
 from anomaly_ae.data.mvtec import mask_name, read_mask
+from anomaly_ae.data.uris import UriFile, read_uri_image
 
 ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
 
@@ -125,7 +126,7 @@ def as_batch(images: np.ndarray) -> np.ndarray:
 class DecodedBatch:
     """Consecutive files ``paths`` (ending before index ``end`` of the full list), decoded or not."""
 
-    paths: Sequence[Path]
+    paths: Sequence[Path | UriFile]
     end: int
     images: dict[int, np.ndarray]  # position in the batch -> uint8 (H, W, C)
     errors: dict[int, str]  # position -> one-line reason
@@ -133,10 +134,12 @@ class DecodedBatch:
 
 
 def decode_batch(
-    paths: Sequence[Path], start: int, channels: int, max_pixels: int | None, max_images: int, pixel_budget: int
+    paths: Sequence[Path | UriFile], start: int, channels: int, max_pixels: int | None, max_images: int,
+    pixel_budget: int,
 ) -> DecodedBatch:
     """Decode files from ``paths[start]`` on until ``max_images`` are taken or the decoded images hold
-    ``pixel_budget`` pixels (at least one file is always taken)."""
+    ``pixel_budget`` pixels (at least one file is always taken). ``paths``: local files, or files listed
+    on a ``pyarrow.fs`` file system (:class:`~anomaly_ae.data.uris.UriFile`)."""
     images: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}
     stats: dict[int, tuple[int, int]] = {}
@@ -144,17 +147,26 @@ def decode_batch(
     while end < len(paths) and end - start < max_images and (end == start or pixels < pixel_budget):
         i, p = end - start, paths[end]
         end += 1
+        if (stat := input_stat(p)) is not None:
+            stats[i] = stat
         try:
-            st = os.stat(p)
-            stats[i] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            pass  # read_image says why
-        try:
-            images[i] = read_image(p, channels, max_pixels)
+            images[i] = read_uri_image(p, channels, max_pixels) if isinstance(p, UriFile) else \
+                read_image(p, channels, max_pixels)
             pixels += images[i].shape[0] * images[i].shape[1]
         except ImageReadError as err:
             errors[i] = str(err)
     return DecodedBatch(paths[start:end], end, images, errors, stats)
+
+
+def input_stat(path: Path | UriFile) -> tuple[int, int] | None:
+    """``(size_bytes, mtime_ns)`` of an input (links followed; a URI file's as listed), ``None`` if unreadable."""
+    if isinstance(path, UriFile):
+        return path.stat
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # reading it says why
+    return st.st_size, st.st_mtime_ns
 
 
 @dataclass

@@ -20,13 +20,13 @@ from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
 from anomaly_ae.outputs.score_run import OUTPUTS, relative_key
 
 if TYPE_CHECKING:
+    from anomaly_ae.data.uris import UriFile, UriInput
     from anomaly_ae.detector import Detector, ScoredFile
     from anomaly_ae.postprocessing import PostProcessor
 
 #: errors of writing one file's outputs that fail that file only (a name this file system cannot take);
 #: any other (disk full, read-only, permission) stops the run, which a rerun then resumes
 PER_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
-
 
 
 class FolderProgress(Protocol):
@@ -53,7 +53,8 @@ class ScoredRow:
     stat: tuple[int, int] | None
 
 
-def output_targets(item: ScoredFile, input_dir: Path, out: Path, kinds: Sequence[str]) -> tuple[str, dict[str, Path]]:
+def output_targets(item: ScoredFile, input_dir: Path | UriInput, out: Path,
+                   kinds: Sequence[str]) -> tuple[str, dict[str, Path]]:
     """``(key in scores.csv, {kind: output file})`` of a scored file; a name that would land outside ``out``
     (e.g. through a link planted in it) becomes the file's error instead."""
     rel = relative_key(item.path, input_dir)
@@ -64,8 +65,8 @@ def output_targets(item: ScoredFile, input_dir: Path, out: Path, kinds: Sequence
         return rel, {}
 
 
-def score_batch(det: Detector, paths: Sequence[Path], input_dir: Path, out: Path, kinds: Sequence[str],
-                legend: bool = True, max_pixels: int | None = None) -> list[ScoredRow]:
+def score_batch(det: Detector, paths: Sequence[Path | UriFile], input_dir: Path | UriInput, out: Path,
+                kinds: Sequence[str], legend: bool = True, max_pixels: int | None = None) -> list[ScoredRow]:
     """Score ``paths`` as one model batch and write their outputs under ``out``; one row per path, in order."""
     rows = []
     for item in det.iter_score(list(paths), max(1, len(paths)), max_pixels=max_pixels):

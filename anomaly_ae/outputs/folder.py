@@ -21,22 +21,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from anomaly_ae.data.images import list_images
+from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector, ScoredFile
 from anomaly_ae.fileio import MANIFEST_NAME, output_name
-from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir
+from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, record
 from anomaly_ae.outputs.batch import FolderProgress, output_targets, outputs_of
-from anomaly_ae.outputs.score_run import OUTPUTS, ScoreRun, relative_key, start
-from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores
+from anomaly_ae.outputs.score_run import OUTPUTS, PARQUET, ScoreRun, relative_key, start
+from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores, write_scores_parquet
 from anomaly_ae.outputs.writers import OrderedOutputs
 from anomaly_ae.progress import Bar, Progress, as_progress
 
-if TYPE_CHECKING:
-    pass
 
 class NoImagesError(ValueError):
     """The input folder holds no images."""
@@ -66,6 +65,12 @@ class ScoreSummary:
         """The ``scores.csv`` written."""
         return self.out_dir / "scores.csv"
 
+    @property
+    def scores_parquet(self) -> Path | None:
+        """``scores.parquet`` when the folder holds one (``scores_format="parquet"``), else ``None``."""
+        path = self.out_dir / PARQUET
+        return path if path.is_file() else None
+
 
 def score_folder(
     detector_or_run_dir: Detector | str | Path,
@@ -86,8 +91,13 @@ def score_folder(
     address: str | None = None,
     actors: int = 1,
     gpus_per_actor: float = 0.0,
+    scores_format: str = "csv",
 ) -> ScoreSummary:
     """Score every image under ``input_dir`` (recursively) into ``out_dir``: ``scores.csv`` + outputs.
+
+    ``input_dir``: a local folder, or a URI that an installed ``pyarrow.fs`` file system accepts
+    (``s3://bucket/line3``, ``gs://...``, ``hdfs://...``, ``file:///...``; :mod:`anomaly_ae.data.uris`).
+    ``out_dir`` is a local (or mounted shared) folder either way.
 
     Args:
         detector_or_run_dir: a model directory, or a :class:`Detector` saved to or loaded from one
@@ -106,35 +116,50 @@ def score_folder(
             (:mod:`anomaly_ae.outputs.ray_engine`) on the cluster at ``address`` (``None``: a local Ray,
             started and stopped here), ``actors`` of them with ``gpus_per_actor`` GPUs each. Same files,
             same rows, same resume rules.
+        scores_format: ``"csv"``, or ``"parquet"`` to also write ``scores.parquet``: the rows of
+            ``scores.csv`` with typed columns (``scores.csv`` stays: it is what a rerun resumes from).
+            Once an ``out_dir`` holds ``scores.parquet``, later runs into it keep it in step.
 
     Raises:
         OutputConflict: ``out_dir`` is unusable or holds results that may not be mixed or replaced.
         ModelDirError: the model directory cannot be loaded.
         NoImagesError: ``input_dir`` holds no images.
+        UriError: a URI ``input_dir`` that no installed file system takes, or that cannot be listed.
     """
-    input_dir, out = Path(input_dir), Path(out_dir)
+    out = Path(out_dir)
     det, run_dir = _detector(detector_or_run_dir)
     listener = progress or BarProgress(as_progress(verbose), out)
     warn = _Warnings(listener)
-    check_out_dir(out, {"model directory": run_dir, "input folder": input_dir})
-    if (input_dir / MANIFEST_NAME).is_file():
-        warn(f"INPUT_DIR {input_dir} is a folder anomaly-ae wrote (its heatmaps/masks are scored as inputs)")
     problems: list[str] = []
-    paths = list_images(input_dir, exclude=[out], problems=problems)  # never score our own heatmaps
+    source: Path | UriInput
+    paths: list[Path] | list[UriFile]
+    if is_uri(input_dir):  # s3://, gs://, hdfs://, file://: listed and read through pyarrow.fs
+        source = UriInput.open(str(input_dir))
+        check_out_dir(out, {"model directory": run_dir})
+        paths = source.list_images(exclude_local=os.path.realpath(out))
+    else:
+        source = Path(input_dir)
+        check_out_dir(out, {"model directory": run_dir, "input folder": source})
+        if (source / MANIFEST_NAME).is_file():
+            warn(f"INPUT_DIR {source} is a folder anomaly-ae wrote (its heatmaps/masks are scored as inputs)")
+        paths = list_images(source, exclude=[out], problems=problems)  # never score our own heatmaps
     for line in problems:
         warn(line)
     if not paths:
         raise NoImagesError(f"INPUT_DIR {input_dir} holds no images (png, jpg, jpeg, bmp, tif, tiff)")
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', not {engine!r}")
+    if scores_format not in ("csv", "parquet"):
+        raise ValueError(f"scores_format must be 'csv' or 'parquet', not {scores_format!r}")
     ray = None
     if engine == "ray":
         from anomaly_ae.outputs.ray_engine import RayOptions, require_ray
 
         require_ray()  # before any work: a missing extra is one line
         ray = RayOptions(address, actors, gpus_per_actor)
-    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels, ray)
-    summary = _score_into(det, run_dir, input_dir, paths, out, options, listener, warn)
+    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels, ray,
+                       parquet=scores_format == "parquet")
+    summary = _score_into(det, run_dir, source, paths, out, options, listener, warn)
     summary.problems = problems
     return summary
 
@@ -239,13 +264,15 @@ class _Options:
     overwrite: bool
     max_megapixels: float | None
     ray: Any = None  # RayOptions: score on Ray
+    parquet: bool = False  # also write scores.parquet
 
     @property
     def kinds(self) -> list[str]:
         return [k for k, on in (("heatmaps", self.heatmaps), ("masks", self.masks), ("maps", self.raw_maps)) if on]
 
 
-def _score_into(det: Detector | None, run_dir: Path, input_dir: Path, paths: list[Path], out: Path,
+def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput, paths: Sequence[Path | UriFile],
+                out: Path,
                 options: _Options, progress: FolderProgress, warn: _Warnings) -> ScoreSummary:
     """Score ``paths`` (under ``input_dir``) into ``out``, resuming an earlier run there."""
     kinds = options.kinds
@@ -266,6 +293,10 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path, paths: lis
             finally:
                 if hasattr(progress, "close"):
                     progress.close()
+            parquet = out / PARQUET
+            if options.parquet or parquet.is_file():  # once written, kept in step with scores.csv
+                write_scores_parquet(out / "scores.csv", parquet)
+                record(out, "scores", [PARQUET])
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run refused before writing anything leaves no empty folder behind
@@ -326,7 +357,7 @@ def _detector(detector_or_run_dir: Detector | str | Path, need_dir: bool = True)
     return None, Path(detector_or_run_dir)
 
 
-def _score_todo(det: Detector, state: ScoreRun, input_dir: Path, out: Path, kinds: list[str],
+def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out: Path, kinds: list[str],
                 options: _Options, progress: FolderProgress, run_dir: Path) -> tuple[int, int, int]:
     """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
     post = det.postprocessor_

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.outputs.batch import FolderProgress, score_batch
 
 #: the one line shown when Ray is not installed
@@ -71,12 +72,18 @@ class ScoringActor:
         from anomaly_ae.detector import Detector
 
         self.det = Detector.load(run_dir)
-        self.input_dir, self.out = Path(input_dir), Path(out)
+        # a URI input is opened once per actor (credentials, connection), its files named by relative path
+        self.input_dir = UriInput.open(input_dir) if is_uri(input_dir) else Path(input_dir)
+        self.out = Path(out)
         self.kinds, self.legend, self.max_pixels = list(kinds), legend, max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = score_batch(self.det, [Path(p) for p in batch["path"]], self.input_dir, self.out, self.kinds,
-                           self.legend, self.max_pixels)
+        if isinstance(self.input_dir, UriInput):
+            paths: list[Path | UriFile] = [self.input_dir.file(str(p), int(s), int(m)) for p, s, m in
+                                           zip(batch["path"], batch["size"], batch["mtime"], strict=True)]
+        else:
+            paths = [Path(p) for p in batch["path"]]
+        rows = score_batch(self.det, paths, self.input_dir, self.out, self.kinds, self.legend, self.max_pixels)
         return {
             "rel": np.array([r.rel for r in rows], dtype=object),
             "score": np.array([np.nan if r.score is None else r.score for r in rows], np.float64),
@@ -86,7 +93,8 @@ class ScoringActor:
         }
 
 
-def score_todo_ray(run_dir: Path, todo: Sequence[Path], input_dir: Path, out: Path, kinds: Sequence[str],
+def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Path | UriInput, out: Path,
+                   kinds: Sequence[str],
                    legend: bool, max_pixels: int | None, batch_size: int, options: RayOptions, csv_out: Any,
                    threshold: float, progress: FolderProgress) -> tuple[int, int, int]:
     """Score ``todo`` on Ray and append its rows to ``csv_out`` in input order; ``(ok, anomalous, failed)`` of them."""
@@ -101,11 +109,10 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path], input_dir: Path, out: Pa
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order, like the single process
         ctx.enable_progress_bars = False  # anomaly-ae shows its own bar
-        # absolute paths (links not followed): the actors' working folder is not the driver's
-        paths = [{"path": os.path.abspath(p)} for p in todo]
-        ds = ray.data.from_items(paths, override_num_blocks=max(1, len(paths) // batch_size))
+        ds = ray.data.from_items(_items(todo), override_num_blocks=max(1, len(todo) // batch_size))
+        where = input_dir.uri if isinstance(input_dir, UriInput) else os.path.abspath(input_dir)
         scored = ds.map_batches(
-            ScoringActor, fn_constructor_args=(os.path.abspath(run_dir), os.path.abspath(input_dir),
+            ScoringActor, fn_constructor_args=(os.path.abspath(run_dir), where,
                                                os.path.abspath(out), list(kinds), legend, max_pixels),
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=options.actors),
             num_gpus=options.gpus_per_actor or None, num_cpus=1, batch_format="numpy",
@@ -129,6 +136,13 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path], input_dir: Path, out: Pa
         if started:
             ray.shutdown()
         quiet.restore()
+
+
+def _items(todo: Sequence[Path | UriFile]) -> list[dict[str, Any]]:
+    """Ray Data rows naming the inputs: an absolute local path (links not followed: the actors' working
+    folder is not the driver's), or a URI file's relative path with the size and time it was listed with."""
+    return [{"path": p.rel, "size": p.size, "mtime": p.mtime_ns} if isinstance(p, UriFile)
+            else {"path": os.path.abspath(p), "size": -1, "mtime": -1} for p in todo]
 
 
 class _QuietRayLogs:

@@ -12,8 +12,8 @@ the input folder and the outputs asked for. Rerunning the same command keeps a r
 Everything else is scored (again); the reasons are returned as one-line notes. Files that failed are
 tried again. Another model or another input folder in the same ``OUT_DIR`` is refused, so one CSV
 never mixes two models' scores. ``--overwrite`` removes only what earlier runs wrote: the CSV, the
-state file and the heatmap/mask/map files named by the CSV's rows; anything else in ``OUT_DIR``
-(even inside ``heatmaps/``) stays.
+state file, ``scores.parquet`` and the heatmap/mask/map files named by the CSV's rows; anything else
+in ``OUT_DIR`` (even inside ``heatmaps/``) stays.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from anomaly_ae.artifact import META_FILE, MODEL_FILE
+from anomaly_ae.data.loading import input_stat
+from anomaly_ae.data.uris import UriFile, UriInput
 from anomaly_ae.fileio import display_name, output_name, write_json_atomic
 from anomaly_ae.outdir import OutputConflict, check_out_dir, read_manifest, record
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
@@ -35,7 +37,8 @@ from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 MANIFEST = "score_run.json"
 #: output kind -> (folder, file suffix)
 OUTPUTS: dict[str, str] = {"heatmaps": ".png", "masks": ".png", "maps": ".npy"}
-OWN_ENTRIES = ("scores.csv", "scores.csv.partial", MANIFEST, *OUTPUTS)
+PARQUET = "scores.parquet"  # the rows of scores.csv, typed (score_folder(scores_format="parquet"))
+OWN_ENTRIES = ("scores.csv", "scores.csv.partial", PARQUET, MANIFEST, *OUTPUTS)
 
 
 def model_fingerprint(run_dir: Path) -> str:
@@ -48,18 +51,16 @@ def model_fingerprint(run_dir: Path) -> str:
     return h.hexdigest()
 
 
-def file_stat(path: Path) -> tuple[int, int] | None:
-    """``(size_bytes, mtime_ns)`` of ``path`` (links followed), or ``None`` if it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def relative_key(path: Path, input_dir: Path) -> str:
+def relative_key(path: Path | UriFile, input_dir: Path | UriInput) -> str:
     """An input's key in ``scores.csv``: its path relative to ``input_dir``, ``/``-separated, valid UTF-8."""
+    if isinstance(path, UriFile):
+        return display_name(path.rel)
     return display_name(path.relative_to(input_dir).as_posix())
+
+
+def input_id(input_dir: Path | UriInput) -> str:
+    """How ``score_run.json`` names the input folder: its resolved path, or the URI as given."""
+    return input_dir.uri if isinstance(input_dir, UriInput) else str(input_dir.resolve())
 
 
 def derived_files(out: Path, key: str, kinds: Sequence[str]) -> list[Path]:
@@ -83,7 +84,7 @@ class ScoreRun:
     """What an ``OUT_DIR`` already holds: the rows to keep, the inputs left to score, and why."""
 
     keep: list[list[str]] = field(default_factory=list)
-    todo: list[Path] = field(default_factory=list)
+    todo: list[Path | UriFile] = field(default_factory=list)
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -108,6 +109,7 @@ def _clear(out: Path) -> None:
                     emptied.add((out / kind, t.parent))
         csv_path.unlink()
     (out / MANIFEST).unlink(missing_ok=True)
+    (out / PARQUET).unlink(missing_ok=True)
     for top, d in sorted(emptied, key=lambda td: len(td[1].parts), reverse=True):
         # only the folders our files were in, up to OUT/<kind>: a user's own (even empty) folder stays
         while d.is_relative_to(top) and d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
@@ -133,8 +135,8 @@ def _check_owner(out: Path) -> bool:
 def start(
     out: Path,
     run_dir: Path,
-    input_dir: Path,
-    paths: Sequence[Path],
+    input_dir: Path | UriInput,
+    paths: Sequence[Path | UriFile],
     kinds: Sequence[str] = (),
     resume: bool = True,
     overwrite: bool = False,
@@ -149,7 +151,8 @@ def start(
             results of another model or input folder, or results exist and neither ``resume`` nor
             ``overwrite`` is set.
     """
-    check_out_dir(out, {"model directory": run_dir, "input folder": input_dir})
+    local_input = None if isinstance(input_dir, UriInput) else input_dir
+    check_out_dir(out, {"model directory": run_dir, "input folder": local_input})
     fingerprint = model_fingerprint(run_dir)
     state = ScoreRun(todo=list(paths))
     has_results = _check_owner(out)
@@ -171,7 +174,7 @@ def start(
                 f"{out} holds scores of another model, or of this one before it was retrained or recalibrated "
                 f"({manifest.get('model_dir')}); one scores.csv never mixes two models: {hint}"
             )
-        if manifest.get("input_dir") != str(input_dir.resolve()):
+        if manifest.get("input_dir") != input_id(input_dir):
             raise OutputConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")
         if csvs:
             _resume(state, out, csvs[0], input_dir, kinds)
@@ -180,7 +183,7 @@ def start(
         "schema_version": 2,
         "model_dir": str(run_dir.resolve()),
         "model_sha256": fingerprint,
-        "input_dir": str(input_dir.resolve()),
+        "input_dir": input_id(input_dir),
         "outputs": sorted(kinds),
         "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.fileio.output_name)",
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -189,9 +192,9 @@ def start(
     return state
 
 
-def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path, kinds: Sequence[str]) -> None:
+def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path | UriInput, kinds: Sequence[str]) -> None:
     """Fill ``state.keep`` / ``state.todo`` from an earlier CSV, keeping only rows that can be trusted."""
-    current: Mapping[str, Path] = {relative_key(p, input_dir): p for p in state.todo}
+    current: Mapping[str, Path | UriFile] = {relative_key(p, input_dir): p for p in state.todo}
     kept: dict[str, list[str]] = {}
     counts = {"malformed": 0, "gone": 0, "changed": 0, "incomplete": 0, "failed": 0}
     for row in read_scores(csv_path):
@@ -204,7 +207,7 @@ def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path, kinds: 
         if row[0] not in current:
             counts["gone"] += 1
             continue
-        if file_stat(current[row[0]]) != (int(row[5]), int(row[6])):
+        if input_stat(current[row[0]]) != (int(row[5]), int(row[6])):
             counts["changed"] += 1
             continue
         if not all(p.is_file() for p in derived_files(out, row[0], kinds)):

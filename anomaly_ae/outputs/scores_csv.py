@@ -1,4 +1,5 @@
-"""``scores.csv``: one row per scored input, written row by row and renamed into place when complete."""
+"""``scores.csv``: one row per scored input, written row by row and renamed into place when complete;
+``scores.parquet``: the same table, typed, for a data platform (``--format parquet``)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,35 @@ class ScoresCsv:
         os.fsync(self._f.fileno())
         self._f.close()
         os.replace(self._partial, self.path)
+
+
+def write_scores_parquet(csv_path: Path, parquet_path: Path) -> int:
+    """``scores.csv`` -> ``scores.parquet``: the same columns and rows, typed (``score``/``threshold``
+    float64, ``is_anomaly`` bool, ``size_bytes``/``mtime_ns`` int64; empty cells -> null). Returns the rows.
+
+    Written atomically, so a reader never sees half a file.
+    """
+    import pyarrow as pa  # lazy: a dependency of mlflow, needed only here
+    import pyarrow.parquet as pq
+
+    rows = [r for r in read_scores(csv_path) if len(r) == len(CSV_COLUMNS)]
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(CSV_COLUMNS)
+
+    def typed(values: tuple[str, ...], kind: str) -> list[object]:
+        if kind == "float":
+            return [float(v) if v else None for v in values]
+        if kind == "int":
+            return [int(v) if v else None for v in values]
+        if kind == "bool":
+            return [v == "true" if v else None for v in values]
+        return [v if v else None for v in values]
+
+    kinds = {"path": ("str", pa.string()), "score": ("float", pa.float64()), "is_anomaly": ("bool", pa.bool_()),
+             "threshold": ("float", pa.float64()), "error": ("str", pa.string()),
+             "size_bytes": ("int", pa.int64()), "mtime_ns": ("int", pa.int64())}
+    table = pa.table({name: pa.array(typed(values, kinds[name][0]), type=kinds[name][1])
+                      for name, values in zip(CSV_COLUMNS, cols, strict=True)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(parquet_path, sink.getvalue().to_pybytes())
+    return len(rows)
