@@ -213,7 +213,7 @@ def test_the_ray_engine_without_ray_is_one_line(reference, inputs, tiny_data, tm
 
 
 def test_two_ray_workers_train_one_model_that_loads_and_scores_like_any_other(cluster, tiny_data, tiny_config_file,
-                                                                             tmp_path):
+                                                                             tmp_path, monkeypatch):
     import json
 
     import numpy as np
@@ -229,14 +229,27 @@ def test_two_ray_workers_train_one_model_that_loads_and_scores_like_any_other(cl
     assert results[0]["loss"] == results[1]["loss"]  # one synchronous update for both workers
 
     run = tmp_path / "cli"
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(tiny_config_file),
-                              "--out", str(run), "--epochs", "1", "--no-track", "--engine", "ray", "--workers", "2",
-                              "--address", cluster, "--json"])
+                              "--out", str(run), "--epochs", "1", "--engine", "ray", "--workers", "2",
+                              "--address", cluster, "--register", "plate", "--alias", "candidate", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     det = Detector.load(run)  # under this process's backend: the model directory is like any other
     assert det.train_info_["workers"] == 2 and det.config.train.distribution == "none"
     assert summary["n_train"] == 18 and summary["n_val"] == 3  # both workers' images; rank 0 calibrated on 3
+
+    from mlflow.tracking import MlflowClient  # rank 0 wrote the run's metrics and model; this process ended it
+
+    client = MlflowClient(store)
+    mlrun = client.get_run(summary["mlflow_run_id"])
+    assert mlrun.info.status == "FINISHED" and det.train_info_["mlflow"]["run_id"] == mlrun.info.run_id
+    assert mlrun.data.tags["anomaly_ae.written_by"].startswith("Ray worker rank 0 of 2 (")
+    assert [m.step for m in client.get_metric_history(mlrun.info.run_id, "loss")] == [1]  # the epoch, from rank 0
+    assert mlrun.data.metrics["threshold"] == pytest.approx(det.threshold_) and mlrun.data.metrics["n_train"] == 18
+    assert summary["mlflow_model_uri"] == "models:/plate/1"
+    assert client.get_model_version_by_alias("plate", "candidate").run_id == mlrun.info.run_id
     images = sorted((tiny_data / "test").glob("*/*.png"))
     scores = det.score(images)
     assert np.isfinite(scores).all() and summary["threshold"] == det.threshold_

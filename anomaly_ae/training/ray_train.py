@@ -6,14 +6,17 @@ Each of ``N`` Ray workers runs Keras on JAX (Keras 3's ``fit`` does not run unde
 trains on its shard of the file list (every ``N``-th file) under ``DataParallel`` over all the
 workers' devices: one global batch of ``batch_size`` x devices per step, one update for all.
 Afterwards every worker holds the same weights; rank 0 alone runs the self-check and the
-calibration on its held-out images and writes the model directory (``run_dir`` must be on storage
-rank 0 can write and the caller can read).
+calibration on its held-out images, writes the model directory (``run_dir`` must be on storage
+rank 0 can write and the caller can read) and writes the MLflow run the caller opened: epoch
+losses, metrics, artifacts, the logged (and registered) model. Its store must be reachable from
+rank 0's node: a tracking server, or a store on shared storage.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,7 @@ class TrainingWorker:
         return f"{ray.util.get_node_ip_address()}:{port}"
 
     def train(self, rank: int, workers: int, coordinator: str, config: dict[str, Any], paths: list[str],
-              run_dir: str) -> dict[str, Any]:
+              run_dir: str, tracking: RankZeroTracking | None = None) -> dict[str, Any]:
         import jax
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -47,21 +50,74 @@ class TrainingWorker:
 
         keras.distribution.initialize(job_addresses=coordinator, num_processes=workers, process_id=rank)
         from anomaly_ae.detector import Detector
+        from anomaly_ae.progress import Progress
+        from anomaly_ae.tracking import MlflowTracker, NullTracker
+        from anomaly_ae.training.callbacks import TrackingCallback
+        from anomaly_ae.training.run import finish_run, run_record
 
+        warnings: list[str] = []
+        tracker: Any = NullTracker()
+        if rank == 0 and tracking is not None:  # the run the driver opened; it ends it once this returns
+            tracker = MlflowTracker(tracking.uri, tracking.experiment, run_id=tracking.run_id,
+                                    off_on_failure=True, on_fallback=warnings.append)
+            import ray
+
+            where = f"{ray.util.get_node_ip_address()}, pid {os.getpid()}"
+            tracker.set_tags({"anomaly_ae.written_by": f"Ray worker rank 0 of {workers} ({where})"})
         cfg = DetectorConfig.model_validate(config).with_overrides({"train.distribution": "multi_worker"})
-        det = Detector(cfg).fit([Path(p) for p in paths])
+        det = Detector(cfg).fit([Path(p) for p in paths], callbacks=[TrackingCallback(tracker)] if rank == 0 else (),
+                                record=run_record(tracker, tracking.register if tracking else None))
+        n_train = _sum_over_workers(det.train_info_["n_train"])  # a collective: every worker takes part
+        result: dict[str, Any] = {"rank": rank, "n_train": det.train_info_["n_train"], "loss": det.history_["loss"]}
         if rank == 0:
+            # n_train: every worker's training images; n_val stays rank 0's (the images it calibrated on)
+            det.train_info_ = {**det.train_info_, "workers": workers, "n_train": n_train}
             det.config = det.config.with_overrides({"train.distribution": "none"})  # the saved model is local
-            det.save(run_dir)
-        return {"rank": rank, "n_train": det.train_info_["n_train"], "loss": det.history_["loss"]}
+            finish_run(det, Path(run_dir), tracker, tracking.register if tracking else None,
+                       tracking.alias if tracking else None, Progress(verbose=0))
+            info = getattr(tracker, "model_info", None)
+            result["warnings"] = warnings
+            result["model_info"] = None if info is None else ModelRecord(
+                info.model_uri, getattr(info, "registered_model_version", None))
+        return result
+
+
+@dataclass(frozen=True)
+class RankZeroTracking:
+    """The MLflow run the driver opened, for rank 0 to write into: store ``uri`` (reachable from rank 0's
+    node), ``experiment``, ``run_id``, and the registered model name and alias asked for."""
+
+    uri: str
+    experiment: str
+    run_id: str
+    register: str | None = None
+    alias: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Where rank 0 logged the model (the fields of MLflow's ``ModelInfo`` that the summary reads)."""
+
+    model_uri: str
+    registered_model_version: str | int | None = None
+
+
+def _sum_over_workers(value: int) -> int:
+    """``value`` summed over every worker process (a JAX all-gather over the processes)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(np.asarray(multihost_utils.process_allgather(np.int32(value))).sum())
 
 
 def train_on_ray(config: DetectorConfig, good_dir: str | Path, run_dir: str | Path, workers: int = 2,
-                 address: str | None = None) -> list[dict[str, Any]]:
-    """Train on ``workers`` Ray workers (a local Ray without ``address``); rank 0 writes ``run_dir``.
+                 address: str | None = None, tracking: RankZeroTracking | None = None) -> list[dict[str, Any]]:
+    """Train on ``workers`` Ray workers (a local Ray without ``address``); rank 0 writes ``run_dir`` and,
+    given ``tracking``, the run's epoch losses, metrics, artifacts and model into that MLflow run.
 
     Returns:
-        Each worker's ``{"rank", "n_train", "loss"}`` (losses per epoch; the same on every worker).
+        Each worker's ``{"rank", "n_train", "loss"}`` (losses per epoch; the same on every worker); rank
+        0's also ``"warnings"`` (tracking problems, one line each) and ``"model_info"`` (:class:`ModelRecord`).
 
     Raises:
         RayMissing: Ray is not installed.
@@ -84,7 +140,7 @@ def train_on_ray(config: DetectorConfig, good_dir: str | Path, run_dir: str | Pa
         actors = [remote.remote() for _ in range(workers)]
         coordinator = ray.get(actors[0].address.remote())
         refs = [actor.train.remote(rank, workers, coordinator, config.to_dict(), paths[rank::workers][:per_worker],
-                                   os.path.abspath(run_dir)) for rank, actor in enumerate(actors)]
+                                   os.path.abspath(run_dir), tracking) for rank, actor in enumerate(actors)]
         return ray.get(refs)
     finally:
         if started:

@@ -110,8 +110,10 @@ def train_run(
     """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
 
     With ``workers`` > 1 the training runs on that many Ray workers (:mod:`anomaly_ae.training.ray_train`;
-    the cluster at ``address``, else a local Ray) and rank 0 writes the model; this process tracks the
-    run. No checkpoint is written then (an interrupted multi-worker training starts again).
+    the cluster at ``address``, else a local Ray): this process opens the run and logs the params,
+    rank 0 writes the model directory and the run's metrics, artifacts and model (so ``tracker.uri``
+    must be reachable from rank 0: a tracking server, or a store on shared storage). No checkpoint
+    is written then (an interrupted multi-worker training starts again).
 
     A checkpoint is written to ``run_dir/checkpoint`` after every epoch and removed once the model is
     saved. The config, per-epoch losses, the threshold statistics, a validation reconstruction grid
@@ -127,20 +129,31 @@ def train_run(
         tracker.log_params({"data.good_dir": str(good_dir), **config.used_params()})
         tracker.set_tags({**source_tags("anomaly-ae train"), **data_tags(good_dir)})
         start_checkpoints(ckpt_dir, config, run_state)
-    record = None
-    if tracker.run_id:
-        record = {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "registered_model": register}}
     try:
         if workers > 1:
-            det = _train_on_workers(config, good_dir, run_dir, workers, address, record, verbose)
-        else:
-            det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
-                                                        resume=resume, checkpoint_state=run_state, record=record)
+            return _train_on_workers(config, good_dir, run_dir, workers, address, tracker, register, alias, verbose)
+        det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
+                                                    resume=resume, checkpoint_state=run_state,
+                                                    record=run_record(tracker, register))
     except ValueError:
         if not resume:
             _drop_checkpoints(run_dir)
         raise
-    progress = as_progress(verbose)
+    finish_run(det, run_dir, tracker, register, alias, as_progress(verbose))
+    return det
+
+
+def run_record(tracker: Tracker, register: str | None) -> dict | None:
+    """What ``detector.json`` records of the MLflow run (``None`` untracked)."""
+    if not tracker.run_id:
+        return None
+    return {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "registered_model": register}}
+
+
+def finish_run(det: Detector, run_dir: Path, tracker: Tracker, register: str | None, alias: str | None,
+               progress: Progress) -> None:
+    """Save the trained ``det`` to ``run_dir`` and log the run's numbers and the model (registered as
+    ``register``, with ``alias``) to ``tracker``: the end of a training, in one process or on rank 0."""
     progress.stage(f"saving the model directory {run_dir}")
     det.save(run_dir)
     _drop_checkpoints(run_dir)  # the model is complete: the checkpoint is not needed
@@ -151,21 +164,25 @@ def train_run(
     version = getattr(getattr(tracker, "model_info", None), "registered_model_version", None)
     if register and alias and version is not None:
         tracker.set_alias(register, alias, version)
-    return det
 
 
 def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, workers: int, address: str | None,
-                      record: dict | None, verbose: int | Progress) -> Detector:
-    """Train on Ray workers; the model rank 0 wrote, with this run's record added."""
-    from anomaly_ae.training.ray_train import train_on_ray
+                      tracker: Tracker, register: str | None, alias: str | None, verbose: int | Progress) -> Detector:
+    """Train on Ray workers; rank 0 saves the model and writes this run's metrics and model to MLflow."""
+    from anomaly_ae.training.ray_train import RankZeroTracking, train_on_ray
 
-    as_progress(verbose).stage(f"training on {workers} Ray workers ({address or 'a local Ray'}), JAX backend")
-    results = train_on_ray(config, good_dir, run_dir, workers, address)
-    det = Detector.load(run_dir)
-    # n_train: every worker's training images; n_val stays rank 0's (the images it calibrated on)
-    det.train_info_ = {**det.train_info_, **(record or {}), "workers": len(results),
-                       "n_train": sum(r["n_train"] for r in results)}
-    return det
+    progress = as_progress(verbose)
+    progress.stage(f"training on {workers} Ray workers ({address or 'a local Ray'}), JAX backend")
+    tracking = None
+    if tracker.run_id is not None:
+        tracking = RankZeroTracking(tracker.uri, config.tracking.experiment, tracker.run_id, register, alias)
+    results = train_on_ray(config, good_dir, run_dir, workers, address, tracking)
+    rank0 = next(r for r in results if r["rank"] == 0)
+    for line in rank0.get("warnings", []):
+        progress.warning(line)
+    if rank0.get("model_info") is not None and hasattr(tracker, "model_info"):
+        tracker.model_info = rank0["model_info"]  # for the summary: where rank 0 logged the model
+    return Detector.load(run_dir)
 
 
 def data_tags(good_dir: Path) -> dict[str, str]:
