@@ -48,6 +48,12 @@ EXAMPLES = """Examples:
   anomaly-ae score runs/a s3://plant-images/line3/2026-11-27 --out /shared/scores/line3 --engine ray
 """
 
+Actors = Annotated[int, typer.Option(min=1, help="Scoring actors (with --engine ray).")]
+GpusPerActor = Annotated[float, typer.Option(min=0.0, help="GPUs per actor (with --engine ray).")]
+Format = Annotated[ScoresFormat, typer.Option(
+    "--format", help="parquet: also write OUT_DIR/scores.parquet, the rows of scores.csv with typed columns "
+                     "(scores.csv stays: reruns resume from it).")]
+
 
 def score(
     run_dir: Annotated[str, typer.Argument(help=MODEL_REF_HELP, metavar="RUN_DIR")],
@@ -74,11 +80,9 @@ def score(
     engine: Annotated[Engine, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
                                            "(pip install 'anomaly-ae[ray]').")] = Engine.local,
     address: RayAddress = None,
-    actors: Annotated[int, typer.Option(min=1, help="Scoring actors (with --engine ray).")] = 1,
-    gpus_per_actor: Annotated[float, typer.Option(min=0.0, help="GPUs per actor (with --engine ray).")] = 0.0,
-    scores_format: Annotated[ScoresFormat, typer.Option(
-        "--format", help="parquet: also write OUT_DIR/scores.parquet, the rows of scores.csv with typed columns "
-                         "(scores.csv stays: reruns resume from it).")] = ScoresFormat.csv,
+    actors: Actors = 1,
+    gpus_per_actor: GpusPerActor = 0.0,
+    scores_format: Format = ScoresFormat.csv,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -88,18 +92,16 @@ def score(
     after an interruption keeps what is already scored and scores the rest.
     Files print one verdict line each: path, score, normalised score, anomalous yes/no, files written.
     """
-    run_dir = model_dir(run_dir, quiet)
-    folder, files = _inputs(inputs, out)
+    run_dir, (folder, files) = model_dir(run_dir, quiet), _inputs(inputs, out)
     loading(quiet)
     from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, UriError, score_files, score_folder
 
     options = {"batch_size": batch_size, "heatmaps": heatmaps, "masks": masks, "raw_maps": raw_maps,
                "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
                "max_megapixels": max_megapixels, "verbose": reporter(quiet)}
-    if engine is Engine.ray and folder is None:
-        fail_usage("--engine ray scores a folder; give one folder and --out")
-    if scores_format is ScoresFormat.parquet and folder is None:
-        fail_usage("--format parquet is written for a folder; give one folder and --out")
+    if folder is None and (engine is Engine.ray or scores_format is ScoresFormat.parquet):
+        fail_usage(f"{'--engine ray' if engine is Engine.ray else '--format parquet'} is for a folder; give one "
+                   "folder and --out")
     try:
         if folder is not None:
             summary = score_folder(run_dir, folder, out, **options, engine=engine.value, address=address,

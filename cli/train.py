@@ -266,7 +266,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
 def _interrupted(run_dir: Path) -> NoReturn:
     """Ctrl-C: one line saying which epochs the checkpoint keeps and the command that continues."""
     from anomaly_ae.training.checkpoint import latest_checkpoint
-    from anomaly_ae.training.run import CHECKPOINT_DIR
+    from anomaly_ae.training.finish import CHECKPOINT_DIR
 
     ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if (run_dir / CHECKPOINT_DIR).is_dir() else None
     kept = (f"epochs 1-{ckpt.epoch} are kept in {run_dir / CHECKPOINT_DIR}" if ckpt is not None

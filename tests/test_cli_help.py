@@ -75,4 +75,4 @@ def test_completion_can_be_installed_and_shown():
     res = runner.invoke(app, ["--help"])
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
     shown = runner.invoke(app, ["--show-completion", "bash"])
-    assert shown.exit_code == 0 and "_ANOMALY_AE_COMPLETE" in shown.stdout.upper().replace("-", "_")
+    assert shown.exit_code == 0 and "_ANOMALY_AE_COMPLETE" in shown.stdout.upper().replace("-", "_"), shown.output

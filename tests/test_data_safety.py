@@ -620,16 +620,16 @@ def test_batches_are_cut_by_pixels_not_only_by_count(tmp_path):
 def test_a_finished_training_removes_only_its_own_checkpoint_folder(tmp_path):
     """train_run drops run_dir/checkpoint when done; a folder of the user's of that name is never removed."""
     from anomaly_ae.outdir import read_manifest, record
-    from anomaly_ae.training.run import _drop_checkpoints
+    from anomaly_ae.training.finish import drop_checkpoints
 
     mine = tmp_path / "user" / "checkpoint"
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("the user's")
-    _drop_checkpoints(tmp_path / "user")
+    drop_checkpoints(tmp_path / "user")
     assert (mine / "notes.txt").read_text() == "the user's"
 
     ours = tmp_path / "run" / "checkpoint"
     ours.mkdir(parents=True)
     record(tmp_path / "run", "model", ["checkpoint"])
-    _drop_checkpoints(tmp_path / "run")
+    drop_checkpoints(tmp_path / "run")
     assert not ours.exists() and "checkpoint" not in read_manifest(tmp_path / "run").get("model", [])

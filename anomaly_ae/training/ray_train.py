@@ -53,7 +53,7 @@ class TrainingWorker:
         from anomaly_ae.progress import Progress
         from anomaly_ae.tracking import MlflowTracker, NullTracker
         from anomaly_ae.training.callbacks import TrackingCallback
-        from anomaly_ae.training.run import finish_run, run_record
+        from anomaly_ae.training.finish import finish_run, run_record
 
         warnings: list[str] = []
         tracker: Any = NullTracker()

@@ -10,26 +10,20 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import keras
 
 from anomaly_ae.artifact import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
 from anomaly_ae.config import DetectorConfig
-from anomaly_ae.deploy.mlflow_model import log_detector
 from anomaly_ae.detector import Detector
-from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, forget, plan, read_manifest
-from anomaly_ae.outputs.overlays import reconstruction_grid
+from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker, source_tags
 from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
-
-CHECKPOINT_DIR = "checkpoint"
+from anomaly_ae.training.finish import CHECKPOINT_DIR, drop_checkpoints, finish_run, run_record
 
 
 class ResumeError(ValueError):
@@ -137,33 +131,12 @@ def train_run(
                                                     record=run_record(tracker, register))
     except ValueError:
         if not resume:
-            _drop_checkpoints(run_dir)
+            drop_checkpoints(run_dir)
         raise
     finish_run(det, run_dir, tracker, register, alias, as_progress(verbose))
     return det
 
 
-def run_record(tracker: Tracker, register: str | None) -> dict | None:
-    """What ``detector.json`` records of the MLflow run (``None`` untracked)."""
-    if not tracker.run_id:
-        return None
-    return {"mlflow": {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "registered_model": register}}
-
-
-def finish_run(det: Detector, run_dir: Path, tracker: Tracker, register: str | None, alias: str | None,
-               progress: Progress) -> None:
-    """Save the trained ``det`` to ``run_dir`` and log the run's numbers and the model (registered as
-    ``register``, with ``alias``) to ``tracker``: the end of a training, in one process or on rank 0."""
-    progress.stage(f"saving the model directory {run_dir}")
-    det.save(run_dir)
-    _drop_checkpoints(run_dir)  # the model is complete: the checkpoint is not needed
-    if tracker.run_id is not None:
-        progress.stage("logging the run and the model to MLflow" + (f" (registering {register})" if register else ""))
-    _log_run(det, run_dir, tracker)
-    tracker.log_model(partial(log_detector, run_dir, registered_model_name=register, detector=det))
-    version = getattr(getattr(tracker, "model_info", None), "registered_model_version", None)
-    if register and alias and version is not None:
-        tracker.set_alias(register, alias, version)
 
 
 def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, workers: int, address: str | None,
@@ -199,49 +172,3 @@ def data_tags(good_dir: Path) -> dict[str, str]:
         h.update(f"{p.relative_to(good_dir).as_posix()}\t{size}\n".encode("utf-8", "surrogateescape"))
     return {"anomaly_ae.good_dir": str(good_dir.resolve()), "anomaly_ae.n_images": str(len(paths)),
             "anomaly_ae.good_dir_sha256": h.hexdigest()}
-
-
-def self_check_metrics(info: dict) -> dict[str, float]:
-    """``self_check_image_auroc``, ``self_check_pixel_auroc``, ``self_check_aupro`` of ``train_info_`` (if any)."""
-    check = info.get("self_check") or {}
-    return {f"self_check_{k}": float(check[k]) for k in ("image_auroc", "pixel_auroc", "aupro") if k in check}
-
-
-def _drop_checkpoints(run_dir: Path) -> None:
-    """Remove ``run_dir/checkpoint`` only when the manifest names it as anomaly-ae's (a user's folder stays)."""
-    if CHECKPOINT_DIR not in read_manifest(run_dir).get("model", []):
-        return
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    forget(run_dir, "model", [CHECKPOINT_DIR])
-
-
-def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
-    """The fitted numbers, a validation reconstruction grid and the model files."""
-    info, stats = det.train_info_, det.score_stats_
-    tracker.log_metrics({
-        "threshold": det.threshold_,
-        "val_score_mean": stats.mean,
-        "val_score_std": stats.std,
-        "val_score_max": stats.max,
-        **{f"val_score_{k}": v for k, v in stats.quantiles.items()},
-        "best_val_loss": info["best_val_loss"],
-        "best_epoch": info["best_epoch"],
-        "fit_seconds": info["fit_seconds"],
-        "n_train": info["n_train"],
-        "n_val": info["n_val"],
-        "n_skipped": len(info["skipped"]),
-        **self_check_metrics(info),
-    })
-    if tracker.run_id is None:
-        return
-    if getattr(det, "val_sample_", None) is None:  # a model trained by Ray workers: no sample here
-        tracker.log_artifact(run_dir / CONFIG_FILE)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        grid = Path(tmp) / "validation_grid.png"
-        x = det.preprocessing_(det.val_sample_)
-        x_hat = det.reconstruct(x)
-        grid.write_bytes(reconstruction_grid(x, x_hat, det.maps_from_reconstruction(x, x_hat), det.heatmap_range_))
-        tracker.log_artifact(grid)
-    tracker.log_artifact(run_dir / CONFIG_FILE)  # the model itself is the run's logged MLflow model
-
