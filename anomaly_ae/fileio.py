@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -61,8 +62,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     The file gets the mode an ordinary ``open()`` would give (``0666 & ~umask``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name, 200)}.", suffix=".tmp")
+    prefix = f".{_short(path.name, 200)}."
+    try:  # the folder usually exists: no mkdir syscalls then (they cost ~35 us each on a VM's file system)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -78,13 +83,34 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, json.dumps(obj, indent=2).encode("utf-8"))
 
 
-def write_png_atomic(path: Path, image: np.ndarray) -> None:
-    """Encode and write a PNG (uint8 ``(H, W)`` or ``(H, W, 3)`` BGR) atomically."""
+def write_png_atomic(path: Path, image: np.ndarray, bilevel: bool = False) -> None:
+    """Encode and write a PNG (uint8 ``(H, W)`` or ``(H, W, 3)`` BGR) atomically.
+
+    ``bilevel``: a 0/255 mask stored as a 1-bit PNG (read back as the same 0/255 pixels, 8x fewer
+    bytes to compress).
+    """
     import cv2  # lazy: fileio stays light for the CLI
 
-    ok, buf = cv2.imencode(".png", image)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_BILEVEL, 1] if bilevel else [])
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+#: JPEG quality of heatmaps. With full-resolution colour (4:4:4: a heatmap's meaning is its colour)
+#: a 256 px heatmap of a noise texture, the worst case, encodes in 0.3 ms (PNG: 3.7-5.4 ms) and
+#: decodes within 4.7 grey levels of the exact overlay on average (4:2:0 sampling: 8.1)
+JPEG_QUALITY = 90
+
+
+def write_jpeg_atomic(path: Path, image: np.ndarray, quality: int = JPEG_QUALITY) -> None:
+    """Encode and write a JPEG (uint8 ``(H, W)`` or ``(H, W, 3)`` BGR, colour not subsampled) atomically."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                           cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    if not ok:
+        raise OSError(f"could not encode JPEG for {path}")
     write_bytes_atomic(path, buf.tobytes())
 
 
@@ -155,11 +181,17 @@ def output_path(out_dir: Path, relative: str | Path, suffix: str) -> Path:
     rel = Path(relative)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise ValueError(f"output path {display_name(rel)} would escape {out_dir}")
-    target = out_dir / output_name(rel, suffix)
-    root = Path(os.path.realpath(out_dir))
-    if not Path(os.path.realpath(target)).is_relative_to(root):
-        raise ValueError(f"output path {display_name(rel)} would escape {out_dir} (through a link)")
-    return target
+    name = output_name(rel, suffix)
+    here = out_dir
+    for part in name.parts:  # only the components below out_dir can hold a planted link: one lstat each
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except OSError:
+            break  # not there yet: nothing below it exists either
+        if stat.S_ISLNK(st.st_mode) and not Path(os.path.realpath(here)).is_relative_to(os.path.realpath(out_dir)):
+            raise ValueError(f"output path {display_name(rel)} would escape {out_dir} (through a link)")
+    return out_dir / name
 
 
 def versions() -> dict[str, str]:

@@ -56,6 +56,14 @@ class InputDtype(StrEnum):
     float32 = "float32"
 
 
+class Heatmaps(StrEnum):
+    """``score --heatmaps``: which inputs get a heatmap (``anomaly_ae.outputs.score_run.HEATMAP_POLICIES``)."""
+
+    all = "all"
+    anomalous = "anomalous"
+    none = "none"
+
+
 class ScoresFormat(StrEnum):
     """``score --format``: scores.csv only, or scores.parquet as well."""
 

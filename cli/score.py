@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.choices import Engine, ScoresFormat
+from cli.choices import Engine, Heatmaps, ScoresFormat
 from cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
@@ -48,6 +48,8 @@ EXAMPLES = """Examples:
   anomaly-ae score runs/a s3://plant-images/line3/2026-11-27 --out /shared/scores/line3 --engine ray
 """
 
+HeatmapsOpt = Annotated[Heatmaps, typer.Option(
+    help="Which images get a heatmap (heatmaps/<path>.jpg): every one, those scored anomalous, or none.")]
 Actors = Annotated[int, typer.Option(min=1, help="Scoring actors (with --engine ray).")]
 GpusPerActor = Annotated[float, typer.Option(min=0.0, help="GPUs per actor (with --engine ray).")]
 Format = Annotated[ScoresFormat, typer.Option(
@@ -65,7 +67,8 @@ def score(
         show_default="none: files are scored, nothing is written")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call.",
                                                    show_default="scoring.batch_size of the model")] = None,
-    heatmaps: Annotated[bool, typer.Option(help="Write heatmap overlays.")] = True,
+    heatmaps: HeatmapsOpt = Heatmaps.all,
+    no_heatmaps: Annotated[bool, typer.Option("--no-heatmaps", hidden=True, help="Same as --heatmaps none.")] = False,
     plain_heatmaps: Annotated[bool, typer.Option(
         "--plain-heatmaps", help="Heatmaps without the legend strip (colour bar, pixel threshold, score, verdict).")
     ] = False,
@@ -96,8 +99,8 @@ def score(
     loading(quiet)
     from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, UriError, score_files, score_folder
 
-    options = {"batch_size": batch_size, "heatmaps": heatmaps, "masks": masks, "raw_maps": raw_maps,
-               "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
+    options = {"batch_size": batch_size, "heatmaps": "none" if no_heatmaps else heatmaps.value, "masks": masks,
+               "raw_maps": raw_maps, "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
                "max_megapixels": max_megapixels, "verbose": reporter(quiet)}
     if folder is None and (engine is Engine.ray or scores_format is ScoresFormat.parquet):
         fail_usage(f"{'--engine ray' if engine is Engine.ray else '--format parquet'} is for a folder; give one "
@@ -178,7 +181,7 @@ def _print_files(verdicts: list[Verdict], out: Path | None, json_out: bool) -> b
 
 
 def _verdict_line(v: Verdict) -> str:
-    """``path  score 0.123  normalised 0.61  anomalous yes  heatmap out/heatmaps/a.png.png ...``."""
+    """``path  score 0.123  normalised 0.61  anomalous yes  heatmap out/heatmaps/a.png.jpg ...``."""
     if v.error is not None:
         return f"{v.path}  failed: {v.error}"
     files: list[Any] = [f"{kind.rstrip('s')} {path}" for kind, path in v.outputs.items()]

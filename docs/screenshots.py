@@ -1,4 +1,4 @@
-"""Regenerate the README's pictures: ``docs/images/report.png`` and ``docs/images/heatmap_legend.png``.
+"""Regenerate the README's pictures: ``docs/images/report.png`` and ``docs/images/heatmap_legend.jpg``.
 
     python docs/screenshots.py            # about 2 minutes on a 2-core CPU
 
@@ -57,12 +57,12 @@ def main() -> None:
     run("evaluate", rel(model), rel(args.data), "--out", rel(evaluation), "--no-track")
     run("score", rel(model), rel(args.data / "test" / args.image), "--out", rel(scores))
     args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(scores / "heatmaps" / f"{Path(args.image).name}.png", args.out / "heatmap_legend.png")
+    shutil.copyfile(scores / "heatmaps" / f"{Path(args.image).name}.jpg", args.out / "heatmap_legend.jpg")
     report = (evaluation / "report.html").resolve()
     subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--screenshot={(args.out / 'report.png').resolve()}", "--window-size=1280,1800",
                     report.as_uri()], check=True, capture_output=True, timeout=120)
-    print(f"wrote {args.out / 'report.png'} and {args.out / 'heatmap_legend.png'}")
+    print(f"wrote {args.out / 'report.png'} and {args.out / 'heatmap_legend.jpg'}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def test_score_folder_with_corrupt_file_and_subfolders(trained_run, tiny_data, t
     threshold = float(scored[0]["threshold"])
     for r in scored:
         assert r["is_anomaly"] == str(float(r["score"]) > threshold).lower()
-        assert (out / "heatmaps" / f"{r['path']}.png").is_file()  # a.png -> a.png.png
+        assert (out / "heatmaps" / f"{r['path']}.jpg").is_file()  # a.png -> a.png.jpg
     assert "scored 10" in res.output and "failed 2" in res.output
     assert not (out / "scores.csv.partial").exists()
 

@@ -118,11 +118,12 @@ def test_heatmaps_have_a_legend_strip_unless_plain(trained, tiny_data, tmp_path)
     for flags, name in (([], "legend"), (["--plain-heatmaps"], "plain")):
         res = runner.invoke(app, ["score", str(run), str(image), "--out", str(tmp_path / name), "-q", *flags])
         assert res.exit_code == 0, res.output
-    legend = cv2.imread(str(tmp_path / "legend" / "heatmaps" / f"{image.name}.png"))
-    plain = cv2.imread(str(tmp_path / "plain" / "heatmaps" / f"{image.name}.png"))
+    legend = cv2.imread(str(tmp_path / "legend" / "heatmaps" / f"{image.name}.jpg"))
+    plain = cv2.imread(str(tmp_path / "plain" / "heatmaps" / f"{image.name}.jpg"))
     assert plain.shape == (32, 32, 3)
     assert legend.shape[0] > 32 + 30 and legend.shape[1] >= 360
-    assert np.array_equal(legend[:32, :32], plain)  # the heatmap's pixels are the same
+    # the heatmap's pixels are the same, up to JPEG's rounding (each file is encoded on its own)
+    assert np.abs(legend[:32, :32].astype(int) - plain).mean() < 3
     strip = legend[32:]
     assert (strip[..., 0] > 200).any() and (strip[..., 2] > 200).any()  # the colour bar: blue to red
 

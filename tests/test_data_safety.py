@@ -219,7 +219,7 @@ def test_same_stem_different_extensions_give_two_heatmaps(run_dir, tmp_path):
     _png(inp / "a.PNG.bmp", seed=3)
     out = tmp_path / "out"
     assert runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)]).exit_code == 0
-    assert sorted(os.listdir(out / "heatmaps")) == ["a.PNG.bmp.png", "a.jpg.png", "a.png.png"]
+    assert sorted(os.listdir(out / "heatmaps")) == ["a.PNG.bmp.jpg", "a.jpg.jpg", "a.png.jpg"]
     assert sorted(os.listdir(out / "masks")) == ["a.PNG.bmp.png", "a.jpg.png", "a.png.png"]
     assert len({(out / "heatmaps" / n).read_bytes() for n in os.listdir(out / "heatmaps")}) == 3
 
@@ -246,9 +246,9 @@ def test_long_and_non_utf8_names_are_scored_and_resumed(run_dir, tmp_path):
     assert all(r["score"] and not r["error"] for r in rows.values())
     heat = sorted(os.listdir(out / "heatmaps"))
     assert len(heat) == 4 and all(len(n.encode()) <= 255 for n in heat)
-    assert {"camera\\xff\\xfe_01.png.png", "[brackets] & ü.png.png", long_name + ".png"} <= set(heat)
-    short = next(n for n in heat if n.startswith("serial_y"))  # start, ~hash~, last 24 characters + .png
-    assert len(short.encode()) == 255 and short.endswith("~" + "y" * 20 + ".png.png") and short.count("~") == 2
+    assert {"camera\\xff\\xfe_01.png.jpg", "[brackets] & ü.png.jpg", long_name + ".jpg"} <= set(heat)
+    short = next(n for n in heat if n.startswith("serial_y"))  # start, ~hash~, last 24 characters + .jpg
+    assert len(short.encode()) == 255 and short.endswith("~" + "y" * 20 + ".png.jpg") and short.count("~") == 2
     res = runner.invoke(app, ["score", str(run_dir), str(inp), "--out", str(out)])
     assert res.exit_code == 0 and "4 already scored" in res.output and "0 to go" in res.output
 

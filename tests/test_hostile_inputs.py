@@ -105,7 +105,7 @@ def test_each_hostile_input_gets_its_reason_and_the_run_goes_on(tiny_detector, h
         row = rows[name]
         if reason is None:
             assert row["error"] == "" and np.isfinite(float(row["score"])), (name, row)
-            assert (tmp_path / "out" / "heatmaps" / f"{name}.png").is_file()
+            assert (tmp_path / "out" / "heatmaps" / f"{name}.jpg").is_file()
         else:
             assert row["score"] == "" and reason in row["error"] and "\n" not in row["error"], (name, row)
             assert f"failed {name}" in " ".join(res.output.split())

@@ -127,7 +127,7 @@ def test_ray_scoring_gives_the_single_process_rows_and_files(cluster, reference,
     _same(_rows(out), ref)
     for row in _rows(out)[1:]:
         if not row[4]:
-            assert (out / "heatmaps" / f"{row[0]}.png").is_file() and (out / "masks" / f"{row[0]}.png").is_file()
+            assert (out / "heatmaps" / f"{row[0]}.jpg").is_file() and (out / "masks" / f"{row[0]}.png").is_file()
 
 
 def test_ray_scoring_of_a_uri_input_with_parquet(cluster, reference, inputs, tmp_path):

@@ -51,7 +51,7 @@ def test_every_python_block_of_the_readme_runs_as_written(tmp_path):
     assert (tmp_path / "deploy" / "deploy.json").is_file() and (tmp_path / "encoder" / "encoder.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["report.png", "heatmap_legend.png"])
+@pytest.mark.parametrize("name", ["report.png", "heatmap_legend.jpg"])
 def test_the_pictures_the_readme_links_exist(name):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert f"(docs/images/{name})" in readme

@@ -77,7 +77,7 @@ def test_sigkill_mid_run_then_rerun_scores_each_input_once_and_equally(run_dir, 
     assert res.exit_code == 0, res.output
     assert f"resuming: {len(kept)} already scored" in res.stderr
     for p in kept:  # what the killed run had finished is not scored again
-        assert (out / "heatmaps" / f"{p}.png").stat().st_mtime < t_rerun
+        assert (out / "heatmaps" / f"{p}.jpg").stat().st_mtime < t_rerun
     rows = _rows(out / "scores.csv")
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths)) == N_IMAGES  # exactly one row per input
@@ -85,7 +85,7 @@ def test_sigkill_mid_run_then_rerun_scores_each_input_once_and_equally(run_dir, 
     for p, s in expected.items():
         assert float(got[p]) == pytest.approx(float(s), rel=1e-6, abs=1e-9), p
     for r in rows:
-        assert (out / "heatmaps" / f"{r['path']}.png").is_file()
+        assert (out / "heatmaps" / f"{r['path']}.jpg").is_file()
     assert not partial.exists()
 
     res = runner.invoke(app, ["score", str(run_dir), str(big_inputs), "--out", str(out)])  # nothing left to do

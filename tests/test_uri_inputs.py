@@ -47,9 +47,9 @@ def test_a_file_uri_scores_like_the_folder_and_resumes(model, folder, tmp_path):
     by_uri = score_folder(model, uri, out)
     assert (by_uri.n_scored, by_uri.n_failed) == (by_path.n_scored, by_path.n_failed) == (10, 1)
     assert _rows(out) == _rows(tmp_path / "by_path")  # the same keys, scores, verdicts, sizes and times
-    heat = sorted(p.relative_to(out).as_posix() for p in (out / "heatmaps").rglob("*.png"))
+    heat = sorted(p.relative_to(out).as_posix() for p in (out / "heatmaps").rglob("*.jpg"))
     assert heat == sorted(p.relative_to(tmp_path / "by_path").as_posix()
-                          for p in (tmp_path / "by_path" / "heatmaps").rglob("*.png"))
+                          for p in (tmp_path / "by_path" / "heatmaps").rglob("*.jpg"))
     assert len(heat) == 10
 
     again = score_folder(model, uri, out)  # nothing changed: every good row is kept, the failed file is retried

@@ -30,11 +30,27 @@ from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector, ScoredFile
 from anomaly_ae.fileio import MANIFEST_NAME, output_name
 from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, record
-from anomaly_ae.outputs.batch import FolderProgress, output_targets, outputs_of
-from anomaly_ae.outputs.score_run import OUTPUTS, PARQUET, ScoreRun, relative_key, start
+from anomaly_ae.outputs.batch import FolderProgress, one_opencv_thread, output_targets, outputs_of
+from anomaly_ae.outputs.score_run import HEATMAP_POLICIES, OUTPUTS, PARQUET, ScoreRun, kinds_for, relative_key, start
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores, write_scores_parquet
 from anomaly_ae.outputs.writers import OrderedOutputs
 from anomaly_ae.progress import Bar, Progress, as_progress
+
+#: which inputs get a heatmap by default (``score --heatmaps``): see :func:`heatmap_policy`
+DEFAULT_HEATMAPS = "all"
+
+
+def heatmap_policy(heatmaps: str | bool) -> str:
+    """``"all"``, ``"anomalous"`` (score above the image threshold) or ``"none"``; ``True``/``False`` mean all/none.
+
+    Raises:
+        ValueError: another value.
+    """
+    if isinstance(heatmaps, bool):
+        return "all" if heatmaps else "none"
+    if heatmaps not in HEATMAP_POLICIES:
+        raise ValueError(f"heatmaps must be one of {', '.join(HEATMAP_POLICIES)}, not {heatmaps!r}")
+    return heatmaps
 
 
 class NoImagesError(ValueError):
@@ -78,7 +94,7 @@ def score_folder(
     out_dir: str | Path,
     *,
     batch_size: int | None = None,
-    heatmaps: bool = True,
+    heatmaps: str | bool = DEFAULT_HEATMAPS,
     masks: bool = True,
     raw_maps: bool = False,
     legend: bool = True,
@@ -103,8 +119,10 @@ def score_folder(
         detector_or_run_dir: a model directory, or a :class:`Detector` saved to or loaded from one
             (its directory is recorded, so that a rerun knows it resumes the same model).
         batch_size: images per model call (default ``scoring.batch_size``).
-        heatmaps, masks, raw_maps: write ``heatmaps/<rel>.png`` overlays, ``masks/<rel>.png`` (0/255
-            from the pixel threshold), ``maps/<rel>.npy`` float32 anomaly maps.
+        heatmaps: which inputs get a ``heatmaps/<rel>.jpg`` overlay (JPEG, quality 90): ``"all"``,
+            ``"anomalous"`` (score above the image threshold) or ``"none"`` (``True``/``False``: all/none).
+        masks, raw_maps: write ``masks/<rel>.png`` (1-bit PNG, 0/255 when read: pixels at or above
+            the pixel threshold), ``maps/<rel>.npy`` float32 anomaly maps.
         legend: put a legend strip under each heatmap (:func:`~anomaly_ae.outputs.overlays.with_legend`).
         resume: keep the rows of an earlier run into ``out_dir`` and score the rest.
         overwrite: start over, removing only the scores and maps an earlier run wrote.
@@ -157,7 +175,8 @@ def score_folder(
 
         require_ray()  # before any work: a missing extra is one line
         ray = RayOptions(address, actors, gpus_per_actor)
-    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels, ray,
+    options = _Options(batch_size, heatmap_policy(heatmaps), masks, raw_maps, legend, resume, overwrite,
+                       max_megapixels, ray,
                        parquet=scores_format == "parquet")
     summary = _score_into(det, run_dir, source, paths, out, options, listener, warn)
     summary.problems = problems
@@ -170,7 +189,7 @@ def score_files(
     out_dir: str | Path | None = None,
     *,
     batch_size: int | None = None,
-    heatmaps: bool = True,
+    heatmaps: str | bool = DEFAULT_HEATMAPS,
     masks: bool = True,
     raw_maps: bool = False,
     legend: bool = True,
@@ -207,7 +226,8 @@ def score_files(
         return verdicts
     out = Path(out_dir)
     listener = BarProgress(progress, out)
-    options = _Options(batch_size, heatmaps, masks, raw_maps, legend, resume, overwrite, max_megapixels)
+    options = _Options(batch_size, heatmap_policy(heatmaps), masks, raw_maps, legend, resume, overwrite,
+                       max_megapixels)
     summary = _score_into(det, run_dir, root, [p.absolute() for p in paths], out, options, listener,
                           _Warnings(listener))
     rows = {r[0]: dict(zip(CSV_COLUMNS, r, strict=False)) for r in read_scores(summary.scores_csv)}
@@ -216,8 +236,8 @@ def score_files(
         key = relative_key(p.absolute(), root)
         row = rows.get(key, {})
         score = float(row["score"]) if row.get("score") else None
-        files_out = {kind: out / kind / output_name(key, OUTPUTS[kind]) for kind in summary.outputs
-                     if score is not None}
+        wanted = kinds_for(summary.outputs, score is not None and score > summary.threshold, options.heatmaps)
+        files_out = {kind: out / kind / output_name(key, OUTPUTS[kind]) for kind in wanted if score is not None}
         verdicts.append(_verdict(det, p, score, row.get("error") or (None if row else "not scored"), files_out))
     return verdicts
 
@@ -256,7 +276,7 @@ def _pixels(max_megapixels: float | None) -> int | None:
 @dataclass
 class _Options:
     batch_size: int | None
-    heatmaps: bool
+    heatmaps: str  # all | anomalous | none
     masks: bool
     raw_maps: bool
     legend: bool
@@ -268,7 +288,8 @@ class _Options:
 
     @property
     def kinds(self) -> list[str]:
-        return [k for k, on in (("heatmaps", self.heatmaps), ("masks", self.masks), ("maps", self.raw_maps)) if on]
+        on = {"heatmaps": self.heatmaps != "none", "masks": self.masks, "maps": self.raw_maps}
+        return [k for k, wanted in on.items() if wanted]
 
 
 def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput, paths: Sequence[Path | UriFile],
@@ -284,7 +305,8 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
             det = Detector.load(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         with OutDirLock(out):
-            state = start(out, run_dir, input_dir, paths, kinds, resume=options.resume, overwrite=options.overwrite)
+            state = start(out, run_dir, input_dir, paths, kinds, resume=options.resume, overwrite=options.overwrite,
+                          heatmaps=options.heatmaps)
             for line in state.notes:
                 warn(line)
             progress.started(len(state.todo), len(state.keep) if state.resumed else None)
@@ -367,7 +389,8 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out:
         from anomaly_ae.outputs.ray_engine import score_todo_ray
 
         ok, anomalous, failed = score_todo_ray(
-            run_dir, state.todo, input_dir, out, kinds, options.legend, _pixels(options.max_megapixels),
+            run_dir, state.todo, input_dir, out, kinds, options.legend, options.heatmaps,
+            _pixels(options.max_megapixels),
             options.batch_size or det.config.scoring.batch_size, options.ray, csv_out, post.threshold, progress)
         csv_out.close()
         return counts["ok"] + ok, counts["anomalous"] + anomalous, failed
@@ -384,9 +407,9 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out:
         progress.done(rel, error)
 
     budget = det.config.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
-    with OrderedOutputs(max_pending_cost=budget) as writer:
+    with one_opencv_thread(), OrderedOutputs(max_pending_cost=budget) as writer:
         for item in det.iter_score(state.todo, options.batch_size, max_pixels=_pixels(options.max_megapixels)):
-            rel, targets = output_targets(item, input_dir, out, kinds)
+            rel, targets = output_targets(item, input_dir, out, kinds, options.heatmaps, post.threshold)
             problem: dict[str, str] = {}
             if item.error is None:
                 legend = item.score if options.legend else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 import cv2
@@ -43,31 +44,43 @@ def with_legend(
     The strip holds the colour bar of :func:`heatmap_overlay` from ``value_range[0]`` (blue) to
     ``value_range[1]`` (red), the pixel threshold marked on it (pixels at or above it are in the
     defect mask), and the image score against the image threshold with the verdict. The overlay's
-    own pixels are unchanged (top-left ``H x W``).
+    own pixels are unchanged (top-left ``H x W``). Only the verdict line is drawn per image: the rest
+    of the strip is drawn once per width and scale (:func:`_legend_strip`).
     """
     h, w = overlay.shape[:2]
     width = max(w, LEGEND_MIN_WIDTH)
-    k = max(1.0, width / 720)  # wider images get a taller strip and larger text, so it stays readable
-    strip_h = int(round(46 * k))
-    canvas = np.full((h + strip_h, width, 3), 255, np.uint8)
+    strip = _legend_strip(width, float(value_range[0]), float(value_range[1]), float(pixel_threshold))
+    canvas = np.empty((h + strip.shape[0], width, 3), np.uint8)
     canvas[:h, :w] = overlay
-    lo, hi = value_range
-    x0, x1, y0, bar_h = int(8 * k), width - int(8 * k), h + int(6 * k), int(10 * k)
-    ramp = cv2.applyColorMap(np.linspace(0, 255, x1 - x0).astype(np.uint8)[None, :], cv2.COLORMAP_JET)
-    canvas[y0 : y0 + bar_h, x0:x1] = ramp
-    at = x0 + int(round(np.clip((pixel_threshold - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (x1 - x0 - 1)))
-    cv2.line(canvas, (at, y0 - int(3 * k)), (at, y0 + bar_h + int(2 * k)), (0, 0, 0), max(2, int(2 * k)))
-    font, small, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.38 * k, max(1, int(k))
-    cv2.putText(canvas, f"{lo:.3g}", (x0, y0 + int(22 * k)), font, small, (0, 0, 0), thick, cv2.LINE_AA)
-    label = f"pixel threshold {pixel_threshold:.3g}"
-    (tw, _), _ = cv2.getTextSize(label, font, small, thick)
-    cv2.putText(canvas, label, (max(x0, min(at - tw // 2, x1 - tw)), y0 + int(22 * k)), font, small, (0, 0, 0),
-                thick, cv2.LINE_AA)
+    canvas[:h, w:] = 255
+    canvas[h:] = strip
+    k = max(1.0, width / 720)
     anomalous = score > threshold
     verdict = f"score {score:.4g} vs threshold {threshold:.4g}: {'ANOMALOUS' if anomalous else 'good'}"
-    cv2.putText(canvas, verdict, (x0, y0 + int(36 * k)), font, small + 0.04 * k,
-                (0, 0, 200) if anomalous else (0, 120, 0), thick, cv2.LINE_AA)
+    cv2.putText(canvas, verdict, (int(8 * k), h + int(6 * k) + int(36 * k)), cv2.FONT_HERSHEY_SIMPLEX,
+                0.42 * k, (0, 0, 200) if anomalous else (0, 120, 0), max(1, int(k)), cv2.LINE_AA)
     return canvas
+
+
+@functools.lru_cache(maxsize=16)
+def _legend_strip(width: int, lo: float, hi: float, pixel_threshold: float) -> np.ndarray:
+    """The part of the legend that is the same for every image of a model: white BGR ``(h, width, 3)`` with
+    the colour bar, the pixel-threshold mark and the labels (read-only: it is shared)."""
+    k = max(1.0, width / 720)  # wider images get a taller strip and larger text, so it stays readable
+    strip = np.full((int(round(46 * k)), width, 3), 255, np.uint8)
+    x0, x1, y0, bar_h = int(8 * k), width - int(8 * k), int(6 * k), int(10 * k)
+    ramp = cv2.applyColorMap(np.linspace(0, 255, x1 - x0).astype(np.uint8)[None, :], cv2.COLORMAP_JET)
+    strip[y0 : y0 + bar_h, x0:x1] = ramp
+    at = x0 + int(round(np.clip((pixel_threshold - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (x1 - x0 - 1)))
+    cv2.line(strip, (at, y0 - int(3 * k)), (at, y0 + bar_h + int(2 * k)), (0, 0, 0), max(2, int(2 * k)))
+    font, small, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.38 * k, max(1, int(k))
+    cv2.putText(strip, f"{lo:.3g}", (x0, y0 + int(22 * k)), font, small, (0, 0, 0), thick, cv2.LINE_AA)
+    label = f"pixel threshold {pixel_threshold:.3g}"
+    (tw, _), _ = cv2.getTextSize(label, font, small, thick)
+    cv2.putText(strip, label, (max(x0, min(at - tw // 2, x1 - tw)), y0 + int(22 * k)), font, small, (0, 0, 0),
+                thick, cv2.LINE_AA)
+    strip.flags.writeable = False
+    return strip
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:

@@ -64,18 +64,21 @@ class ScoringActor:
     """A Ray Data actor: loads the detector once, then scores batches of ``{"path": [...]}``."""
 
     def __init__(self, run_dir: str, input_dir: str, out: str, kinds: Sequence[str], legend: bool,
-                 max_pixels: int | None) -> None:
+                 heatmaps: str, max_pixels: int | None) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from anomaly_ae.backend import import_tensorflow_quietly
 
         import_tensorflow_quietly()
+        import cv2
+
         from anomaly_ae.detector import Detector
 
         self.det = Detector.load(run_dir)
+        cv2.setNumThreads(1)  # this process only scores: one image per thread (see batch.one_opencv_thread)
         # a URI input is opened once per actor (credentials, connection), its files named by relative path
         self.input_dir = UriInput.open(input_dir) if is_uri(input_dir) else Path(input_dir)
         self.out = Path(out)
-        self.kinds, self.legend, self.max_pixels = list(kinds), legend, max_pixels
+        self.kinds, self.legend, self.heatmaps, self.max_pixels = list(kinds), legend, heatmaps, max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if isinstance(self.input_dir, UriInput):
@@ -83,7 +86,8 @@ class ScoringActor:
                                            zip(batch["path"], batch["size"], batch["mtime"], strict=True)]
         else:
             paths = [Path(p) for p in batch["path"]]
-        rows = score_batch(self.det, paths, self.input_dir, self.out, self.kinds, self.legend, self.max_pixels)
+        rows = score_batch(self.det, paths, self.input_dir, self.out, self.kinds, self.legend, self.max_pixels,
+                           self.heatmaps)
         return {
             "rel": np.array([r.rel for r in rows], dtype=object),
             "score": np.array([np.nan if r.score is None else r.score for r in rows], np.float64),
@@ -94,9 +98,9 @@ class ScoringActor:
 
 
 def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Path | UriInput, out: Path,
-                   kinds: Sequence[str],
-                   legend: bool, max_pixels: int | None, batch_size: int, options: RayOptions, csv_out: Any,
-                   threshold: float, progress: FolderProgress) -> tuple[int, int, int]:
+                   kinds: Sequence[str], legend: bool, heatmaps: str, max_pixels: int | None, batch_size: int,
+                   options: RayOptions, csv_out: Any, threshold: float,
+                   progress: FolderProgress) -> tuple[int, int, int]:
     """Score ``todo`` on Ray and append its rows to ``csv_out`` in input order; ``(ok, anomalous, failed)`` of them."""
     ray = require_ray()
     quiet = _QuietRayLogs()
@@ -113,7 +117,7 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Pat
         where = input_dir.uri if isinstance(input_dir, UriInput) else os.path.abspath(input_dir)
         scored = ds.map_batches(
             ScoringActor, fn_constructor_args=(os.path.abspath(run_dir), where,
-                                               os.path.abspath(out), list(kinds), legend, max_pixels),
+                                               os.path.abspath(out), list(kinds), legend, heatmaps, max_pixels),
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=options.actors),
             num_gpus=options.gpus_per_actor or None, num_cpus=1, batch_format="numpy",
         )  # Ray Data restarts a dead actor and reruns its batch (max_restarts / max_task_retries -1 by default)

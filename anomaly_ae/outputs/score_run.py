@@ -7,7 +7,8 @@ the input folder and the outputs asked for. Rerunning the same command keeps a r
 * it is well formed (all columns, a finite score, no error) and its path is not repeated;
 * its input still exists (rows of deleted files are dropped) with the same size and modification
   time as when it was scored (a replaced file is scored again);
-* every output file asked for in this run exists for it (a run that adds ``--masks`` makes them).
+* every output file asked for in this run exists for it (a run that adds ``--masks`` makes them;
+  with ``--heatmaps anomalous`` only anomalous rows need a heatmap).
 
 Everything else is scored (again); the reasons are returned as one-line notes. Files that failed are
 tried again. Another model or another input folder in the same ``OUT_DIR`` is refused, so one CSV
@@ -36,7 +37,11 @@ from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 
 MANIFEST = "score_run.json"
 #: output kind -> (folder, file suffix)
-OUTPUTS: dict[str, str] = {"heatmaps": ".png", "masks": ".png", "maps": ".npy"}
+OUTPUTS: dict[str, str] = {"heatmaps": ".jpg", "masks": ".png", "maps": ".npy"}
+#: suffixes earlier versions wrote (anomaly-ae <= 0.1 heatmaps were PNG): --overwrite removes them too
+LEGACY_SUFFIXES: dict[str, tuple[str, ...]] = {"heatmaps": (".png",)}
+#: which inputs get a heatmap: every one, the anomalous ones (score above the image threshold), none
+HEATMAP_POLICIES = ("all", "anomalous", "none")
 PARQUET = "scores.parquet"  # the rows of scores.csv, typed (score_folder(scores_format="parquet"))
 OWN_ENTRIES = ("scores.csv", "scores.csv.partial", PARQUET, MANIFEST, *OUTPUTS)
 
@@ -66,6 +71,11 @@ def input_id(input_dir: Path | UriInput) -> str:
 def derived_files(out: Path, key: str, kinds: Sequence[str]) -> list[Path]:
     """The output files of the input ``key`` for each kind (``heatmaps``/``masks``/``maps``)."""
     return [out / kind / output_name(key, OUTPUTS[kind]) for kind in kinds]
+
+
+def kinds_for(kinds: Sequence[str], anomalous: bool, heatmaps: str) -> list[str]:
+    """The outputs one input gets: ``kinds`` less its heatmap when ``heatmaps`` is ``"anomalous"`` and it is not."""
+    return [k for k in kinds if k != "heatmaps" or heatmaps == "all" or (heatmaps == "anomalous" and anomalous)]
 
 
 def valid_row(row: list[str]) -> bool:
@@ -99,12 +109,14 @@ def _clear(out: Path) -> None:
             rel = Path(row[0]) if row and row[0] else None
             if rel is None or rel.is_absolute() or ".." in rel.parts:  # a hand-edited row names nothing of ours
                 continue
-            targets = [(kind, t) for kind, t in zip(OUTPUTS, derived_files(out, row[0], list(OUTPUTS)), strict=True)]
+            suffixes = {kind: (sfx, *LEGACY_SUFFIXES.get(kind, ())) for kind, sfx in OUTPUTS.items()}
+            targets = [(kind, out / kind / output_name(row[0], sfx)) for kind, sfxs in suffixes.items() for sfx in sfxs]
             if len(row) == 5:  # rows of anomaly-ae <= 0.1 named derived files without the input's extension
-                targets += [(kind, out / kind / rel.with_suffix(sfx)) for kind, sfx in OUTPUTS.items()]
+                targets += [(kind, out / kind / rel.with_suffix(sfx)) for kind, sfxs in suffixes.items()
+                            for sfx in sfxs]
             for kind, t in targets:
                 inside = Path(os.path.realpath(t)).is_relative_to(os.path.realpath(out / kind))
-                if inside and t.suffix == OUTPUTS[kind] and (t.is_file() or t.is_symlink()):
+                if inside and t.suffix in suffixes[kind] and (t.is_file() or t.is_symlink()):
                     t.unlink()
                     emptied.add((out / kind, t.parent))
         csv_path.unlink()
@@ -140,11 +152,13 @@ def start(
     kinds: Sequence[str] = (),
     resume: bool = True,
     overwrite: bool = False,
+    heatmaps: str = "all",
 ) -> ScoreRun:
     """Prepare ``out`` for scoring ``paths`` (under ``input_dir``) with ``run_dir``; returns what is left.
 
     Call it holding :class:`~anomaly_ae.outdir.OutDirLock` on ``out``. ``kinds``: the derived outputs
-    asked for (``heatmaps``, ``masks``, ``maps``).
+    asked for (``heatmaps``, ``masks``, ``maps``); ``heatmaps``: which inputs get one (``all`` or
+    ``anomalous``, :data:`HEATMAP_POLICIES`).
 
     Raises:
         OutputConflict: ``out`` is unusable (a file, the input folder, the model directory), holds
@@ -177,14 +191,15 @@ def start(
         if manifest.get("input_dir") != input_id(input_dir):
             raise OutputConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")
         if csvs:
-            _resume(state, out, csvs[0], input_dir, kinds)
+            _resume(state, out, csvs[0], input_dir, kinds, heatmaps)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / MANIFEST, {
-        "schema_version": 2,
+        "schema_version": 3,  # 3: heatmaps are JPEG and may be written for anomalous inputs only
         "model_dir": str(run_dir.resolve()),
         "model_sha256": fingerprint,
         "input_dir": input_id(input_dir),
         "outputs": sorted(kinds),
+        "heatmaps": heatmaps if "heatmaps" in kinds else "none",
         "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.fileio.output_name)",
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     })
@@ -192,7 +207,8 @@ def start(
     return state
 
 
-def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path | UriInput, kinds: Sequence[str]) -> None:
+def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path | UriInput, kinds: Sequence[str],
+            heatmaps: str) -> None:
     """Fill ``state.keep`` / ``state.todo`` from an earlier CSV, keeping only rows that can be trusted."""
     current: Mapping[str, Path | UriFile] = {relative_key(p, input_dir): p for p in state.todo}
     kept: dict[str, list[str]] = {}
@@ -210,7 +226,7 @@ def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path | UriInp
         if input_stat(current[row[0]]) != (int(row[5]), int(row[6])):
             counts["changed"] += 1
             continue
-        if not all(p.is_file() for p in derived_files(out, row[0], kinds)):
+        if not all(p.is_file() for p in derived_files(out, row[0], kinds_for(kinds, row[2] == "true", heatmaps))):
             counts["incomplete"] += 1
             continue
         kept[row[0]] = row

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from pathlib import Path
 
 from anomaly_ae.fileio import write_bytes_atomic
@@ -30,10 +31,14 @@ def read_scores(path: Path) -> list[list[str]]:
 
 
 class ScoresCsv:
-    """``scores.csv`` written row by row (flushed) into ``<name>.partial`` and renamed when closed.
+    """``scores.csv`` written row by row into ``<name>.partial`` and renamed when closed.
 
     ``keep`` rows (from an interrupted run being resumed) are written first, after the header.
+    Rows reach the file at least every :attr:`FLUSH_SECONDS` (a write system call per row cost
+    0.07 ms here); a crash loses at most those last rows, whose inputs a rerun then scores again.
     """
+
+    FLUSH_SECONDS = 0.25
 
     def __init__(self, path: Path, keep: list[list[str]] | None = None) -> None:
         self.path = path
@@ -47,10 +52,11 @@ class ScoresCsv:
         write_bytes_atomic(self._partial, buf.getvalue().encode("utf-8"))
         self._f = open(self._partial, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self._w = csv.writer(self._f)
+        self._flushed = time.monotonic()
 
     def write(self, path: str, score: float | None, threshold: float, error: str = "",
               stat: tuple[int, int] | None = None) -> None:
-        """One row, flushed; ``score=None`` for a file that could not be scored.
+        """One row; ``score=None`` for a file that could not be scored.
 
         ``stat``: ``(size_bytes, mtime_ns)`` of the input as it was read (empty when unknown).
         """
@@ -60,7 +66,9 @@ class ScoresCsv:
         else:
             self._w.writerow([path, f"{score:.8g}", str(bool(score > threshold)).lower(), f"{threshold:.8g}", "",
                               size, mtime])
-        self._f.flush()
+        if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
+            self._f.flush()
+            self._flushed = time.monotonic()
 
     def close(self) -> None:
         """Flush to disk and move into place."""
