@@ -32,7 +32,7 @@ import numpy as np
 from anomaly_ae.artifact import ModelState, load_model_dir, save_calibration, save_model_dir
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data.dataset import ImageDataset
-from anomaly_ae.data.images import Preprocessing, split_holdout
+from anomaly_ae.data.images import Preprocessing, model_size_uint8, split_holdout
 from anomaly_ae.data.loading import (
     DecodedBatch,
     ImagesLike,
@@ -388,7 +388,8 @@ class Detector:
 
     # ---------------------------------------------------------------- inference
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Model-size float32 ``(N, h, w, C)`` -> reconstructions, batched by ``scoring.batch_size``.
+        """Model-size float32 ``(N, h, w, C)`` in [0, 1] (or uint8 0-255) -> float32 reconstructions, batched by
+        ``scoring.batch_size``.
 
         Fully convolutional (patch) models get reflect-padded inputs (sides rounded up to a multiple of
         the down-sampling factor) and, with ``scoring.tile_size``, overlapping tiles.
@@ -413,7 +414,8 @@ class Detector:
 
     def _predict_batched(self, x: np.ndarray, model: keras.Model | None = None) -> np.ndarray:
         """``model`` (default: the autoencoder) on ``x`` in fixed-size batches; outputs stacked."""
-        model = model or self.model_
+        if model is None:
+            model = self._uint8_model() if x.dtype == np.uint8 else self.model_
         bs = self.config.scoring.batch_size
         out: np.ndarray | None = None
         for i in range(0, len(x), bs):
@@ -426,6 +428,16 @@ class Detector:
                 out = np.empty((len(x), *y.shape[1:]), dtype=np.float32)
             out[i : i + n] = y
         return out if out is not None else np.empty(x.shape, np.float32)
+
+    def _uint8_model(self) -> keras.Model:
+        """The autoencoder behind a ``Rescaling(1 / 255)`` of uint8 inputs (built once, never saved)."""
+        built = getattr(self, "_uint8_model_", None)
+        if built is None or built[0] is not self.model_:  # built for this model (fit or load replace it)
+            shape = tuple(getattr(self.model_, "image_shape", (None, None, self.preprocessing_.channels)))
+            built = (self.model_, keras.Sequential(
+                [keras.Input(shape, dtype="uint8"), keras.layers.Rescaling(1 / 255), self.model_]))
+            self._uint8_model_ = built
+        return built[1]
 
     def learned_maps(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """Defect probability ``(N, h, w)`` from the model's discriminator on (image, reconstruction)."""
@@ -453,8 +465,10 @@ class Detector:
         """Model-size anomaly maps ``(N, h, w)`` of inputs ``x`` and their reconstructions ``x_hat``."""
         return smooth(self.raw_maps(x, x_hat), self.smoothing_sigma())
 
-    def _score_model_size(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps = self.maps_from_reconstruction(x, self.reconstruct(x))
+    def _score_model_size(self, x: np.ndarray, x_model: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``(N,)`` and model-size maps of float32 ``x``; ``x_model``: the same images as uint8, which
+        the model is given instead (it scales them itself)."""
+        maps = self.maps_from_reconstruction(x, self.reconstruct(x if x_model is None else x_model))
         s = self.config.scoring
         scores = image_score(maps, s.reduction, s.topk_fraction)
         if s.kl_weight > 0 and hasattr(self.model_, "kl_divergence"):  # VAE: distance of q(z|x) from the prior
@@ -468,7 +482,11 @@ class Detector:
 
         Scores are computed on the model-size maps, so they do not depend on the original size.
         """
-        scores, maps = self._score_model_size(self.preprocessing_(list(images)))
+        u8 = model_size_uint8(self.preprocessing_, list(images))
+        if u8 is None:
+            scores, maps = self._score_model_size(self.preprocessing_(list(images)))
+        else:  # uint8 to the model, scaled there; the maps use the same float32 values on the host
+            scores, maps = self._score_model_size(u8.astype(np.float32) * np.float32(1 / 255), x_model=u8)
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
 
     def iter_score(

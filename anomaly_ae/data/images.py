@@ -295,6 +295,21 @@ class Preprocessing:
         return out
 
 
+def model_size_uint8(pre: Preprocessing, images: Sequence[np.ndarray]) -> np.ndarray | None:
+    """uint8 images -> uint8 ``(N, h, w, channels)`` at model size (``None`` if any is not uint8).
+
+    ``pre(images)`` equals this ``* (1 / 255)`` in float32 exactly: the resize works on the uint8
+    pixels either way. Scoring sends these to the model and scales them there, so a batch crosses
+    to an accelerator as 1 byte per pixel instead of 4.
+    """
+    if not images or any(np.asarray(im).dtype != np.uint8 for im in images):
+        return None
+    out = np.empty((len(images), *pre.image_size, pre.channels), dtype=np.uint8)
+    for i, image in enumerate(images):
+        out[i] = pre.resize(pre.convert_channels(np.asarray(image))).reshape(out.shape[1:])
+    return out
+
+
 def _is_batch(images: np.ndarray) -> bool:
     """A 3-D array is a batch of gray images unless its last axis looks like channels."""
     return images.ndim == 3 and images.shape[-1] not in (1, 3, 4)
