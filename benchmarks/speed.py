@@ -17,6 +17,13 @@ In one process, same model and batch size:
 * ``rss_ratio``: peak RSS of ``anomaly-ae score`` on ``n_large`` over ``n_small`` images
   (``os.wait4``'s ``ru_maxrss`` of each process): flat when scoring streams.
 * ``help_seconds``: wall time of ``anomaly-ae --help`` (best of 3).
+* ``first_output_seconds``: from starting ``anomaly-ae score`` / ``train`` to its first line on the
+  terminal (the slower of the two, best of 3 each).
+
+``--device`` (what ``benchmarks/gpu.sh`` runs on a GPU, under ``KERAS_BACKEND=jax``): training
+images/s of plain ``fit`` vs ours in float32 and in ``mixed_bfloat16``, and scoring images/s of plain
+``predict`` on preloaded float32 vs ``anomaly-ae score`` end to end (uint8 pixels sent to the device
+and scaled there), steady state as above, all written as one JSON object to ``--out``.
 
 Inputs are generated (brushed-metal textures of ``anomaly_ae.data.synthetic`` at twice the
 model size, PNG), so the decode and resize cost is real. Prints one JSON object (``--json``) or a
@@ -134,9 +141,16 @@ def bench_train(cfg, good: Path, tmp: Path) -> tuple[dict, object]:  # noqa: ANN
     }, det
 
 
+def anomaly_ae_command() -> list[str]:
+    """The installed ``anomaly-ae`` beside this Python, or ``python -m cli.main`` from the checkout (the GPU
+    machine runs the repository without installing it)."""
+    exe = Path(sys.executable).parent / "anomaly-ae"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "cli.main"]
+
+
 def run_score(run: Path, images: Path, out: Path, batch_size: int, *extra: str) -> tuple[float, int]:
     """``anomaly-ae score`` in its own process: (wall seconds, peak RSS in MiB)."""
-    cmd = [str(Path(sys.executable).parent / "anomaly-ae"), "score", str(run), str(images), "--out", str(out),
+    cmd = [*anomaly_ae_command(), "score", str(run), str(images), "--out", str(out),
            "--batch-size", str(batch_size), *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -165,13 +179,97 @@ def bench_predict(det, n: int, batch_size: int) -> float:  # noqa: ANN001
 
 def help_seconds() -> float:
     """Best of 3 wall times of ``anomaly-ae --help``."""
-    exe = str(Path(sys.executable).parent / "anomaly-ae")
+    exe = anomaly_ae_command()
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        subprocess.run([exe, "--help"], check=True, capture_output=True)
+        subprocess.run([*exe, "--help"], check=True, capture_output=True)
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def first_output_seconds(run: Path, tmp: Path) -> float:
+    """Seconds from starting ``anomaly-ae score`` and ``train`` to their first line on stderr (the slower of
+    the two, best of 3 each); the process is stopped there."""
+    exe = anomaly_ae_command()
+    commands = [[*exe, "score", str(run), str(tmp / "small"), "--out", str(tmp / "first-out"), "--overwrite"],
+                [*exe, "train", str(tmp / "good"), "--out", str(tmp / "first-train"), "--overwrite", "--no-track"]]
+    worst = 0.0
+    for cmd in commands:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            line = proc.stderr.readline()
+            best = min(best, time.perf_counter() - t0)
+            proc.kill()
+            proc.wait()
+            if not line:
+                raise RuntimeError(f"{' '.join(cmd)} printed nothing")
+        worst = max(worst, best)
+    return worst
+
+
+def device_train(cfg, good: Path, precision: str) -> tuple[dict, object]:  # noqa: ANN001
+    """Training images/s at ``precision``: plain ``model.fit`` on preloaded float32 vs ``Detector.fit`` on
+    the folder (no tracking: the device machine has no MLflow), steady epochs."""
+    import keras
+
+    from anomaly_ae.data.images import Preprocessing, list_images, load_folder, split_holdout
+    from anomaly_ae.detector import Detector
+    from anomaly_ae.models import build_model
+    from anomaly_ae.training.seeding import set_seed
+
+    cfg = cfg.with_overrides({"train.precision": precision})
+    pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
+    x = pre(load_folder(list_images(good), pre).images)
+    tr, va = split_holdout(len(x), cfg.data.holdout_fraction, cfg.train.seed)
+    set_seed(cfg.train.seed)
+    model = build_model(cfg)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate))
+    timer = EpochTimer.make()
+    model.fit(x[tr], x[tr], validation_data=(x[va], x[va]), batch_size=cfg.train.batch_size,
+              epochs=cfg.train.epochs, shuffle=True, verbose=0, callbacks=[timer])
+    plain, plain_seconds = steady(timer.seconds), timer.seconds
+    del model, x
+    timer = EpochTimer.make()
+    det = Detector(cfg).fit(good, callbacks=[timer])
+    ours, n = steady(timer.seconds), det.train_info_["n_train"]
+    return {"plain_fit_img_s": round(len(tr) / plain, 1), "ours_fit_img_s": round(n / ours, 1),
+            "train_ratio": round((n / ours) / (len(tr) / plain), 3),
+            "epoch_seconds": {"plain": [round(t, 3) for t in plain_seconds],
+                              "ours": [round(t, 3) for t in timer.seconds]}}, det
+
+
+def device_suite(cfg, tmp: Path, a: argparse.Namespace, log) -> dict:  # noqa: ANN001
+    """The ``--device`` figures: training fp32 and bf16, scoring end to end; one JSON-ready dict."""
+    size = cfg.data.image_size[0]
+    log(f"generating {a.n_train} + {a.n_small} + {a.n_large} images of {size} px in {tmp}")
+    make_images(tmp / "good", a.n_train, size, cfg.data.channels, seed=1)
+    make_images(tmp / "small", a.n_small, size, cfg.data.channels, seed=2)
+    make_images(tmp / "large", a.n_large, size, cfg.data.channels, seed=3)
+    result: dict = {"train": {}}
+    det = None
+    for precision in ("float32", "mixed_bfloat16"):
+        log(f"training at {precision}: plain model.fit, then our path")
+        result["train"][precision], trained = device_train(cfg, tmp / "good", precision)
+        if det is None:  # scoring uses the float32 model
+            det = trained
+    run = det.save(tmp / "run")
+    bs = cfg.scoring.batch_size
+    log("scoring: plain model.predict on float32, then anomaly-ae score end to end")
+    plain = bench_predict(det, min(a.n_large, 2048), bs)
+    t_small, _ = run_score(run, tmp / "small", tmp / "out-small", bs)
+    t_large, _ = run_score(run, tmp / "large", tmp / "out-large", bs)
+    rate = (a.n_large - a.n_small) / (t_large - t_small) if t_large > t_small else float("nan")
+    result["score"] = {"plain_predict_img_s": round(plain, 1), "score_img_s_steady": round(rate, 1),
+                       "score_ratio": round(rate / plain, 3), "wall_s": {"small": round(t_small, 1),
+                                                                        "large": round(t_large, 1)},
+                       "input": "uint8 pixels, scaled on the device"}
+    result.update({"config": a.config.name, "image_size": list(cfg.data.image_size), "channels": cfg.data.channels,
+                   "batch_size": {"train": cfg.train.batch_size, "score": bs}, "n_train": a.n_train,
+                   "n_small": a.n_small, "n_large": a.n_large, "epochs": cfg.train.epochs})
+    return result
 
 
 def machine() -> dict:
@@ -210,17 +308,38 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="training and scoring batch (default: config)")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "speed.jsonl")
     ap.add_argument("--keep", type=Path, default=None, help="keep the generated images and outputs here")
+    ap.add_argument("--device", action="store_true", help="the GPU suite (benchmarks/gpu.sh): fp32/bf16 training, "
+                    "scoring end to end; the images are generated at the model size")
+    ap.add_argument("--out", type=Path, default=None, help="with --device: write the JSON object here")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value (YAML), e.g. model.widths=[8,16]; repeatable")
     a = ap.parse_args()
+
+    import yaml
 
     from anomaly_ae.config import DetectorConfig
 
     cfg = DetectorConfig.from_yaml(a.config).with_overrides({
         "train.epochs": a.epochs, "train.patience": a.epochs + 1,
         "data.image_size": a.image_size, "train.batch_size": a.batch_size, "scoring.batch_size": a.batch_size,
+        **{k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in a.override)},
     })
     tmp = Path(a.keep or tempfile.mkdtemp(prefix="anomaly-ae-speed-"))
     size = 2 * cfg.data.image_size[0]
     log = (lambda *m: None) if a.json else (lambda *m: print(*m, file=sys.stderr, flush=True))
+    if a.device:
+        try:
+            result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), **device_suite(cfg, tmp, a, log),
+                      "machine": machine()}
+        finally:
+            if a.keep is None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        text = json.dumps(result, indent=2)
+        if a.out is not None:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(text + "\n", encoding="utf-8")
+        print(text)
+        return
     try:
         log(f"generating {a.n_train} + {a.n_small} + {a.n_large} images of {size} px in {tmp}")
         make_images(tmp / "good", a.n_train, size, cfg.data.channels, seed=1)
@@ -239,14 +358,15 @@ def main() -> None:
             raise SystemExit(f"--n-large {a.n_large} scored no slower than --n-small {a.n_small}: use more images")
         steady_rate = (a.n_large - a.n_small) / (t_large - t_small)
         # the same without heatmap and mask PNGs: how much of the gap is writing pictures
-        t_small_csv, _ = run_score(run, tmp / "small", tmp / "csv-small", bs, "--no-heatmaps", "--no-masks")
-        t_large_csv, _ = run_score(run, tmp / "large", tmp / "csv-large", bs, "--no-heatmaps", "--no-masks")
+        t_small_csv, _ = run_score(run, tmp / "small", tmp / "csv-small", bs, "--heatmaps", "none", "--no-masks")
+        t_large_csv, _ = run_score(run, tmp / "large", tmp / "csv-large", bs, "--heatmaps", "none", "--no-masks")
         csv_rate = (a.n_large - a.n_small) / (t_large_csv - t_small_csv) if t_large_csv > t_small_csv else float("nan")
         result = {
             "train_ratio": train["train_ratio"],
             "score_ratio": round(steady_rate / plain_predict, 3),
             "rss_ratio": round(rss_large / rss_small, 3),
             "help_seconds": round(help_seconds(), 3),
+            "first_output_seconds": round(first_output_seconds(run, tmp), 3),
             **{k: v for k, v in train.items() if k != "train_ratio"},
             "plain_predict_img_s": round(plain_predict, 1),
             "score_img_s_steady": round(steady_rate, 1),

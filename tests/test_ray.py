@@ -60,9 +60,9 @@ def cluster(tmp_path_factory):
             time.sleep(1)
         yield address
     finally:
-        proc.terminate()
+        proc.terminate()  # `ray start --block` stops its processes on SIGTERM; it took ~30 s, so 5 s, then kill
         try:
-            proc.wait(60)
+            proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
         try:
