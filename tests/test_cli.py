@@ -117,6 +117,21 @@ def test_help_does_not_import_heavy_packages():
     assert out.returncode == 0, out.stderr + out.stdout
 
 
+def test_import_anomaly_ae_loads_no_framework_until_a_model_is_needed():
+    code = "\n".join([
+        "import sys",
+        "import anomaly_ae",
+        "from anomaly_ae import DetectorConfig, OutputConflict, UriError",
+        "cfg = DetectorConfig()",
+        "loaded = [m for m in ('keras', 'tensorflow', 'jax', 'mlflow', 'cv2') if m in sys.modules]",
+        "assert not loaded, loaded",
+        "anomaly_ae.Detector  # the first name that needs Keras imports it",
+        "assert 'keras' in sys.modules",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr + out.stdout
+
+
 def test_console_script_help():
     exe = shutil.which("anomaly-ae", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert exe, "console script anomaly-ae is not installed"
