@@ -8,7 +8,7 @@
 #   benchmarks/gpu.sh --out /tmp/gpu.json --tiny                   # anywhere: the same steps at toy sizes
 #
 # Python packages the GPU machine lacks travel as wheels in .whl/ (benchmarks/README.md, "GPU run");
-# they are installed into /tmp/site when .whl/ is there.
+# they are installed into /tmp/site when this Python lacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="" tiny=0
@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$out" ] || { echo "usage: benchmarks/gpu.sh --out FILE.json [--tiny]" >&2; exit 2; }
 PY="${PYTHON:-python3}"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if ! "$PY" -c "import keras, pydantic, albumentations" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="/tmp/site/bin:$PATH"
