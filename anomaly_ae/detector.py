@@ -38,6 +38,7 @@ from anomaly_ae.data.loading import (
     ImagesLike,
     decode_batch,
     decode_images,
+    decode_threads,
     load_training_set,
 )
 from anomaly_ae.data.uris import UriFile
@@ -499,7 +500,8 @@ class Detector:
         ends at ``batch_size`` images or once its decoded images hold ``batch_megapixels``
         (default ``scoring.batch_megapixels``), so memory is bounded by pixels, not by image count.
         The next batch is decoded in a background thread while the model works on the current one
-        (OpenCV releases the GIL): at most two batches of images are in memory at a time.
+        (OpenCV releases the GIL), its files spread over :func:`~anomaly_ae.data.loading.decode_threads`
+        threads: at most two batches of images are in memory at a time.
         ``max_pixels``: larger files are refused from their header (default:
         :func:`~anomaly_ae.data.images.max_pixels_default`). An anomaly map that is not finite (a numerical
         fault of the model) is reported as that file's error.
@@ -511,7 +513,10 @@ class Detector:
         s = self.config.scoring
         limits = (self.preprocessing_.channels, max_pixels, batch_size or s.batch_size,
                   int((batch_megapixels or s.batch_megapixels) * 1e6))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        threads = decode_threads()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool, \
+                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode-file") as files:
+            limits = (*limits, files if threads > 1 else None)
             pending = pool.submit(decode_batch, paths, 0, *limits) if paths else None
             while pending is not None:
                 batch = pending.result()

@@ -73,3 +73,34 @@ def test_config_errors_are_one_plain_line_each(tmp_path, tiny_data, text, line):
     assert res.exit_code == 2
     assert line in " ".join(res.output.split())
     assert "pydantic" not in res.output and "type=" not in res.output
+
+
+def test_a_batch_decoded_on_threads_is_the_batch_decoded_here(tmp_path):
+    """decode_batch with a pool: the same files, images, errors, stats and end, pixel budget included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+
+    from anomaly_ae.data.loading import decode_batch
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"{i:02d}.png"
+        cv2.imwrite(str(p), rng.integers(0, 255, (20 + i, 30, 3), dtype=np.uint8))
+        paths.append(p)
+    paths[3].write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    paths[5].write_bytes(b"")
+    paths.append(tmp_path / "gone.png")
+    budget = 4 * 26 * 30  # ends the first batch by pixels (after 7 files), before max_images (8)
+    with ThreadPoolExecutor(3) as pool:
+        for start in (0, 4, 9):
+            here = decode_batch(paths, start, 3, None, 8, budget)
+            threads = decode_batch(paths, start, 3, None, 8, budget, pool)
+            assert (threads.end, list(threads.paths), threads.errors, threads.stats) == \
+                (here.end, list(here.paths), here.errors, here.stats)
+            assert list(threads.images) == list(here.images)
+            assert all(np.array_equal(threads.images[k], here.images[k]) for k in here.images)
+    first = decode_batch(paths, 0, 3, None, 8, budget)
+    assert first.end == 7 and set(first.errors) == {3, 5}  # cut by pixels; broken and empty files have reasons

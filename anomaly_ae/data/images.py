@@ -142,6 +142,16 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
     Raises:
         ImageReadError: with a one-line reason; never another exception for any file content.
     """
+    return decode_image(read_file_bytes(path), channels, max_pixels)
+
+
+def read_file_bytes(path: str | Path) -> np.ndarray:
+    """The bytes of an image file, uint8 ``(n,)``, for :func:`decode_image`.
+
+    Raises:
+        ImageReadError: the file is gone, a broken link, not a regular file (a FIFO would block) or
+            unreadable; one line.
+    """
     path = Path(path)
     try:
         st = os.stat(path)
@@ -156,10 +166,9 @@ def read_image(path: str | Path, channels: int, max_pixels: int | None = None) -
         kind = next((name for test, name in kinds if test(st.st_mode)), "special file")
         raise ImageReadError(f"not a regular file ({kind})")
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
+        return np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
     except OSError as err:
         raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
-    return decode_image(data, channels, max_pixels)
 
 
 def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None = None) -> np.ndarray:

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, load_folder, read_image
+from anomaly_ae.data.images import (
+    ImageReadError,
+    Preprocessing,
+    decode_image,
+    image_header_size,
+    list_images,
+    load_folder,
+    read_file_bytes,
+    read_image,
+)
 from anomaly_ae.data.mvtec import mask_name, read_mask
-from anomaly_ae.data.uris import UriFile, read_uri_image
+from anomaly_ae.data.uris import UriFile, read_uri_bytes
 
 ImagesLike = np.ndarray | Sequence[np.ndarray] | str | Path
 
@@ -135,11 +145,17 @@ class DecodedBatch:
 
 def decode_batch(
     paths: Sequence[Path | UriFile], start: int, channels: int, max_pixels: int | None, max_images: int,
-    pixel_budget: int,
+    pixel_budget: int, pool: Executor | None = None,
 ) -> DecodedBatch:
-    """Decode files from ``paths[start]`` on until ``max_images`` are taken or the decoded images hold
+    """Decode files from ``paths[start]`` on until ``max_images`` are taken or the images hold
     ``pixel_budget`` pixels (at least one file is always taken). ``paths``: local files, or files listed
-    on a ``pyarrow.fs`` file system (:class:`~anomaly_ae.data.uris.UriFile`)."""
+    on a ``pyarrow.fs`` file system (:class:`~anomaly_ae.data.uris.UriFile`).
+
+    The files are read here, and their pixels counted from their headers; the decoding itself runs
+    on ``pool`` when given (OpenCV releases the GIL), one file per task, else here. Either way the
+    batch is the same.
+    """
+    raw: dict[int, np.ndarray | bytes] = {}
     images: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}
     stats: dict[int, tuple[int, int]] = {}
@@ -150,12 +166,38 @@ def decode_batch(
         if (stat := input_stat(p)) is not None:
             stats[i] = stat
         try:
-            images[i] = read_uri_image(p, channels, max_pixels) if isinstance(p, UriFile) else \
-                read_image(p, channels, max_pixels)
-            pixels += images[i].shape[0] * images[i].shape[1]
+            raw[i] = read_uri_bytes(p) if isinstance(p, UriFile) else read_file_bytes(p)
         except ImageReadError as err:
             errors[i] = str(err)
-    return DecodedBatch(paths[start:end], end, images, errors, stats)
+            continue
+        header = image_header_size(np.frombuffer(raw[i], np.uint8) if isinstance(raw[i], bytes) else raw[i])
+        if header is None:  # no size in the header: decode now to know it (and whether it is an image)
+            _decode_into(i, raw.pop(i), channels, max_pixels, images, errors)
+            pixels += images[i].shape[0] * images[i].shape[1] if i in images else 0
+        else:
+            pixels += header[2]
+    jobs = [(i, data) for i, data in raw.items()]
+    if pool is not None and len(jobs) > 1:
+        list(pool.map(lambda job: _decode_into(*job, channels, max_pixels, images, errors), jobs))
+    else:
+        for i, data in jobs:
+            _decode_into(i, data, channels, max_pixels, images, errors)
+    return DecodedBatch(paths[start:end], end, dict(sorted(images.items())), errors, stats)
+
+
+def _decode_into(i: int, data: np.ndarray | bytes, channels: int, max_pixels: int | None,
+                 images: dict[int, np.ndarray], errors: dict[int, str]) -> None:
+    """Decode one file's bytes into ``images[i]``, or its reason into ``errors[i]`` (threads write distinct keys)."""
+    try:
+        images[i] = decode_image(data, channels, max_pixels)
+    except ImageReadError as err:
+        errors[i] = str(err)
+
+
+def decode_threads() -> int:
+    """Threads that decode a scoring batch: half the cores, at most 8 (1 on a 2-core machine, where the
+    model already keeps both cores busy; a GPU machine needs several to feed the device)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def input_stat(path: Path | UriFile) -> tuple[int, int] | None:

@@ -132,13 +132,23 @@ def read_uri_image(file: UriFile, channels: int, max_pixels: int | None = None) 
     Raises:
         ImageReadError: with a one-line reason.
     """
-    from anomaly_ae.data.images import ImageReadError, decode_image
+    from anomaly_ae.data.images import decode_image
+
+    return decode_image(read_uri_bytes(file), channels, max_pixels)
+
+
+def read_uri_bytes(file: UriFile) -> bytes:
+    """The content of ``file``.
+
+    Raises:
+        ImageReadError: it cannot be read (gone, no permission, network); one line.
+    """
+    from anomaly_ae.data.images import ImageReadError
 
     try:
-        data = file.read_bytes()
+        return file.read_bytes()
     except Exception as err:  # OSError, or pyarrow's own errors for a remote store
         raise ImageReadError(f"cannot read file: {_one_line(err)}") from None
-    return decode_image(data, channels, max_pixels)
 
 
 def _one_line(err: BaseException) -> str:
