@@ -13,7 +13,7 @@ In one process, same model and batch size:
 * ``score_ratio``: end-to-end images/s of ``anomaly-ae score`` (decode -> predict -> maps -> CSV,
   heatmap and mask PNGs), steady state ``(n_large - n_small) / (t_large - t_small)`` so that
   process start-up and model loading cancel, over plain ``model.predict`` on preloaded float32.
-  ``score_ratio_csv_only``: the same with ``--no-heatmaps --no-masks`` (what the PNGs cost).
+  ``score_ratio_csv_only``: the same with ``--heatmaps none --no-masks`` (what the pictures cost).
 * ``rss_ratio``: peak RSS of ``anomaly-ae score`` on ``n_large`` over ``n_small`` images
   (``os.wait4``'s ``ru_maxrss`` of each process): flat when scoring streams.
 * ``help_seconds``: wall time of ``anomaly-ae --help`` (best of 3).
@@ -177,6 +177,14 @@ def bench_predict(det, n: int, batch_size: int) -> float:  # noqa: ANN001
     return n / best
 
 
+def steady_score(run: Path, tmp: Path, n_small: int, n_large: int, bs: int, tag: str, *extra: str) -> dict:
+    """``anomaly-ae score`` on the small and the large folder: steady images/s (start-up cancels), walls, RSS."""
+    t_small, rss_small = run_score(run, tmp / "small", tmp / f"{tag}-small", bs, *extra)
+    t_large, rss_large = run_score(run, tmp / "large", tmp / f"{tag}-large", bs, *extra)
+    rate = (n_large - n_small) / (t_large - t_small) if t_large > t_small else float("nan")
+    return {"rate": rate, "t_small": t_small, "t_large": t_large, "rss_small": rss_small, "rss_large": rss_large}
+
+
 def help_seconds() -> float:
     """Best of 3 wall times of ``anomaly-ae --help``."""
     exe = anomaly_ae_command()
@@ -259,12 +267,10 @@ def device_suite(cfg, tmp: Path, a: argparse.Namespace, log) -> dict:  # noqa: A
     bs = cfg.scoring.batch_size
     log("scoring: plain model.predict on float32, then anomaly-ae score end to end")
     plain = bench_predict(det, min(a.n_large, 2048), bs)
-    t_small, _ = run_score(run, tmp / "small", tmp / "out-small", bs)
-    t_large, _ = run_score(run, tmp / "large", tmp / "out-large", bs)
-    rate = (a.n_large - a.n_small) / (t_large - t_small) if t_large > t_small else float("nan")
-    result["score"] = {"plain_predict_img_s": round(plain, 1), "score_img_s_steady": round(rate, 1),
-                       "score_ratio": round(rate / plain, 3), "wall_s": {"small": round(t_small, 1),
-                                                                        "large": round(t_large, 1)},
+    sc = steady_score(run, tmp, a.n_small, a.n_large, bs, "out")
+    result["score"] = {"plain_predict_img_s": round(plain, 1), "score_img_s_steady": round(sc["rate"], 1),
+                       "score_ratio": round(sc["rate"] / plain, 3), "wall_s": {"small": round(sc["t_small"], 1),
+                                                                              "large": round(sc["t_large"], 1)},
                        "input": "uint8 pixels, scaled on the device"}
     result.update({"config": a.config.name, "image_size": list(cfg.data.image_size), "channels": cfg.data.channels,
                    "batch_size": {"train": cfg.train.batch_size, "score": bs}, "n_train": a.n_train,
@@ -352,15 +358,13 @@ def main() -> None:
         bs = cfg.scoring.batch_size
         log("scoring: plain model.predict, then anomaly-ae score on the small and the large folder")
         plain_predict = bench_predict(det, min(a.n_small, 1000), bs)
-        t_small, rss_small = run_score(run, tmp / "small", tmp / "out-small", bs)
-        t_large, rss_large = run_score(run, tmp / "large", tmp / "out-large", bs)
-        if t_large <= t_small:
+        sc = steady_score(run, tmp, a.n_small, a.n_large, bs, "out")
+        if not sc["rate"] > 0:
             raise SystemExit(f"--n-large {a.n_large} scored no slower than --n-small {a.n_small}: use more images")
-        steady_rate = (a.n_large - a.n_small) / (t_large - t_small)
-        # the same without heatmap and mask PNGs: how much of the gap is writing pictures
-        t_small_csv, _ = run_score(run, tmp / "small", tmp / "csv-small", bs, "--heatmaps", "none", "--no-masks")
-        t_large_csv, _ = run_score(run, tmp / "large", tmp / "csv-large", bs, "--heatmaps", "none", "--no-masks")
-        csv_rate = (a.n_large - a.n_small) / (t_large_csv - t_small_csv) if t_large_csv > t_small_csv else float("nan")
+        steady_rate, t_small, t_large = sc["rate"], sc["t_small"], sc["t_large"]
+        rss_small, rss_large = sc["rss_small"], sc["rss_large"]
+        # the same without heatmaps and masks: how much of the gap is writing pictures
+        csv_rate = steady_score(run, tmp, a.n_small, a.n_large, bs, "csv", "--heatmaps", "none", "--no-masks")["rate"]
         result = {
             "train_ratio": train["train_ratio"],
             "score_ratio": round(steady_rate / plain_predict, 3),
