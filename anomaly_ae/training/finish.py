@@ -78,9 +78,6 @@ def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
     })
     if tracker.run_id is None:
         return
-    if getattr(det, "val_sample_", None) is None:  # a model trained by Ray workers: no sample here
-        tracker.log_artifact(run_dir / CONFIG_FILE)
-        return
     with tempfile.TemporaryDirectory() as tmp:
         grid = Path(tmp) / "validation_grid.png"
         x = det.preprocessing_(det.val_sample_)
@@ -88,4 +85,3 @@ def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
         grid.write_bytes(reconstruction_grid(x, x_hat, det.maps_from_reconstruction(x, x_hat), det.heatmap_range_))
         tracker.log_artifact(grid)
     tracker.log_artifact(run_dir / CONFIG_FILE)  # the model itself is the run's logged MLflow model
-
