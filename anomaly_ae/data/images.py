@@ -171,8 +171,11 @@ def read_file_bytes(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read file: {err.strerror or err}") from None
 
 
-def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None = None,
+                 header: tuple[int | None, int | None, int] | None = None) -> np.ndarray:
     """The bytes of an image file (uint8 ``(n,)`` or ``bytes``) as :func:`read_image` decodes a file.
+
+    ``header``: :func:`image_header_size` of ``data`` when the caller already read it (else read here).
 
     Raises:
         ImageReadError: with a one-line reason; never another exception for any content.
@@ -181,7 +184,7 @@ def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None
     if data.size == 0:
         raise ImageReadError("empty file (0 bytes)")
     limit = max_pixels_default() if max_pixels is None else max_pixels
-    header = image_header_size(data)
+    header = image_header_size(data) if header is None else header
     if header is not None and header[2] > limit:
         w, h, n = header
         dims = f"{w}x{h} = " if w is not None else ""

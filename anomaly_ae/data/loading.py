@@ -155,7 +155,7 @@ def decode_batch(
     on ``pool`` when given (OpenCV releases the GIL), one file per task, else here. Either way the
     batch is the same.
     """
-    raw: dict[int, np.ndarray | bytes] = {}
+    raw: dict[int, tuple[np.ndarray, tuple[int | None, int | None, int]]] = {}  # bytes and header, to decode
     images: dict[int, np.ndarray] = {}
     errors: dict[int, str] = {}
     stats: dict[int, tuple[int, int]] = {}
@@ -166,30 +166,32 @@ def decode_batch(
         if (stat := input_stat(p)) is not None:
             stats[i] = stat
         try:
-            raw[i] = read_uri_bytes(p) if isinstance(p, UriFile) else read_file_bytes(p)
+            data = read_uri_bytes(p) if isinstance(p, UriFile) else read_file_bytes(p)
         except ImageReadError as err:
             errors[i] = str(err)
             continue
-        header = image_header_size(np.frombuffer(raw[i], np.uint8) if isinstance(raw[i], bytes) else raw[i])
+        data = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
+        header = image_header_size(data)
         if header is None:  # no size in the header: decode now to know it (and whether it is an image)
-            _decode_into(i, raw.pop(i), channels, max_pixels, images, errors)
+            _decode_into(i, data, None, channels, max_pixels, images, errors)
             pixels += images[i].shape[0] * images[i].shape[1] if i in images else 0
         else:
+            raw[i] = data, header
             pixels += header[2]
-    jobs = [(i, data) for i, data in raw.items()]
+    jobs = [(i, data, header) for i, (data, header) in raw.items()]
     if pool is not None and len(jobs) > 1:
         list(pool.map(lambda job: _decode_into(*job, channels, max_pixels, images, errors), jobs))
     else:
-        for i, data in jobs:
-            _decode_into(i, data, channels, max_pixels, images, errors)
+        for job in jobs:
+            _decode_into(*job, channels, max_pixels, images, errors)
     return DecodedBatch(paths[start:end], end, dict(sorted(images.items())), errors, stats)
 
 
-def _decode_into(i: int, data: np.ndarray | bytes, channels: int, max_pixels: int | None,
-                 images: dict[int, np.ndarray], errors: dict[int, str]) -> None:
+def _decode_into(i: int, data: np.ndarray, header: tuple[int | None, int | None, int] | None, channels: int,
+                 max_pixels: int | None, images: dict[int, np.ndarray], errors: dict[int, str]) -> None:
     """Decode one file's bytes into ``images[i]``, or its reason into ``errors[i]`` (threads write distinct keys)."""
     try:
-        images[i] = decode_image(data, channels, max_pixels)
+        images[i] = decode_image(data, channels, max_pixels, header)
     except ImageReadError as err:
         errors[i] = str(err)
 
