@@ -176,8 +176,7 @@ def score_folder(
         require_ray()  # before any work: a missing extra is one line
         ray = RayOptions(address, actors, gpus_per_actor)
     options = _Options(batch_size, heatmap_policy(heatmaps), masks, raw_maps, legend, resume, overwrite,
-                       max_megapixels, ray,
-                       parquet=scores_format == "parquet")
+                       max_megapixels, ray, parquet=scores_format == "parquet")
     summary = _score_into(det, run_dir, source, paths, out, options, listener, warn)
     summary.problems = problems
     return summary
@@ -293,8 +292,7 @@ class _Options:
 
 
 def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput, paths: Sequence[Path | UriFile],
-                out: Path,
-                options: _Options, progress: FolderProgress, warn: _Warnings) -> ScoreSummary:
+                out: Path, options: _Options, progress: FolderProgress, warn: _Warnings) -> ScoreSummary:
     """Score ``paths`` (under ``input_dir``) into ``out``, resuming an earlier run there."""
     kinds = options.kinds
     created = not out.exists()
