@@ -32,7 +32,7 @@ from anomaly_ae.artifact import META_FILE, MODEL_FILE
 from anomaly_ae.data.loading import input_stat
 from anomaly_ae.data.uris import UriFile, UriInput
 from anomaly_ae.fileio import display_name, output_name, write_json_atomic
-from anomaly_ae.outdir import OutputConflict, check_out_dir, read_manifest, record
+from anomaly_ae.outdir import OutputConflict, check_out_dir, forget, read_manifest, record
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 
 MANIFEST = "score_run.json"
@@ -121,7 +121,9 @@ def _clear(out: Path) -> None:
                     emptied.add((out / kind, t.parent))
         csv_path.unlink()
     (out / MANIFEST).unlink(missing_ok=True)
-    (out / PARQUET).unlink(missing_ok=True)
+    if PARQUET in read_manifest(out).get("scores", []):  # only the parquet file a run of ours wrote
+        (out / PARQUET).unlink(missing_ok=True)
+        forget(out, "scores", [PARQUET])
     for top, d in sorted(emptied, key=lambda td: len(td[1].parts), reverse=True):
         # only the folders our files were in, up to OUT/<kind>: a user's own (even empty) folder stays
         while d.is_relative_to(top) and d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
