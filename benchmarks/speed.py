@@ -298,7 +298,23 @@ def machine() -> dict:
 
         gpus = [str(d) for d in jax.devices() if d.platform != "cpu"]
     return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "platform": platform.platform(),
-            "backend": keras.backend.backend(), "versions": versions()}
+            "backend": keras.backend.backend(), "versions": versions(), "commit": commit()}
+
+
+def commit() -> str | None:
+    """The checkout's commit, ``+`` when it has uncommitted changes outside ``benchmarks/results`` (which each
+    run appends to); ``None`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!benchmarks/results"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
