@@ -1,4 +1,5 @@
-"""How to call the model on CPU: ``predict`` vs ``predict_on_batch`` vs ``tf.function`` (with and without XLA).
+"""How to call the model on CPU: ``predict`` vs ``predict_on_batch`` vs ``tf.function`` (with and without XLA),
+and the same model exported to ONNX under onnxruntime (when the ``onnx`` extra is installed).
 
     python benchmarks/model_call.py RUN_DIR [--n 320] [--batch-size 32] [--intra N --inter N]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,6 +30,24 @@ def best_ms_per_image(call, x, batch_size: int) -> float:  # noqa: ANN001
             call(x[i : i + batch_size])
         best = min(best, time.perf_counter() - t0)
     return round(1000 * best / len(x), 3)
+
+
+def onnx_call(model, folder: str):  # noqa: ANN001, ANN201
+    """``model`` exported with Keras's ``model.export(format="onnx")`` into ``folder``, as a function of a batch
+    run by onnxruntime's CPU provider; ``None`` without onnxruntime / tf2onnx."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import warnings
+
+    path = os.path.join(folder, "model.onnx")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx's np.object probe
+        model.export(path, format="onnx", verbose=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda b: session.run(None, {name: b})[0]
 
 
 def main() -> None:
@@ -61,6 +81,9 @@ def main() -> None:
         "tf.function": best_ms_per_image(lambda b: graph(b).numpy(), x, bs),
         "tf.function jit_compile": best_ms_per_image(lambda b: xla(b).numpy(), x, bs),
     }
+    onnx = onnx_call(model, tempfile.mkdtemp(prefix="model-call-"))
+    if onnx is not None:
+        rows["onnxruntime"] = best_ms_per_image(onnx, x, bs)
     print(json.dumps({"ms_per_image": rows, "intra": a.intra, "inter": a.inter, "batch_size": bs,
                       "oneDNN": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")}))
 
