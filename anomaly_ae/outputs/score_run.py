@@ -102,6 +102,8 @@ class ScoreRun:
 def _clear(out: Path) -> None:
     """Remove what earlier runs wrote in ``out``: CSVs, state, and the derived files their rows name."""
     emptied: set[tuple[Path, Path]] = set()  # (OUT/<kind>, a folder a derived file was removed from)
+    suffixes = {kind: (sfx, *LEGACY_SUFFIXES.get(kind, ())) for kind, sfx in OUTPUTS.items()}  # every one we wrote
+    roots = {kind: os.path.realpath(out / kind) for kind in OUTPUTS}  # resolved once, not per file
     for csv_path in (out / "scores.csv.partial", out / "scores.csv"):
         if not csv_path.is_file():
             continue
@@ -109,13 +111,12 @@ def _clear(out: Path) -> None:
             rel = Path(row[0]) if row and row[0] else None
             if rel is None or rel.is_absolute() or ".." in rel.parts:  # a hand-edited row names nothing of ours
                 continue
-            suffixes = {kind: (sfx, *LEGACY_SUFFIXES.get(kind, ())) for kind, sfx in OUTPUTS.items()}
             targets = [(kind, out / kind / output_name(row[0], sfx)) for kind, sfxs in suffixes.items() for sfx in sfxs]
             if len(row) == 5:  # rows of anomaly-ae <= 0.1 named derived files without the input's extension
                 targets += [(kind, out / kind / rel.with_suffix(sfx)) for kind, sfxs in suffixes.items()
                             for sfx in sfxs]
             for kind, t in targets:
-                inside = Path(os.path.realpath(t)).is_relative_to(os.path.realpath(out / kind))
+                inside = Path(os.path.realpath(t)).is_relative_to(roots[kind])
                 if inside and t.suffix in suffixes[kind] and (t.is_file() or t.is_symlink()):
                     t.unlink()
                     emptied.add((out / kind, t.parent))
