@@ -28,10 +28,18 @@ import numpy as np
 from anomaly_ae.data.images import list_images
 from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector, ScoredFile
-from anomaly_ae.fileio import MANIFEST_NAME, output_name
+from anomaly_ae.fileio import MANIFEST_NAME
 from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, record
 from anomaly_ae.outputs.batch import FolderProgress, one_opencv_thread, output_targets, outputs_of
-from anomaly_ae.outputs.score_run import HEATMAP_POLICIES, OUTPUTS, PARQUET, ScoreRun, kinds_for, relative_key, start
+from anomaly_ae.outputs.score_run import (
+    HEATMAP_POLICIES,
+    PARQUET,
+    ScoreRun,
+    derived_files,
+    kinds_for,
+    relative_key,
+    start,
+)
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores, write_scores_parquet
 from anomaly_ae.outputs.writers import OrderedOutputs
 from anomaly_ae.progress import Bar, Progress, as_progress
@@ -236,7 +244,7 @@ def score_files(
         row = rows.get(key, {})
         score = float(row["score"]) if row.get("score") else None
         wanted = kinds_for(summary.outputs, score is not None and score > summary.threshold, options.heatmaps)
-        files_out = {kind: out / kind / output_name(key, OUTPUTS[kind]) for kind in wanted if score is not None}
+        files_out = dict(zip(wanted, derived_files(out, key, wanted), strict=True)) if score is not None else {}
         verdicts.append(_verdict(det, p, score, row.get("error") or (None if row else "not scored"), files_out))
     return verdicts
 
