@@ -53,23 +53,12 @@ def replicas(kind: str) -> Iterator[Replicas]:
                              "under TensorFlow's MultiWorkerMirroredStrategy: keras-team/keras#20585)")
         import jax
 
-        previous = keras.distribution.distribution()
-        dist = keras.distribution.DataParallel(devices=keras.distribution.list_devices())
-        dist.auto_shard_dataset = False  # every process reads its own shard of the files
-        keras.distribution.set_distribution(dist)
-        try:
+        with _data_parallel(shard_dataset=False):  # every process reads its own shard of the files
             yield Replicas(jax.local_device_count())  # this process's part; JAX takes one global mean
-        finally:
-            keras.distribution.set_distribution(previous)
         return
     if backend == "jax":
-        devices = keras.distribution.list_devices()
-        previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        try:
-            yield Replicas(len(devices))  # one mean over the global batch: no loss scaling
-        finally:
-            keras.distribution.set_distribution(previous)
+        with _data_parallel(shard_dataset=True) as devices:
+            yield Replicas(devices)  # one mean over the global batch: no loss scaling
     elif backend == "tensorflow":
         import tensorflow as tf
 
@@ -80,3 +69,18 @@ def replicas(kind: str) -> Iterator[Replicas]:
             yield Replicas(n, 1.0 / n)
     else:
         raise ValueError(f"train.distribution: data_parallel is not supported on the {backend} backend")
+
+
+@contextlib.contextmanager
+def _data_parallel(shard_dataset: bool) -> Iterator[int]:
+    """Keras's ``DataParallel`` over every device (of every process) while inside, the previous distribution
+    after; yields the number of devices. ``shard_dataset``: Keras splits each dataset over the processes."""
+    devices = keras.distribution.list_devices()
+    previous = keras.distribution.distribution()
+    dist = keras.distribution.DataParallel(devices=devices)
+    dist.auto_shard_dataset = shard_dataset
+    keras.distribution.set_distribution(dist)
+    try:
+        yield len(devices)
+    finally:
+        keras.distribution.set_distribution(previous)
