@@ -505,7 +505,6 @@ class DetectorConfig(_Section):
         return type(self).model_validate(data)
 
 
-
 def describe_validation_error(err: Any) -> list[str]:
     """One plain line per problem of a pydantic ``ValidationError`` of a config, without pydantic's jargon or URLs.
 

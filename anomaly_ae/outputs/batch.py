@@ -43,7 +43,6 @@ class FolderProgress(Protocol):
         """One input is complete (``error``: why it failed, else ``None``)."""
 
 
-
 @contextlib.contextmanager
 def one_opencv_thread() -> Iterator[None]:
     """OpenCV without its own thread pool while scoring, restored after.

@@ -137,8 +137,6 @@ def train_run(
     return det
 
 
-
-
 def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, workers: int, address: str | None,
                       tracker: Tracker, register: str | None, alias: str | None, verbose: int | Progress) -> Detector:
     """Train on Ray workers; rank 0 saves the model and writes this run's metrics and model to MLflow."""
