@@ -81,7 +81,8 @@ def main() -> None:
         "tf.function": best_ms_per_image(lambda b: graph(b).numpy(), x, bs),
         "tf.function jit_compile": best_ms_per_image(lambda b: xla(b).numpy(), x, bs),
     }
-    onnx = onnx_call(model, tempfile.mkdtemp(prefix="model-call-"))
+    with tempfile.TemporaryDirectory(prefix="model-call-") as tmp:  # onnxruntime holds the graph in memory
+        onnx = onnx_call(model, tmp)
     if onnx is not None:
         rows["onnxruntime"] = best_ms_per_image(onnx, x, bs)
     print(json.dumps({"ms_per_image": rows, "intra": a.intra, "inter": a.inter, "batch_size": bs,
