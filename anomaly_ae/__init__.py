@@ -5,7 +5,7 @@ and the CLI's ``--help`` stay fast)::
 
     from anomaly_ae import Detector, DetectorConfig, score_folder, evaluate
 
-    det = Detector(DetectorConfig()).fit("good_images/")      # data -> training -> post-processor
+    det = Detector().fit("good_images/")   # the default preset, as `anomaly-ae train`
     det.save("runs/a")
     summary = score_folder("runs/a", "inspection/", "scores/")  # scores.csv + heatmaps + masks
     result = evaluate("runs/a", "mvtec_like_dataset/", "eval/")  # metrics.json + report.html

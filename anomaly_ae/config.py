@@ -3,6 +3,10 @@
 A :class:`DetectorConfig` is the single source of truth for a run: it is read from YAML, overridden by
 CLI flags with :meth:`DetectorConfig.with_overrides`, stored whole in ``detector.json`` and logged to
 MLflow as flat ``section.key`` parameters (:meth:`DetectorConfig.flat`).
+
+The shipped configs are *presets*: YAML files inside the package (``anomaly_ae/presets/``, linked as
+``configs/`` in the repository), read with :meth:`DetectorConfig.from_preset`. The ``default`` preset is
+what both ``anomaly-ae train`` without ``--config`` and ``Detector()`` without a config train.
 """
 
 from __future__ import annotations
@@ -14,6 +18,48 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: the folder of the shipped presets (package data of the wheel)
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+#: the preset of ``Detector()`` and of ``anomaly-ae train`` without ``--config``
+DEFAULT_PRESET = "default"
+
+
+def preset_names() -> list[str]:
+    """The shipped presets' names, sorted (``default``, ``fast``, ``vae``, ...)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of the preset ``name`` (``fast`` or ``fast.yaml``); ``ValueError`` naming the presets."""
+    stem = name.removesuffix(".yaml")
+    if stem in preset_names():
+        return PRESETS_DIR / f"{stem}.yaml"
+    raise ValueError(f"no preset named {name!r}; the presets are {', '.join(preset_names())}")
+
+
+def preset_summary(name: str) -> str:
+    """The one-line description a preset file starts with (its first comment line)."""
+    first = preset_path(name).read_text(encoding="utf-8").splitlines()[0]
+    return first.removeprefix("#").strip() if first.startswith("#") else ""
+
+
+def config_file(ref: str | Path | None, model: str | None = None) -> Path:
+    """The YAML file a ``--config`` value names: an existing file, else a preset name.
+
+    Without ``ref``: the preset of the architecture ``model`` when there is one, else ``default``.
+    ``FileNotFoundError`` when ``ref`` is neither (the message lists the presets).
+    """
+    if ref is None:
+        return preset_path(model if model in preset_names() else DEFAULT_PRESET)
+    path = Path(ref)
+    if path.is_file():
+        return path
+    if path.name == str(ref) and path.name.removesuffix(".yaml") in preset_names():
+        return preset_path(path.name)
+    hint = (f" (the preset of that name: --config {path.stem})" if path.stem in preset_names()
+            else f"; presets: {', '.join(preset_names())}")
+    raise FileNotFoundError(f"config file {ref} not found{hint}")
 
 
 class ConfigWarning(UserWarning):
@@ -432,6 +478,11 @@ class DetectorConfig(_Section):
             warnings.warn(f"{path}: model {name!r} does not use model.{', model.'.join(ignored)} (ignored)",
                           ConfigWarning, stacklevel=2)
         return cls.model_validate(raw)
+
+    @classmethod
+    def from_preset(cls, name: str = DEFAULT_PRESET) -> DetectorConfig:
+        """A shipped preset by name (:func:`preset_names`); ``from_preset()`` is the default detector."""
+        return cls.from_yaml(preset_path(name))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-ready dict (tuples become lists)."""

@@ -2,7 +2,7 @@
 
 pyod-like API where a score always means "higher = more anomalous"::
 
-    det = Detector(DetectorConfig.from_yaml("configs/default.yaml")).fit("good_images/")
+    det = Detector().fit("good_images/")   # the default preset; Detector(DetectorConfig.from_preset("fast"))
     det.score(images)          # (N,)
     det.anomaly_maps(images)   # (N, H, W) at the input size
     det.predict(images)        # (N,) bool, score > threshold_
@@ -126,9 +126,11 @@ class Detector:
     """Autoencoder-based anomaly detector (see module docstring)."""
 
     def __init__(self, config: DetectorConfig | None = None, verbose: int | Progress = 0) -> None:
-        """``verbose``: 0 is silent but for warnings; 1 shows what ``anomaly-ae train`` / ``score`` show on
-        stderr (a stage line as each step begins, bars with images/s, ETA and the running loss)."""
-        self.config = config or DetectorConfig()
+        """``config``: what to train; without one, the ``default`` preset (:meth:`DetectorConfig.from_preset`),
+        the detector ``anomaly-ae train`` trains without ``--config``. ``verbose``: 0 is silent but for
+        warnings; 1 shows what ``anomaly-ae train`` / ``score`` show on stderr (a stage line as each step
+        begins, bars with images/s, ETA and the running loss)."""
+        self.config = config if config is not None else DetectorConfig.from_preset()
         self.verbose = verbose
 
     def __repr__(self) -> str:

@@ -142,10 +142,10 @@ def bench_train(cfg, good: Path, tmp: Path) -> tuple[dict, object]:  # noqa: ANN
 
 
 def anomaly_ae_command() -> list[str]:
-    """The installed ``anomaly-ae`` beside this Python, or ``python -m cli.main`` from the checkout (the GPU
+    """The installed ``anomaly-ae`` beside this Python, or ``python -m anomaly_ae`` from the checkout (the GPU
     machine runs the repository without installing it)."""
     exe = Path(sys.executable).parent / "anomaly-ae"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "cli.main"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "anomaly_ae"]
 
 
 def run_score(run: Path, images: Path, out: Path, batch_size: int, *extra: str) -> tuple[float, int]:

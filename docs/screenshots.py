@@ -31,7 +31,7 @@ def rel(path: Path) -> str:
 def run(*args: str) -> None:
     """An ``anomaly-ae`` command, stopping on failure."""
     print("$ anomaly-ae", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "cli.main", *args, "--quiet"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "anomaly_ae", *args, "--quiet"], cwd=ROOT, check=True)
 
 
 def browser() -> str:

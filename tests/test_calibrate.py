@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.config import ThresholdConfig
 from anomaly_ae.data.images import list_images, read_image
 from anomaly_ae.data.synthetic import generate
 from anomaly_ae.detector import Detector
-from cli.main import app
 
 
 @pytest.fixture(scope="module")

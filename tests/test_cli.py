@@ -1,4 +1,5 @@
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 runner = CliRunner()
 
@@ -105,7 +106,7 @@ def test_help_does_not_import_heavy_packages():
         [
             "import sys",
             "from typer.testing import CliRunner",
-            "from cli.main import app",
+            "from anomaly_ae.cli.main import app",
             "r = CliRunner().invoke(app, ['--help'])",
             "assert r.exit_code == 0 and 'train' in r.output and 'score' in r.output, r.output",
             "heavy = ('keras', 'tensorflow', 'mlflow', 'cv2', 'matplotlib', 'albumentations')",
@@ -184,7 +185,7 @@ def test_train_and_score_every_model(model, tiny_data, tmp_path):
     from pathlib import Path
 
     shipped = yaml.safe_load((Path(__file__).parent.parent / "configs" / f"{model}.yaml").read_text())["model"]
-    assert {k: saved["model"][k] for k in shipped} == shipped  # --model picked configs/<model>.yaml
+    assert {k: saved["model"][k] for k in shipped} == shipped  # --model picked the preset <model>
     out = tmp_path / "out"
     res = runner.invoke(app, ["score", str(run), str(tiny_data / "test"), "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -214,3 +215,31 @@ def test_sample_refuses_non_vae_models(trained_run, tmp_path):
     run, _ = trained_run
     res = runner.invoke(app, ["sample", str(run), "--out", str(tmp_path / "g.png")])
     assert res.exit_code == 2 and "only 'vae' models" in res.output
+
+
+def test_presets_lists_every_preset_and_prints_one():
+    from anomaly_ae.config import preset_names, preset_path
+
+    res = runner.invoke(app, ["presets"])
+    assert res.exit_code == 0, res.output
+    listed = [line.split()[0] for line in res.stdout.splitlines()]
+    assert listed == preset_names()
+    assert "(used without --config)" in next(line for line in res.stdout.splitlines() if line.startswith("default "))
+    res = runner.invoke(app, ["presets", "fast"])
+    assert res.exit_code == 0 and res.stdout == preset_path("fast").read_text()  # copyable as it is
+    res = runner.invoke(app, ["presets", "--json"])
+    assert set(json.loads(res.stdout)) == set(preset_names())
+    res = runner.invoke(app, ["presets", "nope"])
+    assert res.exit_code == 2 and "no preset named 'nope'" in res.output
+
+
+def test_train_config_accepts_a_preset_name_and_names_the_presets_when_wrong(tiny_data, tmp_path):
+    good = str(tiny_data / "train" / "good")
+    res = runner.invoke(app, ["train", good, "--config", "nope", "--out", str(tmp_path / "r"), "--no-track"])
+    assert res.exit_code == 2 and "config file nope not found; presets: contractive, default" in res.output
+    res = runner.invoke(app, ["train", good, "--config", "linear", "--epochs", "1", "--image-size", "32",
+                              "--out", str(tmp_path / "r"), "--no-track", "-q"])
+    assert res.exit_code == 0, res.output
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["model"]["name"] == "linear"

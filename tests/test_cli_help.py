@@ -7,8 +7,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli.choices import ExportFormat, ModelName, PixelMethod, ThresholdMethod
-from cli.main import app
+from anomaly_ae.cli.choices import ExportFormat, ModelName, PixelMethod, ThresholdMethod
+from anomaly_ae.cli.main import app
 
 runner = CliRunner()
 COMMANDS = [["train"], ["score"], ["evaluate"], ["calibrate"], ["sample"], ["export"], ["export-encoder"],

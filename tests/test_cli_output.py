@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 runner = CliRunner()
 README = Path(__file__).resolve().parent.parent / "README.md"

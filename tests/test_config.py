@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from anomaly_ae.config import DetectorConfig
+from anomaly_ae.config import PRESETS_DIR, DetectorConfig, config_file, preset_names, preset_summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,6 +52,39 @@ def test_shipped_configs_load(name):
     stem = name.removesuffix(".yaml")
     named = ("dense", "linear", "sparse", "contractive", "denoising", "vae")
     assert cfg.model.name == (stem if stem in named else "conv")
+    assert DetectorConfig.from_preset(stem) == cfg  # every file of configs/ is a preset by its name
+    assert preset_summary(stem) and len(preset_summary(stem)) <= 110  # one line for 'anomaly-ae presets'
+
+
+def test_the_repository_configs_folder_is_the_packaged_presets():
+    assert (REPO / "configs").resolve() == PRESETS_DIR  # one set of files: users read and copy what ships
+    assert {"default", "fast", "draem_gpu", "vae", "dense", "linear", "sparse", "contractive", "denoising", "patch",
+            "vgg"} <= set(preset_names())
+
+
+def test_config_file_takes_a_path_or_a_preset_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_file(None) == PRESETS_DIR / "default.yaml"
+    assert config_file(None, "vae") == PRESETS_DIR / "vae.yaml"
+    assert config_file(None, "conv") == PRESETS_DIR / "default.yaml"  # no conv preset: the default
+    assert config_file("fast") == config_file("fast.yaml") == PRESETS_DIR / "fast.yaml"
+    (tmp_path / "fast").write_text("train:\n  epochs: 2\n")  # a file of that name in the folder wins
+    assert config_file("fast") == Path("fast")
+    with pytest.raises(FileNotFoundError, match="presets: contractive, default"):
+        config_file("nope")
+    with pytest.raises(FileNotFoundError, match="the preset of that name: --config fast"):
+        config_file("configs/fast.yaml")  # a checkout path, given where there is no checkout
+    with pytest.raises(ValueError, match="no preset named 'nope'"):
+        DetectorConfig.from_preset("nope")
+
+
+def test_detector_without_a_config_is_the_default_preset():
+    from anomaly_ae.detector import Detector
+
+    default = DetectorConfig.from_preset("default")
+    assert Detector().config == default == DetectorConfig.from_preset()
+    assert default.data.image_size == "auto" and default.scoring.metric == "learned"  # what the CLI trains
+    assert Detector(DetectorConfig.from_preset("fast")).config.data.image_size == (128, 128)
 
 
 # ---------------------------------------------------------------- one config class per architecture

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 runner = CliRunner()
 RNG = np.random.default_rng(3)

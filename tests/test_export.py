@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import read_image
 from anomaly_ae.deploy.encoder import ExportError, export_encoder, multiscale_encoder
@@ -17,7 +18,6 @@ from anomaly_ae.deploy.graph import export_detector
 from anomaly_ae.detector import Detector
 from anomaly_ae.scoring import maps as scoring
 from anomaly_ae.scoring import ops as scoring_ops
-from cli.main import app
 
 ort = pytest.importorskip("onnxruntime")
 tf = pytest.importorskip("tensorflow")
@@ -188,7 +188,7 @@ def test_readme_deploy_snippet_runs_and_agrees_with_the_detector(tiny_detector, 
     assert len(snippet.strip().splitlines()) <= 11
     assert {m for m in re.findall(r"import ([\w, .]+)", snippet)[0].replace(" as ort", "").split(", ")} == {
         "json", "sys", "cv2", "numpy as np", "onnxruntime"}
-    export_detector(tiny_detector, tmp_path / "deploy", "onnx")
+    export_detector(tiny_detector, tmp_path / "runs" / "deploy", "onnx")
     (tmp_path / "snippet.py").write_text(snippet + "print('mask', mask.shape, int(mask.sum()))\n")
     image = sorted((tiny_data / "test" / "scratch").glob("*.png"))[0]
     out = subprocess.run([sys.executable, "snippet.py", str(image)], cwd=tmp_path, capture_output=True,

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.data.images import ImageReadError, list_images, max_pixels_default, read_image
-from cli.main import app
 
 runner = CliRunner()
 RNG = np.random.default_rng(0)

@@ -49,7 +49,7 @@ def test_repr_says_architecture_size_state_and_threshold(tiny_detector, tiny_con
 def test_version_flag():
     from anomaly_ae import __version__
 
-    out = subprocess.run([sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "anomaly_ae", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"anomaly-ae {__version__}"
 
@@ -64,7 +64,7 @@ def test_version_flag():
 def test_config_errors_are_one_plain_line_each(tmp_path, tiny_data, text, line):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from anomaly_ae.cli.main import app
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)

@@ -92,7 +92,9 @@ def test_root_facade_imports_nothing_at_import_time_but_the_version():
     top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     ours = [n.module for n in top if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("anomaly_ae")]
     assert ours == ["anomaly_ae.version"]
-    for m, p in _modules().items():  # and no library module goes through the facade
+    for m, p in _modules().items():  # and no library module goes through the facade (the CLI is its user)
+        if m.startswith(("anomaly_ae.cli", "anomaly_ae.__main__")):
+            continue
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module == "anomaly_ae" and m != "anomaly_ae":
                 pytest.fail(f"{m} imports from the package facade ({[a.name for a in node.names]})")
@@ -106,7 +108,15 @@ def test_sub_package_inits_import_no_sibling():
         assert not [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)], init
 
 
-CLI_FILES = sorted((ROOT / "cli").glob("*.py"))
+CLI_FILES = sorted((PACKAGE / "cli").glob("*.py"))
+
+
+def test_no_library_module_imports_the_cli():
+    """The CLI sits on top: it imports the library, never the other way round."""
+    modules = _modules()
+    for m, p in modules.items():
+        if not m.startswith(("anomaly_ae.cli", "anomaly_ae.__main__")):
+            assert not {i for i in _imports(p, modules) if i.startswith("anomaly_ae.cli")}, m
 
 
 @pytest.mark.parametrize("path", CLI_FILES, ids=lambda p: p.name)

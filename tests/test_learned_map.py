@@ -148,7 +148,7 @@ def test_calibrate_select_scoring_tunes_a_saved_model(learned_detector, tmp_path
     import cv2
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from anomaly_ae.cli.main import app
 
     run = learned_detector.save(tmp_path / "run")
     good = tmp_path / "good"

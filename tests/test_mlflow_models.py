@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent

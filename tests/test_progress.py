@@ -112,7 +112,7 @@ def test_ctrl_c_after_the_first_checkpoint_says_what_is_kept_and_how_to_continue
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", str(tiny_data / "train" / "good"),
+    proc = subprocess.Popen([sys.executable, "-m", "anomaly_ae", "train", str(tiny_data / "train" / "good"),
                              "--config", str(tmp_path / "long.yaml"), "--out", str(run), "--no-track"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     from anomaly_ae.training.checkpoint import latest_checkpoint

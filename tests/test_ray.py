@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 runner = CliRunner()
@@ -178,7 +178,7 @@ def test_a_killed_actor_loses_no_row(cluster, reference, inputs, tmp_path):
 def test_a_rerun_after_sigkill_of_the_driver_resumes(cluster, reference, inputs, tmp_path):
     run, ref = reference
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "cli.main", "score", str(run), str(inputs), "--out", str(out), "--engine", "ray",
+    args = [sys.executable, "-m", "anomaly_ae", "score", str(run), str(inputs), "--out", str(out), "--engine", "ray",
             "--address", cluster, "--actors", "2", "--batch-size", "2"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     driver = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

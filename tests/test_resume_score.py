@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.outputs.scores_csv import read_scores
-from cli.main import app
 
 runner = CliRunner()
 N_IMAGES = 300

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.detector import Detector
 from anomaly_ae.training.checkpoint import TrainingDiverged, latest_checkpoint
-from cli.main import app
 
 runner = CliRunner()
 EPOCHS = 6

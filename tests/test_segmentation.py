@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.deploy.encoder import export_encoder
 from anomaly_ae.segmentation.train import dice_iou
-from cli.main import app
 
 runner = CliRunner()
 

@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 
 def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tmp_path, monkeypatch):

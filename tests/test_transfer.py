@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from anomaly_ae.cli.main import app
 from anomaly_ae.deploy.encoder import ExportError, export_encoder, load_encoder, multiscale_encoder
 from anomaly_ae.detector import Detector
-from cli.main import app
 
 
 def test_multiscale_encoder_outputs_and_shared_weights(tiny_detector):

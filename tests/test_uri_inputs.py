@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from anomaly_ae.cli.main import app
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.choices import PixelMethod, ThresholdMethod, value
-from cli.common import (
+from anomaly_ae.cli.choices import PixelMethod, ThresholdMethod, value
+from anomaly_ae.cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
     Alias,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
+from anomaly_ae.cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
 
 EXAMPLES = """Examples:
 

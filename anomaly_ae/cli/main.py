@@ -12,15 +12,16 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines 
 
 import typer  # noqa: E402
 
-from cli import calibrate as calibrate_cmd  # noqa: E402
-from cli import evaluate as evaluate_cmd  # noqa: E402
-from cli import export as export_cmd  # noqa: E402
-from cli import export_encoder as export_encoder_cmd  # noqa: E402
-from cli import sample as sample_cmd  # noqa: E402
-from cli import score as score_cmd  # noqa: E402
-from cli import train as train_cmd  # noqa: E402
-from cli.common import friendly_errors, silence_native_stderr  # noqa: E402
-from cli.segment import segment_app  # noqa: E402
+from anomaly_ae.cli import calibrate as calibrate_cmd  # noqa: E402
+from anomaly_ae.cli import evaluate as evaluate_cmd  # noqa: E402
+from anomaly_ae.cli import export as export_cmd  # noqa: E402
+from anomaly_ae.cli import export_encoder as export_encoder_cmd  # noqa: E402
+from anomaly_ae.cli import presets as presets_cmd  # noqa: E402
+from anomaly_ae.cli import sample as sample_cmd  # noqa: E402
+from anomaly_ae.cli import score as score_cmd  # noqa: E402
+from anomaly_ae.cli import train as train_cmd  # noqa: E402
+from anomaly_ae.cli.common import friendly_errors, silence_native_stderr  # noqa: E402
+from anomaly_ae.cli.segment import segment_app  # noqa: E402
 
 app = typer.Typer(
     name="anomaly-ae",
@@ -55,6 +56,7 @@ app.command("sample", epilog=sample_cmd.EXAMPLES)(friendly_errors(sample_cmd.sam
 app.command("export", epilog=export_cmd.EXAMPLES)(friendly_errors(export_cmd.export))
 app.command("export-encoder", epilog=export_encoder_cmd.EXAMPLES)(friendly_errors(export_encoder_cmd.export_encoder))
 app.add_typer(segment_app, name="segment")
+app.command("presets", epilog=presets_cmd.EXAMPLES)(friendly_errors(presets_cmd.presets))
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import (
+from anomaly_ae.cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
     Json,

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from cli.choices import Engine, ModelName, value
-from cli.common import (
+from anomaly_ae.cli.choices import Engine, ModelName, value
+from anomaly_ae.cli.common import (
     EXIT_FAILED,
     Alias,
     Json,
@@ -36,8 +36,6 @@ from cli.common import (
 if TYPE_CHECKING:
     from anomaly_ae import Detector, DetectorConfig
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
 
 EXAMPLES = """Examples:
 
@@ -45,7 +43,9 @@ EXAMPLES = """Examples:
 
   anomaly-ae train ./good_images --model vae --epochs 40 --out runs/vae
 
-  anomaly-ae train ./good_images -c configs/fast.yaml --no-track --json > train.json
+  anomaly-ae train ./good_images --config fast --no-track --json > train.json
+
+  anomaly-ae train ./good_images --config my_config.yaml   (start from: anomaly-ae presets default > my_config.yaml)
 
   anomaly-ae train --resume runs/20261127-101500
 
@@ -59,8 +59,9 @@ def train(
     good_dir: Annotated[
         Path | None, typer.Argument(help="Folder of good images (searched recursively); optional with --resume.")
     ] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="YAML config.", show_default="configs/<model>.yaml or configs/default.yaml")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c", help="A YAML config file, or the name of a preset ('anomaly-ae presets' lists them).",
+        show_default="the preset of --model, else 'default'")] = None,
     model: Annotated[ModelName | None, typer.Option("--model", "-m", help="Autoencoder (model.name).",
                                                     show_default=FROM_CONFIG)] = None,
     out: Annotated[Path | None, typer.Option(help="Model directory to write.", show_default="runs/<timestamp>")] = None,
@@ -157,20 +158,21 @@ def _check_args(good_dir: Path | None, channels: int | None) -> Path:
     return good_dir
 
 
-def _load_config(path: Path | None, model: str | None, overrides: dict) -> DetectorConfig:
-    """``--config`` (default: ``configs/<model>.yaml`` when it exists, else ``configs/default.yaml``) + overrides."""
-    if path is None and model is not None and (DEFAULT_CONFIG.parent / f"{model}.yaml").is_file():
-        path = DEFAULT_CONFIG.parent / f"{model}.yaml"
-    path = path or DEFAULT_CONFIG
-    if not path.is_file():
-        fail_usage(f"config file {path} not found")
-
+def _load_config(ref: str | None, model: str | None, overrides: dict) -> DetectorConfig:
+    """``--config`` (a file or a preset; default: the preset of ``--model`` when there is one, else
+    ``default``) + overrides."""
     import warnings
 
     import yaml
     from pydantic import ValidationError
 
     from anomaly_ae import DetectorConfig
+    from anomaly_ae.config import config_file
+
+    try:
+        path = config_file(ref, model)
+    except FileNotFoundError as err:
+        fail_usage(str(err))
 
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.choices import Engine, Heatmaps, ScoresFormat
-from cli.common import (
+from anomaly_ae.cli.choices import Engine, Heatmaps, ScoresFormat
+from anomaly_ae.cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
     Json,

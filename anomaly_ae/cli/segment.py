@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import fail_usage, friendly_errors, loading, note, open_tracker, reporter, results, warn
+from anomaly_ae.cli.common import fail_usage, friendly_errors, loading, note, open_tracker, reporter, results, warn
 
 segment_app = typer.Typer(help="Train and apply a segmentation model built on an exported encoder.",
                           no_args_is_help=True)
