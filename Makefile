@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	@rm -rf runs/demo runs/demo-scores runs/demo-eval
-	$(BIN)/anomaly-ae train $(DATA)/train/good --config configs/default.yaml --out runs/demo --experiment demo
+	$(BIN)/anomaly-ae train $(DATA)/train/good --out runs/demo --experiment demo
 	$(BIN)/anomaly-ae score runs/demo $(DATA)/test --out runs/demo-scores
 	$(BIN)/anomaly-ae evaluate runs/demo $(DATA) --out runs/demo-eval
 	@echo "CSV:      runs/demo-scores/scores.csv"
@@ -36,7 +36,7 @@ sample-data: venv
 	$(BIN)/python -m anomaly_ae.data.synthetic sample_data
 
 lint: venv
-	$(BIN)/ruff check anomaly_ae cli tests benchmarks
+	$(BIN)/ruff check anomaly_ae tests benchmarks docs
 
 clean:
 	rm -rf runs mlruns mlflow.db .pytest_cache
