@@ -50,6 +50,7 @@ from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
 from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
 from anomaly_ae.training.distribution import replicas
 from anomaly_ae.training.loop import fit_model
 from anomaly_ae.training.seeding import set_seed
@@ -116,6 +117,10 @@ class ScoredFile:
     amap: np.ndarray | None = None  # (H, W) float32 at the image's size
     error: str | None = None
     stat: tuple[int, int] | None = None  # (size_bytes, mtime_ns) of the file as it was read
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 class NotFittedError(RuntimeError):
@@ -202,13 +207,12 @@ class Detector:
             on = f", {shard.n} devices" if shard.n > 1 else ""
             progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
                            f"{len(train_idx)} images ({len(val_idx)} held out){on}, up to {cfg.train.epochs} epochs")
+            timer = EpochTimer()
             if progress.verbose:
-                from anomaly_ae.training.callbacks import EpochProgress
-
                 unit = "patch" if cfg.data.patch_size else "img"
-                callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit), *callbacks]
+                callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit, timer), *callbacks]
             trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
-                                else Path(checkpoint_dir), resume, checkpoint_state, shard.loss_scale)
+                                else Path(checkpoint_dir), resume, checkpoint_state, shard.loss_scale, timer)
 
         if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
             trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))
@@ -230,6 +234,9 @@ class Detector:
             "best_epoch": int(np.nanargmin(val_loss)) + 1,
             "best_val_loss": float(np.nanmin(val_loss)),
             "fit_seconds": round(trained.fit_seconds, 2),
+            # what one training sample is and how many a steady epoch (not the first) trained per second
+            "sample_unit": "patch" if cfg.data.patch_size else "image",
+            "samples_per_second": _rounded(steady_rate(len(train_ds.items), trained.epoch_seconds)),
             "resumed_at_epoch": trained.initial_epoch or None,
             "skipped": [{"path": str(p), "error": e} for p, e in data.skipped],
             "self_check": check,

@@ -92,11 +92,71 @@ def test_epoch_bar_shows_the_running_loss_of_the_current_epoch():
     assert re.search(r"epoch 1/2  loss 0\.7  val_loss 0\.8  \([\d.]+ s, [\d,]+ img/s\)", log.getvalue())
 
 
+def test_steady_rate_leaves_out_the_first_epoch_and_durations_read_plainly():
+    from anomaly_ae.training.callbacks import format_duration, steady_rate
+
+    assert steady_rate(800, [30.0]) is None  # one epoch: nothing steady yet
+    assert steady_rate(800, [30.0, 10.0, 8.0, 9.0]) == pytest.approx(800 / 9.0)  # median of epochs 2..
+    assert [format_duration(s) for s in (42.4, 200, 3725)] == ["42 s", "3 min 20 s", "1 h 02 min"]
+
+
+def _epochs(cb, timer, seconds_and_cpu):
+    """Drive ``EpochTimer`` + ``EpochProgress`` through epochs of given (wall seconds, process CPU seconds)."""
+    import unittest.mock as mock
+
+    clock = {"wall": 0.0, "cpu": 0.0}
+    with mock.patch("time.perf_counter", lambda: clock["wall"]), mock.patch("time.process_time",
+                                                                             lambda: clock["cpu"]):
+        for epoch, (wall, cpu) in enumerate(seconds_and_cpu):
+            timer.on_epoch_begin(epoch)
+            cb.on_epoch_begin(epoch)
+            clock["wall"] += wall
+            clock["cpu"] += cpu
+            timer.on_epoch_end(epoch)
+            cb.on_epoch_end(epoch, {"loss": 0.5})
+
+
+def test_epoch_lines_give_the_time_left_from_the_second_epoch():
+    from anomaly_ae.training.callbacks import EpochProgress, EpochTimer
+
+    log = io.StringIO()
+    timer = EpochTimer()
+    timer.cores = 2
+    cb = EpochProgress(Progress(1, Console(file=log, width=200, color_system=None)), epochs=5, batch_size=8,
+                       unit="patch", timer=timer)
+    cb.set_params({"steps": 10, "epochs": 5})
+    _epochs(cb, timer, [(30.0, 55.0), (10.0, 19.0), (12.0, 23.0)])
+    lines = log.getvalue().splitlines()
+    assert "left" not in lines[0]  # the first epoch compiles: no estimate from it
+    assert lines[1].endswith("patch/s, about 30 s left)")  # 10 s x 3 epochs left
+    assert lines[2].endswith("patch/s, about 22 s left)")  # median(10, 12) = 11 s x 2
+    assert timer.cpu_share == pytest.approx([55 / 60, 19 / 20, 23 / 24])
+    assert "note:" not in log.getvalue()  # the cores were this training's
+
+
+def test_one_note_when_other_processes_hold_the_cores():
+    from anomaly_ae.training.callbacks import EpochProgress, EpochTimer
+
+    log = io.StringIO()
+    timer = EpochTimer()
+    timer.cores = 2
+    cb = EpochProgress(Progress(0, Console(file=log, width=200, color_system=None)), epochs=6, batch_size=8,
+                       timer=timer)  # verbose 0 (-q): the note still shows
+    cb.set_params({"steps": 10, "epochs": 6})
+    # the first epoch is left out even when it is slow; then 30% of 2 cores, twice: one note
+    _epochs(cb, timer, [(30.0, 10.0), (10.0, 18.0), (40.0, 24.0), (40.0, 24.0)])
+    notes = [line for line in log.getvalue().splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, log.getvalue()
+    assert "epoch 3 got 30% of this machine's 2 CPU cores" in notes[0] and "other processes" in notes[0]
+
+
 def test_detector_verbose_shows_the_cli_progress(tiny_config, tiny_data, capsys):
     from anomaly_ae import Detector
 
-    Detector(tiny_config, verbose=1).fit(tiny_data / "train" / "good")
+    det = Detector(tiny_config, verbose=1).fit(tiny_data / "train" / "good")
     err = capsys.readouterr().err
+    info = det.train_info_  # 18 images a 2nd epoch, in train_info_ (detector.json) and train --json
+    assert info["sample_unit"] == "image" and 0 < info["samples_per_second"] < 1e6
     for line in ("· reading the training images from", "· training the conv autoencoder at 32x32x1 on 18 images",
                  "epoch 1/2  loss", "epoch 2/2  loss", "· self-check", "· calibrating the thresholds"):
         assert line in err, err

@@ -286,7 +286,9 @@ def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -
         "image_size": list(det.config.data.image_size), "channels": det.config.data.channels,
         "n_train": info["n_train"], "n_val": info["n_val"], "skipped": info["skipped"],
         "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "best_val_loss": info["best_val_loss"],
-        "fit_seconds": info["fit_seconds"], "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
+        "fit_seconds": info["fit_seconds"], "samples_per_second": info.get("samples_per_second"),
+        "sample_unit": info.get("sample_unit", "image"),
+        "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
         "threshold_quantile": det.config.threshold.quantile, "val_score_mean": stats.mean,
         "val_score_std": stats.std, "val_score_max": stats.max,
         "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
@@ -313,7 +315,9 @@ def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
         ("model", j["model_dir"]),
         ("trained", f"{j['model']} autoencoder, {'x'.join(map(str, j['image_size']))}x{j['channels']}, on "
                     f"{j['n_train']} images, validated on {j['n_val']}, {j['epochs_run']} epochs (best "
-                    f"{j['best_epoch']}, val loss {j['best_val_loss']:.5g}) in {j['fit_seconds']:.1f} s"),
+                    f"{j['best_epoch']}, val loss {j['best_val_loss']:.5g}) in {j['fit_seconds']:.1f} s"
+                    + (f", {j['samples_per_second']:,.0f} {j['sample_unit']}s/s after the first epoch"
+                       if j["samples_per_second"] else "")),
         ("threshold", f"{j['threshold']:.6g} (quantile {j['threshold_quantile']} of {j['n_val']} validation-good "
                       f"scores; mean {j['val_score_mean']:.4g}, std {j['val_score_std']:.4g}, max "
                       f"{j['val_score_max']:.4g})"),

@@ -92,6 +92,11 @@ class ImageDataset(keras.utils.PyDataset):
             self._rng.shuffle(items)
         return items
 
+    @property
+    def items(self) -> np.ndarray:
+        """``(M, 3)`` int array of this epoch's (image index, top, left): one row per sample."""
+        return self._items
+
     def __len__(self) -> int:
         return math.ceil(len(self._items) / self.batch_size)
 

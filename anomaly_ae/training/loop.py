@@ -17,6 +17,7 @@ import numpy as np
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.models import build_model
+from anomaly_ae.training.callbacks import EpochTimer
 from anomaly_ae.training.checkpoint import (
     NanGuard,
     TrainingCheckpoint,
@@ -34,6 +35,7 @@ class TrainedModel:
     history: dict[str, list[float]]  # every epoch's logs, resumed epochs included
     fit_seconds: float
     initial_epoch: int  # epochs done before this call (0 unless resumed)
+    epoch_seconds: list[float]  # wall seconds of each epoch this call ran
 
 
 def fit_model(
@@ -46,6 +48,7 @@ def fit_model(
     resume: bool = False,
     checkpoint_state: dict[str, Any] | None = None,
     loss_scale: float = 1.0,
+    timer: EpochTimer | None = None,
 ) -> TrainedModel:
     """Train the autoencoder of ``config`` on ``train_ds``, early-stopped on ``val_ds``.
 
@@ -57,6 +60,8 @@ def fit_model(
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
         checkpoint_state: extra JSON-ready state stored in every checkpoint.
         loss_scale: factor on each step's loss (:class:`~anomaly_ae.training.distribution.Replicas`).
+        timer: the :class:`~anomaly_ae.training.callbacks.EpochTimer` to record the epochs with (one is
+            made when not given); it runs before ``callbacks``, which may read it.
 
     Raises:
         TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
@@ -83,12 +88,13 @@ def fit_model(
         from anomaly_ae.training.callbacks import KLWarmup
 
         extra.append(KLWarmup(model.kl_warmup_epochs))
+    timer = timer if timer is not None else EpochTimer()
     guard = NanGuard()
     keeper = [TrainingCheckpoint(checkpoint_dir, early, ckpt, checkpoint_state)] if checkpoint_dir is not None else []
     start = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
-        callbacks=[*extra, guard, early, *keeper, *callbacks], verbose=0,
+        callbacks=[timer, *extra, guard, early, *keeper, *callbacks], verbose=0,
     )
     fit_seconds = time.perf_counter() - start
     if guard.fault is not None:
@@ -99,4 +105,4 @@ def fit_model(
                                "or check the images, then train again (or --resume).")
     merged = keeper[0].history if keeper else history.history
     return TrainedModel(model, {k: [float(v) for v in vals] for k, vals in merged.items()}, fit_seconds,
-                        initial_epoch)
+                        initial_epoch, list(timer.seconds))
