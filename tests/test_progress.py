@@ -143,11 +143,12 @@ def test_one_note_when_other_processes_hold_the_cores():
     cb = EpochProgress(Progress(0, Console(file=log, width=200, color_system=None)), epochs=6, batch_size=8,
                        timer=timer)  # verbose 0 (-q): the note still shows
     cb.set_params({"steps": 10, "epochs": 6})
-    # the first epoch is left out even when it is slow; then 30% of 2 cores, twice: one note
-    _epochs(cb, timer, [(30.0, 10.0), (10.0, 18.0), (40.0, 24.0), (40.0, 24.0)])
+    # the first epoch is left out even when it is slow, and a short epoch too; then 30% of 2 cores, twice:
+    # one note
+    _epochs(cb, timer, [(30.0, 10.0), (10.0, 18.0), (2.0, 0.2), (40.0, 24.0), (40.0, 24.0)])
     notes = [line for line in log.getvalue().splitlines() if line.startswith("note:")]
     assert len(notes) == 1, log.getvalue()
-    assert "epoch 3 got 30% of this machine's 2 CPU cores" in notes[0] and "other processes" in notes[0]
+    assert "epoch 4 got 30% of this machine's 2 CPU cores" in notes[0] and "other processes" in notes[0]
 
 
 def test_detector_verbose_shows_the_cli_progress(tiny_config, tiny_data, capsys):

@@ -31,6 +31,9 @@ class TrackingCallback(keras.callbacks.Callback):
 #: beside other work: alone, training keeps both cores of a 2-core machine 80-95% busy, beside one other
 #: CPU-bound process about 50% (benchmarks/train_speed.py)
 CONTENDED_SHARE = 0.4
+#: epochs shorter than this never get the note: their share is mostly start-up and Python overhead, and a
+#: slow-down of a short training costs the user nothing worth a line
+NOTE_MIN_EPOCH_SECONDS = 5.0
 
 
 def usable_cores() -> int:
@@ -85,8 +88,9 @@ class EpochProgress(keras.callbacks.Callback):
     Keras passes the running mean of the loss over the epoch so far in each batch's ``logs``: the bar
     shows that value, never the previous epoch's. From the second epoch on, the line adds the time left
     for the remaining epochs (the median epoch so far times the epochs left; early stopping may end
-    sooner). When an epoch after the first got less than :data:`CONTENDED_SHARE` of the cores, one
-    note (shown even with ``-q``) says that other processes hold them.
+    sooner). When an epoch after the first, of at least :data:`NOTE_MIN_EPOCH_SECONDS`, got less than
+    :data:`CONTENDED_SHARE` of the cores, one note (shown even with ``-q``) says that other processes
+    hold them.
     """
 
     def __init__(self, progress: Progress, epochs: int, batch_size: int, unit: str = "img",
@@ -131,7 +135,7 @@ class EpochProgress(keras.callbacks.Callback):
         if self.timer is None or self._told_busy or len(self.timer.cpu_share) < 2:
             return
         share = self.timer.cpu_share[-1]
-        if share >= CONTENDED_SHARE:
+        if share >= CONTENDED_SHARE or self.timer.seconds[-1] < NOTE_MIN_EPOCH_SECONDS:
             return
         self._told_busy = True
         try:
