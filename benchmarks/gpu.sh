@@ -2,7 +2,8 @@
 # The GPU figures of issue 17 in one command: benchmarks/speed.py --device under KERAS_BACKEND=jax with
 # configs/vgg.yaml (VGG autoencoder, 256 px RGB, batch 64): training img/s in float32 and bf16 (plain
 # Keras fit vs ours) and scoring img/s (plain predict vs `anomaly-ae score` end to end, uint8 input
-# scaled on the device). No network; about 4 minutes on one H100.
+# scaled on the device), and the training patches/s of the default preset (issue 26). No network; about
+# 5 minutes on one H100.
 #
 #   benchmarks/gpu.sh --out benchmarks/results/gpu.json           # on the GPU machine
 #   benchmarks/gpu.sh --out /tmp/gpu.json --tiny                   # anywhere: the same steps at toy sizes

@@ -23,7 +23,8 @@ In one process, same model and batch size:
 ``--device`` (what ``benchmarks/gpu.sh`` runs on a GPU, under ``KERAS_BACKEND=jax``): training
 images/s of plain ``fit`` vs ours in float32 and in ``mixed_bfloat16``, and scoring images/s of plain
 ``predict`` on preloaded float32 vs ``anomaly-ae score`` end to end (uint8 pixels sent to the device
-and scaled there), steady state as above, all written as one JSON object to ``--out``.
+and scaled there), steady state as above, and the ``default`` preset's training patches/s
+(``default_train``), all written as one JSON object to ``--out``.
 
 Inputs are generated (brushed-metal textures of ``anomaly_ae.data.synthetic`` at twice the
 model size, PNG), so the decode and resize cost is real. Prints one JSON object (``--json``) or a
@@ -249,6 +250,22 @@ def device_train(cfg, good: Path, precision: str) -> tuple[dict, object]:  # noq
                               "ours": [round(t, 3) for t in timer.seconds]}}, det
 
 
+def device_default_train(good: Path, epochs: int) -> dict:
+    """The ``default`` preset's training patches/s (issue 26): ``Detector.fit`` on the folder for ``epochs``
+    epochs (early stopping off), steady rate after the first epoch, as ``anomaly-ae train`` would train."""
+    from anomaly_ae.config import DetectorConfig
+    from anomaly_ae.detector import Detector
+
+    cfg = DetectorConfig.from_preset("default").with_overrides({"train.epochs": epochs, "train.patience": 10_000})
+    timer = EpochTimer.make()
+    det = Detector(cfg).fit(good, callbacks=[timer])
+    info = det.train_info_
+    return {"patches_s": info["samples_per_second"], "n_train": info["n_train"],
+            "patches_per_epoch": info["n_train"] * cfg.data.patches_per_image,
+            "image_size": list(det.config.data.image_size), "batch_size": cfg.train.batch_size,
+            "epoch_seconds": [round(t, 3) for t in timer.seconds]}
+
+
 def device_suite(cfg, tmp: Path, a: argparse.Namespace, log) -> dict:  # noqa: ANN001
     """The ``--device`` figures: training fp32 and bf16, scoring end to end; one JSON-ready dict."""
     size = cfg.data.image_size[0]
@@ -263,6 +280,8 @@ def device_suite(cfg, tmp: Path, a: argparse.Namespace, log) -> dict:  # noqa: A
         result["train"][precision], trained = device_train(cfg, tmp / "good", precision)
         if det is None:  # scoring uses the float32 model
             det = trained
+    log("training the default preset (64 px patches, learned map): patches/s")
+    result["default_train"] = device_default_train(tmp / "good", cfg.train.epochs)
     run = det.save(tmp / "run")
     bs = cfg.scoring.batch_size
     log("scoring: plain model.predict on float32, then anomaly-ae score end to end")
