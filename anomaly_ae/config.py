@@ -327,7 +327,10 @@ class TrainConfig(_Section):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         "float32", description="Keras dtype policy; the mixed ones are for GPUs (bf16 on H100/A100)"
     )
-    workers: int = Field(1, ge=1, description="threads preparing training batches (keras PyDataset workers)")
+    workers: int = Field(
+        2, ge=1, description="threads preparing training batches (keras PyDataset workers); the batches are the "
+        "same for any number. 1 runs them through a prefetching tf.data thread, which on the TensorFlow backend "
+        "stalled for up to 18 s at the start of some epochs (benchmarks/README.md, issue 26)")
     distribution: Literal["none", "data_parallel", "multi_worker"] = Field(
         "none", description="data_parallel: every device of this machine trains on its share of each batch "
         "(batch_size is per device; the global batch is batch_size x devices); multi_worker: set by "

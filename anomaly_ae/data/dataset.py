@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ class ImageDataset(keras.utils.PyDataset):
     With ``synthetic`` (repair training), a ``synthetic_probability`` of the inputs get a synthetic
     defect (:mod:`anomaly_ae.data.anomalies`) and the batch is ``(x_with_defects, clean)``, or
     ``(x_with_defects, {"image": clean, "mask": (B, h, w) float32})`` with ``masks`` (the learned map).
-    The defects of batch ``i`` of epoch ``e`` are drawn from ``(seed, e, i)``: reproducible in any
-    worker order, and fixed for validation (``shuffle`` off).
+    The defects (and the augmentation) of batch ``i`` of epoch ``e`` are drawn from ``(seed, e, i)``:
+    reproducible in any worker order, and fixed for validation (``shuffle`` off).
 
     With ``patch_size`` set, each item is a random ``patch_size`` square crop of a (resized) image,
     ``patches_per_image`` per image and epoch; the crops are drawn again every epoch when ``shuffle``
@@ -70,6 +71,7 @@ class ImageDataset(keras.utils.PyDataset):
         self.seed = seed
         self._epoch = 0
         self._augment = build_augmentation(augment, seed) if augment is not None and augment.enabled else None
+        self._augment_lock = threading.Lock()  # the workers are threads; the pipeline's seed is shared state
         self._items = self._draw_items()
 
     def set_epoch(self, epoch: int) -> None:
@@ -115,14 +117,22 @@ class ImageDataset(keras.utils.PyDataset):
                 im = im[top : top + self.patch_size, left : left + self.patch_size]
             images.append(im)
         if self._augment is not None:
-            images = [self._augment(image=im)["image"].reshape(im.shape) for im in images]
+            # reseeded per batch from (seed, epoch, index): the same augmentation in any worker order and
+            # after a resume (the pipeline's own generator would follow the order batches are made in)
+            with self._augment_lock:
+                self._augment.set_random_seed(int(self._batch_rng(104729, index).integers(2**31)))
+                images = [self._augment(image=im)["image"].reshape(im.shape) for im in images]
         if self.synthetic is not None:
             return self._repair_batch(np.stack(images), index)
         x = self.preprocessing(np.stack(images)) if not self.patch_size else _scale(np.stack(images))
         return x, x
 
+    def _batch_rng(self, stream: int, index: int) -> np.random.Generator:
+        """The generator of batch ``index`` of this epoch (fixed across epochs for validation) for one use."""
+        return np.random.default_rng([self.seed, stream, self._epoch if self.shuffle else 0, index])
+
     def _repair_batch(self, clean: np.ndarray, index: int) -> tuple[np.ndarray, Any]:
-        rng = np.random.default_rng([self.seed, 7919, self._epoch if self.shuffle else 0, index])
+        rng = self._batch_rng(7919, index)
         dirty, masks = synthesize_batch(clean, self.synthetic, rng, self.synthetic_probability)
         target = _scale(clean)
         y = {"image": target, "mask": masks.astype(np.float32)} if self.masks else target
