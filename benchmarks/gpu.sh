@@ -33,7 +33,7 @@ export KERAS_BACKEND=jax NO_ALBUMENTATIONS_UPDATE=1 TF_CPP_MIN_LOG_LEVEL=3 PYTHO
 # JAX takes the GPU's memory as it needs it, so that the scoring processes started by speed.py fit beside it
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 if [ "$tiny" = 1 ]; then
-  sizes=(--image-size 32 --n-train 32 --epochs 2 --n-small 8 --n-large 1600 --batch-size 8
+  sizes=(--image-size 32 --n-train 32 --epochs 2 --n-small 8 --n-large 1600 --batch-size 8 --default-patches 1
          --override "model.widths=[8, 16]" --override model.convs_per_block=1 --override model.latent_channels=4)
 else
   sizes=(--n-train 4096 --epochs 4 --n-small 1024 --n-large 8192)

@@ -250,13 +250,15 @@ def device_train(cfg, good: Path, precision: str) -> tuple[dict, object]:  # noq
                               "ours": [round(t, 3) for t in timer.seconds]}}, det
 
 
-def device_default_train(good: Path, epochs: int) -> dict:
+def device_default_train(good: Path, epochs: int, patches_per_image: int | None = None) -> dict:
     """The ``default`` preset's training patches/s (issue 26): ``Detector.fit`` on the folder for ``epochs``
-    epochs (early stopping off), steady rate after the first epoch, as ``anomaly-ae train`` would train."""
+    epochs (early stopping off), steady rate after the first epoch, as ``anomaly-ae train`` would train
+    (``patches_per_image``: fewer patches for a toy run)."""
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
 
-    cfg = DetectorConfig.from_preset("default").with_overrides({"train.epochs": epochs, "train.patience": 10_000})
+    cfg = DetectorConfig.from_preset("default").with_overrides({"train.epochs": epochs, "train.patience": 10_000,
+                                                                 "data.patches_per_image": patches_per_image})
     timer = EpochTimer.make()
     det = Detector(cfg).fit(good, callbacks=[timer])
     info = det.train_info_
@@ -281,7 +283,7 @@ def device_suite(cfg, tmp: Path, a: argparse.Namespace, log) -> dict:  # noqa: A
         if det is None:  # scoring uses the float32 model
             det = trained
     log("training the default preset (64 px patches, learned map): patches/s")
-    result["default_train"] = device_default_train(tmp / "good", cfg.train.epochs)
+    result["default_train"] = device_default_train(tmp / "good", cfg.train.epochs, a.default_patches)
     run = det.save(tmp / "run")
     bs = cfg.scoring.batch_size
     log("scoring: plain model.predict on float32, then anomaly-ae score end to end")
@@ -341,6 +343,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "fast.yaml")
+    ap.add_argument("--default-patches", type=int, default=None,
+                    help="--device: patches per image of the default preset's training (default: the preset's)")
     ap.add_argument("--image-size", type=int, default=None, help="override data.image_size (square)")
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=6, help="epochs of each training run (the first compiles)")
