@@ -322,6 +322,18 @@ def machine() -> dict:
             "backend": keras.backend.backend(), "versions": versions(), "commit": commit()}
 
 
+def append_result(results: Path, figures: dict, echo: bool = False) -> dict:
+    """``figures`` with the date and :func:`machine` appended as one JSON line to ``results`` (printed with
+    ``echo``); returns the line."""
+    line = {"date": datetime.now(UTC).isoformat(timespec="seconds"), **figures, "machine": machine()}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+    if echo:
+        print(json.dumps(line))
+    return line
+
+
 def commit() -> str | None:
     """The checkout's commit, ``+`` when it has uncommitted changes outside ``benchmarks/results`` (which each
     run appends to); ``None`` outside git."""

@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -44,7 +43,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict]] = {
     "threads_1": ({"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}, {"bs": 16}),
     "jax": ({"KERAS_BACKEND": "jax"}, {"bs": 16}),
     "jax_bs64": ({"KERAS_BACKEND": "jax"}, {"bs": 64}),
-    "no_learned_map": ({}, {"bs": 16, "over": {"model.discriminator": None, "scoring.metric": "l2"}}),
+    "no_learned_map": ({}, {"bs": 16, "no_map": True}),  # the autoencoder alone: what the map's U-Net costs
 }
 
 
@@ -79,7 +78,10 @@ def child(opts: dict) -> dict:
 
     if opts.get("policy"):
         keras.mixed_precision.set_global_policy(opts["policy"])
-    cfg = DetectorConfig.from_preset("default").with_overrides({"data.image_size": [64, 64], **opts.get("over", {})})
+    cfg = DetectorConfig.from_preset("default").with_overrides({"data.image_size": [64, 64]})
+    if opts.get("no_map"):  # with_overrides skips None values: rebuild the model section without the map
+        raw = cfg.with_overrides({"scoring.metric": "l2"}).to_dict()
+        cfg = DetectorConfig.model_validate({**raw, "model": {**raw["model"], "discriminator": None}})
     model = build_model(cfg)
     model.compile(optimizer=keras.optimizers.Adam(cfg.train.learning_rate, global_clipnorm=cfg.train.clip_grad_norm),
                   jit_compile=opts.get("jit", False))
@@ -139,15 +141,9 @@ def main() -> None:
             rows[name] = {**opts, **json.loads(proc.stdout.strip().splitlines()[-1])}
         print(f"{name}: {rows[name].get('patches_s', rows[name].get('error'))}", file=sys.stderr)
     sys.path.insert(0, str(Path(__file__).parent))
-    from speed import machine
+    from speed import append_result
 
-    line = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "n": a.n, "repeat": a.repeat,
-            "conv_gflops": conv_gflops(), "variants": rows, "machine": machine()}
-    a.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(a.results, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
-    if a.json:
-        print(json.dumps(line))
+    append_result(a.results, {"n": a.n, "repeat": a.repeat, "conv_gflops": conv_gflops(), "variants": rows}, a.json)
 
 
 if __name__ == "__main__":

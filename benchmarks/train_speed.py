@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -192,15 +191,10 @@ def main() -> None:
               + (f"; full train {entry['full_train_seconds']} s" if "full_train_seconds" in entry else ""),
               file=sys.stderr)
     sys.path.insert(0, str(Path(__file__).parent))
-    from speed import machine
+    from speed import append_result
 
-    line = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "config": a.config, "epochs": a.epochs,
-            "overrides": overrides, "datasets": sets, "machine": machine()}
-    a.results.parent.mkdir(parents=True, exist_ok=True)
-    with open(a.results, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
-    if a.json:
-        print(json.dumps(line))
+    append_result(a.results, {"config": a.config, "epochs": a.epochs, "overrides": overrides, "datasets": sets},
+                  a.json)
 
 
 if __name__ == "__main__":
