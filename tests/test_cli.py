@@ -28,6 +28,7 @@ def test_train_writes_model_dir_and_summary(trained_run):
     run, output = trained_run
     assert (run / "model.keras").is_file() and (run / "detector.json").is_file()
     assert "threshold" in output and str(run) in output
+    assert "after the first epoch" not in output  # one epoch: no steady rate to give yet
     import yaml
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -243,3 +244,16 @@ def test_train_config_accepts_a_preset_name_and_names_the_presets_when_wrong(tin
     import yaml
 
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["model"]["name"] == "linear"
+
+
+def test_train_summary_gives_the_steady_rate_in_plain_words():
+    from anomaly_ae.cli.train import _rows
+
+    j = {"model_dir": "r", "model": "conv", "image_size": [8, 8], "channels": 1, "n_train": 2, "n_val": 1,
+         "epochs_run": 2, "best_epoch": 1, "best_val_loss": 0.1, "fit_seconds": 1.0, "samples_per_second": 89.4,
+         "sample_unit": "patch", "threshold": 0.5, "threshold_quantile": 0.99, "val_score_mean": 0.1,
+         "val_score_std": 0.1, "val_score_max": 0.2, "skipped": [], "self_check": None, "scoring": {},
+         "mlflow_run_id": None}
+    assert _rows(j)[1][1].endswith("in 1.0 s, 89 patches/s after the first epoch")
+    assert _rows({**j, "sample_unit": "image"})[1][1].endswith("89 images/s after the first epoch")
+    assert _rows({**j, "samples_per_second": None})[1][1].endswith("in 1.0 s")

@@ -310,13 +310,17 @@ def _model_uri(tracker: Any, register: str | None) -> str | None:
     return f"runs:/{tracker.run_id}/model"
 
 
+_PLURAL = {"patch": "patches", "image": "images"}
+
+
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("model", j["model_dir"]),
         ("trained", f"{j['model']} autoencoder, {'x'.join(map(str, j['image_size']))}x{j['channels']}, on "
                     f"{j['n_train']} images, validated on {j['n_val']}, {j['epochs_run']} epochs (best "
                     f"{j['best_epoch']}, val loss {j['best_val_loss']:.5g}) in {j['fit_seconds']:.1f} s"
-                    + (f", {j['samples_per_second']:,.0f} {j['sample_unit']}s/s after the first epoch"
+                    + (f", {j['samples_per_second']:,.0f} {_PLURAL.get(j['sample_unit'], 'samples')}/s after the "
+                       "first epoch"
                        if j["samples_per_second"] else "")),
         ("threshold", f"{j['threshold']:.6g} (quantile {j['threshold_quantile']} of {j['n_val']} validation-good "
                       f"scores; mean {j['val_score_mean']:.4g}, std {j['val_score_std']:.4g}, max "
