@@ -97,7 +97,7 @@ def child(spec: dict) -> dict:
     det = Detector(cfg).fit(spec["data"], callbacks=[Timer()])
     total = time.perf_counter() - t_start
     per_epoch = det.train_info_["n_train"] * (cfg.data.patches_per_image if cfg.data.patch_size else 1)
-    steady = [e for e in epochs[1:]] or epochs
+    steady = epochs[1:] or epochs
     steady_s = statistics.median(e["seconds"] for e in steady)
     startup = epochs[0]["begin"] - t_start
     return {
