@@ -63,6 +63,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return (0.5 * (1.0 + np.tanh(0.5 * z.astype(np.float64)))).astype(np.float32)
 
 
+def _source_record(good: ImagesLike) -> dict[str, str]:
+    """Where the training images came from, when a folder: its absolute path and the
+    :func:`~anomaly_ae.data.images.folder_fingerprint` of its files (``calibrate`` warns when given them)."""
+    if not isinstance(good, str | Path) or not Path(good).is_dir():
+        return {}
+    from anomaly_ae.data.images import folder_fingerprint
+
+    return {"good_dir": str(Path(good).resolve()), "good_dir_sha256": folder_fingerprint(good)}
+
+
 def _original_sizes(good: ImagesLike, channels: int, limit: int = 64) -> list[tuple[int, int]]:
     """``(height, width)`` of up to ``limit`` training images, evenly spread (for ``image_size: auto``)."""
     if not isinstance(good, str | Path):
@@ -239,6 +249,7 @@ class Detector:
             "samples_per_second": _rounded(steady_rate(len(train_ds.items), trained.epoch_seconds)),
             "resumed_at_epoch": trained.initial_epoch or None,
             "skipped": [{"path": str(p), "error": e} for p, e in data.skipped],
+            **_source_record(good),
             "self_check": check,
             **(record or {}),
         }

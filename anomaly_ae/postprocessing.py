@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import math
+
 import numpy as np
 
 if TYPE_CHECKING:
@@ -23,6 +25,18 @@ if TYPE_CHECKING:
 NORMALIZATION_FORMULA = "clip((score - threshold) / (max - min) + 0.5, 0, 1)"
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+#: fewest good scores a quantile threshold is estimated from; with fewer, a high quantile is just the
+#: largest of a handful of scores, so the ``quantile`` rule falls back to :func:`small_sample_threshold`
+MIN_QUANTILE_SCORES = 20
+
+#: below this many calibration images, or at a self-check image AUROC below
+#: :data:`NEAR_CHANCE_AUROC`, the false-alarm rate is too uncertain to trust without a word
+MIN_CALIBRATION_IMAGES = 20
+NEAR_CHANCE_AUROC = 0.6
+
+#: confidence of the upper bound on the false-alarm rate quoted beside its expected value
+FPR_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,76 @@ def expected_fpr(good_scores: np.ndarray, threshold: float) -> float:
     return (m + 1) / (s.size + 1)
 
 
+def fpr_upper_bound(good_scores: np.ndarray, threshold: float, confidence: float = FPR_CONFIDENCE) -> float:
+    """Upper ``confidence`` bound on the false-alarm rate of ``score > threshold`` on new good images.
+
+    With ``m`` of ``n`` exchangeable good scores above the threshold, the threshold sits at or above
+    the ``(n - m)``-th smallest score, so its false-alarm rate is at most ``1 - U`` where ``U`` is that
+    order statistic of uniforms: ``1 - U ~ Beta(m + 1, n - m)`` whatever the score distribution. The bound is
+    that Beta's ``confidence`` quantile (its mean is :func:`expected_fpr`). 4 scores and a threshold
+    above all of them: expected 20%, 95% bound 53%; 100 scores: 1% and 3%.
+    """
+    s = _check_scores(good_scores)
+    n, m = int(s.size), int(np.sum(s > threshold))
+    if m >= n:
+        return 1.0
+    return _beta_quantile(confidence, m + 1, n - m)
+
+
+def _beta_quantile(q: float, a: int, b: int) -> float:
+    """The ``q``-quantile of ``Beta(a, b)`` for integer ``a, b >= 1``, by bisection on
+    ``P(Beta(a, b) <= p) = P(Binomial(a + b - 1, p) >= a)`` (exact sums in log space; no SciPy needed)."""
+    n = a + b - 1
+
+    def cdf(p: float) -> float:
+        if p <= 0.0:
+            return 0.0
+        if p >= 1.0:
+            return 1.0
+        lp, lq = math.log(p), math.log1p(-p)
+        return math.fsum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                                  + i * lp + (n - i) * lq) for i in range(a, n + 1))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # 2^-60: far below any rate anyone would quote
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def small_sample_threshold(scores: np.ndarray, k: float = 3.0) -> float:
+    """The larger of the highest good score and ``median + k * 1.4826 * MAD``.
+
+    The fallback of the ``quantile`` rule for fewer than :data:`MIN_QUANTILE_SCORES` scores: a 0.99
+    quantile of 4 scores is their maximum, which the next good images exceed often (about one in
+    ``n + 1``). The robust spread rule adds a margin that does not depend on the one highest score, and
+    never goes below it.
+    """
+    s = _check_scores(scores)
+    return max(max_threshold(s), mad_threshold(s, k))
+
+
+def threshold_rule(method: str, n_good: int, quantile: float = 0.99, mad_k: float = 3.0,
+                   n_anomalous: int = 0, fallback: bool = True) -> tuple[str, str]:
+    """The rule applied for ``method`` with ``n_good`` calibration scores: ``(name, one-line description)``.
+
+    ``name`` is ``method`` itself, or ``small_sample`` when a ``quantile`` rule has fewer than
+    :data:`MIN_QUANTILE_SCORES` good scores (:func:`small_sample_threshold`; ``fallback=False`` describes
+    models calibrated before that rule existed).
+    """
+    if method == "quantile" and n_good < MIN_QUANTILE_SCORES and fallback:
+        return "small_sample", (f"the larger of the highest and median + {mad_k:g} x 1.4826 x MAD of {n_good} good "
+                                f"scores, as {n_good} are too few for quantile {quantile:g} (it needs "
+                                f"{MIN_QUANTILE_SCORES})")
+    text = {
+        "quantile": f"quantile {quantile:g} of {n_good} good scores",
+        "mad": f"median + {mad_k:g} x 1.4826 x MAD of {n_good} good scores",
+        "max": f"the highest of {n_good} good scores",
+        "f1": f"best F1 on {n_good} good and {n_anomalous} anomalous images",
+    }
+    return method, text[method]
+
+
 def normalize(scores: np.ndarray, threshold: float, lo: float, hi: float) -> np.ndarray:
     """Scores mapped so that the threshold is 0.5: ``clip((s - t) / (hi - lo) + 0.5, 0, 1)``.
 
@@ -178,6 +262,8 @@ class PostProcessor:
         threshold: image threshold; ``score > threshold`` is anomalous.
         pixel_threshold: ``anomaly map > pixel_threshold`` is a defect pixel.
         expected_fpr: expected false-alarm rate on new good images (:func:`expected_fpr`).
+        fpr_upper: its upper :data:`FPR_CONFIDENCE` bound (:func:`fpr_upper_bound`).
+        rule: the threshold rule applied, in words (:func:`threshold_rule`).
         norm_range: ``(min, max)`` of the validation-good scores, for :meth:`normalize`.
         heatmap_range: ``(median map value, pixel_threshold)``: the colour scale of overlays.
         val_scores: ``(n,)`` float64 scores of the validation-good images.
@@ -191,6 +277,8 @@ class PostProcessor:
     heatmap_range: tuple[float, float]
     val_scores: np.ndarray = field(repr=False)
     score_stats: ScoreStats
+    fpr_upper: float = float("nan")
+    rule: str = ""
 
     @classmethod
     def fit(
@@ -209,12 +297,16 @@ class PostProcessor:
             pixels: good and defect pixels with their masks, needed by ``pixel_method: f1``.
         """
         scores = _check_scores(good_scores)
-        if config.method == "f1":
-            if anomalous_scores is None or len(anomalous_scores) == 0:
+        n_bad = 0 if anomalous_scores is None else len(anomalous_scores)
+        method, rule = threshold_rule(config.method, len(scores), config.quantile, config.mad_k, n_bad)
+        if method == "f1":
+            if n_bad == 0:
                 raise ValueError("threshold method 'f1' needs anomalous images")
             bad = np.asarray(anomalous_scores, np.float64)
             labels = np.r_[np.zeros(len(scores), bool), np.ones(len(bad), bool)]
             threshold = fit_threshold(np.r_[scores, bad], "f1", labels=labels)
+        elif method == "small_sample":
+            threshold = small_sample_threshold(scores, config.mad_k)
         else:
             threshold = fit_threshold(scores, config.method, config.quantile, config.mad_k)
         if config.pixel_method == "f1":
@@ -233,7 +325,37 @@ class PostProcessor:
             heatmap_range=(lo, max(pixel_threshold, lo + 1e-12)),
             val_scores=scores,
             score_stats=ScoreStats.of(scores),
+            fpr_upper=fpr_upper_bound(scores, threshold),
+            rule=rule,
         )
+
+    @property
+    def n_good(self) -> int:
+        """How many good images calibrated the threshold."""
+        return int(self.val_scores.size)
+
+    def fpr_sentence(self) -> str:
+        """The expected false-alarm rate with its bound, in one clause: ``20% (95% bound 53%) from 4 good images``."""
+        return (f"{self.expected_fpr:.1%} ({FPR_CONFIDENCE:.0%} bound {self.fpr_upper:.1%}) from {self.n_good} good "
+                "images")
+
+    def caveats(self, self_check_auroc: float | None = None) -> dict[str, str]:
+        """Plain-language reasons not to trust the threshold yet, by kind: ``few_good`` (too few calibration
+        images) and ``self_check`` (near chance); empty when there are none.
+
+        Args:
+            self_check_auroc: the model's synthetic image AUROC (``train_info_["self_check"]``), if any.
+        """
+        out = {}
+        if self.n_good < MIN_CALIBRATION_IMAGES:
+            out["few_good"] = (f"only {self.n_good} good images calibrate the threshold (fewer than "
+                       f"{MIN_CALIBRATION_IMAGES}): the false-alarm rate on new good images is "
+                       f"{self.expected_fpr:.0%} on average and up to {self.fpr_upper:.0%} "
+                       f"({FPR_CONFIDENCE:.0%} bound)")
+        if self_check_auroc is not None and self_check_auroc < NEAR_CHANCE_AUROC:
+            out["self_check"] = (f"the self-check is near chance (synthetic image AUROC {self_check_auroc:.3f}): the model "
+                       "barely tells pasted defects from good images, so its threshold separates little")
+        return out
 
     def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
         """``(N,)`` bool: ``score > threshold``."""
@@ -256,6 +378,9 @@ class PostProcessor:
                 "value": self.threshold,
                 "pixel_value": self.pixel_threshold,
                 "expected_fpr": self.expected_fpr,
+                "fpr_upper": self.fpr_upper,
+                "fpr_confidence": FPR_CONFIDENCE,
+                "rule": self.rule,
             },
             "normalization": {"formula": NORMALIZATION_FORMULA, "min": self.norm_range[0], "max": self.norm_range[1]},
             "score_stats": self.score_stats.to_dict(),
@@ -265,13 +390,21 @@ class PostProcessor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PostProcessor:
-        """Inverse of :meth:`to_dict` (the validated sections of a ``detector.json``)."""
+        """Inverse of :meth:`to_dict` (the validated sections of a ``detector.json``; models saved before
+        the bound and the rule were recorded get them computed from their validation scores)."""
+        t = d["threshold"]
+        scores = np.asarray(d["val_scores"], dtype=np.float64)
+        rule = t.get("rule") or threshold_rule(t.get("method", "quantile"), len(scores), t.get("quantile", 0.99),
+                                               t.get("mad_k", 3.0), fallback=False)[1]
+        upper = t.get("fpr_upper")
         return cls(
+            fpr_upper=float(upper) if upper is not None else fpr_upper_bound(scores, float(t["value"])),
+            rule=rule,
             threshold=float(d["threshold"]["value"]),
             pixel_threshold=float(d["threshold"]["pixel_value"]),
             expected_fpr=float(d["threshold"]["expected_fpr"]),
             norm_range=(float(d["normalization"]["min"]), float(d["normalization"]["max"])),
             heatmap_range=(float(d["heatmap_range"][0]), float(d["heatmap_range"][1])),
-            val_scores=np.asarray(d["val_scores"], dtype=np.float64),
+            val_scores=scores,
             score_stats=ScoreStats.from_dict(d["score_stats"]),
         )

@@ -88,3 +88,40 @@ def test_calibrate_cli_rewrites_thresholds_only(det, tiny_data, tmp_path):
     bad = CliRunner().invoke(app, ["calibrate", str(run), "--good", str(tiny_data / "test" / "good"),
                                    "--method", "f1"])
     assert bad.exit_code == 2 and "needs anomalous" in bad.output
+
+
+def test_thirty_good_images_get_a_stated_rule_its_false_alarm_rate_and_a_warning(tiny_config_file, tmp_path):
+    """The new user's case: 30 good images -> 4 held out, too few for quantile 0.99."""
+    import yaml
+
+    data = generate(tmp_path / "d", n_train=30, n_test_good=0, n_test_defect=0, size=32, seed=5)
+    cfg = yaml.safe_load(tiny_config_file.read_text())
+    cfg["data"]["holdout_fraction"] = 0.15
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    good, run = data / "train" / "good", tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(good), "--config", str(tmp_path / "c.yaml"), "--epochs", "1",
+                                   "--no-track", "--out", str(run), "-q"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((run / "detector.json").read_text())
+    t = meta["threshold"]
+    scores = np.array(meta["val_scores"])
+    assert len(scores) == 4 and t["value"] >= scores.max()  # not the quantile of 4 scores, their maximum or more
+    assert t["expected_fpr"] == pytest.approx(0.2) and t["fpr_upper"] == pytest.approx(1 - 0.05 ** 0.25)
+    assert "as 4 are too few for quantile 0.99" in t["rule"] and t["rule"] in " ".join(res.stdout.split())
+    assert "expected false-alarm rate on new good images 20.0%, at most 52.7% (95% bound" in res.stdout
+    warning = [line for line in res.stderr.splitlines() if "4 good images calibrate" in line]
+    assert len(warning) == 1 and f"anomaly-ae calibrate {run} --good MORE_GOOD_DIR" in warning[0]
+    assert meta["training"]["good_dir"] == str(good.resolve())
+
+    # calibrating on the training images themselves: one warning naming them (also for a copy of the folder)
+    import shutil
+
+    shutil.copytree(good, tmp_path / "copy")
+    for given in (good, tmp_path / "copy"):
+        res = CliRunner().invoke(app, ["calibrate", str(run), "--good", str(given), "--no-track"])
+        assert res.exit_code == 0, res.output
+        assert res.stderr.count("holds the images the model was trained on") == 1
+        assert "quantile 0.99 of 30 good scores" in res.stdout  # 30 are enough for the quantile
+    fresh = generate(tmp_path / "f", n_train=25, n_test_good=0, n_test_defect=0, size=32, seed=6)
+    res = CliRunner().invoke(app, ["calibrate", str(run), "--good", str(fresh / "train" / "good"), "--no-track"])
+    assert res.exit_code == 0 and "trained on" not in res.stderr and "warning" not in res.stderr, res.output

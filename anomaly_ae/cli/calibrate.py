@@ -91,6 +91,7 @@ def calibrate(
     loading(quiet)
     with _writable(model_dir(run_dir, quiet), run_dir) as target:
         det = _load(target)
+        _warn_training_images(det, good)
         new = _settings(det, {"method": value(method), "quantile": quantile, "mad_k": mad_k,
                               "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile})
         failed: list[str] = []
@@ -105,6 +106,8 @@ def calibrate(
         print_json(summary)
     else:
         print_summary(_rows(summary))
+    if "few_good" in summary["caveats"]:
+        warn(f"{summary['caveats']['few_good']}; calibrate on more good images the model was not trained on")
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -120,6 +123,25 @@ def _writable(local: Path, ref: str) -> Iterator[Path]:
         copy = Path(tmp) / "model"
         shutil.copytree(local, copy)
         yield copy
+
+
+def _warn_training_images(det: Detector, good: Path) -> None:
+    """One warning when ``--good`` is the training folder (or inside it, or a copy of it): an autoencoder
+    reconstructs its training images too well, so a threshold from them is too low."""
+    from anomaly_ae.data.images import folder_fingerprint
+
+    info = det.train_info_
+    trained_on = info.get("good_dir")
+    if not trained_on:
+        return
+    here = good.resolve()
+    same = here == Path(trained_on) or Path(trained_on) in here.parents
+    if not same and info.get("good_dir_sha256"):
+        same = folder_fingerprint(good) == info["good_dir_sha256"]
+    if same:
+        warn(f"--good {good} holds the images the model was trained on ({trained_on}): it reconstructs them too "
+             "well, so the threshold comes out too low and good images will be flagged; use good images it was "
+             "not trained on")
 
 
 def _load(run_dir: Path) -> Detector:
@@ -198,12 +220,16 @@ def _read(det: Detector, good: Path, anomalous: Path | None, masks: Path | None,
 
 def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
     """The ``--json`` object of ``calibrate`` (keys documented in the README, 'Machine-readable output')."""
+    from anomaly_ae.postprocessing import FPR_CONFIDENCE
+
     st, t, s = det.score_stats_, det.config.threshold, det.config.scoring
     check = det.train_info_.get("self_check") or {}
     return {
         "model_dir": str(run_dir), "threshold": det.threshold_, "method": t.method,
         "pixel_threshold": det.pixel_threshold_, "pixel_method": t.pixel_method,
-        "expected_fpr": det.expected_fpr_, "n_good": st.count, "good_score_median": st.quantiles["q0.5"],
+        "expected_fpr": det.expected_fpr_, "fpr_upper": det.postprocessor_.fpr_upper,
+        "fpr_confidence": FPR_CONFIDENCE, "threshold_rule": det.postprocessor_.rule,
+        "caveats": det.postprocessor_.caveats(), "n_good": st.count, "good_score_median": st.quantiles["q0.5"],
         "good_score_max": st.max,
         "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
         "self_check": {k: check[k] for k in ("image_auroc", "pixel_auroc", "aupro", "selected", "candidates")
@@ -214,11 +240,12 @@ def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
-        ("image threshold", f"{j['threshold']:.6g} ({j['method']}) from {j['n_good']} good images (median "
-                            f"{j['good_score_median']:.4g}, max {j['good_score_max']:.4g})"),
+        ("image threshold", f"{j['threshold']:.6g}: {j['threshold_rule']}; good scores: median "
+                            f"{j['good_score_median']:.4g}, max {j['good_score_max']:.4g}"),
         ("pixel threshold", f"{j['pixel_threshold']:.6g} ({j['pixel_method']})"),
-        ("false alarms", f"expected false-alarm rate on new good images: {j['expected_fpr']:.2%} (at most "
-                         "(m + 1) / (n + 1) with m of n calibration scores above the threshold)"),
+        ("false alarms", f"expected false-alarm rate on new good images {j['expected_fpr']:.2%}, at most "
+                         f"{j['fpr_upper']:.2%} ({j['fpr_confidence']:.0%} bound; (m + 1) / (n + 1) on average with m "
+                         "of n calibration scores above the threshold)"),
     ]
     c, sc = j["self_check"], j["scoring"]
     if c and c.get("selected"):

@@ -254,6 +254,8 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
                 print_json(summary)
             else:
                 print_summary(_rows(summary), "trained")
+            for kind, text in summary["caveats"].items():
+                warn(f"{text}; {_REMEDY[kind].format(run=shlex.quote(str(run_dir)))}")
     except KeyboardInterrupt:
         _interrupted(run_dir)
     except OutputConflict as err:
@@ -277,9 +279,18 @@ def _interrupted(run_dir: Path) -> NoReturn:
     raise typer.Exit(130)
 
 
+#: what to do about each caveat of :meth:`~anomaly_ae.postprocessing.PostProcessor.caveats`
+_REMEDY = {
+    "few_good": "recalibrate on more held-out good images: anomaly-ae calibrate {run} --good MORE_GOOD_DIR",
+    "self_check": "train longer (--epochs) or on more good images before trusting its verdicts",
+}
+
+
 def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -> dict[str, Any]:
     """The ``--json`` object of ``train`` (keys documented in the README, 'Machine-readable output')."""
-    info, stats, s = det.train_info_, det.score_stats_, det.config.scoring
+    from anomaly_ae.postprocessing import FPR_CONFIDENCE
+
+    info, stats, s, post = det.train_info_, det.score_stats_, det.config.scoring, det.postprocessor_
     check = info.get("self_check") or None
     return {
         "model_dir": str(run_dir), "model": det.config.model.name,
@@ -289,7 +300,9 @@ def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -
         "fit_seconds": info["fit_seconds"], "samples_per_second": info.get("samples_per_second"),
         "sample_unit": info.get("sample_unit", "image"),
         "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
-        "threshold_quantile": det.config.threshold.quantile, "val_score_mean": stats.mean,
+        "threshold_quantile": det.config.threshold.quantile, "threshold_rule": post.rule,
+        "expected_fpr": post.expected_fpr, "fpr_upper": post.fpr_upper, "fpr_confidence": FPR_CONFIDENCE,
+        "caveats": post.caveats(check["image_auroc"] if check else None), "val_score_mean": stats.mean,
         "val_score_std": stats.std, "val_score_max": stats.max,
         "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
         "self_check": None if check is None else {k: check[k] for k in ("image_auroc", "pixel_auroc", "aupro",
@@ -322,9 +335,11 @@ def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
                     + (f", {j['samples_per_second']:,.0f} {_PLURAL.get(j['sample_unit'], 'samples')}/s after the "
                        "first epoch"
                        if j["samples_per_second"] else "")),
-        ("threshold", f"{j['threshold']:.6g} (quantile {j['threshold_quantile']} of {j['n_val']} validation-good "
-                      f"scores; mean {j['val_score_mean']:.4g}, std {j['val_score_std']:.4g}, max "
-                      f"{j['val_score_max']:.4g})"),
+        ("threshold", f"{j['threshold']:.6g}: {j['threshold_rule']}; held-out good scores: mean "
+                      f"{j['val_score_mean']:.4g}, std {j['val_score_std']:.4g}, max {j['val_score_max']:.4g}"),
+        ("false alarms", f"expected false-alarm rate on new good images {j['expected_fpr']:.1%}, at most "
+                         f"{j['fpr_upper']:.1%} ({j['fpr_confidence']:.0%} bound; from {j['n_val']} held-out good "
+                         "images)"),
     ]
     if j["skipped"]:
         rows.append(("skipped", f"{len(j['skipped'])} unreadable image(s), listed above"))

@@ -84,6 +84,26 @@ def list_images(
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """SHA-256 of the relative paths and sizes of the images under ``folder`` (:func:`list_images`).
+
+    The same list of files gives the same hash wherever the folder lies; a file added, removed, renamed
+    or replaced by one of another size changes it. Cheap: no image is read.
+    """
+    import hashlib
+
+    root = Path(folder)
+    h = hashlib.sha256()
+    for p in list_images(root):
+        try:
+            size = p.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{p.relative_to(root).as_posix()}\t{size}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
 def max_pixels_default() -> int:
     """The largest image (in pixels) decoded: ``ANOMALY_AE_MAX_MEGAPIXELS`` (default 100) megapixels."""
     try:

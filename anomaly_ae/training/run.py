@@ -158,15 +158,8 @@ def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, wor
 
 def data_tags(good_dir: Path) -> dict[str, str]:
     """The training folder, how many images it holds and a SHA-256 of their relative paths and sizes
-    (the same list gives the same hash; a file added, removed or replaced changes it)."""
-    import hashlib
+    (:func:`~anomaly_ae.data.images.folder_fingerprint`)."""
+    from anomaly_ae.data.images import folder_fingerprint, list_images
 
-    from anomaly_ae.data.images import list_images
-
-    paths = list_images(good_dir)
-    h = hashlib.sha256()
-    for p in paths:
-        size = p.stat().st_size if p.exists() else -1
-        h.update(f"{p.relative_to(good_dir).as_posix()}\t{size}\n".encode("utf-8", "surrogateescape"))
-    return {"anomaly_ae.good_dir": str(good_dir.resolve()), "anomaly_ae.n_images": str(len(paths)),
-            "anomaly_ae.good_dir_sha256": h.hexdigest()}
+    return {"anomaly_ae.good_dir": str(good_dir.resolve()), "anomaly_ae.n_images": str(len(list_images(good_dir))),
+            "anomaly_ae.good_dir_sha256": folder_fingerprint(good_dir)}
