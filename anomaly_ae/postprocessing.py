@@ -10,10 +10,9 @@ evaluation take their decisions from. The threshold rules themselves are short p
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import math
 
 import numpy as np
 
@@ -349,12 +348,13 @@ class PostProcessor:
         out = {}
         if self.n_good < MIN_CALIBRATION_IMAGES:
             out["few_good"] = (f"only {self.n_good} good images calibrate the threshold (fewer than "
-                       f"{MIN_CALIBRATION_IMAGES}): the false-alarm rate on new good images is "
-                       f"{self.expected_fpr:.0%} on average and up to {self.fpr_upper:.0%} "
-                       f"({FPR_CONFIDENCE:.0%} bound)")
+                               f"{MIN_CALIBRATION_IMAGES}): the false-alarm rate on new good images is "
+                               f"{self.expected_fpr:.0%} on average and up to {self.fpr_upper:.0%} "
+                               f"({FPR_CONFIDENCE:.0%} bound)")
         if self_check_auroc is not None and self_check_auroc < NEAR_CHANCE_AUROC:
-            out["self_check"] = (f"the self-check is near chance (synthetic image AUROC {self_check_auroc:.3f}): the model "
-                       "barely tells pasted defects from good images, so its threshold separates little")
+            out["self_check"] = (f"the self-check is near chance (synthetic image AUROC {self_check_auroc:.3f}): the "
+                                 "model barely tells pasted defects from good images, so its threshold separates "
+                                 "little")
         return out
 
     def is_anomalous(self, scores: np.ndarray) -> np.ndarray:

@@ -251,7 +251,8 @@ def test_train_summary_gives_the_steady_rate_in_plain_words():
 
     j = {"model_dir": "r", "model": "conv", "image_size": [8, 8], "channels": 1, "n_train": 2, "n_val": 1,
          "epochs_run": 2, "best_epoch": 1, "best_val_loss": 0.1, "fit_seconds": 1.0, "samples_per_second": 89.4,
-         "sample_unit": "patch", "threshold": 0.5, "threshold_quantile": 0.99, "threshold_rule": "quantile 0.99 of 1 good scores",
+         "sample_unit": "patch", "threshold": 0.5, "threshold_quantile": 0.99,
+         "threshold_rule": "quantile 0.99 of 1 good scores",
          "expected_fpr": 0.5, "fpr_upper": 0.95, "fpr_confidence": 0.95, "val_score_mean": 0.1,
          "val_score_std": 0.1, "val_score_max": 0.2, "skipped": [], "self_check": None, "scoring": {},
          "mlflow_run_id": None}
