@@ -53,7 +53,8 @@ def test_score_folder_with_corrupt_file_and_subfolders(trained_run, tiny_data, t
     res = runner.invoke(app, ["score", str(run), str(inp), "--out", str(out), "--batch-size", "3"])
     assert res.exit_code == 3, res.output
     header, rows = _read_csv(out / "scores.csv")
-    assert header == ["path", "score", "is_anomaly", "threshold", "error", "size_bytes", "mtime_ns"]
+    assert header == ["path", "score", "is_anomaly", "threshold", "error", "size_bytes", "mtime_ns",
+                      "normalized_score"]
     assert len(rows) == 4 + 2 * 3 + 2
     by_path = {r["path"]: r for r in rows}
     assert by_path["good/corrupt.png"]["score"] == "" and "truncated PNG" in by_path["good/corrupt.png"]["error"]
@@ -76,8 +77,16 @@ def test_score_all_good_exits_zero_and_matches_api(trained_run, tiny_data, tmp_p
     _, rows = _read_csv(out / "scores.csv")
     from anomaly_ae.detector import Detector
 
-    api = Detector.load(run).score(tiny_data / "test" / "good")
+    det = Detector.load(run)
+    api = det.score(tiny_data / "test" / "good")
     assert [float(r["score"]) for r in rows] == pytest.approx(api.tolist(), rel=1e-6)
+    # the normalized score of the CSV is the API's, the one the CLI prints and --json names normalized_score
+    assert [float(r["normalized_score"]) for r in rows] == pytest.approx(det.normalize(api).tolist(), abs=1e-5)
+    one = runner.invoke(app, ["score", str(run), str(tiny_data / "test" / "good" / "000.png"), "--json"])
+    verdict = json.loads(one.stdout)["files"][0]
+    assert verdict["normalized_score"] == pytest.approx(float(rows[0]["normalized_score"]), abs=1e-5)
+    line = runner.invoke(app, ["score", str(run), str(tiny_data / "test" / "good" / "000.png"), "-q"]).stdout
+    assert f"normalized {verdict['normalized_score']:.3f}" in line and "normalised" not in line
 
 
 @pytest.mark.parametrize(

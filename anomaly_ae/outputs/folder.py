@@ -251,7 +251,7 @@ def score_files(
 
 @dataclass
 class Verdict:
-    """One file's result: its score (``None`` when it failed), normalised score, verdict and files written."""
+    """One file's result: its score (``None`` when it failed), normalized score, verdict and files written."""
 
     path: Path
     score: float | None
@@ -390,7 +390,8 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out:
     """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
     post = det.postprocessor_
     counts = {"ok": len(state.keep), "failed": 0, "anomalous": sum(r[2] == "true" for r in state.keep)}
-    csv_out = ScoresCsv(out / "scores.csv", keep=state.keep)
+    csv_out = ScoresCsv(out / "scores.csv", keep=state.keep,
+                        normalize=lambda score: float(post.normalize(np.float64(score))))
     if options.ray is not None:
         from anomaly_ae.outputs.ray_engine import score_todo_ray
 

@@ -84,7 +84,8 @@ def valid_row(row: list[str]) -> bool:
         return False
     try:
         int(row[6])  # mtime_ns: any integer
-        return math.isfinite(float(row[1])) and math.isfinite(float(row[3])) and int(row[5]) >= 0
+        return (math.isfinite(float(row[1])) and math.isfinite(float(row[3])) and int(row[5]) >= 0
+                and 0.0 <= float(row[7]) <= 1.0)
     except ValueError:
         return False
 

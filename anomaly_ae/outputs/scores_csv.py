@@ -7,13 +7,16 @@ import csv
 import io
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from anomaly_ae.fileio import write_bytes_atomic
 
 #: ``path`` is relative to the input folder (``\\xNN`` for bytes that are not UTF-8); ``size_bytes`` and
-#: ``mtime_ns`` describe the input file as it was scored, so a resumed run re-scores a replaced file
-CSV_COLUMNS = ("path", "score", "is_anomaly", "threshold", "error", "size_bytes", "mtime_ns")
+#: ``mtime_ns`` describe the input file as it was scored, so a resumed run re-scores a replaced file;
+#: ``normalized_score`` is the score on [0, 1] with the threshold at 0.5 (``Detector.normalize``), last so
+#: that the earlier columns keep their positions
+CSV_COLUMNS = ("path", "score", "is_anomaly", "threshold", "error", "size_bytes", "mtime_ns", "normalized_score")
 
 
 def read_scores(path: Path) -> list[list[str]]:
@@ -40,8 +43,10 @@ class ScoresCsv:
 
     FLUSH_SECONDS = 0.25
 
-    def __init__(self, path: Path, keep: list[list[str]] | None = None) -> None:
+    def __init__(self, path: Path, keep: list[list[str]] | None = None,
+                 normalize: Callable[[float], float] | None = None) -> None:
         self.path = path
+        self._normalize = normalize  # score -> normalized score (the model's PostProcessor.normalize)
         self._partial = path.with_name(path.name + ".partial")
         path.parent.mkdir(parents=True, exist_ok=True)
         # header (and the rows kept from an interrupted run) written atomically, then appended to
@@ -62,10 +67,11 @@ class ScoresCsv:
         """
         size, mtime = ("", "") if stat is None else (str(stat[0]), str(stat[1]))
         if score is None:
-            self._w.writerow([path, "", "", f"{threshold:.8g}", error, size, mtime])
+            self._w.writerow([path, "", "", f"{threshold:.8g}", error, size, mtime, ""])
         else:
+            normalized = "" if self._normalize is None else f"{self._normalize(score):.6g}"
             self._w.writerow([path, f"{score:.8g}", str(bool(score > threshold)).lower(), f"{threshold:.8g}", "",
-                              size, mtime])
+                              size, mtime, normalized])
         if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
             self._f.flush()
             self._flushed = time.monotonic()
@@ -80,7 +86,7 @@ class ScoresCsv:
 
 def write_scores_parquet(csv_path: Path, parquet_path: Path) -> int:
     """``scores.csv`` -> ``scores.parquet``: the same columns and rows, typed (``score``/``threshold``
-    float64, ``is_anomaly`` bool, ``size_bytes``/``mtime_ns`` int64; empty cells -> null). Returns the rows.
+    float64, ``normalized_score`` float64, ``is_anomaly`` bool, ``size_bytes``/``mtime_ns`` int64; empty cells -> null). Returns the rows.
 
     Written atomically, so a reader never sees half a file.
     """
@@ -101,7 +107,8 @@ def write_scores_parquet(csv_path: Path, parquet_path: Path) -> int:
 
     kinds = {"path": ("str", pa.string()), "score": ("float", pa.float64()), "is_anomaly": ("bool", pa.bool_()),
              "threshold": ("float", pa.float64()), "error": ("str", pa.string()),
-             "size_bytes": ("int", pa.int64()), "mtime_ns": ("int", pa.int64())}
+             "size_bytes": ("int", pa.int64()), "mtime_ns": ("int", pa.int64()),
+             "normalized_score": ("float", pa.float64())}
     table = pa.table({name: pa.array(typed(values, kinds[name][0]), type=kinds[name][1])
                       for name, values in zip(CSV_COLUMNS, cols, strict=True)})
     sink = pa.BufferOutputStream()
