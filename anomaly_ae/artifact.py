@@ -5,7 +5,7 @@
     RUN_DIR/
       model.keras      the whole autoencoder (Keras format: JSON config + weights, no pickle)
       detector.json    schema version, versions, resolved config, preprocessing, threshold,
-                       post-processor (thresholds, normalisation, validation-score statistics and
+                       post-processor (thresholds, normalization, validation-score statistics and
                        scores, heatmap range), training summary
       config.yaml      the resolved config, for reading and re-use with --config
 

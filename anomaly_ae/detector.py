@@ -210,7 +210,7 @@ class Detector:
                                     seed=cfg.train.seed, **patches)
             val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
 
-            def adapt() -> np.ndarray:  # only models with a fitted input normalisation (linear) ask for it
+            def adapt() -> np.ndarray:  # only models with a fitted input normalization (linear) ask for it
                 return pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
 
             size = "x".join(map(str, cfg.data.image_size))
@@ -220,7 +220,8 @@ class Detector:
             timer = EpochTimer()
             if progress.verbose:
                 unit = "patch" if cfg.data.patch_size else "img"
-                callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit, timer), *callbacks]
+                callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit, timer, len(train_ds.items)),
+                             *callbacks]
             trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
                                 else Path(checkpoint_dir), resume, checkpoint_state, shard.loss_scale, timer)
 

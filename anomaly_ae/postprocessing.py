@@ -1,7 +1,7 @@
 """Post-processing: from scores and anomaly maps to decisions, kept outside the model (as anomalib does).
 
 :class:`PostProcessor` holds everything calibrated on held-out good images (or labelled data with
-``f1``): the image threshold, the pixel threshold, the normalisation range, the expected false-alarm
+``f1``): the image threshold, the pixel threshold, the normalization range, the expected false-alarm
 rate, the heatmap colour range and the validation-score statistics. It is fitted once
 (:meth:`PostProcessor.fit`), stored as plain data in ``detector.json`` (:meth:`PostProcessor.to_dict`)
 and is the one place :class:`~anomaly_ae.detector.Detector`, ``score_folder``, ``deploy.json`` and the
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from anomaly_ae.config import ThresholdConfig
     from anomaly_ae.evaluation.metrics import PixelAccumulator
 
-#: how normalised scores are computed, recorded beside the numbers in detector.json
+#: how normalized scores are computed, recorded beside the numbers in detector.json
 NORMALIZATION_FORMULA = "clip((score - threshold) / (max - min) + 0.5, 0, 1)"
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)

@@ -38,6 +38,6 @@ def exact_pro_curve(maps: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np
 
 
 def exact_aupro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: float = 0.3) -> float:
-    """Normalised AUPRO to ``max_fpr`` without binning."""
+    """Normalized AUPRO to ``max_fpr`` without binning."""
     fpr, pro = exact_pro_curve(maps, masks)
     return integrate_to(fpr, pro, max_fpr) / max_fpr

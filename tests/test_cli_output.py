@@ -85,7 +85,7 @@ def test_single_file_prints_its_verdict_line(trained, tiny_data):
 
     det = Detector.load(run)
     score = float(det.score(image)[0])
-    m = re.fullmatch(r"(\S+)  score (\S+)  normalised (\S+)  anomalous (yes|no)\n", res.stdout)
+    m = re.fullmatch(r"(\S+)  score (\S+)  normalized (\S+)  anomalous (yes|no)\n", res.stdout)
     assert m, res.stdout
     assert m.group(1) == str(image) and float(m.group(2)) == pytest.approx(score, rel=1e-5)
     assert float(m.group(3)) == pytest.approx(float(det.normalize(np.array([score]))[0]), abs=1e-3)

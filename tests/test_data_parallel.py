@@ -51,6 +51,6 @@ def test_two_devices_train_like_one_on_the_same_global_batch(backend):
         assert result["two"][key] == pytest.approx(result["one"][key], rel=1e-4)
     # Scores after training agree less tightly than the losses, and not for lack of the same updates: in about
     # one TensorFlow run in three the 2-replica gradient of a near-zero-gradient weight rounds differently, and
-    # Adam's normalised step (g / sqrt(v)) turns that rounding into a move of up to 2 x learning_rate (measured:
+    # Adam's normalized step (g / sqrt(v)) turns that rounding into a move of up to 2 x learning_rate (measured:
     # max |w1 - w2| = 2.0e-3 in the first conv kernel, losses still within 3e-6, scores within 4.6e-4)
     assert result["scores"][1] == pytest.approx(result["scores"][0], rel=2e-3)

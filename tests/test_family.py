@@ -56,7 +56,7 @@ def test_linear_autoencoder_spans_the_pca_subspace():
     x = data.reshape(n, 4, 4, 1).astype(np.float32)
     keras.utils.set_random_seed(0)
     model = LinearAutoencoder(input_shape=(4, 4, 1), latent_dim=k)
-    model.adapt(x)  # the model's own input normalisation
+    model.adapt(x)  # the model's own input normalization
     model.compile(optimizer=keras.optimizers.Adam(3e-2))
     model.fit(x, x, epochs=60, batch_size=32, verbose=0)
     pcs = PCA(k).fit(data).components_  # (k, d)

@@ -18,7 +18,7 @@ def _hand_case():
 def test_aupro_hand_worked():
     # Thresholds from the top: 0.8 -> (FPR 0, PRO 1/4); 0.7 -> (1/13, 1/4); 0.6 -> (1/13, 3/4);
     # 0.5 -> (2/13, 3/4); 0.4 -> (2/13, 1); then PRO stays 1. Area to 0.3:
-    # 1/4 * 1/13 + 3/4 * 1/13 + 1 * (0.3 - 2/13) = 0.3 - 1/13; normalised: 1 - 1/3.9.
+    # 1/4 * 1/13 + 3/4 * 1/13 + 1 * (0.3 - 2/13) = 0.3 - 1/13; normalized: 1 - 1/3.9.
     maps, masks = _hand_case()
     acc = PixelAccumulator()
     for a, k in zip(maps, masks, strict=True):

@@ -188,7 +188,8 @@ def test_ctrl_c_after_the_first_checkpoint_says_what_is_kept_and_how_to_continue
     last = [line for line in err.splitlines() if line.strip()][-1]
     kept = latest_checkpoint(run / "checkpoint").epoch
     assert kept >= 1
-    assert last == (f"interrupted: epochs 1-{kept} are kept in {run / 'checkpoint'}; "
+    epochs = "epoch 1 is" if kept == 1 else f"epochs 1-{kept} are"  # never "epochs 1-1"
+    assert last == (f"interrupted: {epochs} kept in {run / 'checkpoint'}; "
                     f"continue with: anomaly-ae train --resume {run}")
     assert "Traceback" not in err and out == ""
 

@@ -19,7 +19,7 @@ from anomaly_ae.cli.common import (
     Json,
     NoTrack,
     Quiet,
-    Register,
+    RegisterAgain,
     fail_usage,
     fallback_uri,
     loading,
@@ -72,7 +72,7 @@ def calibrate(
     select_scoring: Annotated[bool, typer.Option(
         "--select-scoring", help="First pick map metric, smoothing and reduction by the self-check on --good "
         "(synthetic defects, no labels), as scoring.select: auto does at training.")] = False,
-    register: Register = None,
+    register: RegisterAgain = None,
     alias: Alias = None,
     no_track: NoTrack = False,
     quiet: Quiet = False,

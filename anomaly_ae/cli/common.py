@@ -47,9 +47,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on std
 
 #: MLflow options shared by train and calibrate
 NoTrack = Annotated[bool, typer.Option("--no-track", help="Do not record an MLflow run.")]
-Register = Annotated[str | None, typer.Option(
-    help="Register the model in the MLflow Model Registry under this name (a new version each time).",
-    show_default="not registered (calibrate: the model's registered name, if any)")]
+_REGISTER_HELP = "Register the model in the MLflow Model Registry under this name (a new version each time)."
+Register = Annotated[str | None, typer.Option(help=_REGISTER_HELP, show_default="not registered")]
+#: calibrate's ``--register``: a registered model stays registered under its name
+RegisterAgain = Annotated[str | None, typer.Option(help=_REGISTER_HELP,
+                                                   show_default="the model's registered name, if any")]
 Alias = Annotated[str | None, typer.Option(
     help="Point this registry alias (e.g. champion) at the new version; needs --register.", show_default="none")]
 

@@ -29,7 +29,7 @@ def export(
 ) -> None:
     """Export preprocessing scale -> autoencoder -> anomaly map -> score as one ONNX / SavedModel graph.
 
-    The graph takes images at the model resolution; deploy.json holds the thresholds and the normalisation.
+    The graph takes images at the model resolution; deploy.json holds the thresholds and the normalization.
     """
     run_dir = model_dir(run_dir)
     from anomaly_ae import ModelDirError, OutputConflict

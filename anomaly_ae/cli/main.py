@@ -11,6 +11,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines (database set-up, validation)
 
 import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
 
 from anomaly_ae.cli import calibrate as calibrate_cmd  # noqa: E402
 from anomaly_ae.cli import evaluate as evaluate_cmd  # noqa: E402
@@ -23,8 +24,39 @@ from anomaly_ae.cli import train as train_cmd  # noqa: E402
 from anomaly_ae.cli.common import friendly_errors, silence_native_stderr  # noqa: E402
 from anomaly_ae.cli.segment import segment_app  # noqa: E402
 
+#: names other tools use for a command of ours (anomalib: predict, test; scikit-learn: fit) -> ours
+SYNONYMS = {"predict": "score", "infer": "score", "inference": "score", "test": "evaluate", "eval": "evaluate",
+            "fit": "train", "threshold": "calibrate"}
+
+
+class _Commands(TyperGroup):
+    """Typer's group, with a hint when a command is called by another tool's name for it, and option errors
+    without the "Value error, " that typer copies from pydantic ("Invalid value for '--model': Value error,
+    'x' is not one of ...")."""
+
+    def invoke(self, ctx: typer.Context):  # noqa: ANN201 (click's own type)
+        try:
+            return super().invoke(ctx)
+        except Exception as err:  # typer's vendored click.BadParameter, raised while a command parses
+            message = getattr(err, "message", None)
+            if isinstance(message, str) and message.startswith("Value error, "):
+                err.message = message.removeprefix("Value error, ")
+            raise
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):  # noqa: ANN201 (click's own type)
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as err:  # the UsageError of the click that typer vendors: add the hint to its message
+            name = args[0] if args else ""
+            if name in SYNONYMS and hasattr(err, "message"):
+                err.message = f"No such command '{name}'. anomaly-ae calls it '{SYNONYMS[name]}': " \
+                              f"anomaly-ae {SYNONYMS[name]} --help"
+            raise
+
+
 app = typer.Typer(
     name="anomaly-ae",
+    cls=_Commands,
     help="Learn what good parts look like; find and localise defects by reconstruction error.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell

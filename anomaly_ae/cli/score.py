@@ -80,8 +80,9 @@ def score(
     ] = False,
     max_megapixels: Annotated[float | None, typer.Option(
         min=0.000001, help="Refuse larger images before decoding.", show_default="100")] = None,
+    # "\\[": rich would read a bare [ray] as markup and drop it from the help
     engine: Annotated[Engine, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
-                                           "(pip install 'anomaly-ae[ray]').")] = Engine.local,
+                                           "(pip install 'anomaly-ae\\[ray]').")] = Engine.local,
     address: RayAddress = None,
     actors: Actors = 1,
     gpus_per_actor: GpusPerActor = 0.0,
@@ -93,7 +94,7 @@ def score(
 
     A folder writes OUT_DIR/scores.csv with heatmaps and masks; rerunning the same command
     after an interruption keeps what is already scored and scores the rest.
-    Files print one verdict line each: path, score, normalised score, anomalous yes/no, files written.
+    Files print one verdict line each: path, score, normalized score, anomalous yes/no, files written.
     """
     run_dir, (folder, files) = model_dir(run_dir, quiet), _inputs(inputs, out)
     loading(quiet)
@@ -181,9 +182,9 @@ def _print_files(verdicts: list[Verdict], out: Path | None, json_out: bool) -> b
 
 
 def _verdict_line(v: Verdict) -> str:
-    """``path  score 0.123  normalised 0.61  anomalous yes  heatmap out/heatmaps/a.png.jpg ...``."""
+    """``path  score 0.123  normalized 0.61  anomalous yes  heatmap out/heatmaps/a.png.jpg ...``."""
     if v.error is not None:
         return f"{v.path}  failed: {v.error}"
     files: list[Any] = [f"{kind.rstrip('s')} {path}" for kind, path in v.outputs.items()]
-    return (f"{v.path}  score {v.score:.6g}  normalised {v.normalized:.3f}  anomalous "
+    return (f"{v.path}  score {v.score:.6g}  normalized {v.normalized:.3f}  anomalous "
             f"{'yes' if v.is_anomaly else 'no'}" + "".join(f"  {f}" for f in files))

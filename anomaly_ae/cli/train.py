@@ -273,8 +273,9 @@ def _interrupted(run_dir: Path) -> NoReturn:
     from anomaly_ae.training.finish import CHECKPOINT_DIR
 
     ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if (run_dir / CHECKPOINT_DIR).is_dir() else None
-    kept = (f"epochs 1-{ckpt.epoch} are kept in {run_dir / CHECKPOINT_DIR}" if ckpt is not None
-            else "no epoch had finished (nothing to keep)")
+    kept = ("no epoch had finished (nothing to keep)" if ckpt is None
+            else f"epoch 1 is kept in {run_dir / CHECKPOINT_DIR}" if ckpt.epoch == 1
+            else f"epochs 1-{ckpt.epoch} are kept in {run_dir / CHECKPOINT_DIR}")
     note("interrupted:", "yellow", f"{kept}; continue with: anomaly-ae train --resume {shlex.quote(str(run_dir))}")
     raise typer.Exit(130)
 

@@ -176,7 +176,7 @@ def read_file_bytes(path: str | Path) -> np.ndarray:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        why = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "file vanished"
+        why = "broken symbolic link (its target does not exist)" if os.path.islink(path) else "no such file"
         raise ImageReadError(why) from None
     except OSError as err:
         raise ImageReadError(f"cannot read file: {err.strerror or err}") from None

@@ -108,21 +108,58 @@ def decode_images(images: ImagesLike, channels: int) -> list[np.ndarray]:
     if isinstance(images, str | Path):
         p = Path(images)
         paths = list_images(p) if p.is_dir() else [p]
-        return [read_image(q, channels) for q in paths]
+        return [_read_named(q, channels) for q in paths]
     if isinstance(images, np.ndarray) and images.dtype.kind in "uifb":
-        return list(as_batch(images))
+        return list(as_batch(checked_pixels(images)))
     if isinstance(images, list | tuple):
         out: list[np.ndarray] = []
         for item in images:
             if isinstance(item, str | Path):
                 out += decode_images(item, channels)
             elif isinstance(item, np.ndarray) and item.ndim in (2, 3) and item.dtype.kind in "uifb":
-                out.append(item)
+                out.append(checked_pixels(item))
             else:
                 raise TypeError(f"images: a list item is {type(item).__name__} {getattr(item, 'shape', '')}; "
                                 f"accepted: {ACCEPTED}")
         return out
     raise TypeError(f"images: got {type(images).__name__}; accepted: {ACCEPTED}")
+
+
+def _read_named(path: Path, channels: int) -> np.ndarray:
+    """:func:`read_image`, its one-line reason prefixed with the path (the API raises it as it is)."""
+    try:
+        return read_image(path, channels)
+    except ImageReadError as err:
+        raise ImageReadError(f"{path}: {err}") from None
+
+
+def checked_pixels(images: np.ndarray) -> np.ndarray:
+    """Array images in a range the model understands: uint8 or uint16 as they are, floats in [0, 1] as float32,
+    other integers and bools in 0-255 as uint8.
+
+    Float images in 0-255 would otherwise be read as 255 times too bright (scores in the tens of
+    thousands), and OpenCV refuses float64 colour conversions with a raw depth error.
+
+    Raises:
+        ValueError: NaN/inf, floats outside [0, 1] or integers outside 0-255 (one line, with the remedy).
+    """
+    a = np.asarray(images)
+    if a.dtype in (np.uint8, np.uint16) or a.size == 0:
+        return a
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)):
+            raise ValueError("images: the array holds NaN or inf values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(f"images: float pixel values must lie in [0, 1], these span {lo:.4g} to {hi:.4g}; "
+                             "pass uint8 0-255, or divide by 255" if hi <= 255 else
+                             f"images: float pixel values must lie in [0, 1], these span {lo:.4g} to {hi:.4g}")
+        return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi > 255:
+        raise ValueError(f"images: {a.dtype} pixel values must lie in 0-255, these span {lo} to {hi}; pass uint8, "
+                         "uint16, or floats in [0, 1]")
+    return a.astype(np.uint8)
 
 
 def as_batch(images: np.ndarray) -> np.ndarray:

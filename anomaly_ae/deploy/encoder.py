@@ -131,7 +131,7 @@ def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str
         "channels": det.preprocessing_.channels,
         "image_size": list(det.preprocessing_.image_size),
         "value_range": [0.0, 1.0],
-        "normalisation": "uint8 / 255, RGB channel order (gray: 1 channel)",
+        "normalization": "uint8 / 255, RGB channel order (gray: 1 channel)",
         "outputs": [
             {"name": f"block{i + 1}" if i < len(enc.outputs) - 1 else "latent",
              "shape": [None if d is None else int(d) for d in t.shape[1:]],

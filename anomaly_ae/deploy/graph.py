@@ -3,7 +3,7 @@
 ``export_detector(det, out_dir, "onnx" | "savedmodel")`` writes
 
     out_dir/model.onnx  or  out_dir/saved_model/   the graph (Keras 3 ``model.export``)
-    out_dir/deploy.json                             input/output contract, threshold, normalisation,
+    out_dir/deploy.json                             input/output contract, threshold, normalization,
                                                     score statistics, scoring settings, versions
 
 The graph takes ``images``: ``(N, h, w, C)`` at the model resolution, ``uint8`` 0-255 (default) or
@@ -11,7 +11,7 @@ The graph takes ``images``: ``(N, h, w, C)`` at the model resolution, ``uint8`` 
 ``(N, h, w)`` float32 and ``score`` ``(N,)`` float32, equal to :meth:`Detector.anomaly_maps` and
 :meth:`Detector.score` on the same model-size images (within 1e-4, ``tests/test_export.py``).
 Resizing a camera frame to ``(h, w)`` (OpenCV ``INTER_AREA`` when shrinking, as we do) and
-resizing the map back are left to the caller; the threshold and normalisation are numbers in
+resizing the map back are left to the caller; the threshold and normalization are numbers in
 ``deploy.json``, applied as ``score > threshold``.
 
 What cannot be one graph is refused with :class:`~anomaly_ae.deploy.encoder.ExportError`: tiled

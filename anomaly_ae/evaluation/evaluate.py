@@ -70,7 +70,7 @@ def evaluate(
 
     Metric keys: ``image_auroc``, ``image_ap``, ``image_f1_max``, ``image_f1_threshold``; with masks
     ``pixel_auroc`` (+ ``pixel_auroc_bin_error``), ``pixel_f1_max``, ``pixel_f1_threshold``,
-    ``pixel_aupro`` (to FPR ``max_fpr``, normalised); and the confusion counts at the calibrated image
+    ``pixel_aupro`` (to FPR ``max_fpr``, normalized); and the confusion counts at the calibrated image
     threshold. ``per_defect`` holds the same per defect type (its images against all good ones).
 
     Args:

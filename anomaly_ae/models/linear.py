@@ -1,6 +1,6 @@
 """Linear autoencoder: ``x_hat = W2 (W1 x + b1) + b2`` trained with squared error.
 
-Inputs are normalised (``adapt``: per-pixel training mean, one global scale), which is what makes
+Inputs are normalized (``adapt``: per-pixel training mean, one global scale), which is what makes
 plain gradient descent converge in reasonable time on images in [0, 1]. The optimum spans the same
 subspace as the top ``latent_dim`` principal components of the training images (Baldi & Hornik,
 1989): the rows of the decoder kernel ``W2`` span the principal subspace (they need not be
@@ -36,20 +36,20 @@ class LinearAutoencoder(Autoencoder):
         encoder, decoder = dense_parts(self.image_shape, (), self.latent_dim, "linear", "linear",
                                        output_activation="linear")
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
-        # input normalisation (x - mean) / scale, fitted by adapt(); saved with the weights
+        # input normalization (x - mean) / scale, fitted by adapt(); saved with the weights
         self.input_mean = self.add_weight(shape=self.image_shape, initializer="zeros", trainable=False,
                                           name="input_mean")
         self.input_scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="input_scale")
 
     def adapt(self, x: np.ndarray) -> None:
-        """Fit the normalisation on training images ``(N, H, W, C)``: per-pixel mean, one global std."""
+        """Fit the normalization on training images ``(N, H, W, C)``: per-pixel mean, one global std."""
         x = np.asarray(x, np.float32)
         mean = x.mean(axis=0)
         self.input_mean.assign(mean)
         self.input_scale.assign(float(max((x - mean).std(), 1e-6)))
 
     def call(self, x: Any, training: bool = False) -> Any:
-        """Normalise, project, reconstruct, de-normalise (the output is in image units)."""
+        """Normalize, project, reconstruct, de-normalize (the output is in image units)."""
         xn = (self.corrupt(x, training) - self.input_mean) / self.input_scale
         return self.decoder(self.encoder(xn, training=training), training=training) * self.input_scale + self.input_mean
 

@@ -172,7 +172,7 @@ figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}
 {m['counts']['regions']} defect regions); {m['counts']['failed']} unreadable.</p>
 <h2>Metrics</h2>{_table(m)}
 <h2>Expected at training vs measured</h2>{_self_check(ev)}
-<p>AUPRO is integrated to FPR {m.get('pixel_aupro_max_fpr', 0.3)} and normalised.
+<p>AUPRO is integrated to FPR {m.get('pixel_aupro_max_fpr', 0.3)} and normalized.
 Pixel AUROC binning error ≤ {m.get('pixel_auroc_bin_error', 0):.2g}.</p>
 <h2>At the calibrated threshold ({ev.threshold:.6g}, method {ev.threshold_method})</h2>
 {confusion}

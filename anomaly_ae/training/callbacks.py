@@ -94,11 +94,12 @@ class EpochProgress(keras.callbacks.Callback):
     """
 
     def __init__(self, progress: Progress, epochs: int, batch_size: int, unit: str = "img",
-                 timer: EpochTimer | None = None) -> None:
+                 timer: EpochTimer | None = None, samples: int | None = None) -> None:
         super().__init__()
         self.progress = progress
         self.epochs = epochs
         self.batch_size = batch_size
+        self.samples = samples  # training samples in an epoch (the last batch may be short); None: unknown
         self.unit = unit  # what a sample is: "img", or "patch" when training on patches
         self.timer = timer  # the run's EpochTimer (called before this callback), for the ETA and the note
         self._bar: contextlib.ExitStack | None = None
@@ -106,15 +107,18 @@ class EpochProgress(keras.callbacks.Callback):
         self._told_busy = False
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        steps = self.params.get("steps") or 0
+        total = self.samples or (self.params.get("steps") or 0) * self.batch_size
         self._bar = contextlib.ExitStack()
         self._current = self._bar.enter_context(self.progress.bar(
-            f"epoch {epoch + 1}/{self.epochs}", total=steps * self.batch_size or None, unit=self.unit, loss=True))
+            f"epoch {epoch + 1}/{self.epochs}", total=total or None, unit=self.unit, loss=True))
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._current is not None:
             loss = (logs or {}).get("loss")
-            self._current.advance(self.batch_size, loss=None if loss is None else float(loss))
+            step = self.batch_size  # the last batch holds what is left: the bar ends at the sample count
+            if self.samples:
+                step = max(0, min(step, self.samples - self._current.done))
+            self._current.advance(step, loss=None if loss is None else float(loss))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         rate = self._current.rate() if self._current is not None else 0.0

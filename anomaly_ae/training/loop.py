@@ -55,7 +55,7 @@ def fit_model(
     Args:
         adapt_data: float32 ``(N, h, w, C)`` images in [0, 1] (or a function returning them, called only
             when needed, so that the copy is not made for other models) for models with a fitted input
-            normalisation (``linear``); ignored by the others.
+            normalization (``linear``); ignored by the others.
         checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
         checkpoint_state: extra JSON-ready state stored in every checkpoint.
@@ -69,7 +69,7 @@ def fit_model(
     """
     model = build_model(config)
     model.loss_scale = loss_scale
-    if hasattr(model, "adapt"):  # models with fitted input normalisation (linear)
+    if hasattr(model, "adapt"):  # models with fitted input normalization (linear)
         model.adapt(adapt_data() if callable(adapt_data) else adapt_data)
     model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate,
                                                   global_clipnorm=config.train.clip_grad_norm))
