@@ -86,7 +86,8 @@ class ScoresCsv:
 
 def write_scores_parquet(csv_path: Path, parquet_path: Path) -> int:
     """``scores.csv`` -> ``scores.parquet``: the same columns and rows, typed (``score``/``threshold``
-    float64, ``normalized_score`` float64, ``is_anomaly`` bool, ``size_bytes``/``mtime_ns`` int64; empty cells -> null). Returns the rows.
+    float64, ``normalized_score`` float64,
+    ``is_anomaly`` bool, ``size_bytes``/``mtime_ns`` int64; empty cells -> null). Returns the rows.
 
     Written atomically, so a reader never sees half a file.
     """
