@@ -37,6 +37,16 @@ CONFIG_FILE = "config.yaml"
 MODEL_DIR_ENTRIES = (MODEL_FILE, META_FILE, CONFIG_FILE, "checkpoint")
 
 
+def _pin_old_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the settings that were in force before a key existed (a saved config holds every
+    key, so a missing one means an older anomaly-ae): its maps, and so its calibrated thresholds, stay as
+    they were."""
+    scoring = config.get("scoring") if isinstance(config, dict) else None
+    if isinstance(scoring, dict) and "border_margin" not in scoring:
+        return {**config, "scoring": {**scoring, "border_margin": 0}}
+    return config
+
+
 class ModelDirError(ValueError):
     """A folder is not a loadable model directory; the message says why."""
 
@@ -215,7 +225,7 @@ def load_model_dir(path: Path) -> ModelState:
     check_contents(path)
     validate_metadata(meta, meta_path)  # DetectorConfig migrates an older config (config.migrate_config)
     try:
-        config = DetectorConfig.model_validate(meta["config"])
+        config = DetectorConfig.model_validate(_pin_old_defaults(meta["config"]))
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         postprocessor = PostProcessor.from_dict(meta)
     except (KeyError, TypeError, ValueError) as err:

@@ -367,6 +367,11 @@ class ScoringConfig(_Section):
     kl_weight: float = Field(0.0, ge=0.0, description="vae only: add kl_weight * KL(q(z|x) || p(z)) to the score")
     tile_size: int | None = Field(None, ge=16, description="reconstruct large images in overlapping tiles")
     tile_overlap: int = Field(32, ge=0)
+    border_margin: int = Field(
+        8, ge=0, description="model-size pixels mirrored around each image before a fully convolutional "
+        "autoencoder reconstructs it, cropped off after: its zero padding otherwise raises the reconstruction "
+        "error along the border (0: off; models saved before it existed load with 0)"
+    )
 
 
 class ThresholdConfig(_Section):

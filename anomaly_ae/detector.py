@@ -49,7 +49,7 @@ from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, sele
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
-from anomaly_ae.scoring.tiling import pad_to_multiple, tiled_predict
+from anomaly_ae.scoring.tiling import pad_margin, tiled_predict
 from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
 from anomaly_ae.training.distribution import replicas
 from anomaly_ae.training.loop import fit_model
@@ -413,17 +413,30 @@ class Detector:
         """Model-size float32 ``(N, h, w, C)`` in [0, 1] (or uint8 0-255) -> float32 reconstructions, batched by
         ``scoring.batch_size``.
 
-        Fully convolutional (patch) models get reflect-padded inputs (sides rounded up to a multiple of
-        the down-sampling factor) and, with ``scoring.tile_size``, overlapping tiles.
+        Fully convolutional (patch) models get ``scoring.border_margin`` mirrored pixels around the
+        image and reflect-padded sides rounded up to a multiple of the down-sampling factor
+        (:func:`~anomaly_ae.scoring.tiling.pad_margin`) and, with ``scoring.tile_size``, overlapping tiles.
         """
         self.check_fitted(need_threshold=False)
         s = self.config.scoring
-        xp, (h, w) = pad_to_multiple(x, self.pad_factor())
+        h, w = x.shape[1:3]
+        m = self.border_margin()
+        xp = pad_margin(x, m, self.pad_factor())
         if s.tile_size is not None and max(xp.shape[1:3]) > s.tile_size:
             out = tiled_predict(self._predict_batched, xp, s.tile_size, s.tile_overlap)
         else:
             out = self._predict_batched(xp)
-        return out[:, :h, :w]
+        return out[:, m : m + h, m : m + w]
+
+    def border_margin(self) -> int:
+        """Mirrored pixels around the image for the autoencoder: ``scoring.border_margin`` when it is fully
+        convolutional (takes any size), else 0.
+
+        The learned map's U-Net gets none: it learned from zero-padded patch borders, and mirrored
+        content there raised its response along the border (``benchmarks/border_margin.py``).
+        """
+        fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
+        return self.config.scoring.border_margin if fully_convolutional else 0
 
     def pad_factor(self) -> int:
         """Image sides are padded to a multiple of this before reconstruction (1: no padding).
@@ -463,9 +476,8 @@ class Detector:
 
     def learned_maps(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """Defect probability ``(N, h, w)`` from the model's discriminator on (image, reconstruction)."""
-        xp, (h, w) = pad_to_multiple(x, self.pad_factor())
-        xhp, _ = pad_to_multiple(x_hat, self.pad_factor())
-        joined = np.concatenate([xp, xhp], axis=-1)
+        h, w = x.shape[1:3]
+        joined = pad_margin(np.concatenate([x, x_hat], axis=-1), 0, self.pad_factor())
         logits = self._predict_batched(joined, self.model_.discriminator_net)[:, :h, :w, 0]
         return _sigmoid(logits)
 

@@ -38,21 +38,46 @@ INPUT_DTYPES = ("uint8", "float32")
 
 @keras.saving.register_keras_serializable(package="anomaly_ae")
 class BorderPad(keras.layers.Layer):
-    """Pad ``(N, H, W, C)`` at the bottom/right by static amounts with a NumPy pad ``mode``."""
+    """Pad ``(N, H, W, C)`` by static amounts with a NumPy pad ``mode``: ``pad_h``/``pad_w`` at the
+    bottom/right, ``top``/``left`` (default 0) at the top/left."""
 
-    def __init__(self, pad_h: int, pad_w: int, mode: str = "reflect", **kwargs: Any) -> None:
+    def __init__(self, pad_h: int, pad_w: int, mode: str = "reflect", top: int = 0, left: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pad_h, self.pad_w, self.mode = int(pad_h), int(pad_w), mode
+        self.top, self.left = int(top), int(left)
 
     def call(self, x: Any) -> Any:
-        return scoring_ops.pad_hw(x, (0, self.pad_h, 0, self.pad_w), self.mode)
+        return scoring_ops.pad_hw(x, (self.top, self.pad_h, self.left, self.pad_w), self.mode)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         n, h, w, c = input_shape
-        return (n, None if h is None else h + self.pad_h, None if w is None else w + self.pad_w, c)
+        return (n, None if h is None else h + self.top + self.pad_h,
+                None if w is None else w + self.left + self.pad_w, c)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "pad_h": self.pad_h, "pad_w": self.pad_w, "mode": self.mode}
+        return {**super().get_config(), "pad_h": self.pad_h, "pad_w": self.pad_w, "mode": self.mode,
+                "top": self.top, "left": self.left}
+
+
+def _padded(x: Any, margin: int, factor: int, name: str) -> Any:
+    """:func:`anomaly_ae.scoring.tiling.pad_margin` as layers: ``margin`` mirrored pixels on every side, then
+    reflect-padding at the bottom/right to multiples of ``factor``."""
+    if margin:
+        x = BorderPad(margin, margin, "symmetric", top=margin, left=margin, name=f"{name}_margin")(x)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph or pw:
+        x = BorderPad(ph, pw, "reflect" if ph < h and pw < w else "edge", name=f"{name}_to_multiple")(x)
+    return x
+
+
+def _cropped(x: Any, margin: int, h: int, w: int, name: str) -> Any:
+    """The ``(h, w)`` image inside a :func:`_padded` tensor."""
+    bottom, right = int(x.shape[1]) - margin - h, int(x.shape[2]) - margin - w
+    if margin or bottom or right:
+        x = keras.layers.Cropping2D(((margin, bottom), (margin, right)), name=name)(x)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="anomaly_ae")
@@ -107,24 +132,26 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels
     factor = det.pad_factor()
-    ph, pw = (-h) % factor, (-w) % factor
-    if s.tile_size is not None and max(h + ph, w + pw) > s.tile_size:
+    ae_margin = det.border_margin()
+    ph, pw = (-(h + 2 * ae_margin)) % factor, (-(w + 2 * ae_margin)) % factor
+    if s.tile_size is not None and max(h + 2 * ae_margin + ph, w + 2 * ae_margin + pw) > s.tile_size:
         raise ExportError(
-            f"scoring.tile_size {s.tile_size} tiles {h + ph}x{w + pw} images, which one graph does not "
-            "reproduce; export a copy whose config sets scoring.tile_size: null"
+            f"scoring.tile_size {s.tile_size} tiles {h + 2 * ae_margin + ph}x{w + 2 * ae_margin + pw} images, "
+            "which one graph does not reproduce; export a copy whose config sets scoring.tile_size: null"
         )
     images = keras.Input((h, w, c), dtype=input_dtype, name="images")
     x = keras.layers.Rescaling(1.0 / 255.0, name="to_unit_range")(images) if input_dtype == "uint8" else images
-    padded = x
-    if ph or pw:  # the same padding as Detector.reconstruct (tiling.pad_to_multiple)
-        padded = BorderPad(ph, pw, "reflect" if ph < h and pw < w else "edge", name="pad")(x)
-    x_hat = det.model_(padded, training=False)
+    # the same padding and crop as Detector.reconstruct and Detector.learned_maps (tiling.pad_margin)
+    x_hat = _cropped(det.model_(_padded(x, ae_margin, factor, "pad"), training=False), ae_margin, h, w,
+                     "reconstruction_crop")
     head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det.smoothing_sigma(), s.reduction,
                        s.topk_fraction,
                        name="scoring")
     if s.metric == "learned":  # the discriminator on (image, reconstruction), as Detector.learned_maps
-        joined = keras.layers.Concatenate(name="image_and_reconstruction")([padded, x_hat])
-        return keras.Model(images, head([x, x_hat, det.model_.discriminator_net(joined)]), name="anomaly_ae_detector")
+        joined = keras.layers.Concatenate(name="image_and_reconstruction")([x, x_hat])
+        logits = det.model_.discriminator_net(_padded(joined, 0, factor, "map_pad"))
+        return keras.Model(images, head([x, x_hat, _cropped(logits, 0, h, w, "map_crop")]),
+                           name="anomaly_ae_detector")
     return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
 
 

@@ -19,6 +19,18 @@ def pad_to_multiple(x: np.ndarray, factor: int) -> tuple[np.ndarray, tuple[int, 
     return np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode), (h, w)
 
 
+def pad_margin(x: np.ndarray, margin: int, factor: int) -> np.ndarray:
+    """Mirror ``margin`` pixels around ``(N, H, W, C)`` (NumPy ``symmetric``: the edge pixel repeats, as
+    OpenCV's ``BORDER_REFLECT``), then :func:`pad_to_multiple` of ``factor``.
+
+    The image is ``padded[:, margin : margin + H, margin : margin + W]``. A network with zero padding sees
+    image-like content past the border instead of black, so its output there is not raised.
+    """
+    if margin:
+        x = np.pad(x, ((0, 0), (margin, margin), (margin, margin), (0, 0)), mode="symmetric")
+    return pad_to_multiple(x, factor)[0]
+
+
 def _starts(length: int, tile: int, stride: int) -> list[int]:
     if length <= tile:
         return [0]
