@@ -162,3 +162,18 @@ def test_json_and_csv_and_python_spell_normalized_one_way():
     for path in [*(REPO / "anomaly_ae").rglob("*.py"), REPO / "README.md"]:
         assert "normalis" not in path.read_text(encoding="utf-8").lower(), path
     assert json.loads('{"normalized_score": 1}')  # the --json key (asserted in test_cli) is the CSV column
+
+
+@pytest.mark.parametrize(("width", "k"), [(128, 3), (360, 1), (1000, 1)])
+def test_the_heatmap_legend_is_sized_to_the_image(width, k):
+    from anomaly_ae.outputs.overlays import LEGEND_MIN_WIDTH, heatmap_overlay, with_legend
+
+    image = np.full((100, width, 1), 120, np.uint8)
+    overlay = heatmap_overlay(image, np.zeros((100, width), np.float32), (0.1, 0.5))
+    out = with_legend(overlay, (0.1, 0.5), 0.5, score=0.2, threshold=0.3)
+    assert out.shape[1] == width * k >= LEGEND_MIN_WIDTH and out.shape[0] > 100 * k
+    np.testing.assert_array_equal(out[: 100 * k : k, ::k], overlay)  # enlarged by repetition, nothing else
+    words = out[100 * k :][int(out.shape[1] > 720) :, :]
+    dark = (words.max(axis=2) < 100).any(axis=0)  # columns with text or bar marks
+    third = out.shape[1] // 3
+    assert dark[:third].any() and dark[-third:].any()  # "typical good" at the left, the defect words at the right

@@ -31,54 +31,63 @@ def heatmap_overlay(
     return cv2.addWeighted(base, 1.0 - alpha, colour, alpha, 0.0)
 
 
-#: narrowest legend strip: below this the text would not fit, so a narrow image is padded (white) to it
+#: narrowest legend strip: a narrower heatmap is enlarged (nearest neighbour, a whole factor) to at least this
+#: width, so the picture fills the strip above its legend instead of leaving it white
 LEGEND_MIN_WIDTH = 360
 
 
 def with_legend(
     overlay: np.ndarray, value_range: tuple[float, float], pixel_threshold: float, score: float, threshold: float,
 ) -> np.ndarray:
-    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(H + h, max(W, 360), 3)``
-    (``h`` is 46 px up to 720 px of width, then grows with it).
+    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(k H + h, k W, 3)``.
 
-    The strip holds the colour bar of :func:`heatmap_overlay` from ``value_range[0]`` (blue) to
-    ``value_range[1]`` (red), the pixel threshold marked on it (pixels at or above it are in the
-    defect mask), and the image score against the image threshold with the verdict. The overlay's
-    own pixels are unchanged (top-left ``H x W``). Only the verdict line is drawn per image: the rest
-    of the strip is drawn once per width and scale (:func:`_legend_strip`).
+    ``k`` is 1, or the smallest whole factor that makes ``k W >= LEGEND_MIN_WIDTH`` (the overlay is
+    enlarged by pixel repetition). The strip (``h`` is 58 px up to 720 px of width, then grows with it)
+    holds the colour bar of :func:`heatmap_overlay`: its blue end is the map of a typical good image
+    (``value_range[0]``, the median of the good maps), its red end the pixel threshold (pixels at or
+    above it are red and in the defect mask), labelled in words; then the image score against the
+    image threshold with the verdict. Only the verdict line is drawn per image: the rest of the strip
+    is drawn once per width and scale (:func:`_legend_strip`).
     """
     h, w = overlay.shape[:2]
-    width = max(w, LEGEND_MIN_WIDTH)
-    strip = _legend_strip(width, float(value_range[0]), float(value_range[1]), float(pixel_threshold))
-    canvas = np.empty((h + strip.shape[0], width, 3), np.uint8)
-    canvas[:h, :w] = overlay
-    canvas[:h, w:] = 255
+    k = -(-LEGEND_MIN_WIDTH // w) if w < LEGEND_MIN_WIDTH else 1
+    if k > 1:
+        overlay = cv2.resize(overlay, (w * k, h * k), interpolation=cv2.INTER_NEAREST)
+        h, w = overlay.shape[:2]
+    strip = _legend_strip(w, float(value_range[0]), float(value_range[1]), float(pixel_threshold))
+    canvas = np.empty((h + strip.shape[0], w, 3), np.uint8)
+    canvas[:h] = overlay
     canvas[h:] = strip
-    k = max(1.0, width / 720)
+    s = max(1.0, w / 720)
     anomalous = score > threshold
-    verdict = f"score {score:.4g} vs threshold {threshold:.4g}: {'ANOMALOUS' if anomalous else 'good'}"
-    cv2.putText(canvas, verdict, (int(8 * k), h + int(6 * k) + int(36 * k)), cv2.FONT_HERSHEY_SIMPLEX,
-                0.42 * k, (0, 0, 200) if anomalous else (0, 120, 0), max(1, int(k)), cv2.LINE_AA)
+    verdict = (f"image score {score:.4g} {'>' if anomalous else '<='} threshold {threshold:.4g}: "
+               f"{'ANOMALOUS' if anomalous else 'good'}")
+    cv2.putText(canvas, verdict, (int(8 * s), h + int(50 * s)), cv2.FONT_HERSHEY_SIMPLEX,
+                0.42 * s, (0, 0, 200) if anomalous else (0, 120, 0), max(1, int(s)), cv2.LINE_AA)
     return canvas
 
 
 @functools.lru_cache(maxsize=16)
 def _legend_strip(width: int, lo: float, hi: float, pixel_threshold: float) -> np.ndarray:
     """The part of the legend that is the same for every image of a model: white BGR ``(h, width, 3)`` with
-    the colour bar, the pixel-threshold mark and the labels (read-only: it is shared)."""
+    the colour bar, the pixel-threshold mark and its words (read-only: it is shared)."""
     k = max(1.0, width / 720)  # wider images get a taller strip and larger text, so it stays readable
-    strip = np.full((int(round(46 * k)), width, 3), 255, np.uint8)
+    strip = np.full((int(round(58 * k)), width, 3), 255, np.uint8)
     x0, x1, y0, bar_h = int(8 * k), width - int(8 * k), int(6 * k), int(10 * k)
     ramp = cv2.applyColorMap(np.linspace(0, 255, x1 - x0).astype(np.uint8)[None, :], cv2.COLORMAP_JET)
     strip[y0 : y0 + bar_h, x0:x1] = ramp
     at = x0 + int(round(np.clip((pixel_threshold - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (x1 - x0 - 1)))
     cv2.line(strip, (at, y0 - int(3 * k)), (at, y0 + bar_h + int(2 * k)), (0, 0, 0), max(2, int(2 * k)))
-    font, small, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.38 * k, max(1, int(k))
-    cv2.putText(strip, f"{lo:.3g}", (x0, y0 + int(22 * k)), font, small, (0, 0, 0), thick, cv2.LINE_AA)
-    label = f"pixel threshold {pixel_threshold:.3g}"
-    (tw, _), _ = cv2.getTextSize(label, font, small, thick)
-    cv2.putText(strip, label, (max(x0, min(at - tw // 2, x1 - tw)), y0 + int(22 * k)), font, small, (0, 0, 0),
-                thick, cv2.LINE_AA)
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, int(k))
+    left, right = "typical good", f"red: marked as defect (map >= {pixel_threshold:.3g})"
+    small = 0.38 * k
+    while small > 0.25 * k and sum(cv2.getTextSize(t, font, small, thick)[0][0] for t in (left, right)) > \
+            x1 - x0 - int(12 * k):
+        small -= 0.02 * k  # a narrow strip: smaller text rather than overlapping words
+    y = y0 + bar_h + int(16 * k)
+    cv2.putText(strip, left, (x0, y), font, small, (0, 0, 0), thick, cv2.LINE_AA)
+    (tw, _), _ = cv2.getTextSize(right, font, small, thick)
+    cv2.putText(strip, right, (x1 - tw, y), font, small, (0, 0, 0), thick, cv2.LINE_AA)
     strip.flags.writeable = False
     return strip
 
