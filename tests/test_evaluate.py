@@ -68,8 +68,8 @@ def test_evaluate_cli_writes_metrics_and_report(tiny_detector, tmp_path, sample_
         assert key in metrics
     assert metrics["image_auroc"] == pytest.approx(sample_eval.metrics["image_auroc"])
     html = (out / "report.html").read_text()
-    for part in ("image ROC", "pixel ROC", "per-region overlap (PRO)", "Score histogram", "Worst false negatives",
-                 "Worst false positives", "predicted anomalous", "data:image/png;base64,"):
+    for part in ("image ROC", "pixel ROC", "per-region overlap (PRO)", "Score histogram", "Worst misses",
+                 "Worst false alarms", "predicted anomalous", "data:image/png;base64,"):
         assert part in html
     # the training-time estimate sits beside the measured figures
     check = tiny_detector.train_info_["self_check"]
@@ -111,6 +111,91 @@ def test_evaluate_scores_each_image_once_and_the_report_reuses_its_worst_cases(t
         image = read_image(SAMPLE / "test" / e.record["path"], 1)
         assert e.overlay.shape == (*image.shape[:2], 3) and e.overlay.dtype == np.uint8
     html = (tmp_path / "eval" / "report.html").read_text()
-    assert html.count("<figure>") == len(fn) + len(fp)
+    assert html.count('<div class="case"') == len(fn) + len(fp)
+    # each case: original, heatmap with legend, predicted mask and the true mask (or why there is none)
+    assert html.count('alt="heatmap"') == html.count('alt="image"') == len(fn) + len(fp)
+    for e in ev.false_negatives + ev.false_positives:
+        assert set(e.panels) == ({"image", "heatmap", "predicted mask", "true mask"} if e.record["has_mask"]
+                                 else {"image", "heatmap", "predicted mask"})
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["image_auroc"] == pytest.approx(ev.metrics["image_auroc"]) and saved["model"] == str(run)
+
+
+class _ReportParser(__import__("html.parser").parser.HTMLParser):
+    """The per-defect rows (``data-defect`` / ``data-key`` cells), the metric headers and the gallery cases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, dict[str, str]] = {}
+        self.headers: list[tuple[str, str]] = []  # (title = metrics.json key, shown name)
+        self.cases: list[dict[str, object]] = []
+        self._row: str | None = None
+        self._cell: str | None = None
+        self._th: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+        a = dict(attrs)
+        if tag == "tr" and "data-defect" in a:
+            self._row = a["data-defect"]
+            self.rows[self._row] = {}
+        elif tag == "td" and self._row is not None and "data-key" in a:
+            self._cell, self._text = a["data-key"], []
+        elif tag == "th" and "title" in a:
+            self._th, self._text = a["title"], []
+        elif tag == "div" and a.get("class") == "case":
+            self.cases.append({"path": a["data-path"], "panels": [], "text": []})
+        elif tag == "img" and self.cases and a.get("alt") in ("image", "heatmap", "predicted mask", "true mask"):
+            self.cases[-1]["panels"].append(a["alt"])
+
+    def handle_data(self, data):  # noqa: ANN001
+        self._text.append(data)
+        if self.cases:
+            self.cases[-1]["text"].append(data)
+
+    def handle_endtag(self, tag):  # noqa: ANN001
+        if tag == "td" and self._cell is not None:
+            self.rows[self._row][self._cell] = "".join(self._text).strip()
+            self._cell = None
+        elif tag == "th" and self._th is not None:
+            self.headers.append((self._th, "".join(self._text).strip()))
+            self._th = None
+        elif tag == "tr":
+            self._row = None
+
+
+def test_the_report_gives_counts_and_misses_per_defect_and_cases_an_engineer_can_act_on(tiny_detector, tmp_path):
+    ev = evaluate(tiny_detector, SAMPLE, tmp_path / "eval", n_examples=3)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    parser = _ReportParser()
+    parser.feed((tmp_path / "eval" / "report.html").read_text())
+    # counts and misses per defect type at the operating threshold: the figures of metrics.json
+    assert set(parser.rows) == {*metrics["per_defect"], "good"}
+    for name, m in metrics["per_defect"].items():
+        row = parser.rows[name]
+        assert int(row["images"]) == m["counts"]["anomalous"] > 0
+        assert int(row["flagged"]) == m["at_threshold"]["tp"] and int(row["missed"]) == m["at_threshold"]["fn"]
+    assert int(parser.rows["good"]["images"]) == metrics["counts"]["good"]
+    assert int(parser.rows["good"]["flagged"]) == metrics["at_threshold"]["fp"]
+    assert sum(int(parser.rows[d]["missed"]) for d in metrics["per_defect"]) == metrics["at_threshold"]["fn"]
+    # plain metric names, the metrics.json key kept as the title
+    shown = dict(parser.headers)
+    assert shown["image_auroc"] == "Image AUROC" and shown["pixel_aupro"] == "AUPRO"
+    assert not any(name == key for key, name in parser.headers)
+    html_text = (tmp_path / "eval" / "report.html").read_text()
+    assert "the chance that a defective image scores higher than a good one" in html_text
+    assert "their colours mix (brown)" in html_text  # the histogram's overlap colour explained
+    at = metrics["at_threshold"]
+    assert f"at most {at['fpr_upper']:.1%} (95% bound), from {at['calibration_images']} calibration images" in \
+        html_text
+    # the galleries: original | heatmap with legend | predicted mask | true mask, score and threshold
+    cases = {c["path"]: c for c in parser.cases}
+    assert len(cases) == len(ev.false_negatives) + len(ev.false_positives) > 0
+    for e in ev.false_negatives + ev.false_positives:
+        case = cases[e.record["path"]]
+        expected = ["image", "heatmap", "predicted mask"] + (["true mask"] if e.record["has_mask"] else [])
+        assert case["panels"] == expected
+        text = " ".join(case["text"])
+        assert f"image score {e.record['score']:.4g} vs threshold {ev.threshold:.4g}" in text
+        if not e.record["has_mask"]:
+            assert "no true mask" in text

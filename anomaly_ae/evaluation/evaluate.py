@@ -23,7 +23,7 @@ from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, thin_
 from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.fileio import write_json_atomic
 from anomaly_ae.outdir import plan, staging
-from anomaly_ae.outputs.overlays import heatmap_overlay
+from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
 
@@ -110,6 +110,8 @@ def evaluate(
     result.mlflow_run_id = getattr(det, "train_info_", {}).get("mlflow", {}).get("run_id")
     result.model_dir = run_dir if run_dir is not None else getattr(det, "source_dir_", None)
     result.config_summary = config_summary(det)
+    check = getattr(det, "train_info_", {}).get("self_check") or {}
+    result.caveats = list(det.postprocessor_.caveats(check.get("image_auroc")).values())
     result.evaluated_at = datetime.now(UTC).isoformat(timespec="seconds")
     if out_dir is not None:
         _write(result, Path(out_dir), result.model_dir, dataset_dir, overwrite)
@@ -200,11 +202,39 @@ def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask:
         return
     if not worst.would_keep(key, order):
         return
-    overlay = heatmap_overlay(scored.image, scored.amap, post.heatmap_range)
+    heatmap = heatmap_overlay(scored.image, scored.amap, post.heatmap_range)
+    overlay = heatmap.copy()
     if mask is not None:
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(overlay, contours, -1, (255, 255, 255), 1)
-    worst.add(key, order, Example(record, overlay))
+    panels = {
+        "image": _bgr(scored.image),
+        "heatmap": with_legend(_fit(heatmap), post.heatmap_range, post.pixel_threshold, s, post.threshold),
+        "predicted mask": _bgr(post.defect_mask(scored.amap).astype(np.uint8) * 255),
+    }
+    if mask is not None:
+        panels["true mask"] = _bgr(mask.astype(np.uint8) * 255)
+    worst.add(key, order, Example(record, overlay, {k: _fit(v) for k, v in panels.items()}))
+
+
+#: longest side of a report panel: the report embeds them, so they are kept small
+PANEL_SIDE = 384
+
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W)``, ``(H, W, 1)`` gray or ``(H, W, 3)`` RGB -> BGR ``(H, W, 3)``."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+
+def _fit(image: np.ndarray) -> np.ndarray:
+    """``image`` shrunk (area interpolation) so that its longest side is at most :data:`PANEL_SIDE`."""
+    k = PANEL_SIDE / max(image.shape[:2])
+    if k >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(image.shape[1] * k)), max(1, round(image.shape[0] * k))),
+                      interpolation=cv2.INTER_AREA)
 
 
 def _write(result: EvaluationResult, out: Path, model: Path | None, dataset_dir: Path, overwrite: bool) -> None:
@@ -241,6 +271,9 @@ def _metrics(
         "fpr": float(np.mean(pred[~y])) if (~y).any() else None,
         "tpr": float(np.mean(pred[y])) if y.any() else None,
         "expected_fpr": post.expected_fpr,
+        "fpr_upper": post.fpr_upper,
+        "calibration_images": post.n_good,
+        "threshold_rule": post.rule,
     }
     acc = good_acc
     for a in defect_accs.values():

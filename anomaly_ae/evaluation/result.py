@@ -11,10 +11,16 @@ import numpy as np
 
 @dataclass
 class Example:
-    """One worst case for the report: its record and the heatmap overlay (uint8 ``(H, W, 3)`` BGR, mask outlined)."""
+    """One worst case for the report: its record and the heatmap overlay (uint8 ``(H, W, 3)`` BGR, mask outlined).
+
+    ``panels``: what the report shows side by side, each uint8 BGR ``(h, w, 3)``: ``image`` (the
+    original), ``heatmap`` (the overlay with its legend), ``predicted mask`` and ``true mask`` (absent
+    for an image without one).
+    """
 
     record: dict[str, Any]
     overlay: np.ndarray
+    panels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +48,8 @@ class EvaluationResult:
     model_dir: Path | None = None
     config_summary: dict[str, str] = field(default_factory=dict)  # architecture, size, scoring, threshold rule
     evaluated_at: str = ""  # ISO 8601, UTC
+    #: why the calibrated threshold is not to be trusted yet (PostProcessor.caveats), in words
+    caveats: list[str] = field(default_factory=list)
 
     @property
     def partial(self) -> bool:

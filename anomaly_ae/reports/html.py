@@ -14,6 +14,21 @@ import numpy as np
 from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.fileio import write_bytes_atomic
 
+#: metric key -> (plain name, what it means in one line); ``{max_fpr}`` is filled in
+METRICS = {
+    "image_auroc": ("Image AUROC", "the chance that a defective image scores higher than a good one (1: every "
+                    "defect ranked above every good image; 0.5: chance)"),
+    "image_ap": ("Image average precision", "precision averaged over all recall levels when the images are ranked "
+                 "by score (1: perfect)"),
+    "image_f1_max": ("Best image F1", "F1 of the image verdicts at the best threshold for this data, found with "
+                     "its labels: what the calibrated threshold could reach at most"),
+    "pixel_auroc": ("Pixel AUROC", "the chance that a defect pixel has a higher map value than a good pixel"),
+    "pixel_aupro": ("AUPRO", "the share of each defect region the map marks, averaged over pixel false-alarm rates "
+                    "up to {max_fpr} and normalized (1: perfect); a small defect counts as much as a large one"),
+    "pixel_f1_max": ("Best pixel F1", "F1 of the defect pixels at the best map threshold for this data, found with "
+                     "its labels"),
+}
+
 
 def _png_b64(image_bgr: np.ndarray) -> str:
     ok, buf = cv2.imencode(".png", image_bgr)
@@ -83,6 +98,13 @@ def _curves(ev: EvaluationResult) -> list[tuple[str, str]]:
     return figs
 
 
+HISTOGRAM_NOTE = (
+    "Score histogram: the bars are see-through, so where good and defect images share a score range their "
+    "colours mix (brown). The dashed red line is the calibrated threshold: good images to its right are false "
+    "alarms, defect images on or left of it are missed."
+)
+
+
 def _header(ev: EvaluationResult, dataset_dir: Path) -> str:
     """Which model, run, data, date and configuration this report is for."""
     rows = [("model", str(ev.model_dir) if ev.model_dir else "(not saved)"),
@@ -95,19 +117,65 @@ def _header(ev: EvaluationResult, dataset_dir: Path) -> str:
     return f'<table class="header">{body}</table>'
 
 
-def _gallery_rows(examples: list[Example]) -> list[dict[str, Any]]:
-    return [{**e.record, "png": _png_b64(e.overlay)} for e in examples]
+def _gallery(examples: list[Example], ev: EvaluationResult, what: str) -> str:
+    """One row per worst case: original | heatmap with its legend | predicted mask | true mask, with the
+    file, its defect type, its score and the threshold."""
+    if not examples:
+        return f"<p>No {what} at the calibrated threshold.</p>"
+    pixel = ev.metrics["at_threshold"].get("pixel_threshold")
+    rows = []
+    for e in examples:
+        r = e.record
+        verdict = "anomalous" if r["score"] > ev.threshold else "good"
+        captions = {"image": "image", "heatmap": "heatmap (legend below it)",
+                    "predicted mask": "predicted defect mask" + (f" (map &ge; {pixel:.4g})" if pixel else ""),
+                    "true mask": "true defect mask"}
+        figures = "".join(
+            f'<figure><img src="data:image/png;base64,{_png_b64(e.panels[k])}" alt="{k}">'
+            f"<figcaption>{captions[k]}</figcaption></figure>" for k in captions if k in e.panels)
+        if "true mask" not in e.panels:
+            figures += ("<figure class=none><figcaption>no true mask ("
+                        + ("a good image" if not r["label"] else "none given") + ")</figcaption></figure>")
+        rows.append(
+            f'<div class="case" data-path="{html.escape(r["path"])}"><p><code>{html.escape(r["path"])}</code>, '
+            f"{html.escape(str(r['defect']))}: image score {r['score']:.4g} vs threshold {ev.threshold:.4g} "
+            f"({verdict})</p>{figures}</div>")
+    return "".join(rows)
 
 
 def _table(metrics: dict[str, Any]) -> str:
-    keys = ["image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro", "pixel_f1_max"]
-    head = "".join(f"<th>{k}</th>" for k in keys)
-    rows = [("all", metrics)] + list(metrics.get("per_defect", {}).items())
+    """The metrics with plain names (``title``: the key in metrics.json), overall and per defect type, and what
+    each means."""
+    keys = [k for k in METRICS if any(isinstance(m.get(k), float) for m in
+                                      [metrics, *metrics.get("per_defect", {}).values()])]
+    head = "".join(f'<th title="{k}">{METRICS[k][0]}</th>' for k in keys)
+    rows = [("all defect types", metrics)] + list(metrics.get("per_defect", {}).items())
     body = ""
     for name, m in rows:
         cells = "".join(f"<td>{m[k]:.4f}</td>" if isinstance(m.get(k), float) else "<td>–</td>" for k in keys)
         body += f"<tr><th>{html.escape(name)}</th>{cells}</tr>"
-    return f"<table><tr><th></th>{head}</tr>{body}</table>"
+    max_fpr = metrics.get("pixel_aupro_max_fpr", 0.3)
+    meanings = "".join(f"<li><b>{METRICS[k][0]}</b> (<code>{k}</code>): {METRICS[k][1].format(max_fpr=max_fpr)}</li>"
+                       for k in keys)
+    return f'<table class="metrics"><tr><th></th>{head}</tr>{body}</table><ul class="meanings">{meanings}</ul>'
+
+
+def _per_defect_counts(metrics: dict[str, Any]) -> str:
+    """Images, flagged and missed per defect type at the calibrated threshold, and the good images' false
+    alarms (the figures of ``metrics.json``: ``per_defect.NAME.at_threshold`` and ``counts``)."""
+    rows = []
+    for name, m in metrics.get("per_defect", {}).items():
+        at, n = m["at_threshold"], m["counts"]["anomalous"]
+        share = f"{at['fn'] / n:.0%}" if n else "–"
+        rows.append(f'<tr data-defect="{html.escape(name)}"><th>{html.escape(name)}</th><td data-key="images">{n}</td>'
+                    f'<td data-key="flagged">{at["tp"]}</td><td data-key="missed">{at["fn"]}</td><td>{share}</td></tr>')
+    at, good = metrics["at_threshold"], metrics["counts"]["good"]
+    alarms = f"{at['fp'] / good:.0%} false alarms" if good else "no good test images"
+    rows.append(f'<tr data-defect="good"><th>good images</th><td data-key="images">{good}</td>'
+                f'<td data-key="flagged">{at["fp"]}</td><td data-key="missed">–</td>'
+                f"<td>{alarms}</td></tr>")
+    return ('<table id="per-defect"><tr><th>defect type</th><th>images</th><th>flagged</th><th>missed</th>'
+            f"<th>missed share</th></tr>{''.join(rows)}</table>")
 
 
 def _self_check(ev: EvaluationResult) -> str:
@@ -142,16 +210,12 @@ def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str
     m = ev.metrics
     at = m["at_threshold"]
     figs = _curves(ev)
-    fn, fp = _gallery_rows(ev.false_negatives), _gallery_rows(ev.false_positives)
-
-    def gallery(rows: list[dict[str, Any]], what: str) -> str:
-        if not rows:
-            return f"<p>No {what} at the calibrated threshold.</p>"
-        return "".join(
-            f'<figure><img src="data:image/png;base64,{r["png"]}" alt="{html.escape(r["path"])}">'
-            f"<figcaption>{html.escape(r['path'])}<br>score {r['score']:.4g}</figcaption></figure>"
-            for r in rows
-        )
+    upper = at.get("fpr_upper")
+    expected = (f"expected on new good images {at['expected_fpr']:.1%}"
+                + (f", at most {upper:.1%} (95% bound)" if upper is not None else "")
+                + (f", from {at['calibration_images']} calibration images" if "calibration_images" in at else ""))
+    rule = f"<p>Threshold rule: {html.escape(at['threshold_rule'])}.</p>" if at.get("threshold_rule") else ""
+    caveats = "".join(f'<p class="caveat">Caution: {html.escape(c)}.</p>' for c in ev.caveats)
 
     confusion = (
         "<table><tr><th></th><th>predicted good</th><th>predicted anomalous</th></tr>"
@@ -161,10 +225,11 @@ def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str
     failures = "".join(f"<li>{html.escape(f['path'])}: {html.escape(f['error'])}</li>" for f in ev.failures)
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>anomaly-ae evaluation {html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;margin:1em 0}}
+<style>body{{font-family:sans-serif;margin:2em;max-width:1480px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td.l{{text-align:left}}
-.header th{{text-align:left;background:#f4f4f4}} figure{{display:inline-block;margin:4px}}
-figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}</style></head><body>
+.header th{{text-align:left;background:#f4f4f4}} figure{{display:inline-block;margin:4px;vertical-align:top}}
+figure img{{max-width:280px;image-rendering:pixelated}} .case figure img{{width:340px;max-width:none}} .figs img{{max-width:420px}} .case{{margin:1em 0}}
+figure.none{{width:200px}} .caveat{{color:#a40}} .meanings{{font-size:90%}}</style></head><body>
 <h1>anomaly-ae evaluation {html.escape(title)}</h1>
 {_header(ev, dataset_dir)}
 <p>Dataset <code>{html.escape(str(dataset_dir))}</code>: {m['counts']['good']} good and
@@ -175,13 +240,16 @@ figure img{{width:280px;image-rendering:pixelated}} .figs img{{max-width:420px}}
 <p>AUPRO is integrated to FPR {m.get('pixel_aupro_max_fpr', 0.3)} and normalized.
 Pixel AUROC binning error ≤ {m.get('pixel_auroc_bin_error', 0):.2g}.</p>
 <h2>At the calibrated threshold ({ev.threshold:.6g}, method {ev.threshold_method})</h2>
+{rule}{caveats}
 {confusion}
-<p>False-positive rate here {at['fpr'] if at['fpr'] is None else f"{at['fpr']:.3f}"};
-expected on new good images (calibration) {at['expected_fpr']:.3f};
-true-positive rate {at['tpr'] if at['tpr'] is None else f"{at['tpr']:.3f}"}.</p>
+<p>False-alarm rate on these good images: {"no good test images" if at['fpr'] is None else f"{at['fpr']:.1%}"}
+({expected}); share of defective images flagged:
+{"no defective test images" if at['tpr'] is None else f"{at['tpr']:.1%}"}.</p>
+<h3>Per defect type</h3>{_per_defect_counts(m)}
 <h2>Curves</h2><div class="figs">{"".join(f'<img src="data:image/png;base64,{b}" alt="{t}">' for t, b in figs)}</div>
-<h2>Worst false negatives (defects scored lowest)</h2>{gallery(fn, "false negatives")}
-<h2>Worst false positives (good images scored highest)</h2>{gallery(fp, "false positives")}
+<p>{HISTOGRAM_NOTE}</p>
+<h2>Worst misses (defective images scored lowest)</h2>{_gallery(ev.false_negatives, ev, "misses")}
+<h2>Worst false alarms (good images scored highest)</h2>{_gallery(ev.false_positives, ev, "false alarms")}
 {"<h2>Unreadable files</h2><ul>" + failures + "</ul>" if failures else ""}
 </body></html>
 """
