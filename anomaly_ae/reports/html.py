@@ -228,7 +228,8 @@ def write_report(path: Path, ev: EvaluationResult, dataset_dir: Path, title: str
 <style>body{{font-family:sans-serif;margin:2em;max-width:1480px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td.l{{text-align:left}}
 .header th{{text-align:left;background:#f4f4f4}} figure{{display:inline-block;margin:4px;vertical-align:top}}
-figure img{{max-width:280px;image-rendering:pixelated}} .case figure img{{width:340px;max-width:none}} .figs img{{max-width:420px}} .case{{margin:1em 0}}
+figure img{{max-width:280px;image-rendering:pixelated}} .case figure img{{width:340px;max-width:none}}
+.figs img{{max-width:420px}} .case{{margin:1em 0}}
 figure.none{{width:200px}} .caveat{{color:#a40}} .meanings{{font-size:90%}}</style></head><body>
 <h1>anomaly-ae evaluation {html.escape(title)}</h1>
 {_header(ev, dataset_dir)}
