@@ -14,6 +14,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +60,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(scores / "heatmaps" / f"{Path(args.image).name}.jpg", args.out / "heatmap_legend.jpg")
     report = (evaluation / "report.html").resolve()
-    subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={(args.out / 'report.png').resolve()}", "--window-size=1280,1800",
-                    report.as_uri()], check=True, capture_output=True, timeout=120)
+    with tempfile.TemporaryDirectory() as profile:  # a fresh profile; no background connections (offline CI)
+        subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        "--no-first-run", f"--user-data-dir={profile}",
+                        f"--screenshot={(args.out / 'report.png').resolve()}", "--window-size=1480,3250",
+                        report.as_uri()], check=True, capture_output=True, timeout=120)
     print(f"wrote {args.out / 'report.png'} and {args.out / 'heatmap_legend.jpg'}")
 
 
