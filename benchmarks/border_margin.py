@@ -14,6 +14,10 @@ on (the seeded split of its training folder, ``training.good_dir``, recomputed; 
   that band (its area share is the figure to compare with);
 - a uniform mid-grey image: the highest map value in the border band over the highest in the centre.
 
+With ``--evaluate DATASET`` each line also holds the labelled figures of ``evaluate`` on ``DATASET/test``
+at that margin (image AUROC, pixel AUROC, AUPRO, and the confusion counts at a threshold recalibrated on
+the held-out images): reported once the margin was chosen by the figures above, never used to choose it.
+
 One JSON line per model and margin goes to ``benchmarks/results/border_margin.jsonl``.
 """
 
@@ -96,6 +100,7 @@ def main() -> None:
     parser.add_argument("--margins", nargs="+", type=int, default=[0, 4, 8, 16])
     parser.add_argument("--good-dir", type=Path, help="training folder (default: training.good_dir of the model)")
     parser.add_argument("--map-margin", action="store_true", help="mirror the margin around the U-Net's input too")
+    parser.add_argument("--evaluate", type=Path, help="also report the labelled figures on DATASET/test")
     args = parser.parse_args()
     from anomaly_ae import Detector
 
@@ -112,13 +117,22 @@ def main() -> None:
                 det.learned_maps = _learned_maps_with_margin(det, margin)
             check = det.self_check(good)
             maps = det.anomaly_maps(good)
+            labelled = None
+            if args.evaluate is not None:
+                from anomaly_ae import evaluate
+
+                det.calibrate(good)
+                m = evaluate(det, args.evaluate).metrics
+                labelled = {k: round(m[k], 4) for k in ("image_auroc", "pixel_auroc", "pixel_aupro") if k in m}
+                labelled.update({k: m["at_threshold"][k] for k in ("tp", "fp", "tn", "fn")})
             append_result(RESULTS, {
                 "run": str(run), "good_dir": str(good_dir), "n_good": len(good), "margin": margin,
                 "map_margin": margin if args.map_margin else 0,
                 "metric": scoring.metric, "reduction": scoring.reduction,
                 "self_check": {k: round(check[k], 4) for k in ("image_auroc", "pixel_auroc", "aupro")},
                 "good_border": {k: round(v, 3) for k, v in border_figures(maps).items()},
-                "uniform_border_over_centre": round(uniform_ratio(det), 3), "commit": commit(),
+                "uniform_border_over_centre": round(uniform_ratio(det), 3), "labelled": labelled,
+                "commit": commit(),
             }, echo=True)
 
 

@@ -95,6 +95,13 @@ def _one_run(uri: str):
     return client, runs[0]
 
 
+def _tracking_warnings(output: str) -> list[str]:
+    """The ``warning:`` lines of a training's output, less the calibration caveats every tiny training gets
+    (6 held-out images are too few to trust a threshold; ``PostProcessor.caveats``)."""
+    parts = " ".join(output.split()).split("warning:")[1:]
+    return [p for p in parts if "calibrate the threshold" not in p and "self-check is near chance" not in p]
+
+
 def test_training_is_tracked_on_a_real_server(tiny_data, tiny_config_file, tmp_path, monkeypatch):
     server = Server(tmp_path / "server")
     try:
@@ -102,7 +109,7 @@ def test_training_is_tracked_on_a_real_server(tiny_data, tiny_config_file, tmp_p
         monkeypatch.chdir(tmp_path)
         res = _train(tiny_data, tiny_config_file, tmp_path / "run", "--register", "plate", "--alias", "champion")
         assert res.exit_code == 0, res.output
-        assert "warning" not in res.output
+        assert _tracking_warnings(res.output) == []
         client, run = _one_run(server.uri)
         assert run.info.status == "FINISHED"
         assert run.data.params["model.name"] == "conv" and run.data.params["train.epochs"] == "3"
@@ -130,7 +137,7 @@ def test_unreachable_server_falls_back_locally_without_hanging(tiny_data, tiny_c
     assert res.exit_code == 0, res.output
     assert took < 60  # a bounded probe, not minutes of retries
     out = " ".join(res.output.split())
-    assert out.count("warning:") == 1 and f"127.0.0.1:{port}" in out and "mlflow-export-import" in out
+    assert len(_tracking_warnings(out)) == 1 and f"127.0.0.1:{port}" in out and "mlflow-export-import" in out
     assert (tmp_path / "run" / "model.keras").is_file()
     client, run = _one_run(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert run.data.params["model.name"] == "conv" and run.info.status == "FINISHED"
@@ -156,7 +163,7 @@ def test_server_dying_mid_training_loses_nothing(tiny_data, tiny_config_file, tm
     finally:
         server.stop()
     assert res.exit_code == 0, res.output
-    assert " ".join(res.output.split()).count("warning:") == 1
+    assert len(_tracking_warnings(res.output)) == 1
     client, run = _one_run(f"sqlite:///{tmp_path / 'mlflow.db'}")  # the whole run, replayed locally
     assert run.data.params["model.name"] == "conv"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]

@@ -33,6 +33,9 @@ from anomaly_ae.cli.common import (
 if TYPE_CHECKING:
     from anomaly_ae import ScoreSummary, Verdict
 
+#: the Ray extra as help text shows it: rich would read a bare "[ray]" as markup and drop it
+RAY_EXTRA = "anomaly-ae\\[ray]"
+
 EXAMPLES = """Examples:
 
   anomaly-ae score runs/a inspection/2026-11-27 --out scores/2026-11-27
@@ -80,9 +83,8 @@ def score(
     ] = False,
     max_megapixels: Annotated[float | None, typer.Option(
         min=0.000001, help="Refuse larger images before decoding.", show_default="100")] = None,
-    # "\\[": rich would read a bare [ray] as markup and drop it from the help
     engine: Annotated[Engine, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
-                                           "(pip install 'anomaly-ae\\[ray]').")] = Engine.local,
+                                           f"(pip install '{RAY_EXTRA}').")] = Engine.local,
     address: RayAddress = None,
     actors: Actors = 1,
     gpus_per_actor: GpusPerActor = 0.0,
