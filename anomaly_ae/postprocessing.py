@@ -242,6 +242,22 @@ def threshold_rule(method: str, n_good: int, quantile: float = 0.99, mad_k: floa
     return method, text[method]
 
 
+def norm_range(scores: np.ndarray, threshold: float, widen: bool = False) -> tuple[float, float]:
+    """``(min, max)`` of the good scores, the range :func:`normalize` divides by.
+
+    With ``widen`` (the small-sample rule), the range is at least ``[2 median - threshold, threshold]``: a
+    span of 4 scores is too narrow a yardstick (an image just over the threshold read 0.85), so the
+    normalized scale runs from 0 at ``median - (threshold - median)`` to 1 at ``threshold + (threshold -
+    median)``, at least.
+    """
+    s = _check_scores(scores)
+    lo, hi = float(s.min()), float(s.max())
+    if widen:
+        med = float(np.median(s))
+        lo, hi = min(lo, 2 * med - threshold), max(hi, threshold)
+    return lo, hi
+
+
 def normalize(scores: np.ndarray, threshold: float, lo: float, hi: float) -> np.ndarray:
     """Scores mapped so that the threshold is 0.5: ``clip((s - t) / (hi - lo) + 0.5, 0, 1)``.
 
@@ -263,7 +279,8 @@ class PostProcessor:
         expected_fpr: expected false-alarm rate on new good images (:func:`expected_fpr`).
         fpr_upper: its upper :data:`FPR_CONFIDENCE` bound (:func:`fpr_upper_bound`).
         rule: the threshold rule applied, in words (:func:`threshold_rule`).
-        norm_range: ``(min, max)`` of the validation-good scores, for :meth:`normalize`.
+        norm_range: ``(min, max)`` of the validation-good scores, for :meth:`normalize` (widened for the
+            small-sample rule, :func:`norm_range`).
         heatmap_range: ``(median map value, pixel_threshold)``: the colour scale of overlays.
         val_scores: ``(n,)`` float64 scores of the validation-good images.
         score_stats: their summary.
@@ -320,7 +337,7 @@ class PostProcessor:
             threshold=float(threshold),
             pixel_threshold=pixel_threshold,
             expected_fpr=expected_fpr(scores, threshold),
-            norm_range=(float(scores.min()), float(scores.max())),
+            norm_range=norm_range(scores, threshold, widen=method == "small_sample"),
             heatmap_range=(lo, max(pixel_threshold, lo + 1e-12)),
             val_scores=scores,
             score_stats=ScoreStats.of(scores),

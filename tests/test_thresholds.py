@@ -103,3 +103,17 @@ def test_a_model_saved_before_the_bound_gets_it_from_its_scores():
         del d["threshold"][key]
     old = PostProcessor.from_dict(d)
     assert old.fpr_upper == pytest.approx(post.fpr_upper) and old.rule == "the highest of 10 good scores"
+
+
+def test_few_scores_get_a_wider_normalization_range():
+    """4 scores: an image just over the threshold read 0.85 on their narrow span."""
+    few = np.array([1.0, 1.1, 1.2, 1.3])
+    post = PostProcessor.fit(few, np.zeros((4, 4, 4)), ThresholdConfig(method="quantile", quantile=0.99))
+    lo, hi = post.norm_range
+    t, med = post.threshold, float(np.median(few))
+    assert (lo, hi) == (pytest.approx(2 * med - t), pytest.approx(t)) and hi - lo > few.max() - few.min()
+    assert post.normalize(np.array([t]))[0] == pytest.approx(0.5)
+    assert post.normalize(np.array([med]))[0] == pytest.approx(0.0, abs=1e-9)
+    assert post.normalize(np.array([t + 0.05]))[0] < 0.6  # just over the threshold is just over 0.5
+    many = np.linspace(1, 2, 40)  # enough scores: the plain min and max, as before
+    assert PostProcessor.fit(many, np.zeros((40, 4, 4)), ThresholdConfig()).norm_range == (1.0, 2.0)
