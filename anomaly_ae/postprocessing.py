@@ -209,16 +209,22 @@ def _beta_quantile(q: float, a: int, b: int) -> float:
     return (lo + hi) / 2
 
 
-def small_sample_threshold(scores: np.ndarray, k: float = 3.0) -> float:
-    """The larger of the highest good score and ``median + k * 1.4826 * MAD``.
+def small_sample_threshold(scores: np.ndarray, q: float = 0.99) -> float:
+    """The larger of the highest good score and the ``q``-quantile of a normal fitted robustly to the scores,
+    ``median + z_q * 1.4826 * MAD`` (``z_0.99 = 2.33``).
 
-    The fallback of the ``quantile`` rule for fewer than :data:`MIN_QUANTILE_SCORES` scores: a 0.99
-    quantile of 4 scores is their maximum, which the next good images exceed often (about one in
-    ``n + 1``). The robust spread rule adds a margin that does not depend on the one highest score, and
-    never goes below it.
+    The fallback of the ``quantile`` rule for fewer than :data:`MIN_QUANTILE_SCORES` scores: the empirical
+    0.99 quantile of 4 scores is their maximum, which the next good images exceed often (about one in
+    ``n + 1``), so the quantile asked for is estimated from the scores' centre and spread instead, and
+    never below their maximum. Only the maximum carries a distribution-free guarantee
+    (:func:`expected_fpr`); the normal fit adds a margin where it holds. (Measured on the default's 18
+    held-out scores of sample_data: ``median + 3 x 1.4826 x MAD``, a 0.9987 quantile, flagged 47% of the
+    self-check's synthetic defects, this rule 56%, the maximum alone 72%.)
     """
+    from statistics import NormalDist
+
     s = _check_scores(scores)
-    return max(max_threshold(s), mad_threshold(s, k))
+    return max(max_threshold(s), mad_threshold(s, NormalDist().inv_cdf(min(q, 1 - 1e-9))))
 
 
 def threshold_rule(method: str, n_good: int, quantile: float = 0.99, mad_k: float = 3.0,
@@ -230,9 +236,12 @@ def threshold_rule(method: str, n_good: int, quantile: float = 0.99, mad_k: floa
     models calibrated before that rule existed).
     """
     if method == "quantile" and n_good < MIN_QUANTILE_SCORES and fallback:
-        return "small_sample", (f"the larger of the highest and median + {mad_k:g} x 1.4826 x MAD of {n_good} good "
-                                f"scores, as {n_good} are too few for quantile {quantile:g} (it needs "
-                                f"{MIN_QUANTILE_SCORES})")
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(min(quantile, 1 - 1e-9))
+        return "small_sample", (f"the larger of the highest of {n_good} good scores and their quantile {quantile:g} "
+                                f"under a robust normal fit (median + {z:.2f} x 1.4826 x MAD), as {n_good} are too "
+                                f"few for an empirical quantile (it needs {MIN_QUANTILE_SCORES})")
     text = {
         "quantile": f"quantile {quantile:g} of {n_good} good scores",
         "mad": f"median + {mad_k:g} x 1.4826 x MAD of {n_good} good scores",
@@ -322,7 +331,7 @@ class PostProcessor:
             labels = np.r_[np.zeros(len(scores), bool), np.ones(len(bad), bool)]
             threshold = fit_threshold(np.r_[scores, bad], "f1", labels=labels)
         elif method == "small_sample":
-            threshold = small_sample_threshold(scores, config.mad_k)
+            threshold = small_sample_threshold(scores, config.quantile)
         else:
             threshold = fit_threshold(scores, config.method, config.quantile, config.mad_k)
         if config.pixel_method == "f1":

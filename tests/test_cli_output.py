@@ -57,7 +57,7 @@ def test_train_result_lines_on_stdout_and_quiet_drops_progress(tiny_data, tiny_c
     # no progress: only the warning that 6 held-out images are too few to trust the threshold (shown with -q)
     assert res.stderr.startswith("warning: only 6 good images calibrate the threshold") and \
         res.stderr.count("\n") == 1
-    assert re.search(r"^threshold +[\d.e-]+: the larger of the highest and median", res.stdout, re.M)
+    assert re.search(r"^threshold +[\d.e-]+: the larger of the highest of 6 good scores", res.stdout, re.M)
     assert re.search(r"^model +" + re.escape(str(tmp_path / "r")), res.stdout, re.M)
 
 

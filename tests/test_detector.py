@@ -17,9 +17,10 @@ def test_fitted_attributes(tiny_detector):
     assert d.score_stats_.count == 6
     # 6 held-out scores are too few for quantile 0.99: the small-sample rule, never below their maximum
     s = d.val_scores_
-    mad_rule = np.median(s) + 3.0 * 1.4826 * np.median(np.abs(s - np.median(s)))
-    assert d.threshold_ == pytest.approx(max(s.max(), mad_rule))
-    assert d.postprocessor_.rule.startswith("the larger of the highest and median + 3 x 1.4826 x MAD of 6")
+    normal_fit = np.median(s) + 2.3263479 * 1.4826 * np.median(np.abs(s - np.median(s)))  # z of 0.99
+    assert d.threshold_ == pytest.approx(max(s.max(), normal_fit))
+    assert d.postprocessor_.rule.startswith("the larger of the highest of 6 good scores and their quantile 0.99 "
+                                            "under a robust normal fit (median + 2.33 x 1.4826 x MAD)")
     lo, hi = d.heatmap_range_
     assert 0 <= lo < hi
 

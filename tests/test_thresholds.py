@@ -82,9 +82,9 @@ def test_quantile_rule_falls_back_below_the_minimum_and_says_so():
     few, many = rng.normal(size=4), rng.normal(size=MIN_QUANTILE_SCORES)
     maps = np.zeros((4, 8, 8))
     post = PostProcessor.fit(few, maps, ThresholdConfig(method="quantile", quantile=0.99))
-    assert post.threshold == small_sample_threshold(few, 3.0) >= few.max()
-    assert post.threshold == max(few.max(), mad_threshold(few, 3.0))
-    assert "as 4 are too few for quantile 0.99 (it needs 20)" in post.rule
+    assert post.threshold == small_sample_threshold(few, 0.99) >= few.max()
+    assert post.threshold == pytest.approx(max(few.max(), mad_threshold(few, 2.3263479)))  # z of 0.99
+    assert "as 4 are too few for an empirical quantile (it needs 20)" in post.rule
     assert post.expected_fpr == pytest.approx(1 / 5) and post.fpr_upper == pytest.approx(1 - 0.05 ** 0.25)
     assert set(post.caveats()) == {"few_good"} and "up to 53%" in post.caveats()["few_good"]
     assert set(post.caveats(self_check_auroc=0.47)) == {"few_good", "self_check"}
