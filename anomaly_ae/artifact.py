@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, Val
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
-from anomaly_ae.fileio import versions, write_bytes_atomic, write_json_atomic
+from anomaly_ae.fileio import file_sha256, versions, write_bytes_atomic, write_json_atomic
 from anomaly_ae.postprocessing import PostProcessor
 
 SCHEMA_VERSION = 1
@@ -92,8 +92,37 @@ def save_model_dir(path: Path, state: ModelState) -> Path:
     with staging(path, "model", names, overwrite=True, order=names, replace_all=False) as tmp:
         state.model.save(tmp / MODEL_FILE)
         write_bytes_atomic(tmp / CONFIG_FILE, state.config.yaml_text().encode("utf-8"))
-        write_json_atomic(tmp / META_FILE, detector_metadata(state))
+        write_json_atomic(tmp / META_FILE, {**detector_metadata(state), "files": file_checksums(tmp)})
     return path
+
+
+#: the files whose SHA-256 ``detector.json`` records (``files``) and :func:`load_model_dir` checks: the weights.
+#: ``config.yaml`` is a copy for people (``detector.json`` holds the config that is loaded).
+CHECKED_FILES = (MODEL_FILE,)
+
+
+def file_checksums(path: Path) -> dict[str, str]:
+    """``{name: SHA-256}`` of the :data:`CHECKED_FILES` of the model directory ``path``."""
+    return {name: file_sha256(path / name) for name in CHECKED_FILES}
+
+
+def damaged_files(path: Path, meta: dict[str, Any]) -> str | None:
+    """Why the files of ``path`` do not match the checksums its ``detector.json`` (``meta``) recorded, else
+    ``None`` (also ``None`` for a model saved before checksums were recorded)."""
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict):
+        return None
+    for name, digest in recorded.items():
+        if name not in CHECKED_FILES:
+            continue
+        try:
+            actual = file_sha256(path / name)
+        except OSError as err:
+            return f"{path / name}: unreadable ({err.strerror or err})"
+        if actual != digest:
+            return (f"{path / name}: its SHA-256 is not the one {META_FILE} recorded when the model was saved "
+                    "(the file is damaged or was replaced): restore the model directory, or retrain")
+    return None
 
 
 class _Open(BaseModel):
@@ -222,6 +251,9 @@ def load_model_dir(path: Path) -> ModelState:
             f"{meta_path}: schema_version {version!r} is not supported ({why}; "
             f"this anomaly-ae reads version {SCHEMA_VERSION})"
         )
+    damage = damaged_files(path, meta)
+    if damage is not None:
+        raise ModelDirError(damage)
     check_contents(path)
     validate_metadata(meta, meta_path)  # DetectorConfig migrates an older config (config.migrate_config)
     try:
@@ -255,6 +287,8 @@ def save_calibration(path: Path, state: ModelState) -> Path:
         raise ModelDirError(f"not a model directory: {path} lacks {MODEL_FILE}")
     meta = detector_metadata(state)
     meta["created"] = state.metadata.get("created", meta["created"])
+    # the weights are untouched: their recorded checksums stay (verified when the model was loaded)
+    meta["files"] = state.metadata.get("files") or file_checksums(path)
     meta["calibrated"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_bytes_atomic(path / CONFIG_FILE, state.config.yaml_text().encode("utf-8"))
     write_json_atomic(path / META_FILE, meta)

@@ -123,6 +123,15 @@ def write_npy_atomic(path: Path, array: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB pieces (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A new empty folder in ``parent`` (created if needed) with the normal folder mode (not 0700)."""
     parent.mkdir(parents=True, exist_ok=True)

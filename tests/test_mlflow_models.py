@@ -113,7 +113,15 @@ def test_the_artifact_holds_no_pickle_and_a_tampered_one_is_refused(registered, 
     assert mlmodel["signature"]["inputs"] and mlmodel.get("saved_input_example_info")
     # a model.keras whose graph holds a Lambda layer (arbitrary code): refused as a local model directory is
     inp = keras.Input((32, 32, 1))
-    keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp)).save(local / "data" / "detector" / "model.keras")
+    detector = local / "data" / "detector"
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp)).save(detector / "model.keras")
+    with pytest.raises(Exception, match="SHA-256 is not the one detector.json recorded"):
+        mlflow.pyfunc.load_model(str(local))  # the replaced weights fail their recorded checksum first
+    from anomaly_ae.fileio import file_sha256
+
+    meta = json.loads((detector / "detector.json").read_text())
+    meta["files"]["model.keras"] = file_sha256(detector / "model.keras")  # a tamperer who also edits the record
+    (detector / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(Exception, match="Lambda layer"):
         mlflow.pyfunc.load_model(str(local))
 

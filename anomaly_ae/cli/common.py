@@ -131,7 +131,7 @@ def model_dir(ref: str, quiet: bool = False) -> Path:
     from anomaly_ae.deploy.mlflow_model import resolve_model
 
     try:
-        return resolve_model(ref, tracking_uri())
+        return resolve_model(ref, tracking_uri(), on_refresh=None if quiet else warn)
     except ValueError as err:
         fail_usage(str(err))
 

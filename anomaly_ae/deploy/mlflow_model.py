@@ -32,6 +32,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -284,28 +285,140 @@ def canonical_uri(uri: str, tracking_uri: str) -> str:
     return uri
 
 
-def resolve_model(ref: str | Path, tracking_uri: str | None = None) -> Path:
+#: seconds a command waits for a tracking/registry server to answer before it gives up (one line, exit 2);
+#: ``ANOMALY_AE_CONNECT_TIMEOUT`` overrides it. MLflow's own request retries are bounded by
+#: :data:`anomaly_ae.tracking.REMOTE_DEFAULTS` (a 10 s timeout, 2 retries) unless the user set them.
+CONNECT_TIMEOUT = 5.0
+
+#: what the cache records beside each downloaded model: which registry entry it came from
+SOURCE_FILE = "source.json"
+
+
+def connect_timeout() -> float:
+    """:data:`CONNECT_TIMEOUT`, or ``ANOMALY_AE_CONNECT_TIMEOUT`` (seconds) when set to a positive number."""
+    try:
+        value = float(os.environ.get("ANOMALY_AE_CONNECT_TIMEOUT", CONNECT_TIMEOUT))
+    except ValueError:
+        return CONNECT_TIMEOUT
+    return value if value > 0 else CONNECT_TIMEOUT
+
+
+def check_store(uri: str) -> None:
+    """Refuse, in one line, a store a lookup cannot use, before MLflow waits or writes anything.
+
+    An ``http(s)`` server must answer ``/health`` within :func:`connect_timeout` seconds; a
+    ``sqlite:///`` store must exist (MLflow would otherwise create an empty ``mlflow.db`` just to find
+    nothing in it).
+
+    Raises:
+        ValueError: with the reason and what to do.
+    """
+    from anomaly_ae.tracking import REMOTE_DEFAULTS, TrackingUnavailable, probe
+
+    if uri.startswith(("http://", "https://")):
+        for key, value in REMOTE_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        try:
+            probe(uri, connect_timeout())
+        except TrackingUnavailable as err:
+            raise ValueError(f"the MLflow server {err} after {connect_timeout():g} s; start it, set "
+                             "MLFLOW_TRACKING_URI to one that answers, or set ANOMALY_AE_CONNECT_TIMEOUT") from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise ValueError(f"there is no MLflow store at {db} (MLFLOW_TRACKING_URI is "
+                             f"{'unset' if not os.environ.get('MLFLOW_TRACKING_URI') else uri}): run the command "
+                             "where the model was logged, or set MLFLOW_TRACKING_URI")
+
+
+def registry_identity(exact: str, tracking_uri: str) -> dict[str, Any]:
+    """What identifies the model behind ``exact`` (a ``models:/NAME/VERSION`` or ``runs:/`` URI) in this store:
+    the run id, and for a model version also its creation time and source. A store recreated at the same
+    URI gives the same version number to another model, and another identity."""
+    if not exact.startswith("models:/"):
+        return {"uri": exact}  # a run id is a random UUID: it names one run
+    from mlflow.tracking import MlflowClient
+
+    name, _, version = exact[len("models:/"):].strip("/").rpartition("/")
+    v = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version(name, version)
+    return {"uri": exact, "run_id": v.run_id, "creation_timestamp": v.creation_timestamp, "source": v.source}
+
+
+def _cached(target: Path, identity: dict[str, Any]) -> str | None:
+    """Why the cached copy at ``target`` cannot be used (stale or damaged), or ``None`` when it can."""
+    import json
+
+    from anomaly_ae.artifact import damaged_files
+
+    try:
+        recorded = json.loads((target.parent / SOURCE_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((target / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its record is missing or unreadable"
+    if recorded != identity:
+        return "the registry now names another model under that URI"
+    if not isinstance(meta, dict) or damaged_files(target, meta) is not None:
+        return "its files are damaged"
+    return None
+
+
+def resolve_model(ref: str | Path, tracking_uri: str | None = None,
+                  on_refresh: Callable[[str], None] | None = None) -> Path:
     """A model directory for ``ref``: a local folder as is, or an MLflow model URI downloaded once to the cache.
 
     The cache key is the store and the resolved version (``models:/plate@champion`` -> ``models:/plate/3``),
     so a moved alias downloads the version it now names and an unchanged one is not downloaded again.
+    Beside each copy the cache records the registry's identity of the version (run id, creation time,
+    source); a copy whose identity no longer matches (the store was recreated) or whose files fail their
+    checksums is downloaded again (``on_refresh`` is told why, in words).
 
     Raises:
-        ValueError: the URI names nothing, or what it names is not an anomaly-ae model.
+        ValueError: the store does not answer or does not exist (:func:`check_store`), the URI names
+            nothing, or what it names is not an anomaly-ae model.
     """
     if not is_model_uri(ref):
         return Path(ref)
+    import json
+
     import mlflow
 
     uri = tracking_uri or mlflow.get_tracking_uri()
+    check_store(uri)
     try:
         exact = canonical_uri(str(ref), uri)
+        identity = registry_identity(exact, uri)
     except Exception as err:  # noqa: BLE001 - MlflowException for an unknown name or alias
         raise ValueError(f"{ref}: {str(err).splitlines()[0]}") from None
     key = hashlib.sha256(f"{uri}\n{exact}".encode()).hexdigest()[:16]
     target = cache_root() / key / DETECTOR_DIR
-    if (target / META_FILE).is_file():
-        return target
+    if target.parent.exists():
+        why = _cached(target, identity)
+        if why is None:
+            return target
+        if on_refresh is not None:
+            on_refresh(f"the cached copy of {ref} is not used ({why}): downloading it again")
+        shutil.rmtree(target.parent, ignore_errors=True)
+    target.parent.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=exact, dst_path=tmp, tracking_uri=uri))
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"{ref}: cannot download it ({str(err).splitlines()[0][:200]})") from None
+        found = local / "data" / DETECTOR_DIR
+        if not (found / META_FILE).is_file() and (local / META_FILE).is_file():
+            found = local  # the plain model files that runs before the MLflow flavour logged under model/
+        if not (found / META_FILE).is_file():
+            raise ValueError(f"{ref} is not an anomaly-ae model (no data/{DETECTOR_DIR}/{META_FILE} in it)")
+        staged = Path(tmp) / "ready"
+        staged.mkdir()
+        shutil.move(str(found), staged / DETECTOR_DIR)
+        (staged / SOURCE_FILE).write_text(json.dumps(identity), encoding="utf-8")
+        try:
+            os.rename(staged, target.parent)  # atomic: a reader never sees half a model
+        except OSError:
+            if not (target / META_FILE).is_file():  # another process won the race: use its copy
+                raise
+    return target
     target.parent.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
         try:
