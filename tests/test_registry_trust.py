@@ -27,8 +27,10 @@ def _register(det: Detector, run_dir: Path, uri: str, name: str) -> None:
 
     det.save(run_dir)
     with fluent_tracking_uri(uri):
-        mlflow.set_experiment("trust")
-        with mlflow.start_run():
+        client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name("trust")
+        experiment = found.experiment_id if found else client.create_experiment("trust")
+        with mlflow.start_run(experiment_id=experiment):  # no fluent experiment left set for the next command
             log_detector(run_dir, registered_model_name=name, detector=det)
 
 
@@ -121,3 +123,72 @@ def test_a_lookup_in_a_folder_without_a_store_creates_nothing(tiny_data, tmp_pat
     res = runner.invoke(app, ["score", "models:/plate/1", str(image)], env={"ANOMALY_AE_CACHE": str(tmp_path / "c")})
     assert res.exit_code == 2 and "there is no MLflow store at" in " ".join(res.output.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlflow.db, no mlruns, no cache
+
+
+@pytest.fixture(scope="module")
+def saved_run(tiny_detector, tmp_path_factory):
+    return tiny_detector.save(tmp_path_factory.mktemp("trust") / "run")
+
+
+def test_a_users_scores_parquet_is_never_replaced(saved_run, tiny_data, tmp_path):
+    folder, out = tiny_data / "test" / "good", tmp_path / "out"
+    assert runner.invoke(app, ["score", str(saved_run), str(folder), "--out", str(out), "-q"]).exit_code == 0
+    for flags in (["--overwrite"], ["--resume"]):  # a CSV rerun: the user's parquet file is not ours to keep in step
+        (out / "scores.parquet").write_text("mine")
+        res = runner.invoke(app, ["score", str(saved_run), str(folder), "--out", str(out), "-q", *flags])
+        assert res.exit_code == 0, res.output
+        assert (out / "scores.parquet").read_text() == "mine"
+    res = runner.invoke(app, ["score", str(saved_run), str(folder), "--out", str(out), "--format", "parquet",
+                              "--overwrite"])
+    assert res.exit_code == 2 and "did not write" in " ".join(res.output.split())
+    assert (out / "scores.parquet").read_text() == "mine"
+
+
+def test_the_same_file_twice_is_one_row_and_dotdot_inside_the_folder_is_resolved(saved_run, tiny_data, tmp_path):
+    good = tiny_data / "test" / "good"
+    a, b = sorted(good.glob("*.png"))[:2]
+    dotdot = good / "sub" / ".." / b.name  # a plain file of the folder, named through a sub-folder's '..'
+    (good / "sub").mkdir(exist_ok=True)
+    try:
+        out = tmp_path / "out"
+        res = runner.invoke(app, ["score", str(saved_run), str(a), str(a), str(dotdot), "--out", str(out), "-q"])
+        assert res.exit_code == 0, res.output
+        rows = (out / "scores.csv").read_text().splitlines()[1:]
+        assert [r.split(",")[0] for r in rows] == [a.name, b.name]  # one row each, keys inside the folder
+        rerun = runner.invoke(app, ["score", str(saved_run), str(a), str(a), str(dotdot), "--out", str(out),
+                                    "--resume"])
+        assert rerun.exit_code == 0 and "malformed" not in rerun.output
+    finally:
+        (good / "sub").rmdir()
+
+
+def test_out_equal_to_a_file_uri_input_is_refused_like_the_plain_path(saved_run, tiny_data, tmp_path):
+    import shutil
+
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_data / "test" / "good", folder)
+    for given in (str(folder), folder.as_uri()):
+        res = runner.invoke(app, ["score", str(saved_run), given, "--out", str(folder)])
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"--out {folder} is the input folder" in text and "no images" not in text
+
+
+@pytest.mark.parametrize("alias", ["v1", "V12", "latest", "LATEST", "two words"])
+def test_reserved_or_invalid_aliases_are_refused_before_training(tiny_data, tmp_path, alias):
+    res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--register", "plate", "--alias", alias,
+                              "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "--alias" in res.output
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing registered
+
+
+def test_calibrate_by_uri_names_the_uri_not_a_deleted_temporary_folder(tiny_detector, tiny_data, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _register(Detector.load(tiny_detector.save(tmp_path / "a")), tmp_path / "a", uri, "plate")
+    res = runner.invoke(app, ["calibrate", "models:/plate/1", "--good", str(tiny_data / "test" / "good"), "--json"],
+                        env={"MLFLOW_TRACKING_URI": uri, "ANOMALY_AE_CACHE": str(tmp_path / "cache")})
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["model_dir"] == "models:/plate/1"
+    assert summary["updated"] == "models:/plate/2"

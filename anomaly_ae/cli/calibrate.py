@@ -99,6 +99,8 @@ def calibrate(
         _fit(det, good_images, bad_images, bad_masks, new, select_scoring, reporter(quiet))
         det.save_calibration(target)
         summary = _summary(det, target, failed)
+        if target != Path(run_dir):  # a temporary copy of an MLflow model, gone on return: name what was given
+            summary["model_dir"] = run_dir
         summary["mlflow"] = None if no_track else _log(det, target, run_dir, register, alias, summary, quiet)
         if target != Path(run_dir):  # a copy of an MLflow model: what was updated is the registry, if anything
             summary["updated"] = (summary["mlflow"] or {}).get("model_uri")

@@ -52,8 +52,24 @@ Register = Annotated[str | None, typer.Option(help=_REGISTER_HELP, show_default=
 #: calibrate's ``--register``: a registered model stays registered under its name
 RegisterAgain = Annotated[str | None, typer.Option(help=_REGISTER_HELP,
                                                    show_default="the model's registered name, if any")]
+def _check_alias(alias: str | None) -> str | None:
+    """Refuse, before any work, an alias the MLflow Model Registry would refuse after the training: 'latest' and
+    version names like 'v1' are reserved, and only letters, digits, '_' and '-' are allowed."""
+    import re
+
+    if alias is None:
+        return None
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise typer.BadParameter(f"{alias!r} is reserved by the MLflow Model Registry (it names a version); "
+                                 "choose another alias, e.g. champion")
+    if not re.fullmatch(r"[\w\-]{1,255}", alias):
+        raise typer.BadParameter(f"{alias!r}: an alias may hold only letters, digits, '_' and '-' (1-255 of them)")
+    return alias
+
+
 Alias = Annotated[str | None, typer.Option(
-    help="Point this registry alias (e.g. champion) at the new version; needs --register.", show_default="none")]
+    help="Point this registry alias (e.g. champion) at the new version; needs --register.", show_default="none",
+    callback=_check_alias)]
 
 
 #: ``--address`` of a Ray cluster (train and score with ``--engine ray``)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from anomaly_ae.fileio import MANIFEST_NAME
@@ -65,6 +65,14 @@ class UriInput:
             what = "does not exist" if info.type == pafs.FileType.NotFound else "is not a folder"
             raise UriError(f"INPUT {uri} {what}")
         return cls(uri, fs, root.rstrip("/") or "/")
+
+    @property
+    def local_path(self) -> Path | None:
+        """The folder on this machine's file system for a ``file://`` URI (so that the rules of plain paths apply
+        to it: an ``--out`` that is the input folder is refused the same way), else ``None``."""
+        import pyarrow.fs as pafs
+
+        return Path(self.root) if isinstance(self.filesystem, pafs.LocalFileSystem) else None
 
     def list_images(self, exclude_local: str | None = None) -> list[UriFile]:
         """Every image file under the folder (recursive, sorted by relative path), as :func:`list_images` lists

@@ -29,7 +29,7 @@ from anomaly_ae.data.images import list_images
 from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector, ScoredFile
 from anomaly_ae.fileio import MANIFEST_NAME
-from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, record
+from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, read_manifest, record
 from anomaly_ae.outputs.batch import FolderProgress, one_opencv_thread, output_targets, outputs_of
 from anomaly_ae.outputs.score_run import (
     HEATMAP_POLICIES,
@@ -161,7 +161,7 @@ def score_folder(
     paths: list[Path] | list[UriFile]
     if is_uri(input_dir):  # s3://, gs://, hdfs://, file://: listed and read through pyarrow.fs
         source = UriInput.open(str(input_dir))
-        check_out_dir(out, {"model directory": run_dir})
+        check_out_dir(out, {"model directory": run_dir, "input folder": source.local_path})  # file:// as a path
         paths = source.list_images(exclude_local=os.path.realpath(out))
     else:
         source = Path(input_dir)
@@ -190,6 +190,25 @@ def score_folder(
     return summary
 
 
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute with ``..`` worked out: ``DIR/sub/../b.png`` is ``DIR/b.png`` (the folder that
+    ``sub/..`` names on disk, links followed), so its key and output names stay inside the common folder."""
+    if ".." in path.parts:
+        return Path(os.path.realpath(path.parent)) / path.name
+    return path.absolute()
+
+
+def _unique_files(paths: list[Path]) -> list[Path]:
+    """``paths`` without repeats of the same file (as :func:`_absolute` names it), first occurrence kept."""
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        if _absolute(p) not in seen:
+            seen.add(_absolute(p))
+            unique.append(p)
+    return unique
+
+
 def score_files(
     detector_or_run_dir: Detector | str | Path,
     files: Sequence[str | Path],
@@ -215,11 +234,11 @@ def score_files(
         OutputConflict, ModelDirError: as :func:`score_folder`.
         NoImagesError: ``files`` is empty.
     """
-    paths = [Path(f) for f in files]
+    paths = _unique_files([Path(f) for f in files])
     if not paths:
         raise NoImagesError("no image files to score")
     det, run_dir = _detector(detector_or_run_dir, need_dir=out_dir is not None)
-    root = Path(os.path.commonpath([p.absolute().parent for p in paths]))
+    root = Path(os.path.commonpath([_absolute(p).parent for p in paths]))
     progress = as_progress(verbose)
     if det is None:  # loaded once: the verdicts below need its post-processor too
         progress.stage(f"loading the model {run_dir}")
@@ -235,12 +254,12 @@ def score_files(
     listener = BarProgress(progress, out)
     options = _Options(batch_size, heatmap_policy(heatmaps), masks, raw_maps, legend, resume, overwrite,
                        max_megapixels)
-    summary = _score_into(det, run_dir, root, [p.absolute() for p in paths], out, options, listener,
+    summary = _score_into(det, run_dir, root, [_absolute(p) for p in paths], out, options, listener,
                           _Warnings(listener))
     rows = {r[0]: dict(zip(CSV_COLUMNS, r, strict=False)) for r in read_scores(summary.scores_csv)}
     verdicts = []
     for p in paths:
-        key = relative_key(p.absolute(), root)
+        key = relative_key(_absolute(p), root)
         row = rows.get(key, {})
         score = float(row["score"]) if row.get("score") else None
         wanted = kinds_for(summary.outputs, score is not None and score > summary.threshold, options.heatmaps)
@@ -311,6 +330,11 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
             det = Detector.load(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         with OutDirLock(out):
+            parquet = out / PARQUET
+            ours = PARQUET in read_manifest(out).get("scores", [])  # a parquet file a run of ours wrote
+            if options.parquet and (parquet.exists() or parquet.is_symlink()) and not ours:  # --overwrite too:
+                raise OutputConflict(f"{out} holds a {PARQUET} that anomaly-ae did not write: move it, or choose "
+                                     "another --out")  # it replaces only what anomaly-ae wrote
             state = start(out, run_dir, input_dir, paths, kinds, resume=options.resume, overwrite=options.overwrite,
                           heatmaps=options.heatmaps)
             for line in state.notes:
@@ -321,8 +345,7 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
             finally:
                 if hasattr(progress, "close"):
                     progress.close()
-            parquet = out / PARQUET
-            if options.parquet or parquet.is_file():  # once written, kept in step with scores.csv
+            if options.parquet or ours:  # once written by us, kept in step with scores.csv; a user's is left alone
                 write_scores_parquet(out / "scores.csv", parquet)
                 record(out, "scores", [PARQUET])
     except Exception:

@@ -169,7 +169,7 @@ def start(
             results of another model or input folder, or results exist and neither ``resume`` nor
             ``overwrite`` is set.
     """
-    local_input = None if isinstance(input_dir, UriInput) else input_dir
+    local_input = input_dir.local_path if isinstance(input_dir, UriInput) else input_dir
     check_out_dir(out, {"model directory": run_dir, "input folder": local_input})
     fingerprint = model_fingerprint(run_dir)
     state = ScoreRun(todo=list(paths))
