@@ -192,3 +192,31 @@ def test_calibrate_by_uri_names_the_uri_not_a_deleted_temporary_folder(tiny_dete
     summary = json.loads(res.stdout)
     assert summary["model_dir"] == "models:/plate/1"
     assert summary["updated"] == "models:/plate/2"
+
+
+def test_calibrate_by_uri_registers_in_the_models_own_registry_or_fails(tiny_detector, tiny_data, tmp_path,
+                                                                        monkeypatch):
+    """A store that cannot be written: no version in a ./mlflow.db of the current folder, no 'updated' line."""
+    from mlflow.tracking import MlflowClient
+
+    import anomaly_ae.tracking as tracking
+
+    store, work = tmp_path / "store", tmp_path / "work"
+    store.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(store)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    _register(Detector.load(tiny_detector.save(tmp_path / "a")), tmp_path / "a", uri, "plate")
+    monkeypatch.chdir(work)
+
+    def read_only(self, tracking_uri, run_id):  # noqa: ANN001, ANN202
+        raise OSError("attempt to write a readonly database")
+
+    monkeypatch.setattr(tracking.MlflowTracker, "_open", read_only)
+    res = runner.invoke(app, ["calibrate", "models:/plate/1", "--good", str(tiny_data / "test" / "good")],
+                        env={"MLFLOW_TRACKING_URI": uri, "ANOMALY_AE_CACHE": str(tmp_path / "cache")})
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "nothing was updated" in text and "updated models:/" not in text
+    assert list(work.iterdir()) == []  # no ./mlflow.db, no ./mlruns
+    versions = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name='plate'")
+    assert [int(v.version) for v in versions] == [1]

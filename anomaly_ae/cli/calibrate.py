@@ -13,6 +13,7 @@ import typer
 
 from anomaly_ae.cli.choices import PixelMethod, ThresholdMethod, value
 from anomaly_ae.cli.common import (
+    EXIT_FAILED,
     EXIT_PARTIAL,
     MODEL_REF_HELP,
     Alias,
@@ -104,6 +105,10 @@ def calibrate(
         summary["mlflow"] = None if no_track else _log(det, target, run_dir, register, alias, summary, quiet)
         if target != Path(run_dir):  # a copy of an MLflow model: what was updated is the registry, if anything
             summary["updated"] = (summary["mlflow"] or {}).get("model_uri")
+            if summary["updated"] is None and not no_track:
+                note("error:", "red", f"the recalibrated {run_dir} could not be logged to {tracking_uri()} (the "
+                     "warning above says why): nothing was updated; fix the store and run calibrate again")
+                raise typer.Exit(EXIT_FAILED)
     if json_out:
         print_json(summary)
     else:
@@ -182,8 +187,11 @@ def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str
     figures = {k: summary[k] for k in ("threshold", "pixel_threshold", "expected_fpr", "n_good")}
     figures["settings"] = det.config.threshold.model_dump()
     uri = tracking_uri()
+    # a model given by URI is updated in its own registry or not at all: a version in ./mlflow.db would be
+    # one the user never looks in, while the URI they gave keeps the old threshold
+    fallback = None if ref.startswith(("models:/", "runs:/")) else fallback_uri(uri)
     return log_recalibration(target, figures, det.config.tracking.experiment, record.get("run_id"), register,
-                             alias, uri, fallback_uri(uri), on_fallback=warn, detector=det)
+                             alias, uri, fallback, on_fallback=warn, detector=det)
 
 
 def _settings(det: Detector, updates: dict[str, Any]) -> ThresholdConfig:
