@@ -122,8 +122,10 @@ def test_ray_scoring_gives_the_single_process_rows_and_files(cluster, reference,
     run, ref = reference
     out = tmp_path / "out"
     res = runner.invoke(app, ["score", str(run), str(inputs), "--out", str(out), "--engine", "ray", "--address",
-                              cluster, "--actors", "2", "--batch-size", "8", "--json"])
+                              cluster, "--actors", "2", "--batch-size", "8", "--json", "-q"])
     assert res.exit_code == 3, res.output  # 3: some files could not be read
+    for ray_line in ("Token authentication", "Progress bars disabled", "ray.data", "Ray"):  # -q: Ray is quiet too
+        assert ray_line not in res.stderr, res.stderr
     _same(_rows(out), ref)
     for row in _rows(out)[1:]:
         if not row[4]:
@@ -260,3 +262,23 @@ def test_two_ray_workers_train_one_model_that_loads_and_scores_like_any_other(cl
     out = tmp_path / "scores"
     assert runner.invoke(app, ["score", str(run), str(tiny_data / "test"), "--out", str(out), "-q"]).exit_code == 0
     assert [float(r[1]) for r in _rows(out)[1:]] == pytest.approx(scores.tolist(), rel=1e-6)
+
+
+def test_an_address_where_no_ray_listens_is_one_line_before_any_work(reference, inputs, tiny_data, tmp_path):
+    import socket
+
+    pytest.importorskip("ray")
+    run, _ = reference
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens
+    t0 = time.monotonic()
+    res = runner.invoke(app, ["score", str(run), str(inputs), "--out", str(tmp_path / "o"), "--engine", "ray",
+                              "--address", f"127.0.0.1:{port}"], env={"ANOMALY_AE_CONNECT_TIMEOUT": "2"})
+    assert res.exit_code == 2 and time.monotonic() - t0 < 15
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answers there" in " ".join(res.output.split())
+    assert not (tmp_path / "o").exists()  # no lock, no partial scores.csv
+    res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--engine", "ray", "--workers", "2",
+                              "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "r"), "--no-track"])
+    assert res.exit_code == 2 and "no Ray cluster answers there" in " ".join(res.output.split())
+    assert not (tmp_path / "r").exists()

@@ -98,7 +98,7 @@ def train(
     if alias and not register:
         fail_usage("--alias needs --register NAME")
     if engine is Engine.ray:
-        _require_ray()
+        _require_ray(address)
     if resume is not None:
         _resume(resume, good_dir, no_track, show, (config, model, out, epochs, image_size, channels, seed,
                                                    experiment, overwrite or None))
@@ -112,13 +112,15 @@ def train(
     _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False, show=show)
 
 
-def _require_ray() -> None:
-    """Before any work: without the [ray] extra, one line naming it."""
-    from anomaly_ae.outputs.ray_engine import require_ray
+def _require_ray(address: str | None) -> None:
+    """Before any work: without the [ray] extra, or with an ``--address`` where nothing listens, one line."""
+    from anomaly_ae.outputs.ray_engine import RayUnreachable, check_ray_address, require_ray
 
     try:
         require_ray()
-    except ImportError as err:
+        if address:
+            check_ray_address(address)
+    except (ImportError, RayUnreachable) as err:
         fail_usage(str(err))
 
 

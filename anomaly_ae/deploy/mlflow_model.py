@@ -321,7 +321,7 @@ def check_store(uri: str) -> None:
         try:
             probe(uri, connect_timeout())
         except TrackingUnavailable as err:
-            raise ValueError(f"the MLflow server {err} after {connect_timeout():g} s; start it, set "
+            raise ValueError(f"the MLflow server {err} (waited up to {connect_timeout():g} s): start it, set "
                              "MLFLOW_TRACKING_URI to one that answers, or set ANOMALY_AE_CONNECT_TIMEOUT") from None
     elif uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])

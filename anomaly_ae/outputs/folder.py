@@ -179,10 +179,13 @@ def score_folder(
         raise ValueError(f"scores_format must be 'csv' or 'parquet', not {scores_format!r}")
     ray = None
     if engine == "ray":
-        from anomaly_ae.outputs.ray_engine import RayOptions, require_ray
+        from anomaly_ae.outputs.ray_engine import RayOptions, check_ray_address, require_ray
 
         require_ray()  # before any work: a missing extra is one line
-        ray = RayOptions(address, actors, gpus_per_actor)
+        quiet = progress is None and not as_progress(verbose).verbose
+        ray = RayOptions(address, actors, gpus_per_actor, quiet=quiet)
+        if address:
+            check_ray_address(address)  # before any work: nothing listening is one line, not a wait
     options = _Options(batch_size, heatmap_policy(heatmaps), masks, raw_maps, legend, resume, overwrite,
                        max_megapixels, ray, parquet=scores_format == "parquet")
     summary = _score_into(det, run_dir, source, paths, out, options, listener, warn)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from anomaly_ae.data.uris import UriFile, UriInput, is_uri
+from anomaly_ae.data.uris import UriError, UriFile, UriInput, is_uri
 from anomaly_ae.outputs.batch import FolderProgress, score_batch
 
 #: the one line shown when Ray is not installed
@@ -58,6 +58,43 @@ class RayOptions:
     address: str | None = None
     actors: int = 1
     gpus_per_actor: float = 0.0
+    quiet: bool = False  # -q: Ray's own warnings (token authentication, progress bars) off too
+
+
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """Refuse, within ``timeout`` seconds, an ``--address`` where nothing listens (``ray.init`` would wait for
+    minutes, holding the output folder). ``HOST:PORT`` is Ray's GCS (port 6379 by default), ``ray://HOST[:PORT]``
+    its client server (10001); ``auto`` and ``local`` are left to Ray.
+
+    Raises:
+        RayUnreachable: one line with the address and the wait (``ANOMALY_AE_CONNECT_TIMEOUT`` sets it).
+    """
+    import socket
+
+    from anomaly_ae.deploy.mlflow_model import connect_timeout
+
+    if address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    rest = address[len("ray://"):] if client else address
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    try:
+        port_number = int(port) if port else (10001 if client else 6379)
+    except ValueError:
+        raise RayUnreachable(f"--address {address}: not HOST:PORT") from None
+    wait = connect_timeout() if timeout is None else timeout
+    try:
+        with socket.create_connection((host or "127.0.0.1", port_number), timeout=wait):
+            pass
+    except OSError as err:
+        raise RayUnreachable(f"--address {address}: no Ray cluster answers there ({err.strerror or err}; "
+                             f"waited up to {wait:g} s); start it, or leave --address out to start a local "
+                             "Ray") from None
+
+
+class RayUnreachable(UriError):
+    """``--address`` names a place where no Ray cluster listens (a remote location that cannot be reached, as
+    an unreachable input URI is)."""
 
 
 class ScoringActor:
@@ -103,7 +140,7 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Pat
                    progress: FolderProgress) -> tuple[int, int, int]:
     """Score ``todo`` on Ray and append its rows to ``csv_out`` in input order; ``(ok, anomalous, failed)`` of them."""
     ray = require_ray()
-    quiet = _QuietRayLogs()
+    quiet = _QuietRayLogs(options.quiet)
     started = not ray.is_initialized()
     if started:
         # "local": a new instance even when another Ray was started on this machine (a stale one included)
@@ -150,15 +187,16 @@ def _items(todo: Sequence[Path | UriFile]) -> list[dict[str, Any]]:
 
 
 class _QuietRayLogs:
-    """Ray's INFO lines (execution plans, log folders) off while anomaly-ae shows its own progress."""
+    """Ray's INFO lines (execution plans, log folders) off while anomaly-ae shows its own progress; with
+    ``quiet`` (``-q``) its warnings too (token authentication, disabled progress bars): errors only."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         import logging
 
         self.loggers = [logging.getLogger(name) for name in ("ray", "ray.data")]
         self.levels = [lg.level for lg in self.loggers]
         for lg in self.loggers:
-            lg.setLevel(logging.WARNING)
+            lg.setLevel(logging.ERROR if quiet else logging.WARNING)
 
     def restore(self) -> None:
         for lg, level in zip(self.loggers, self.levels, strict=True):
