@@ -100,15 +100,9 @@ def calibrate(
         _fit(det, good_images, bad_images, bad_masks, new, select_scoring, reporter(quiet))
         det.save_calibration(target)
         summary = _summary(det, target, failed)
-        if target != Path(run_dir):  # a temporary copy of an MLflow model, gone on return: name what was given
-            summary["model_dir"] = run_dir
         summary["mlflow"] = None if no_track else _log(det, target, run_dir, register, alias, summary, quiet)
-        if target != Path(run_dir):  # a copy of an MLflow model: what was updated is the registry, if anything
-            summary["updated"] = (summary["mlflow"] or {}).get("model_uri")
-            if summary["updated"] is None and not no_track:
-                note("error:", "red", f"the recalibrated {run_dir} could not be logged to {tracking_uri()} (the "
-                     "warning above says why): nothing was updated; fix the store and run calibrate again")
-                raise typer.Exit(EXIT_FAILED)
+        if target != Path(run_dir):
+            _by_uri(summary, run_dir, no_track)
     if json_out:
         print_json(summary)
     else:
@@ -117,6 +111,17 @@ def calibrate(
         warn(f"{summary['caveats']['few_good']}; calibrate on more good images the model was not trained on")
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _by_uri(summary: dict[str, Any], ref: str, no_track: bool) -> None:
+    """A model given by URI was recalibrated in a temporary copy, gone on return: the summary names the URI
+    given and the new version as what was updated; without one (the store refused it), the command fails."""
+    summary["model_dir"] = ref
+    summary["updated"] = (summary["mlflow"] or {}).get("model_uri")
+    if summary["updated"] is None and not no_track:
+        note("error:", "red", f"the recalibrated {ref} could not be logged to {tracking_uri()} (the warning above "
+             "says why): nothing was updated; fix the store and run calibrate again")
+        raise typer.Exit(EXIT_FAILED)
 
 
 @contextlib.contextmanager
