@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +190,9 @@ def test_unsafe_model_directories_are_refused(tmp_path, tiny_detector):
     shutil.copytree(run, smuggled)
     with zipfile.ZipFile(smuggled / "model.keras", "a") as z:
         z.writestr("payload.pkl", b"\x80\x04K\x01.")
+    with pytest.raises(ModelDirError, match="SHA-256 is not the one detector.json recorded"):
+        Detector.load(smuggled)  # the changed archive fails its recorded checksum first
+    _rerecord(smuggled)  # a smuggler who also edits the record meets the archive check
     with pytest.raises(ModelDirError, match="unexpected member 'payload.pkl'"):
         Detector.load(smuggled)
 
@@ -197,8 +201,18 @@ def test_unsafe_model_directories_are_refused(tmp_path, tiny_detector):
     shutil.copytree(run, lam)
     inp = keras.Input((32, 32, 1))
     keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp)).save(lam / "model.keras")
+    _rerecord(lam)
     with pytest.raises(ModelDirError, match="Lambda layer"):
         Detector.load(lam)
+
+
+def _rerecord(run: Path) -> None:
+    """Record the checksum of ``run``'s current model.keras in its detector.json, as a tamperer could."""
+    from anomaly_ae.fileio import file_sha256
+
+    meta = json.loads((run / "detector.json").read_text())
+    meta["files"]["model.keras"] = file_sha256(run / "model.keras")
+    (run / "detector.json").write_text(json.dumps(meta))
 
 
 def test_output_paths_cannot_escape_the_output_folder(tmp_path):

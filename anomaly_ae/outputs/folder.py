@@ -348,7 +348,8 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
             finally:
                 if hasattr(progress, "close"):
                     progress.close()
-            if options.parquet or ours:  # once written by us, kept in step with scores.csv; a user's is left alone
+            # once written by us (and not removed by --overwrite), kept in step with scores.csv; a user's is left
+            if options.parquet or (ours and parquet.is_file()):
                 write_scores_parquet(out / "scores.csv", parquet)
                 record(out, "scores", [PARQUET])
     except Exception:
