@@ -419,23 +419,3 @@ def resolve_model(ref: str | Path, tracking_uri: str | None = None,
             if not (target / META_FILE).is_file():  # another process won the race: use its copy
                 raise
     return target
-    target.parent.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=exact, dst_path=tmp, tracking_uri=uri))
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{ref}: cannot download it ({str(err).splitlines()[0][:200]})") from None
-        found = local / "data" / DETECTOR_DIR
-        if not (found / META_FILE).is_file() and (local / META_FILE).is_file():
-            found = local  # the plain model files that runs before the MLflow flavour logged under model/
-        if not (found / META_FILE).is_file():
-            raise ValueError(f"{ref} is not an anomaly-ae model (no data/{DETECTOR_DIR}/{META_FILE} in it)")
-        staged = Path(tmp) / "ready"
-        staged.mkdir()
-        shutil.move(str(found), staged / DETECTOR_DIR)
-        try:
-            os.rename(staged, target.parent)  # atomic: a reader never sees half a model
-        except OSError:
-            if not (target / META_FILE).is_file():  # another process won the race: use its copy
-                raise
-    return target
