@@ -369,8 +369,9 @@ class ScoringConfig(_Section):
     tile_overlap: int = Field(32, ge=0)
     border_margin: int = Field(
         8, ge=0, description="model-size pixels mirrored around each image before a fully convolutional "
-        "autoencoder reconstructs it, cropped off after: its zero padding otherwise raises the reconstruction "
-        "error along the border (0: off; models saved before it existed load with 0)"
+        "autoencoder scored by its reconstruction error reconstructs it, cropped off after: its zero padding "
+        "otherwise raises the error along the border (0: off; not used with a learned map; models saved "
+        "before it existed load with 0)"
     )
 
 

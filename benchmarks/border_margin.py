@@ -113,6 +113,7 @@ def main() -> None:
         for margin in args.margins:
             scoring = det.config.scoring.model_copy(update={"border_margin": margin})
             det.config = det.config.model_copy(update={"scoring": scoring})
+            det.border_margin = lambda margin=margin: margin  # also for a learned-map model, which ships with none
             if args.map_margin:
                 det.learned_maps = _learned_maps_with_margin(det, margin)
             check = det.self_check(good)
