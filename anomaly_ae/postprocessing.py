@@ -221,10 +221,15 @@ def small_sample_threshold(scores: np.ndarray, q: float = 0.99) -> float:
     held-out scores of sample_data: ``median + 3 x 1.4826 x MAD``, a 0.9987 quantile, flagged 47% of the
     self-check's synthetic defects, this rule 56%, the maximum alone 72%.)
     """
+    s = _check_scores(scores)
+    return max(max_threshold(s), mad_threshold(s, _normal_z(q)))
+
+
+def _normal_z(q: float) -> float:
+    """The standard normal's ``q``-quantile (``q = 1`` taken as just below 1, where it is finite)."""
     from statistics import NormalDist
 
-    s = _check_scores(scores)
-    return max(max_threshold(s), mad_threshold(s, NormalDist().inv_cdf(min(q, 1 - 1e-9))))
+    return NormalDist().inv_cdf(min(q, 1 - 1e-9))
 
 
 def threshold_rule(method: str, n_good: int, quantile: float = 0.99, mad_k: float = 3.0,
@@ -236,9 +241,7 @@ def threshold_rule(method: str, n_good: int, quantile: float = 0.99, mad_k: floa
     models calibrated before that rule existed).
     """
     if method == "quantile" and n_good < MIN_QUANTILE_SCORES and fallback:
-        from statistics import NormalDist
-
-        z = NormalDist().inv_cdf(min(quantile, 1 - 1e-9))
+        z = _normal_z(quantile)
         return "small_sample", (f"the larger of the highest of {n_good} good scores and their quantile {quantile:g} "
                                 f"under a robust normal fit (median + {z:.2f} x 1.4826 x MAD), as {n_good} are too "
                                 f"few for an empirical quantile (it needs {MIN_QUANTILE_SCORES})")
@@ -358,11 +361,6 @@ class PostProcessor:
     def n_good(self) -> int:
         """How many good images calibrated the threshold."""
         return int(self.val_scores.size)
-
-    def fpr_sentence(self) -> str:
-        """The expected false-alarm rate with its bound, in one clause: ``20% (95% bound 53%) from 4 good images``."""
-        return (f"{self.expected_fpr:.1%} ({FPR_CONFIDENCE:.0%} bound {self.fpr_upper:.1%}) from {self.n_good} good "
-                "images")
 
     def caveats(self, self_check_auroc: float | None = None) -> dict[str, str]:
         """Plain-language reasons not to trust the threshold yet, by kind: ``few_good`` (too few calibration

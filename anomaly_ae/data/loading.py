@@ -151,9 +151,9 @@ def checked_pixels(images: np.ndarray) -> np.ndarray:
             raise ValueError("images: the array holds NaN or inf values")
         lo, hi = float(a.min()), float(a.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(f"images: float pixel values must lie in [0, 1], these span {lo:.4g} to {hi:.4g}; "
-                             "pass uint8 0-255, or divide by 255" if hi <= 255 else
-                             f"images: float pixel values must lie in [0, 1], these span {lo:.4g} to {hi:.4g}")
+            remedy = "; pass uint8 0-255, or divide by 255" if hi <= 255 else ""
+            raise ValueError(f"images: float pixel values must lie in [0, 1], these span {lo:.4g} to {hi:.4g}"
+                             + remedy)
         return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
     lo, hi = int(a.min()), int(a.max())
     if lo < 0 or hi > 255:

@@ -149,9 +149,8 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
                        name="scoring")
     if s.metric == "learned":  # the discriminator on (image, reconstruction), as Detector.learned_maps
         joined = keras.layers.Concatenate(name="image_and_reconstruction")([x, x_hat])
-        logits = det.model_.discriminator_net(_padded(joined, 0, factor, "map_pad"))
-        return keras.Model(images, head([x, x_hat, _cropped(logits, 0, h, w, "map_crop")]),
-                           name="anomaly_ae_detector")
+        logits = det.model_.discriminator_net(_padded(joined, 0, factor, "map_pad"))  # the head crops it
+        return keras.Model(images, head([x, x_hat, logits]), name="anomaly_ae_detector")
     return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
 
 

@@ -23,7 +23,7 @@ from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, thin_
 from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.fileio import write_json_atomic
 from anomaly_ae.outdir import plan, staging
-from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
+from anomaly_ae.outputs.overlays import heatmap_overlay, to_bgr, with_legend
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
 
@@ -208,24 +208,17 @@ def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask:
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(overlay, contours, -1, (255, 255, 255), 1)
     panels = {
-        "image": _bgr(scored.image),
+        "image": to_bgr(scored.image),
         "heatmap": with_legend(_fit(heatmap), post.heatmap_range, post.pixel_threshold, s, post.threshold),
-        "predicted mask": _bgr(post.defect_mask(scored.amap).astype(np.uint8) * 255),
+        "predicted mask": to_bgr(post.defect_mask(scored.amap).astype(np.uint8) * 255),
     }
     if mask is not None:
-        panels["true mask"] = _bgr(mask.astype(np.uint8) * 255)
+        panels["true mask"] = to_bgr(mask.astype(np.uint8) * 255)
     worst.add(key, order, Example(record, overlay, {k: _fit(v) for k, v in panels.items()}))
 
 
 #: longest side of a report panel: the report embeds them, so they are kept small
 PANEL_SIDE = 384
-
-
-def _bgr(image: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W)``, ``(H, W, 1)`` gray or ``(H, W, 3)`` RGB -> BGR ``(H, W, 3)``."""
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
 def _fit(image: np.ndarray) -> np.ndarray:

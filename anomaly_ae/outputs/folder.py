@@ -201,15 +201,13 @@ def _absolute(path: Path) -> Path:
     return path.absolute()
 
 
-def _unique_files(paths: list[Path]) -> list[Path]:
-    """``paths`` without repeats of the same file (as :func:`_absolute` names it), first occurrence kept."""
-    seen: set[Path] = set()
-    unique = []
+def _unique_files(paths: list[Path]) -> dict[Path, Path]:
+    """``{absolute path (:func:`_absolute`): path as given}`` without repeats of the same file, in order, the
+    first occurrence kept."""
+    first: dict[Path, Path] = {}
     for p in paths:
-        if _absolute(p) not in seen:
-            seen.add(_absolute(p))
-            unique.append(p)
-    return unique
+        first.setdefault(_absolute(p), p)
+    return first
 
 
 def score_files(
@@ -237,11 +235,12 @@ def score_files(
         OutputConflict, ModelDirError: as :func:`score_folder`.
         NoImagesError: ``files`` is empty.
     """
-    paths = _unique_files([Path(f) for f in files])
-    if not paths:
+    unique = _unique_files([Path(f) for f in files])
+    if not unique:
         raise NoImagesError("no image files to score")
+    paths, absolute = list(unique.values()), list(unique)
     det, run_dir = _detector(detector_or_run_dir, need_dir=out_dir is not None)
-    root = Path(os.path.commonpath([_absolute(p).parent for p in paths]))
+    root = Path(os.path.commonpath([a.parent for a in absolute]))
     progress = as_progress(verbose)
     if det is None:  # loaded once: the verdicts below need its post-processor too
         progress.stage(f"loading the model {run_dir}")
@@ -257,12 +256,12 @@ def score_files(
     listener = BarProgress(progress, out)
     options = _Options(batch_size, heatmap_policy(heatmaps), masks, raw_maps, legend, resume, overwrite,
                        max_megapixels)
-    summary = _score_into(det, run_dir, root, [_absolute(p) for p in paths], out, options, listener,
+    summary = _score_into(det, run_dir, root, absolute, out, options, listener,
                           _Warnings(listener))
     rows = {r[0]: dict(zip(CSV_COLUMNS, r, strict=False)) for r in read_scores(summary.scores_csv)}
     verdicts = []
-    for p in paths:
-        key = relative_key(_absolute(p), root)
+    for p, a in zip(paths, absolute, strict=True):
+        key = relative_key(a, root)
         row = rows.get(key, {})
         score = float(row["score"]) if row.get("score") else None
         wanted = kinds_for(summary.outputs, score is not None and score > summary.threshold, options.heatmaps)

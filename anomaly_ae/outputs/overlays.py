@@ -24,11 +24,14 @@ def heatmap_overlay(
     lo, hi = value_range
     norm = np.clip((amap.astype(np.float32) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
     colour = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(to_bgr(image), 1.0 - alpha, colour, alpha, 0.0)
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W)``, ``(H, W, 1)`` gray or ``(H, W, 3)`` RGB -> BGR ``(H, W, 3)`` for OpenCV."""
     if image.ndim == 2 or image.shape[2] == 1:
-        base = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    else:
-        base = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    return cv2.addWeighted(base, 1.0 - alpha, colour, alpha, 0.0)
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
 #: narrowest legend strip: a narrower heatmap is enlarged (nearest neighbour, a whole factor) to at least this
