@@ -100,6 +100,16 @@ def test_a_damaged_or_stale_cached_model_is_downloaded_again(tiny_detector, tiny
     assert "the registry now names another model" in " ".join(err.split())
     assert json.loads(out)["threshold"] == pytest.approx(second.threshold_)  # not the stale copy's
 
+    # a cache folder holding only what anomaly-ae did not write is left alone, not removed to make room
+    import shutil
+
+    folder = next((tmp_path / "cache" / "models").iterdir())
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "mine.txt").write_text("mine")
+    code, _, err = _score(image, env)
+    assert code == 2 and "did not write" in " ".join(err.split()) and (folder / "mine.txt").read_text() == "mine"
+
 
 def test_an_unreachable_server_is_a_bounded_wait_and_one_line(tiny_data, tmp_path):
     with socket.socket() as s:

@@ -395,6 +395,9 @@ def resolve_model(ref: str | Path, tracking_uri: str | None = None,
         why = _cached(target, identity)
         if why is None:
             return target
+        if not ((target.parent / SOURCE_FILE).is_file() or (target / META_FILE).is_file()):
+            raise ValueError(f"{ref}: the cache folder {target.parent} holds something anomaly-ae did not write; "
+                             "it is left alone: move it, or set ANOMALY_AE_CACHE")  # only our copies are removed
         if on_refresh is not None:
             on_refresh(f"the cached copy of {ref} is not used ({why}): downloading it again")
         shutil.rmtree(target.parent, ignore_errors=True)
