@@ -125,7 +125,9 @@ def test_rejects_unknown_names_and_empty_choices():
     with pytest.raises(ValueError, match="unknown"):
         AnomalySynthesizer(shapes={"blob": 1.0})
     with pytest.raises(ValueError, match="at least one"):
-        AnomalySynthesizer(sources={"texture": 1.0})  # no textures given
+        AnomalySynthesizer(sources={"texture": 1.0}, texture_families=())  # no textures, no procedural families
+    with pytest.raises(ValueError, match="unknown"):
+        AnomalySynthesizer(texture_families=("marble",))
 
 
 def test_repair_dataset_yields_defects_clean_targets_and_masks():

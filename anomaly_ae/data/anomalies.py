@@ -5,8 +5,13 @@ After DRAEM (Zavrtanik et al., ICCV 2021): a mask from thresholded Perlin noise,
 content and blended in. Perlin blobs miss shapes real defects have, so the mask can also be a thin
 scratch or crack (a random polyline 1-4 px wide), small pits (down to ~0.1% of the image) or a chip
 broken out of an image edge. The content is (a) another good image or a shifted copy of the same one,
-photometrically changed with albumentations, (b) structured noise, or (c) a texture image
-(``data.anomaly_source_dir``, e.g. DTD). It is blended in with a factor drawn from ``blend``.
+photometrically changed with albumentations, (b) structured noise, or (c) a texture: an image of
+``data.anomaly_source_dir`` (e.g. DTD) or, without one, a procedural texture
+(:mod:`anomaly_ae.data.textures`). It is blended in with a factor drawn from ``blend``.
+
+Two shapes (spot clusters, wavy stains), two texture families and one content source (the surface
+shaded in place) are kept for the self-check (``CHECK_SHAPES``, ``CHECK_SOURCES``,
+``textures.CHECK_FAMILIES``): training never draws them (``tests/test_textures.py``).
 
 Guarantees (``tests/test_anomalies.py``): pixels outside the returned mask are untouched; the mask is
 exactly the set of changed pixels (a change smaller than ``min_change`` grey levels is undone, so
@@ -28,37 +33,18 @@ import cv2
 import numpy as np
 
 from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image
+from anomaly_ae.data.noise import perlin_noise
+from anomaly_ae.data.textures import FAMILIES, TRAIN_FAMILIES, texture
 
+#: what repair training draws (``train.synthetic_anomalies``)
 SHAPES = ("perlin", "scratch", "pit", "chip")
 SOURCES = ("image", "noise", "texture")
+#: held out of training, for the self-check only: defects unlike the ones the model learned from
+CHECK_SHAPES = ("spots", "stain")
+CHECK_SOURCES = ("shade",)
 
 
 # ----------------------------------------------------------------------------------------- masks
-def _fade(t: np.ndarray) -> np.ndarray:
-    return 6 * t**5 - 15 * t**4 + 10 * t**3
-
-
-def perlin_noise(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """2-D gradient (Perlin) noise ``(H, W)`` float32 in about [-1, 1], ``res`` lattice cells per axis."""
-    h, w = shape
-    ry, rx = max(1, res[0]), max(1, res[1])
-    angles = rng.uniform(0, 2 * np.pi, (ry + 1, rx + 1))
-    grads = np.stack([np.cos(angles), np.sin(angles)], axis=-1)  # (ry+1, rx+1, 2)
-    yy = (np.arange(h) + 0.5) * ry / h
-    xx = (np.arange(w) + 0.5) * rx / w
-    y0, x0 = np.floor(yy).astype(int), np.floor(xx).astype(int)
-    fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
-
-    def corner(dy: int, dx: int) -> np.ndarray:
-        g = grads[(y0 + dy)[:, None], (x0 + dx)[None, :]]  # (h, w, 2)
-        return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
-
-    u, v = _fade(fx), _fade(fy)
-    top = corner(0, 0) * (1 - u) + corner(0, 1) * u
-    bottom = corner(1, 0) * (1 - u) + corner(1, 1) * u
-    return (np.sqrt(2) * (top * (1 - v) + bottom * v)).astype(np.float32)
-
-
 def perlin_mask(h: int, w: int, rng: np.random.Generator, threshold: float = 0.5) -> np.ndarray:
     """Thresholded Perlin noise at a random scale (2**0..2**6 cells per axis) and rotation (+-90 degrees)."""
     side = int(np.ceil(np.hypot(h, w)))  # a rotated square that still covers the image
@@ -127,7 +113,40 @@ def windowed(make: Any, h: int, w: int, rng: np.random.Generator, side: tuple[fl
     return out
 
 
-MASKS = {"perlin": perlin_mask, "scratch": scratch_mask, "pit": pit_mask, "chip": chip_mask}
+def spots_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A cluster of 3-15 tiny spots (0.02-0.2% of the image each) within a region of 10-30% of the image side,
+    as pitting or spatter comes."""
+    canvas = np.zeros((h, w), np.uint8)
+    side = rng.uniform(0.1, 0.3)
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    for _ in range(int(rng.integers(3, 16))):
+        r = max(1.0, np.sqrt(rng.uniform(0.0002, 0.002) * h * w / np.pi))
+        y = int(np.clip(cy + rng.normal(0, side * h / 3), 0, h - 1))
+        x = int(np.clip(cx + rng.normal(0, side * w / 3), 0, w - 1))
+        axes = (int(round(r)), int(round(max(1.0, r * rng.uniform(0.5, 1.0)))))
+        cv2.ellipse(canvas, (x, y), axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1)
+    return canvas.astype(bool)
+
+
+def stain_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """One irregular stain: an ellipse (0.2-3% of the image) whose radius is modulated by noise along its
+    outline, so its edge is wavy rather than a Perlin blob's."""
+    area = rng.uniform(0.002, 0.03) * h * w
+    ratio = rng.uniform(0.4, 1.0)
+    a = max(2.0, np.sqrt(area / (np.pi * ratio)))
+    cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    wobble = 1 + sum(rng.uniform(0, 0.25) * np.cos(k * t + rng.uniform(0, 2 * np.pi)) for k in range(2, 6))
+    rot = rng.uniform(0, np.pi)
+    x, y = a * wobble * np.cos(t), a * ratio * wobble * np.sin(t)
+    pts = np.c_[cx + x * np.cos(rot) - y * np.sin(rot), cy + x * np.sin(rot) + y * np.cos(rot)]
+    canvas = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], 1)
+    return canvas.astype(bool)
+
+
+MASKS = {"perlin": perlin_mask, "scratch": scratch_mask, "pit": pit_mask, "chip": chip_mask,
+         "spots": spots_mask, "stain": stain_mask}
 
 
 # --------------------------------------------------------------------------------------- content
@@ -173,6 +192,16 @@ def random_crop_like(source: np.ndarray, shape: tuple[int, int, int], rng: np.ra
     return np.ascontiguousarray(Preprocessing((h, w), c).convert_channels(crop))
 
 
+def shaded(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image itself darker or brighter (gain 0.4-0.8 or 1.25-1.8) and maybe a little blurred: the
+    same surface, changed in place, as a pit, a burn or a stain changes it."""
+    gain = rng.uniform(0.4, 0.8) if rng.random() < 0.6 else rng.uniform(1.25, 1.8)
+    out = image.astype(np.float32) * gain
+    if rng.random() < 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5)).reshape(image.shape)
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
 def blend(image: np.ndarray, content: np.ndarray, mask: np.ndarray, beta: float,
           min_change: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """``image`` with ``beta * content + (1 - beta) * image`` inside ``mask``; returns (image, changed mask).
@@ -198,7 +227,10 @@ class AnomalySynthesizer:
         sources: relative frequency of each content source (``SOURCES``); ``texture`` needs ``textures``.
         blend: range of the blend factor (1: the content replaces the pixels).
         min_change: smallest change in grey levels that counts as a defect pixel.
-        textures: uint8 images to cut texture content from (``data.anomaly_source_dir``).
+        textures: uint8 images to cut texture content from (``data.anomaly_source_dir``); without them the
+            ``texture`` source draws procedural textures of ``texture_families``
+            (:mod:`anomaly_ae.data.textures`).
+        texture_families: procedural texture families of the ``texture`` source.
         seed: seeds the photometric augmentation's own generator (per call it is reseeded from ``rng``).
         perlin_window: if set, a Perlin blob is drawn in a window whose sides are this range of fractions
             of the image's, at a random place (small blobs, as most real defects are small).
@@ -212,12 +244,17 @@ class AnomalySynthesizer:
     textures: Sequence[np.ndarray] = ()
     seed: int = 0
     perlin_window: tuple[float, float] | None = None
+    texture_families: Sequence[str] = TRAIN_FAMILIES
 
     def __post_init__(self) -> None:
-        unknown = (set(self.shapes) - set(SHAPES)) | (set(self.sources) - set(SOURCES))
+        shapes, sources = (*SHAPES, *CHECK_SHAPES), (*SOURCES, *CHECK_SOURCES)
+        unknown = ((set(self.shapes) - set(shapes)) | (set(self.sources) - set(sources))
+                   | (set(self.texture_families) - set(FAMILIES)))
         if unknown:
-            raise ValueError(f"unknown shape or source {sorted(unknown)}; shapes: {SHAPES}, sources: {SOURCES}")
-        sources = {k: v for k, v in self.sources.items() if v > 0 and (k != "texture" or len(self.textures))}
+            raise ValueError(f"unknown shape, source or texture family {sorted(unknown)}; shapes: {shapes}, "
+                             f"sources: {sources}, families: {FAMILIES}")
+        has_texture = len(self.textures) > 0 or len(self.texture_families) > 0
+        sources = {k: v for k, v in self.sources.items() if v > 0 and (k != "texture" or has_texture)}
         if not any(v > 0 for v in self.shapes.values()) or not sources:
             raise ValueError("synthetic anomalies need at least one shape and one content source")
         self._shape_names, self._shape_p = _weights(self.shapes)
@@ -240,9 +277,14 @@ class AnomalySynthesizer:
         source = self._source_names[rng.choice(len(self._source_names), p=self._source_p)]
         if source == "noise":
             return structured_noise(image.shape, rng)
-        if source == "texture":
+        if source == "shade":  # the same surface in place, darker or brighter: no photometric mix on top
+            return shaded(image, rng)
+        if source == "texture" and len(self.textures):
             tex = self.textures[int(rng.integers(len(self.textures)))]
             base = random_crop_like(tex, image.shape, rng)
+        elif source == "texture":
+            family = self.texture_families[int(rng.integers(len(self.texture_families)))]
+            base = texture(family, image.shape, rng)  # type: ignore[arg-type]
         else:  # another good image, or the same one shifted and flipped
             base = donor if donor is not None and donor.shape == image.shape else _shifted(image, rng)
         channels = image.shape[2]
