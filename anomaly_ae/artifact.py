@@ -28,6 +28,7 @@ from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
 from anomaly_ae.fileio import file_sha256, versions, write_bytes_atomic, write_json_atomic
 from anomaly_ae.postprocessing import PostProcessor
+from anomaly_ae.scoring.position import PositionReference
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -63,6 +64,7 @@ class ModelState:
     train_info: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)  # the detector.json it was loaded from, if any
     source: Path | None = None  # the model directory it was loaded from or saved to
+    position: PositionReference | None = None  # scoring.position_norm's reference, if fitted
 
 
 def detector_metadata(state: ModelState) -> dict[str, Any]:
@@ -76,6 +78,7 @@ def detector_metadata(state: ModelState) -> dict[str, Any]:
         **state.postprocessor.to_dict(state.config.threshold),
         "training": state.train_info,
         "history": state.history,
+        **({"position_reference": state.position.to_dict()} if state.position is not None else {}),
     }
 
 
@@ -260,6 +263,7 @@ def load_model_dir(path: Path) -> ModelState:
         config = DetectorConfig.model_validate(_pin_old_defaults(meta["config"]))
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         postprocessor = PostProcessor.from_dict(meta)
+        position = PositionReference.from_dict(meta["position_reference"]) if "position_reference" in meta else None
     except (KeyError, TypeError, ValueError) as err:
         raise ModelDirError(f"{meta_path}: missing or invalid field ({type(err).__name__}: {err})") from None
     try:
@@ -274,7 +278,7 @@ def load_model_dir(path: Path) -> ModelState:
     if any(g is not None and g != e for g, e in zip(got, expected, strict=True)):
         raise ModelDirError(f"{path}: model input {got} does not match preprocessing {expected}")
     return ModelState(config, model, preprocessing, postprocessor, meta.get("history", {}),
-                      meta.get("training", {}), meta, path)
+                      meta.get("training", {}), meta, path, position)
 
 
 def save_calibration(path: Path, state: ModelState) -> Path:

@@ -12,6 +12,7 @@ what both ``anomaly-ae train`` without ``--config`` and ``Detector()`` without a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -349,8 +350,8 @@ class ScoringConfig(_Section):
 
     metric: Literal["l2", "l1", "ssim", "ssim_l1", "learned"] = "l2"
     select: Literal["fixed", "auto"] = Field(
-        "fixed", description="auto: after training, pick metric, smoothing_sigma and reduction that maximise "
-        "the self-check on held-out good images with synthetic defects (no labels)"
+        "fixed", description="auto: after training, pick metric, smoothing_sigma, reduction and position_norm "
+        "that maximise the self-check on held-out good images with synthetic defects (no labels)"
     )
     channel_reduction: Literal["mean", "max"] = "mean"
     ssim_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of 1-SSIM in the ssim_l1 map")
@@ -359,6 +360,11 @@ class ScoringConfig(_Section):
     )
     reduction: Literal["max", "mean", "topk_mean"] = "max"
     topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
+    position_norm: bool = Field(
+        False, description="the image score reduces the map normalised per position by good training images' "
+        "maps, (map - mean) / scale: for fixed cameras, where some places answer on good parts too "
+        "(anomaly_ae.scoring.position); the heatmaps and pixel threshold keep the plain map"
+    )
     batch_size: int = Field(32, ge=1)
     batch_megapixels: float = Field(
         64.0, gt=0.0, description="streamed scoring cuts a batch once its decoded images hold this many megapixels "
@@ -373,6 +379,14 @@ class ScoringConfig(_Section):
         "otherwise raises the error along the border (0: off; not used with a learned map; models saved "
         "before it existed load with 0)"
     )
+
+
+def scoring_text(scoring: Mapping[str, Any]) -> str:
+    """One line for people: ``"learned map, sigma 8.84, max, normalized per position"`` from a dict with
+    ``metric``, ``smoothing_sigma``, ``reduction`` and (optionally) ``position_norm``."""
+    sigma = float(scoring.get("smoothing_sigma") or 0)
+    text = f"{scoring.get('metric')} map, sigma {sigma:g}, {scoring.get('reduction')}"
+    return text + (", normalized per position" if scoring.get("position_norm") else "")
 
 
 class ThresholdConfig(_Section):

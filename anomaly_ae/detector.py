@@ -45,10 +45,12 @@ from anomaly_ae.data.uris import UriFile
 from anomaly_ae.evaluation.metrics import PixelAccumulator
 from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
 from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
-from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, select_scoring, synthetic_defects
+from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, report, select_scoring, synthetic_defects
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
+from anomaly_ae.scoring.position import MAX_IMAGES as POSITION_MAX_IMAGES
+from anomaly_ae.scoring.position import PositionReference
 from anomaly_ae.scoring.tiling import pad_margin, tiled_predict
 from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
 from anomaly_ae.training.distribution import replicas
@@ -133,6 +135,11 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+#: ``tune`` fits a position reference only with at least this many images in each half (halving fewer would
+#: leave the self-check too few good images)
+TUNE_MIN_HALF = 20
+
+
 class NotFittedError(RuntimeError):
     """The detector was used before ``fit`` or ``load``."""
 
@@ -200,6 +207,10 @@ class Detector:
         train_idx, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
         train_src = data.take(train_idx)
         val_images = np.stack([data.at_model_size(i, pre) for i in val_idx])
+        # good training images whose maps give scoring.position_norm its per-position reference (a seeded
+        # subset: bounded time); the held-out images stay unseen by it, for the self-check and thresholds
+        n_ref = min(POSITION_MAX_IMAGES, len(train_idx))
+        ref_idx = np.sort(np.random.default_rng(cfg.train.seed).choice(train_idx, n_ref, replace=False))
 
         patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                    "workers": cfg.train.workers}
@@ -232,7 +243,8 @@ class Detector:
         self.history_ = trained.history
         progress.stage(f"self-check: seeded synthetic defects on the {len(val_idx)} held-out good images"
                        + (", choosing the scoring" if cfg.scoring.select == "auto" else ""))
-        check = self.self_check(val_images, select=cfg.scoring.select == "auto")
+        reference = np.stack([data.at_model_size(i, pre) for i in ref_idx]) if n_ref >= 2 else None
+        check = self.self_check(val_images, select=cfg.scoring.select == "auto", reference=reference)
         progress.stage(f"calibrating the thresholds on the {len(val_idx)} held-out good images")
         self.calibrate(val_images)
         self.holdout_images_ = val_images  # the self-check's good images; not saved
@@ -256,15 +268,20 @@ class Detector:
         }
         return self
 
-    def self_check(self, good: np.ndarray, select: bool = False, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
+    def self_check(self, good: np.ndarray, select: bool = False, seed: int = SELF_CHECK_SEED,
+                   reference: np.ndarray | None = None) -> dict[str, Any]:
         """Synthetic image AUROC, pixel AUROC and AUPRO on held-out good images (see
         :mod:`anomaly_ae.evaluation.self_check`).
 
         Args:
             good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on (at
                 most :data:`~anomaly_ae.evaluation.self_check.MAX_GOOD` of them are used, a seeded subset).
-            select: also try every map metric the model has, smoothing sigmas and image reductions, and
-                keep the best in ``config.scoring`` (``scoring.select: auto``); recalibrate afterwards.
+            select: also try every map metric the model has, smoothing sigmas, image reductions and (with
+                ``reference``) the per-position normalisation, and keep the best in ``config.scoring``
+                (``scoring.select: auto``); recalibrate afterwards.
+            reference: uint8 ``(M, h, w, C)`` good images that are *not* in ``good`` (training images): the
+                per-position reference of ``scoring.position_norm`` is fitted on their maps and kept in
+                ``position_reference_``. Without it a configured ``position_norm`` uses the stored one.
 
         Returns:
             The ``self_check`` entry of ``train_info_``: the figures of the (selected) setting, the
@@ -281,6 +298,11 @@ class Detector:
         metrics = [s.metric]
         sigmas = [s.smoothing_sigma]
         reductions = [s.reduction]
+        position = [s.position_norm]
+        if select and reference is not None:
+            position += [not s.position_norm]
+        elif select:
+            position = [False]
         if select:
             learned = ["learned"] if getattr(self.model_, "has_learned_map", False) else []
             metrics += [m for m in (*learned, "ssim", "l2", "l1", "ssim_l1") if m != s.metric]
@@ -288,21 +310,41 @@ class Detector:
             sigmas += [round(v * ratio, 3) for v in SIGMAS_MODEL if round(v * ratio, 3) != s.smoothing_sigma]
             reductions += [r for r in SELF_CHECK_REDUCTIONS if r != s.reduction]
         raw = {m: (self.raw_maps(x_good, xh_good, m), self.raw_maps(x_bad, xh_bad, m)) for m in metrics}
+        refs: dict[str, np.ndarray | PositionReference] = {}
+        if True in position and reference is not None:
+            x_ref = self.preprocessing_(reference)
+            xh_ref = self.reconstruct(x_ref)
+            refs = {m: self.raw_maps(x_ref, xh_ref, m) for m in metrics}
+        elif True in position:
+            refs = {s.metric: self.position_reference()}
         pre = self.preprocessing_
         sig = [(v, model_sigma(v, pre.image_size, pre.source_size or pre.image_size)) for v in sigmas]
-        rows = select_scoring(raw, masks, sig, reductions, s.topk_fraction)
+        rows = select_scoring(raw, masks, sig, reductions, s.topk_fraction, refs, position)
         best = rows[0]  # without select, the configured setting is the only candidate
+        self.candidates_ = rows  # every candidate's figures, best first (not saved)
         if select:
             scoring = s.model_copy(update={"metric": best.metric, "smoothing_sigma": best.smoothing_sigma,
-                                           "reduction": best.reduction})
+                                           "reduction": best.reduction, "position_norm": best.position_norm})
             self.config = self.config.model_copy(update={"scoring": scoring})
-        return {**best.to_dict(), "n_good": int(len(good)), "n_defective": int(len(bad)), "seed": int(seed),
+        if best.position_norm:
+            self.position_reference_ = best.reference
+        elif select:
+            self.position_reference_ = None
+        # reported on a second set of defects: the best of many candidates on the set that chose it is biased up
+        bad2, masks2 = synthetic_defects(good, seed + 1)
+        x_bad2 = self.preprocessing_(bad2)
+        bad2_raw = self.raw_maps(x_bad2, self.reconstruct(x_bad2), best.metric)
+        best_sigma = next(ms for v, ms in sig if v == best.smoothing_sigma)
+        figures = report(best, raw[best.metric][0], bad2_raw, masks2, best_sigma, s.topk_fraction, seed + 1)
+        return {**figures, "n_good": int(len(good)), "n_defective": int(len(bad2)), "seed": int(seed),
                 "candidates": len(rows), "selected": bool(select)}
 
     def tune(self, good: ImagesLike, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
         """Pick the scoring (map metric, smoothing, reduction) by the self-check on ``good`` images.
 
-        ``good``: good images the model was not trained on (a folder, array or list, any size). The
+        ``good``: good images the model was not trained on (a folder, array or list, any size). With at
+        least ``2 * TUNE_MIN_HALF`` of them, a seeded half fits the per-position reference
+        (``scoring.position_norm`` is a candidate) and the other half is the self-check's. The
         result replaces ``train_info_["self_check"]``; call :meth:`calibrate` afterwards (the
         thresholds of the old scoring no longer apply).
         """
@@ -311,7 +353,12 @@ class Detector:
         images = np.stack([pre.resize(pre.convert_channels(im)) for im in self._decode(good)])
         if images.dtype != np.uint8:  # float input in [0, 1]
             images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-        check = self.self_check(images, select=True, seed=seed)
+        reference = None
+        if len(images) >= 2 * TUNE_MIN_HALF:  # a seeded half fits position_norm's reference, the rest checks
+            order = np.random.default_rng(seed).permutation(len(images))
+            half = len(images) // 2
+            reference, images = images[np.sort(order[:half])], images[np.sort(order[half:])]
+        check = self.self_check(images, select=True, seed=seed, reference=reference)
         self.train_info_ = {**getattr(self, "train_info_", {}), "self_check": check}
         return check
 
@@ -499,6 +546,14 @@ class Detector:
         pre = self.preprocessing_
         return model_sigma(self.config.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
 
+    def position_reference(self) -> PositionReference:
+        """The fitted per-position reference of ``scoring.position_norm``."""
+        ref = getattr(self, "position_reference_", None)
+        if ref is None:
+            raise ValueError("scoring.position_norm is set but this detector has no position reference: "
+                             "fit it, or tune it on good images (calibrate --select-scoring)")
+        return ref
+
     def maps_from_reconstruction(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """Model-size anomaly maps ``(N, h, w)`` of inputs ``x`` and their reconstructions ``x_hat``."""
         return smooth(self.raw_maps(x, x_hat), self.smoothing_sigma())
@@ -508,7 +563,8 @@ class Detector:
         the model is given instead (it scales them itself)."""
         maps = self.maps_from_reconstruction(x, self.reconstruct(x if x_model is None else x_model))
         s = self.config.scoring
-        scores = image_score(maps, s.reduction, s.topk_fraction)
+        scored = self.position_reference().normalize(maps) if s.position_norm else maps
+        scores = image_score(scored, s.reduction, s.topk_fraction)
         if s.kl_weight > 0 and hasattr(self.model_, "kl_divergence"):  # VAE: distance of q(z|x) from the prior
             bs = s.batch_size
             kl = [keras.ops.convert_to_numpy(self.model_.kl_divergence(x[i : i + bs])) for i in range(0, len(x), bs)]
@@ -643,7 +699,8 @@ class Detector:
         """The fitted detector as plain state (what :mod:`anomaly_ae.artifact` reads and writes)."""
         return ModelState(self.config, self.model_, self.preprocessing_, self.postprocessor_,
                           getattr(self, "history_", {}), getattr(self, "train_info_", {}),
-                          getattr(self, "metadata_", {}), getattr(self, "source_dir_", None))
+                          getattr(self, "metadata_", {}), getattr(self, "source_dir_", None),
+                          getattr(self, "position_reference_", None))
 
     @classmethod
     def from_state(cls, state: ModelState) -> Detector:
@@ -656,6 +713,7 @@ class Detector:
         det.train_info_ = state.train_info
         det.metadata_ = state.metadata
         det.source_dir_ = state.source
+        det.position_reference_ = state.position
         return det
 
     # ------------------------------------------------------------------ helpers

@@ -52,8 +52,11 @@ PATCH_LEARNED = {
 
 def _test_images(data_dir, det):
     """The tiny set's test images (good and defective), converted to the model's size and channels."""
+    return _images(sorted((data_dir / "test").rglob("*.png")), det)
+
+
+def _images(paths, det):
     pre = det.preprocessing_
-    paths = sorted((data_dir / "test").rglob("*.png"))
     return np.stack([pre.resize(pre.convert_channels(read_image(p, 3))) for p in paths])
 
 
@@ -62,8 +65,25 @@ def detectors(tiny_detector, tiny_data):
     rgb = Detector(DetectorConfig.model_validate(RGB_SSIM)).fit(tiny_data / "train" / "good")
     patch = Detector(DetectorConfig.model_validate(PATCH_PADDED)).fit(tiny_data / "train" / "good")
     learned = Detector(DetectorConfig.model_validate(PATCH_LEARNED)).fit(tiny_data / "train" / "good")
+    # the learned map with the image score normalised per position (scoring.position_norm): the reference
+    # is fitted on training images, as Detector.fit does
+    positioned = Detector.from_state(learned.to_state())
+    positioned.config = positioned.config.model_copy(update={"scoring": positioned.config.scoring.model_copy(
+        update={"position_norm": True})})
+    train = _images(sorted((tiny_data / "train" / "good").glob("*.png"))[:12], positioned)
+    positioned.self_check(learned.holdout_images_, reference=train)
+    positioned.calibrate(learned.holdout_images_)
     return {"gray_l2_topk": (tiny_detector, "uint8"), "rgb_ssim_max": (rgb, "float32"),
-            "patch_padded_ssim_l1": (patch, "uint8"), "patch_learned": (learned, "uint8")}
+            "patch_padded_ssim_l1": (patch, "uint8"), "patch_learned": (learned, "uint8"),
+            "patch_learned_position": (positioned, "uint8")}
+
+
+def _score_atol(det):
+    """1e-4, the maps' tolerance, carried through the score: position_norm divides the map by its reference's
+    scale, which multiplies float32 differences of the map by up to 1 / scale."""
+    if not det.config.scoring.position_norm:
+        return 1e-4
+    return 1e-4 / min(1.0, float(det.position_reference().scale.min()))
 
 
 def _reference(det, images):
@@ -74,7 +94,8 @@ def _feed(images, input_dtype):
     return images if input_dtype == "uint8" else images.astype(np.float32) / 255.0
 
 
-@pytest.mark.parametrize("case", ["gray_l2_topk", "rgb_ssim_max", "patch_padded_ssim_l1", "patch_learned"])
+@pytest.mark.parametrize("case", ["gray_l2_topk", "rgb_ssim_max", "patch_padded_ssim_l1", "patch_learned",
+                                  "patch_learned_position"])
 def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
     det, input_dtype = detectors[case]
     images = _test_images(tiny_data, det)
@@ -84,14 +105,14 @@ def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
     assert [i.name for i in sess.get_inputs()] == ["images"]
     got_maps, got_scores = sess.run(["anomaly_map", "score"], {"images": _feed(images, input_dtype)})
     assert got_maps.shape == maps.shape == (len(images), *det.preprocessing_.image_size)
-    np.testing.assert_allclose(got_scores, scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got_scores, scores, rtol=0, atol=_score_atol(det))
     np.testing.assert_allclose(got_maps, maps, rtol=0, atol=1e-4)
     # the decision made with deploy.json's threshold is the detector's decision
     np.testing.assert_array_equal(got_scores > info["threshold"], det.predict(images))
     assert json.loads((tmp_path / "onnx" / "deploy.json").read_text())["input"]["dtype"] == input_dtype
 
 
-@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1", "patch_learned"])
+@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1", "patch_learned", "patch_learned_position"])
 def test_savedmodel_parity_with_detector(detectors, tiny_data, tmp_path, case):
     det, input_dtype = detectors[case]
     images = _test_images(tiny_data, det)
@@ -99,7 +120,7 @@ def test_savedmodel_parity_with_detector(detectors, tiny_data, tmp_path, case):
     export_detector(det, tmp_path / "sm", "savedmodel", input_dtype)
     loaded = tf.saved_model.load(str(tmp_path / "sm" / "saved_model"))
     out = loaded.signatures["serving_default"](images=tf.constant(_feed(images, input_dtype)))
-    np.testing.assert_allclose(out["score"].numpy(), scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out["score"].numpy(), scores, rtol=0, atol=_score_atol(det))
     np.testing.assert_allclose(out["anomaly_map"].numpy(), maps, rtol=0, atol=1e-4)
 
 

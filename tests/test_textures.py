@@ -62,7 +62,7 @@ def test_held_out_families_never_reach_training_batches(monkeypatch):
     images = rng.integers(60, 200, (12, 64, 64, 3)).astype(np.uint8)
     ds = ImageDataset(images, Preprocessing((64, 64), 3), 8, shuffle=True, seed=0, patch_size=32,
                       patches_per_image=8, **_repair_options(cfg))
-    for epoch in range(3):
+    for _epoch in range(3):
         for i in range(len(ds)):
             ds[i]
         ds.on_epoch_end()

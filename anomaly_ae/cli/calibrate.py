@@ -246,14 +246,17 @@ def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
         "fpr_confidence": FPR_CONFIDENCE, "threshold_rule": det.postprocessor_.rule,
         "caveats": det.postprocessor_.caveats(), "n_good": st.count, "good_score_median": st.quantiles["q0.5"],
         "good_score_max": st.max,
-        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
-        "self_check": {k: check[k] for k in ("image_auroc", "pixel_auroc", "aupro", "selected", "candidates")
-                       if k in check} or None,
+        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction,
+                    "position_norm": s.position_norm},
+        "self_check": {k: check[k] for k in ("image_auroc", "image_auroc_interval", "pixel_auroc", "aupro",
+                                             "selected", "candidates", "version") if k in check} or None,
         "skipped": failed, "updated": str(run_dir / "detector.json"),
     }
 
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
+    from anomaly_ae.config import scoring_text
+
     rows = [
         ("image threshold", f"{j['threshold']:.6g}: {j['threshold_rule']}; good scores: median "
                             f"{j['good_score_median']:.4g}, max {j['good_score_max']:.4g}"),
@@ -264,7 +267,7 @@ def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     c, sc = j["self_check"], j["scoring"]
     if c and c.get("selected"):
-        rows.append(("self-check", f"{sc['metric']} map, sigma {sc['smoothing_sigma']:g}, {sc['reduction']}: "
+        rows.append(("self-check", f"{scoring_text(sc)}: "
                      f"synthetic image AUROC {c['image_auroc']:.3f}, pixel AUROC {c['pixel_auroc']:.3f}, "
                      f"AUPRO {c['aupro']:.3f} (best of {c.get('candidates')})"))
     if j["skipped"]:

@@ -307,9 +307,10 @@ def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -
         "expected_fpr": post.expected_fpr, "fpr_upper": post.fpr_upper, "fpr_confidence": FPR_CONFIDENCE,
         "caveats": post.caveats(check["image_auroc"] if check else None), "val_score_mean": stats.mean,
         "val_score_std": stats.std, "val_score_max": stats.max,
-        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction},
-        "self_check": None if check is None else {k: check[k] for k in ("image_auroc", "pixel_auroc", "aupro",
-                                                                        "n_good", "selected")},
+        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction,
+                    "position_norm": s.position_norm},
+        "self_check": None if check is None else {k: check.get(k) for k in (
+            "image_auroc", "image_auroc_interval", "pixel_auroc", "aupro", "n_good", "selected", "version")},
         "mlflow_run_id": None if tracker.disabled else tracker.run_id,
         "tracking_uri": None if tracker.disabled else tracker.uri,
         "mlflow_model_uri": _model_uri(tracker, register),
@@ -330,6 +331,8 @@ _PLURAL = {"patch": "patches", "image": "images"}
 
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
+    from anomaly_ae.config import scoring_text
+
     rows = [
         ("model", j["model_dir"]),
         ("trained", f"{j['model']} autoencoder, {'x'.join(map(str, j['image_size']))}x{j['channels']}, on "
@@ -348,10 +351,12 @@ def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("skipped", f"{len(j['skipped'])} unreadable image(s), listed above"))
     c, sc = j["self_check"], j["scoring"]
     if c:
+        interval = c.get("image_auroc_interval")
+        within = f" (95% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
         rows.append(("self-check", f"synthetic defects on {c['n_good']} held-out good images: image AUROC "
-                     f"{c['image_auroc']:.3f}, pixel AUROC {c['pixel_auroc']:.3f}, AUPRO {c['aupro']:.3f} "
-                     f"({'selected' if c['selected'] else 'configured'}: {sc['metric']} map, sigma "
-                     f"{sc['smoothing_sigma']:g}, {sc['reduction']}; an estimate, not a measurement on real defects)"))
+                     f"{c['image_auroc']:.3f}{within}, pixel AUROC {c['pixel_auroc']:.3f}, AUPRO {c['aupro']:.3f} "
+                     f"({'selected' if c['selected'] else 'configured'}: {scoring_text(sc)}; an estimate, not a "
+                     "measurement on real defects)"))
     if j["mlflow_run_id"]:
         rows.append(("MLflow run", f"{j['mlflow_run_id']} in {j['tracking_uri']}"))
         rows.append(("MLflow model", str(j["mlflow_model_uri"])))

@@ -82,7 +82,12 @@ def _cropped(x: Any, margin: int, h: int, w: int, name: str) -> Any:
 
 @keras.saving.register_keras_serializable(package="anomaly_ae")
 class ScoringHead(keras.layers.Layer):
-    """``[x, x_hat]`` -> ``{"anomaly_map": (N, h, w), "score": (N,)}``; ``x_hat`` is cropped to ``x``."""
+    """``[x, x_hat]`` -> ``{"anomaly_map": (N, h, w), "score": (N,)}``; ``x_hat`` is cropped to ``x``.
+
+    With ``position_norm`` the score reduces ``(map - position_mean) / position_scale``: two
+    non-trainable ``(h, w)`` weights, set by :func:`scoring_model` from the detector's reference
+    (:mod:`anomaly_ae.scoring.position`); the map output stays the plain map, as in ``Detector``.
+    """
 
     def __init__(
         self,
@@ -92,12 +97,20 @@ class ScoringHead(keras.layers.Layer):
         sigma: tuple[float, float] = (0.0, 0.0),
         reduction: str = "max",
         topk_fraction: float = 0.01,
+        position_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.metric, self.channel_reduction, self.ssim_weight = metric, channel_reduction, float(ssim_weight)
         self.sigma = (float(sigma[0]), float(sigma[1]))
         self.reduction, self.topk_fraction = reduction, float(topk_fraction)
+        self.position_norm = bool(position_norm)
+
+    def build(self, input_shapes: list[tuple]) -> None:
+        if self.position_norm:
+            hw = (int(input_shapes[0][1]), int(input_shapes[0][2]))
+            self.position_mean = self.add_weight(shape=hw, initializer="zeros", trainable=False, name="position_mean")
+            self.position_scale = self.add_weight(shape=hw, initializer="ones", trainable=False, name="position_scale")
 
     def call(self, inputs: list[Any]) -> dict[str, Any]:
         x, x_hat, *learned = inputs  # metric "learned": the discriminator's (N, H', W', 1) map comes third
@@ -108,7 +121,8 @@ class ScoringHead(keras.layers.Layer):
         else:
             res = scoring_ops.residual_map(x, x_hat, self.metric, self.channel_reduction, self.ssim_weight)
         amap = scoring_ops.smooth(res, *self.sigma)
-        return {"anomaly_map": amap, "score": scoring_ops.image_score(amap, self.reduction, self.topk_fraction)}
+        scored = (amap - self.position_mean) / self.position_scale if self.position_norm else amap
+        return {"anomaly_map": amap, "score": scoring_ops.image_score(scored, self.reduction, self.topk_fraction)}
 
     def compute_output_shape(self, input_shapes: list[tuple]) -> dict[str, tuple]:
         n, h, w, _ = input_shapes[0]
@@ -118,7 +132,7 @@ class ScoringHead(keras.layers.Layer):
         return {
             **super().get_config(), "metric": self.metric, "channel_reduction": self.channel_reduction,
             "ssim_weight": self.ssim_weight, "sigma": list(self.sigma), "reduction": self.reduction,
-            "topk_fraction": self.topk_fraction,
+            "topk_fraction": self.topk_fraction, "position_norm": self.position_norm,
         }
 
 
@@ -145,13 +159,17 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     x_hat = _cropped(det.model_(_padded(x, ae_margin, factor, "pad"), training=False), ae_margin, h, w,
                      "reconstruction_crop")
     head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det.smoothing_sigma(), s.reduction,
-                       s.topk_fraction,
-                       name="scoring")
+                       s.topk_fraction, s.position_norm, name="scoring")
+    inputs = [x, x_hat]
     if s.metric == "learned":  # the discriminator on (image, reconstruction), as Detector.learned_maps
         joined = keras.layers.Concatenate(name="image_and_reconstruction")([x, x_hat])
-        logits = det.model_.discriminator_net(_padded(joined, 0, factor, "map_pad"))  # the head crops it
-        return keras.Model(images, head([x, x_hat, logits]), name="anomaly_ae_detector")
-    return keras.Model(images, head([x, x_hat]), name="anomaly_ae_detector")
+        inputs.append(det.model_.discriminator_net(_padded(joined, 0, factor, "map_pad")))  # the head crops it
+    outputs = head(inputs)
+    if s.position_norm:  # the reference, resized as Detector does it, becomes two constants of the graph
+        mean, scale = det.position_reference().full_size((h, w))
+        head.position_mean.assign(mean)
+        head.position_scale.assign(scale)
+    return keras.Model(images, outputs, name="anomaly_ae_detector")
 
 
 def export_detector(

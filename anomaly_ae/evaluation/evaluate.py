@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from anomaly_ae.config import scoring_text
 from anomaly_ae.data.images import ImageReadError
 from anomaly_ae.data.mvtec import GOOD, TestItem, mvtec_items, read_mask
 from anomaly_ae.detector import Detector, ScoredFile
@@ -184,7 +185,7 @@ def config_summary(det: Detector) -> dict[str, str]:
         "input": f"{size}x{c.data.channels}" + (f", {c.data.patch_size} px patches" if c.data.patch_size else ""),
         "training": f"{c.train.epochs} epochs max, batch {c.train.batch_size}, seed {c.train.seed}"
                     + (", synthetic defects" if c.train.synthetic_anomalies is not None else ""),
-        "scoring": f"{c.scoring.metric} map, sigma {c.scoring.smoothing_sigma:g}, {c.scoring.reduction}",
+        "scoring": scoring_text(c.scoring.model_dump()),
         "threshold": f"{c.threshold.method}"
                      + (f" {c.threshold.quantile}" if c.threshold.method == "quantile" else ""),
     }
