@@ -323,6 +323,10 @@ class TrainConfig(_Section):
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(1e-3, gt=0.0)
+    lr_milestones: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=list, description="fractions of train.epochs after which the learning rate is multiplied "
+        "by lr_decay (DRAEM: [0.8, 0.9] with 0.2); empty: constant")
+    lr_decay: float = Field(0.2, gt=0.0, le=1.0, description="factor of each lr_milestones step")
     patience: int = Field(6, ge=1, description="early-stopping patience on validation loss")
     seed: int = 0
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(

@@ -2,8 +2,10 @@
 # The GPU figures of issue 17 in one command: benchmarks/speed.py --device under KERAS_BACKEND=jax with
 # configs/vgg.yaml (VGG autoencoder, 256 px RGB, batch 64): training img/s in float32 and bf16 (plain
 # Keras fit vs ours) and scoring img/s (plain predict vs `anomaly-ae score` end to end, uint8 input
-# scaled on the device), and the training patches/s of the default preset (issue 26). No network; about
-# 5 minutes on one H100.
+# scaled on the device), and the training patches/s of the default preset (issue 26); then the DRAEM recipe
+# (configs/draem_gpu.yaml, issue 27) trained on sample_data for DRAEM_EPOCHS epochs (default 60, its
+# milestones scaled to them) and evaluated: one line in FILE.draem.jsonl. No network; about 10 minutes on
+# one H100.
 #
 #   benchmarks/gpu.sh --out benchmarks/results/gpu.json           # on the GPU machine
 #   benchmarks/gpu.sh --out /tmp/gpu.json --tiny                   # anywhere: the same steps at toy sizes
@@ -38,4 +40,16 @@ if [ "$tiny" = 1 ]; then
 else
   sizes=(--n-train 4096 --epochs 4 --n-small 1024 --n-large 8192)
 fi
-exec "$PY" benchmarks/speed.py --device --config configs/vgg.yaml "${sizes[@]}" --out "$out"
+"$PY" benchmarks/speed.py --device --config configs/vgg.yaml "${sizes[@]}" --out "$out"
+if [ "$tiny" = 1 ]; then
+  draem=(--epochs 1 --override "data.image_size=[32, 32]" --override "model.widths=[8, 16]"
+         --override "model.discriminator=[8, 16]" --override model.latent_channels=4 --override train.batch_size=8)
+  data="$(mktemp -d)"
+  "$PY" -m anomaly_ae.data.synthetic "$data" --n-train 16 --n-test-good 4 --n-test-defect 2 --size 32 >/dev/null
+  data="$data/metal_plate"
+else
+  draem=(--epochs "${DRAEM_EPOCHS:-60}")
+  data=sample_data/metal_plate
+fi
+"$PY" benchmarks/quality.py "$data" --config configs/draem_gpu.yaml "${draem[@]}" --out "$(mktemp -d)/draem_gpu" \
+  --results "${out%.json}.draem.jsonl"

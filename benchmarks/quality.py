@@ -27,16 +27,21 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/default.yaml"))
     ap.add_argument("--out", type=Path, default=None, help="model directory (default runs/bench-<config>)")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. --override data.image_size=64 (YAML value; repeatable)")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "quality.jsonl")
     ap.add_argument("--variants", action="store_true",
                     help="also evaluate every scoring variant of VARIANTS on the same trained model, each with its "
                     "self-check (one more line per variant): the data of the rank-correlation study")
     a = ap.parse_args()
 
+    import yaml
+
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
 
-    cfg = DetectorConfig.from_yaml(a.config).with_overrides({"train.epochs": a.epochs})
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in a.override)}
+    cfg = DetectorConfig.from_yaml(a.config).with_overrides({"train.epochs": a.epochs, **overrides})
     out = a.out or Path("runs") / f"bench-{a.config.stem}-{a.dataset.name}"
     t0 = time.perf_counter()
     det = Detector(cfg).fit(a.dataset / "train" / "good")

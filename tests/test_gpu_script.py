@@ -34,3 +34,8 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert score["plain_predict_img_s"] > 0 and score["score_img_s_steady"] > 0
     assert score["score_ratio"] == pytest.approx(score["score_img_s_steady"] / score["plain_predict_img_s"], rel=0.01)
     assert score["input"].startswith("uint8")
+    # the DRAEM recipe (issue 27): trained with its step schedule and evaluated on labelled data
+    (draem,) = [json.loads(line) for line in out.with_suffix(".draem.jsonl").read_text().splitlines()]
+    assert draem["config"] == "draem_gpu.yaml" and draem["backend"] == "jax" and draem["epochs_run"] == 1
+    assert draem["resolved_config"]["train"]["lr_milestones"] == [0.8, 0.9]
+    assert 0.0 <= draem["image_auroc"] <= 1.0 and 0.0 <= draem["pixel_auroc"] <= 1.0

@@ -209,3 +209,21 @@ def test_auroc_interval_is_a_bootstrap_of_the_auroc():
     assert 0.35 < (hi4 - lo4) / (hi - lo) < 0.65
     assert auroc_interval(np.zeros(10), np.ones(10)) == (1.0, 1.0)
     assert auroc_interval(np.zeros(10), np.zeros(10)) == (0.5, 0.5)  # ties count half
+
+
+def test_learning_rate_steps_down_at_the_milestones():
+    """``train.lr_milestones`` (DRAEM's recipe: x0.2 after 80% and 90% of the epochs) reaches the optimizer,
+    counted in optimizer steps so that a resumed training keeps the same rate."""
+    from anomaly_ae.training.loop import learning_rate
+
+    schedule = learning_rate(1e-4, [0.8, 0.9], 0.2, epochs=10, steps_per_epoch=5)
+    rates = [float(schedule(step)) for step in (0, 40, 41, 45, 46, 1000)]
+    assert rates == pytest.approx([1e-4, 1e-4, 2e-5, 2e-5, 4e-6, 4e-6])
+    assert learning_rate(1e-3, [], 0.2, 10, 5) == 1e-3
+    cfg = DetectorConfig.model_validate(LEARNED).with_overrides(
+        {"train.epochs": 4, "train.lr_milestones": [0.5], "train.lr_decay": 0.1})
+    det = Detector(cfg).fit(_flat_images(16, 3))
+    opt = det.model_.optimizer
+    assert int(opt.iterations) > 0 and float(opt.learning_rate) == pytest.approx(cfg.train.learning_rate * 0.1)
+    with pytest.raises(ValueError):
+        DetectorConfig.model_validate(LEARNED).with_overrides({"train.lr_milestones": [1.5]})

@@ -38,6 +38,19 @@ class TrainedModel:
     epoch_seconds: list[float]  # wall seconds of each epoch this call ran
 
 
+def learning_rate(base: float, milestones: Sequence[float], decay: float, epochs: int,
+                  steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``base``, or a step schedule multiplying it by ``decay`` after each fraction ``milestones`` of the epochs.
+
+    The schedule counts optimizer steps (``steps_per_epoch`` per epoch), which a checkpoint stores, so a
+    resumed training continues on the same rate.
+    """
+    bounds = sorted({max(1, round(f * epochs)) * steps_per_epoch for f in milestones})
+    if not bounds:
+        return base
+    return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, [base * decay**i for i in range(len(bounds) + 1)])
+
+
 def fit_model(
     config: DetectorConfig,
     train_ds: keras.utils.PyDataset,
@@ -71,8 +84,9 @@ def fit_model(
     model.loss_scale = loss_scale
     if hasattr(model, "adapt"):  # models with fitted input normalization (linear)
         model.adapt(adapt_data() if callable(adapt_data) else adapt_data)
-    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate,
-                                                  global_clipnorm=config.train.clip_grad_norm))
+    lr = learning_rate(config.train.learning_rate, config.train.lr_milestones, config.train.lr_decay,
+                       config.train.epochs, len(train_ds))
+    model.compile(optimizer=keras.optimizers.Adam(lr, global_clipnorm=config.train.clip_grad_norm))
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
                                           restore_best_weights=True)
     ckpt = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
