@@ -365,7 +365,7 @@ class ScoringConfig(_Section):
     reduction: Literal["max", "mean", "topk_mean"] = "max"
     topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
     position_norm: bool = Field(
-        False, description="the image score reduces the map normalised per position by good training images' "
+        False, description="the image score reduces the map normalized per position by good training images' "
         "maps, (map - mean) / scale: for fixed cameras, where some places answer on good parts too "
         "(anomaly_ae.scoring.position); the heatmaps and pixel threshold keep the plain map"
     )

@@ -24,6 +24,7 @@ from anomaly_ae.config import DetectorConfig  # noqa: E402
 from anomaly_ae.data.images import Preprocessing, list_images, load_folder, split_holdout  # noqa: E402
 from anomaly_ae.detector import Detector  # noqa: E402
 from anomaly_ae.evaluation.evaluate import evaluate  # noqa: E402
+from anomaly_ae.scoring.position import MAX_IMAGES as POSITION_MAX_IMAGES  # noqa: E402
 
 
 class PCADetector(Detector):
@@ -45,7 +46,11 @@ class PCADetector(Detector):
         self.pca_ = PCA(self.components, random_state=cfg.train.seed).fit(x.reshape(len(x), -1))
         self.model_ = self.pca_
         self.preprocessing_ = pre
-        check = self.self_check(loaded.images[val_idx], select=cfg.scoring.select == "auto")
+        # the same seeded subset of training images as Detector.fit fits scoring.position_norm's reference on
+        n_ref = min(POSITION_MAX_IMAGES, len(train_idx))
+        ref_idx = np.sort(np.random.default_rng(cfg.train.seed).choice(train_idx, n_ref, replace=False))
+        check = self.self_check(loaded.images[val_idx], select=cfg.scoring.select == "auto",
+                                reference=loaded.images[ref_idx])
         self.calibrate(loaded.images[val_idx])
         self.train_info_ = {"n_train": len(train_idx), "n_val": len(val_idx), "self_check": check}
         return self
@@ -75,6 +80,7 @@ def main() -> None:
     s = det.config.scoring
     print(json.dumps({"model": f"PCA-{a.components} {a.size}px gray", "dataset": a.dataset.name,
                       "sigma": s.smoothing_sigma, "metric": s.metric, "reduction": s.reduction,
+                      "position_norm": s.position_norm,
                       "self_check": det.train_info_["self_check"],
                       "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
                       "pixel_aupro": m.get("pixel_aupro"), "fit_seconds": round(t1 - t0, 1),

@@ -5,7 +5,7 @@
 
 For one trained model, every combination of map metric (the learned map if the model has one, 1-SSIM,
 squared error), smoothing (1 and 4 model pixels), image reduction (max, top-k mean) and per-position
-normalisation (off, on) is scored three ways on the same images:
+normalization (off, on) is scored three ways on the same images:
 
 - *self-check v3*: the held-out good images (``fit``'s split) against copies with the version-3
   defects of the *report* seed (shapes and content that training never draws);
@@ -14,7 +14,11 @@ normalisation (off, on) is scored three ways on the same images:
 - *real*: the labelled test split (image AUROC from model-size maps, as ``Detector.score`` computes it).
 
 One JSON line per combination is appended; the Spearman correlations of each version with the real
-figure, over the combinations of this model, are printed (``benchmarks/README.md`` pools the models).
+figure, over the combinations of this model, are printed. ``--table`` instead prints the markdown table
+of ``benchmarks/README.md`` from the results file: per data set, pooled over every model measured, the
+Spearman correlation of each version with the real image AUROC and its mean absolute gap.
+
+    python benchmarks/self_check_rank.py --table [--results benchmarks/results/self_check_rank.jsonl]
 """
 
 from __future__ import annotations
@@ -48,10 +52,16 @@ def v2_defects(good):  # noqa: ANN001, ANN201 - benchmark helper
 def main() -> None:
     """Command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", type=Path)
-    ap.add_argument("dataset", type=Path)
+    ap.add_argument("model", type=Path, nargs="?")
+    ap.add_argument("dataset", type=Path, nargs="?")
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "self_check_rank.jsonl")
+    ap.add_argument("--table", action="store_true", help="print the pooled table of the results file and stop")
     a = ap.parse_args()
+    if a.table:
+        table(a.results)
+        return
+    if a.model is None or a.dataset is None:
+        ap.error("MODEL and DATASET are needed (or --table)")
 
     import numpy as np
     from scipy.stats import spearmanr
@@ -111,6 +121,31 @@ def main() -> None:
     with open(a.results, "a", encoding="utf-8") as f:
         for ln in lines:
             f.write(json.dumps(ln) + "\n")
+
+
+def table(results: Path) -> None:
+    """Markdown table: per data set, pooled over models, Spearman and mean |self-check - real| of v2 and v3."""
+    from collections import defaultdict
+
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for text in results.read_text(encoding="utf-8").splitlines():
+        line = json.loads(text)
+        rows[line["dataset"]].append(line)
+    print("| data set | models x scorings | Spearman v2 | Spearman v3 | mean abs gap v2 | mean abs gap v3 |")
+    print("|---|---|---|---|---|---|")
+    for dataset, lines in sorted(rows.items()):
+        real = np.array([ln["real_image_auroc"] for ln in lines])
+        cells = []
+        for stat in ("rho", "gap"):
+            for v in ("v2", "v3"):
+                est = np.array([ln[f"self_check_{v}"] for ln in lines])
+                value = spearmanr(est, real).statistic if stat == "rho" else np.abs(est - real).mean()
+                cells.append(f"{value:.2f}" if stat == "rho" else f"{value:.3f}")
+        models = len({ln["model"] for ln in lines})
+        print(f"| {dataset} | {models} x {len(lines) // models} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def detectors(tiny_detector, tiny_data):
     rgb = Detector(DetectorConfig.model_validate(RGB_SSIM)).fit(tiny_data / "train" / "good")
     patch = Detector(DetectorConfig.model_validate(PATCH_PADDED)).fit(tiny_data / "train" / "good")
     learned = Detector(DetectorConfig.model_validate(PATCH_LEARNED)).fit(tiny_data / "train" / "good")
-    # the learned map with the image score normalised per position (scoring.position_norm): the reference
+    # the learned map with the image score normalized per position (scoring.position_norm): the reference
     # is fitted on training images, as Detector.fit does
     positioned = Detector.from_state(learned.to_state())
     positioned.config = positioned.config.model_copy(update={"scoring": positioned.config.scoring.model_copy(

@@ -1,4 +1,4 @@
-"""Per-position normalisation of the image score (scoring.position_norm, anomaly_ae.scoring.position)."""
+"""Per-position normalization of the image score (scoring.position_norm, anomaly_ae.scoring.position)."""
 
 import json
 
@@ -18,7 +18,7 @@ def _good_maps(n=30, h=40, w=100, seed=0):
     return maps
 
 
-def test_normalised_score_ranks_a_small_defect_above_the_usual_hot_spot():
+def test_normalized_score_ranks_a_small_defect_above_the_usual_hot_spot():
     good = _good_maps()
     ref = PositionReference.fit(good[:20])
     test_good = good[20:]
@@ -75,7 +75,7 @@ def positioned(tiny_detector, tiny_data):
     return det, check
 
 
-def test_detector_scores_the_normalised_map_and_keeps_the_plain_heatmap(positioned, tiny_detector, tiny_data):
+def test_detector_scores_the_normalized_map_and_keeps_the_plain_heatmap(positioned, tiny_detector, tiny_data):
     det, check = positioned
     assert check["position_norm"] is True and det.position_reference_ is not None
     images = tiny_detector.holdout_images_
@@ -114,7 +114,7 @@ def test_select_auto_tries_position_norm_only_with_a_reference(tiny_detector, ti
     n_plain = len(det.candidates_)
     det = Detector.from_state(tiny_detector.to_state())
     det.self_check(tiny_detector.holdout_images_, select=True, reference=np.stack(_train(tiny_data, det)[:8]))
-    assert sum(r.position_norm for r in det.candidates_) == n_plain  # every plain candidate, normalised
+    assert sum(r.position_norm for r in det.candidates_) == n_plain  # every plain candidate, normalized
     best = det.candidates_[0]
     assert det.config.scoring.position_norm == best.position_norm
     assert (det.position_reference_ is not None) == best.position_norm

@@ -71,8 +71,8 @@ def calibrate(
     pixel_quantile: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="q of the pixel quantile method.",
                                                          show_default=FROM_MODEL)] = None,
     select_scoring: Annotated[bool, typer.Option(
-        "--select-scoring", help="First pick map metric, smoothing and reduction by the self-check on --good "
-        "(synthetic defects, no labels), as scoring.select: auto does at training.")] = False,
+        "--select-scoring", help="First pick the scoring by the self-check on --good (no labels), as scoring.select: "
+        "auto does at training (40+ images: half fit the per-position normalization, then a candidate).")] = False,
     register: RegisterAgain = None,
     alias: Alias = None,
     no_track: NoTrack = False,

@@ -5,7 +5,7 @@ copies with one seeded synthetic defect each (:mod:`anomaly_ae.data.anomalies`, 
 fixed here, independent of the training config, so the figures of two configs are comparable). The
 result is a *synthetic* image AUROC, pixel AUROC and AUPRO: an estimate, from good images only, of how
 well the detector separates and localises defects. ``scoring.select: auto`` picks the map metric,
-smoothing, image reduction and per-position normalisation that maximise it (:func:`select_scoring`).
+smoothing, image reduction and per-position normalization that maximise it (:func:`select_scoring`).
 
 Version 3 keeps the estimate from flattering the model in three ways:
 
@@ -70,7 +70,7 @@ class SelfCheck:
     smoothing_sigma: float  # pixels of the original image, as scoring.smoothing_sigma
     reduction: str
     position_norm: bool = False
-    #: the per-position reference the image score was normalised by (``position_norm``); not in to_dict
+    #: the per-position reference the image score was normalized by (``position_norm``); not in to_dict
     reference: PositionReference | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -178,7 +178,7 @@ def select_scoring(
             p_auroc, aupro = pix.pixel_auroc()[0], pix.aupro()
             for norm in position:
                 ref = None
-                if norm:  # only the image score is normalised: the pixel figures are the plain map's
+                if norm:  # only the image score is normalized: the pixel figures are the plain map's
                     r = reference_raw[metric]  # type: ignore[index]
                     ref = r if isinstance(r, PositionReference) else PositionReference.fit(smooth(r, model_sigma))
                 g, b = (good_maps, bad_maps) if ref is None else (ref.normalize(good_maps), ref.normalize(bad_maps))

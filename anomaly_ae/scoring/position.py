@@ -1,8 +1,8 @@
-"""Per-position normalisation of anomaly maps for the image score (fixed cameras, aligned parts).
+"""Per-position normalization of anomaly maps for the image score (fixed cameras, aligned parts).
 
 A fixed camera sees the same part at the same place in every image, so some positions answer more
 than others on good images too: a groove that collects dirt, a bright edge, the image border. The
-image score of a map normalised by what good images do at each position,
+image score of a map normalized by what good images do at each position,
 
     z = (map - mean) / scale,      scale = max(std, mean over positions of std),
 
@@ -10,7 +10,7 @@ is the largest *unusual* response rather than the largest response. ``mean`` and
 per position over the smoothed maps of good training images; the floor on ``scale`` keeps positions
 where good images never answer from turning sensor noise into alarms (chosen with the self-check: on
 BSData and sample_data it scored the same or better than a tenth or a third of the mean std, and
-needs no parameter). Where parts are not aligned, the statistics are flat and the normalisation
+needs no parameter). Where parts are not aligned, the statistics are flat and the normalization
 changes little; ``scoring.select: auto`` keeps it only when the self-check says it helps.
 
 The reference is stored at most :data:`SIDE` pixels on its longer side (``detector.json`` stays
