@@ -110,14 +110,14 @@ def image_score(maps: np.ndarray, reduction: str = "max", topk_fraction: float =
 
     ``topk_mean`` averages the ``ceil(topk_fraction * H * W)`` largest pixels of each map.
     """
-    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    flat = maps.reshape(len(maps), -1)  # no float64 copy of every pixel: only the reduced values are widened
     if reduction == "max":
-        return flat.max(axis=1)
+        return flat.max(axis=1).astype(np.float64)
     if reduction == "mean":
-        return flat.mean(axis=1)
+        return flat.mean(axis=1, dtype=np.float64)
     if reduction == "topk_mean":
         k = max(1, int(np.ceil(topk_fraction * flat.shape[1])))
-        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].astype(np.float64).mean(axis=1)
     raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
 
 
