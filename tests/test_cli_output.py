@@ -44,6 +44,11 @@ def test_train_json_is_the_only_stdout_and_has_the_documented_keys(trained):
     meta = json.loads((run / "detector.json").read_text())
     assert summary["threshold"] == pytest.approx(meta["threshold"]["value"])
     assert summary["mlflow_run_id"] is None  # --no-track
+    check = meta["training"]["self_check"]  # the figures and the interval that detector.json keeps
+    assert summary["self_check"]["image_auroc_interval"] == check["image_auroc_interval"]
+    assert summary["self_check"]["version"] == 3
+    assert summary["scoring"] == {k: meta["config"]["scoring"][k]
+                                  for k in ("metric", "smoothing_sigma", "reduction", "position_norm")}
     # progress went to stderr: a line per stage and per epoch, before any result
     assert "· loading Keras" in res.stderr and "· training the conv autoencoder at 32x32x1" in res.stderr
     assert re.search(r"epoch 2/2  loss [\d.e-]+  val_loss [\d.e-]+", res.stderr)

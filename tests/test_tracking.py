@@ -53,6 +53,9 @@ def test_train_logs_params_metrics_and_artifacts(tiny_data, tiny_config_file, tm
     check = meta["training"]["self_check"]  # the label-free estimate is tracked beside the losses
     for key in ("image_auroc", "pixel_auroc", "aupro"):
         assert run.data.metrics[f"self_check_{key}"] == pytest.approx(check[key])
+    low, high = check["image_auroc_interval"]  # so that runs can be compared with their uncertainty
+    assert run.data.metrics["self_check_image_auroc_low"] == pytest.approx(low)
+    assert run.data.metrics["self_check_image_auroc_high"] == pytest.approx(high)
     assert "self-check" in res.output and f"{check['pixel_auroc']:.3f}" in res.output
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"validation_grid.png", "config.yaml"} <= top

@@ -46,9 +46,14 @@ def finish_run(det: Detector, run_dir: Path, tracker: Tracker, register: str | N
 
 
 def self_check_metrics(info: dict) -> dict[str, float]:
-    """``self_check_image_auroc``, ``self_check_pixel_auroc``, ``self_check_aupro`` of ``train_info_`` (if any)."""
+    """``self_check_image_auroc``, ``self_check_pixel_auroc``, ``self_check_aupro`` of ``train_info_`` (if any),
+    and the image AUROC's 95% interval as ``self_check_image_auroc_low`` / ``_high`` (version 3)."""
     check = info.get("self_check") or {}
-    return {f"self_check_{k}": float(check[k]) for k in ("image_auroc", "pixel_auroc", "aupro") if k in check}
+    out = {f"self_check_{k}": float(check[k]) for k in ("image_auroc", "pixel_auroc", "aupro") if k in check}
+    if check.get("image_auroc_interval"):
+        low, high = check["image_auroc_interval"]
+        out.update(self_check_image_auroc_low=float(low), self_check_image_auroc_high=float(high))
+    return out
 
 
 def drop_checkpoints(run_dir: Path) -> None:
