@@ -49,8 +49,7 @@ from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, repo
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
-from anomaly_ae.scoring.position import MAX_IMAGES as POSITION_MAX_IMAGES
-from anomaly_ae.scoring.position import PositionReference
+from anomaly_ae.scoring.position import PositionReference, reference_indices
 from anomaly_ae.scoring.tiling import pad_margin, tiled_predict
 from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
 from anomaly_ae.training.distribution import replicas
@@ -209,8 +208,7 @@ class Detector:
         val_images = np.stack([data.at_model_size(i, pre) for i in val_idx])
         # good training images whose maps give scoring.position_norm its per-position reference (a seeded
         # subset: bounded time); the held-out images stay unseen by it, for the self-check and thresholds
-        n_ref = min(POSITION_MAX_IMAGES, len(train_idx))
-        ref_idx = np.sort(np.random.default_rng(cfg.train.seed).choice(train_idx, n_ref, replace=False))
+        ref_idx = reference_indices(train_idx, cfg.train.seed)
 
         patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                    "workers": cfg.train.workers}
@@ -243,7 +241,7 @@ class Detector:
         self.history_ = trained.history
         progress.stage(f"self-check: seeded synthetic defects on the {len(val_idx)} held-out good images"
                        + (", choosing the scoring" if cfg.scoring.select == "auto" else ""))
-        reference = np.stack([data.at_model_size(i, pre) for i in ref_idx]) if n_ref >= 2 else None
+        reference = np.stack([data.at_model_size(i, pre) for i in ref_idx]) if len(ref_idx) >= 2 else None
         check = self.self_check(val_images, select=cfg.scoring.select == "auto", reference=reference)
         progress.stage(f"calibrating the thresholds on the {len(val_idx)} held-out good images")
         self.calibrate(val_images)

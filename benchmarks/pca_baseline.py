@@ -24,7 +24,7 @@ from anomaly_ae.config import DetectorConfig  # noqa: E402
 from anomaly_ae.data.images import Preprocessing, list_images, load_folder, split_holdout  # noqa: E402
 from anomaly_ae.detector import Detector  # noqa: E402
 from anomaly_ae.evaluation.evaluate import evaluate  # noqa: E402
-from anomaly_ae.scoring.position import MAX_IMAGES as POSITION_MAX_IMAGES  # noqa: E402
+from anomaly_ae.scoring.position import reference_indices  # noqa: E402
 
 
 class PCADetector(Detector):
@@ -47,8 +47,7 @@ class PCADetector(Detector):
         self.model_ = self.pca_
         self.preprocessing_ = pre
         # the same seeded subset of training images as Detector.fit fits scoring.position_norm's reference on
-        n_ref = min(POSITION_MAX_IMAGES, len(train_idx))
-        ref_idx = np.sort(np.random.default_rng(cfg.train.seed).choice(train_idx, n_ref, replace=False))
+        ref_idx = reference_indices(train_idx, cfg.train.seed)
         check = self.self_check(loaded.images[val_idx], select=cfg.scoring.select == "auto",
                                 reference=loaded.images[ref_idx])
         self.calibrate(loaded.images[val_idx])

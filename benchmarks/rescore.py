@@ -29,13 +29,12 @@ def fit_sets(det, good_dir: Path):  # noqa: ANN001, ANN201 - benchmark helper
 
     from anomaly_ae.data.images import Preprocessing, split_holdout
     from anomaly_ae.data.loading import load_training_set
-    from anomaly_ae.scoring.position import MAX_IMAGES
+    from anomaly_ae.scoring.position import reference_indices
 
     cfg, pre = det.config, det.preprocessing_
     data = load_training_set(good_dir, Preprocessing(cfg.data.image_size, cfg.data.channels), cfg.data.cache_mb)
     train_idx, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
-    n_ref = min(MAX_IMAGES, len(train_idx))
-    ref_idx = np.sort(np.random.default_rng(cfg.train.seed).choice(train_idx, n_ref, replace=False))
+    ref_idx = reference_indices(train_idx, cfg.train.seed)
     return (np.stack([data.at_model_size(i, pre) for i in val_idx]),
             np.stack([data.at_model_size(i, pre) for i in ref_idx]))
 

@@ -125,3 +125,14 @@ def _train(tiny_data, det):
 
     pre = det.preprocessing_
     return [pre.resize(pre.convert_channels(read_image(p, 1))) for p in list_images(tiny_data / "train" / "good")]
+
+
+def test_reference_images_are_a_seeded_bounded_subset_of_the_training_images():
+    from anomaly_ae.scoring.position import MAX_IMAGES, reference_indices
+
+    train = np.arange(3, 300, 2)
+    idx = reference_indices(train, seed=0)
+    assert len(idx) == MAX_IMAGES and set(idx) <= set(train) and (np.diff(idx) > 0).all()
+    np.testing.assert_array_equal(idx, reference_indices(train, seed=0))
+    assert not np.array_equal(idx, reference_indices(train, seed=1))
+    np.testing.assert_array_equal(reference_indices(train[:5], seed=0), train[:5])  # fewer: all of them

@@ -34,6 +34,14 @@ SIDE = 64
 MAX_IMAGES = 64
 
 
+def reference_indices(train_idx: np.ndarray, seed: int, limit: int = MAX_IMAGES) -> np.ndarray:
+    """The training images (indices, sorted) whose maps fit the reference: a seeded subset of at most
+    ``limit`` of ``train_idx``, so that its time stays bounded. ``Detector.fit`` draws them with this; so do
+    the benchmarks that redo its end on a trained model."""
+    n = min(limit, len(train_idx))
+    return np.sort(np.random.default_rng(seed).choice(train_idx, n, replace=False))
+
+
 def _shrink(a: np.ndarray, side: int) -> np.ndarray:
     h, w = a.shape
     f = min(1.0, side / max(h, w))
