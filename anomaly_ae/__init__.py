@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from anomaly_ae.detector import Detector, NotFittedError
     from anomaly_ae.evaluation.evaluate import evaluate
     from anomaly_ae.evaluation.result import EvaluationResult
-    from anomaly_ae.outdir import OutputConflict
+    from anomaly_ae.io.folders import OutputConflict
     from anomaly_ae.outputs.folder import NoImagesError, ScoreSummary, Verdict, score_files, score_folder
     from anomaly_ae.postprocessing import PostProcessor
 
@@ -46,7 +46,7 @@ _EXPORTS = {
     "evaluate": "anomaly_ae.evaluation.evaluate",
     "EvaluationResult": "anomaly_ae.evaluation.result",
     "ModelDirError": "anomaly_ae.artifact",
-    "OutputConflict": "anomaly_ae.outdir",
+    "OutputConflict": "anomaly_ae.io.folders",
     "UriError": "anomaly_ae.data.uris",
 }
 

@@ -26,16 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, Val
 
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
-from anomaly_ae.fileio import file_sha256, versions, write_bytes_atomic, write_json_atomic
+from anomaly_ae.io.files import file_sha256, versions, write_bytes_atomic, write_json_atomic
+from anomaly_ae.io.names import CONFIG_FILE, META_FILE, MODEL_FILE
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.scoring.position import PositionReference
 
 SCHEMA_VERSION = 1
-MODEL_FILE = "model.keras"
-META_FILE = "detector.json"
-CONFIG_FILE = "config.yaml"
-#: the top-level entries of a model directory that anomaly-ae writes (checkpoint/ while training)
-MODEL_DIR_ENTRIES = (MODEL_FILE, META_FILE, CONFIG_FILE, "checkpoint")
 
 
 def _pin_old_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +83,9 @@ def save_model_dir(path: Path, state: ModelState) -> Path:
 
     The files are written into a temporary sibling folder and moved into place, metadata last. Only
     anomaly-ae's own entries are replaced: a file of the same name that anomaly-ae did not write
-    (a user's ``config.yaml``) stops the save with :class:`~anomaly_ae.outdir.OutputConflict`.
+    (a user's ``config.yaml``) stops the save with :class:`~anomaly_ae.io.folders.OutputConflict`.
     """
-    from anomaly_ae.outdir import staging
+    from anomaly_ae.io.folders import staging
 
     names = (MODEL_FILE, CONFIG_FILE, META_FILE)  # moved in this order: the metadata, naming the threshold, last
     with staging(path, "model", names, overwrite=True, order=names, replace_all=False) as tmp:

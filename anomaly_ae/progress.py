@@ -35,7 +35,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
-from anomaly_ae.fileio import display_name
+from anomaly_ae.io.files import display_name
 
 
 def stderr_console() -> Console:

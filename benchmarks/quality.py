@@ -73,7 +73,7 @@ def _evaluate_line(a: argparse.Namespace, det: object, train_s: float, variant: 
     import keras
 
     from anomaly_ae.evaluation.evaluate import evaluate
-    from anomaly_ae.fileio import versions
+    from anomaly_ae.io.files import versions
 
     t1 = time.perf_counter()
     ev = evaluate(det, a.dataset)

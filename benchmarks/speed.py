@@ -303,7 +303,7 @@ def machine() -> dict:
     """Where the figures come from."""
     import keras
 
-    from anomaly_ae.fileio import versions
+    from anomaly_ae.io.files import versions
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -196,7 +196,7 @@ def test_a_user_checkpoint_folder_or_lock_named_file_is_never_taken_for_ours(run
     assert _snapshot(work) == before
 
     from anomaly_ae.config import DetectorConfig
-    from anomaly_ae.outdir import OutputConflict
+    from anomaly_ae.io.folders import OutputConflict
     from anomaly_ae.training.checkpoint import start_checkpoints
 
     with pytest.raises(OutputConflict, match="was not written by anomaly-ae"):  # the library guards itself too
@@ -328,7 +328,7 @@ def test_two_concurrent_runs_into_one_out_one_is_refused_no_row_lost(run_dir, tm
 
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
-    from anomaly_ae.outdir import OutDirLock
+    from anomaly_ae.io.folders import OutDirLock
 
     (tmp_path / ".anomaly-ae.lock").write_text("999999999")  # its owner is gone: no flock held
     with OutDirLock(tmp_path):
@@ -584,7 +584,7 @@ def test_calibrate_exits_3_when_some_good_images_cannot_be_read(run_dir, tiny_da
 def test_outputs_get_normal_modes_under_umask_022(run_dir, inputs, tmp_path):
     old = os.umask(0o022)
     try:
-        from anomaly_ae.fileio import umask
+        from anomaly_ae.io.files import umask
 
         umask.cache_clear()
         out = tmp_path / "out"
@@ -619,7 +619,7 @@ def test_batches_are_cut_by_pixels_not_only_by_count(tmp_path):
 
 def test_a_finished_training_removes_only_its_own_checkpoint_folder(tmp_path):
     """train_run drops run_dir/checkpoint when done; a folder of the user's of that name is never removed."""
-    from anomaly_ae.outdir import read_manifest, record
+    from anomaly_ae.io.folders import read_manifest, record
     from anomaly_ae.training.finish import drop_checkpoints
 
     mine = tmp_path / "user" / "checkpoint"

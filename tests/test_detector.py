@@ -208,7 +208,7 @@ def test_unsafe_model_directories_are_refused(tmp_path, tiny_detector):
 
 def _rerecord(run: Path) -> None:
     """Record the checksum of ``run``'s current model.keras in its detector.json, as a tamperer could."""
-    from anomaly_ae.fileio import file_sha256
+    from anomaly_ae.io.files import file_sha256
 
     meta = json.loads((run / "detector.json").read_text())
     meta["files"]["model.keras"] = file_sha256(run / "model.keras")
@@ -216,7 +216,7 @@ def _rerecord(run: Path) -> None:
 
 
 def test_output_paths_cannot_escape_the_output_folder(tmp_path):
-    from anomaly_ae.fileio import output_path
+    from anomaly_ae.io.files import output_path
 
     out = tmp_path / "out"
     out.mkdir()

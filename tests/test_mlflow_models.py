@@ -117,7 +117,7 @@ def test_the_artifact_holds_no_pickle_and_a_tampered_one_is_refused(registered, 
     keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp)).save(detector / "model.keras")
     with pytest.raises(Exception, match="SHA-256 is not the one detector.json recorded"):
         mlflow.pyfunc.load_model(str(local))  # the replaced weights fail their recorded checksum first
-    from anomaly_ae.fileio import file_sha256
+    from anomaly_ae.io.files import file_sha256
 
     meta = json.loads((detector / "detector.json").read_text())
     meta["files"]["model.keras"] = file_sha256(detector / "model.keras")  # a tamperer who also edits the record

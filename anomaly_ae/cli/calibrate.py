@@ -32,6 +32,7 @@ from anomaly_ae.cli.common import (
     tracking_uri,
     warn,
 )
+from anomaly_ae.io.names import META_FILE
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector
@@ -250,7 +251,7 @@ def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
                     "position_norm": s.position_norm},
         "self_check": {k: check[k] for k in ("image_auroc", "image_auroc_interval", "pixel_auroc", "aupro",
                                              "selected", "candidates", "version") if k in check} or None,
-        "skipped": failed, "updated": str(run_dir / "detector.json"),
+        "skipped": failed, "updated": str(run_dir / META_FILE),
     }
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from anomaly_ae.fileio import display_name  # light: the standard library only
+from anomaly_ae.io.files import display_name  # light: the standard library only
 
 
 class _PlainConsole(Console):

@@ -24,6 +24,7 @@ from anomaly_ae.cli.common import (
     tracking_uri,
     warn,
 )
+from anomaly_ae.io.names import METRICS_JSON, REPORT_HTML
 
 if TYPE_CHECKING:
     from anomaly_ae import EvaluationResult
@@ -68,7 +69,7 @@ def evaluate(
         note("failed", "yellow", f"{f['path']}: {f['error']}")
     if json_out:
         print_json({"metrics": ev.metrics, "threshold": ev.threshold, "threshold_method": ev.threshold_method,
-                    "metrics_json": out / "metrics.json", "report_html": out / "report.html",
+                    "metrics_json": out / METRICS_JSON, "report_html": out / REPORT_HTML,
                     "failures": ev.failures, "mlflow": tracked, "partial": ev.partial})
     else:
         _print(ev, out, tracked)
@@ -97,7 +98,7 @@ def _print(ev: EvaluationResult, out: Path, tracked: str | None) -> None:
                       f"   pixel AUPRO {_fmt(dm, 'pixel_aupro')}")
     at = m["at_threshold"]
     results.print(f"at threshold {ev.threshold:.6g}: TP {at['tp']}  FP {at['fp']}  TN {at['tn']}  FN {at['fn']}")
-    rows = [("metrics", str(out / "metrics.json")), ("report", str(out / "report.html"))]
+    rows = [("metrics", str(out / METRICS_JSON)), ("report", str(out / REPORT_HTML))]
     if tracked:
         rows.append(("MLflow", tracked))
     if ev.failures:
@@ -110,5 +111,5 @@ def _log(ev: EvaluationResult, out: Path) -> str | None:
     from anomaly_ae.tracking import log_evaluation
 
     uri = tracking_uri()
-    return log_evaluation(ev.metrics, [out / "metrics.json", out / "report.html"], ev.experiment, ev.mlflow_run_id,
+    return log_evaluation(ev.metrics, [out / METRICS_JSON, out / REPORT_HTML], ev.experiment, ev.mlflow_run_id,
                           uri, fallback_uri(uri), on_fallback=warn)

@@ -31,7 +31,7 @@ def sample(
         fail_usage(f"--out {out} already exists: add --overwrite to replace it, or choose another name")
 
     from anomaly_ae import Detector, ModelDirError
-    from anomaly_ae.fileio import write_png_atomic
+    from anomaly_ae.io.files import write_png_atomic
     from anomaly_ae.outputs.overlays import image_grid
 
     try:

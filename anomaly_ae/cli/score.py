@@ -29,6 +29,7 @@ from anomaly_ae.cli.common import (
     reporter,
     results,
 )
+from anomaly_ae.io.names import SCORES_CSV
 
 if TYPE_CHECKING:
     from anomaly_ae import ScoreSummary, Verdict
@@ -175,7 +176,7 @@ def _print_files(verdicts: list[Verdict], out: Path | None, json_out: bool) -> b
     if json_out:
         print_json({"files": [v.to_dict() for v in verdicts], "n_scored": len(verdicts) - failed,
                     "n_anomalous": sum(bool(v.is_anomaly) for v in verdicts), "n_failed": failed,
-                    "threshold": verdicts[0].threshold, "scores_csv": None if out is None else out / "scores.csv",
+                    "threshold": verdicts[0].threshold, "scores_csv": None if out is None else out / SCORES_CSV,
                     "partial": failed > 0})
         return failed > 0
     for v in verdicts:

@@ -50,7 +50,7 @@ def segment_train(
     loading(False)
 
     from anomaly_ae import OutputConflict
-    from anomaly_ae.outdir import plan
+    from anomaly_ae.io.folders import plan
     from anomaly_ae.segmentation.train import (
         BATCH_SIZE,
         SEGMENTER_FILES,

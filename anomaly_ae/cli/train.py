@@ -239,7 +239,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
            resume: bool, show: Show) -> None:
     """Lock ``run_dir``, open the MLflow run, train (progress on stderr), print the summary on stdout."""
     from anomaly_ae import OutputConflict
-    from anomaly_ae.outdir import OutDirLock
+    from anomaly_ae.io.folders import OutDirLock
     from anomaly_ae.training.callbacks import TrackingCallback
     from anomaly_ae.training.checkpoint import TrainingDiverged
     from anomaly_ae.training.run import train_run

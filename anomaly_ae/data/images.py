@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from anomaly_ae.fileio import MANIFEST_NAME
+from anomaly_ae.io.names import MANIFEST
 
 # errors only: OpenCV's TIFF reader warns on stderr about float TIFFs, which _float_tiff then reads
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -71,7 +71,7 @@ def list_images(
             on_error(err)
             dirnames[:] = []
             continue
-        ours = dirpath != str(root) and os.path.lexists(os.path.join(dirpath, MANIFEST_NAME))
+        ours = dirpath != str(root) and os.path.lexists(os.path.join(dirpath, MANIFEST))
         if (st.st_dev, st.st_ino) in seen or os.path.realpath(dirpath) in skip or ours:  # loop, excluded, our output
             dirnames[:] = []
             continue

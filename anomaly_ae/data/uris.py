@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from anomaly_ae.fileio import MANIFEST_NAME
+from anomaly_ae.io.names import MANIFEST
 
 if TYPE_CHECKING:  # OpenCV loads on first read, so that the CLI can tell a URI from a path at once
     import numpy as np
@@ -86,7 +86,7 @@ class UriInput:
 
         infos = self.filesystem.get_file_info(pafs.FileSelector(self.root, recursive=True))
         ours = {str(PurePosixPath(i.path).parent) for i in infos
-                if i.type == pafs.FileType.File and PurePosixPath(i.path).name == MANIFEST_NAME}
+                if i.type == pafs.FileType.File and PurePosixPath(i.path).name == MANIFEST}
         local = isinstance(self.filesystem, pafs.LocalFileSystem)
         found = []
         for info in infos:

@@ -55,10 +55,10 @@ def detector_for_export(detector_or_run_dir: Detector | str | Path, out: Path, k
                         overwrite: bool) -> Detector:
     """The detector itself, or the one in a model directory once ``out`` is known to be usable.
 
-    With a model directory, ``out`` is checked first (:func:`anomaly_ae.outdir.plan`, ``marker``
+    With a model directory, ``out`` is checked first (:func:`anomaly_ae.io.folders.plan`, ``marker``
     naming the export's metadata file), so an unusable ``--out`` is refused before anything loads.
     """
-    from anomaly_ae.outdir import plan
+    from anomaly_ae.io.folders import plan
 
     if isinstance(detector_or_run_dir, Detector):
         return detector_or_run_dir
@@ -87,12 +87,12 @@ def export_encoder(
     ``encoder.keras`` and ``encoder.weights.h5`` are always written; ``formats`` may add
     ``"savedmodel"`` and/or ``"onnx"`` (``"keras"`` and ``"weights"`` are accepted and add nothing).
     The folder is built beside ``out_dir`` and moved into place; an earlier export there is replaced
-    only with ``overwrite`` and other files are never touched (:mod:`anomaly_ae.outdir`).
+    only with ``overwrite`` and other files are never touched (:mod:`anomaly_ae.io.folders`).
     """
     unknown = [f for f in formats if f not in ENCODER_FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r} is not supported; choose from {', '.join(ENCODER_FORMATS)}")
-    from anomaly_ae.outdir import staging
+    from anomaly_ae.io.folders import staging
 
     det = detector_for_export(detector_or_run_dir, Path(out_dir), "encoder", "encoder.json", overwrite)
     name = det.config.model.name
@@ -101,7 +101,7 @@ def export_encoder(
             f"model {name!r} has no spatial encoder to export for segmentation; "
             f"export-encoder supports {', '.join(SPATIAL_MODELS)}"
         )
-    from anomaly_ae.fileio import write_json_atomic
+    from anomaly_ae.io.files import write_json_atomic
 
     extra = list(dict.fromkeys(f for f in formats if f in ("savedmodel", "onnx")))
     names = ["encoder.keras", "encoder.weights.h5", "encoder.json",
@@ -114,7 +114,7 @@ def export_encoder(
 
 def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str, Any]:
     """The encoder files in ``out``; returns the ``encoder.json`` content."""
-    from anomaly_ae.fileio import versions
+    from anomaly_ae.io.files import versions
 
     name = det.config.model.name
     enc = multiscale_encoder(det.model_)

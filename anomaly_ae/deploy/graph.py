@@ -181,9 +181,9 @@ def export_detector(
     Returns the ``deploy.json`` content.
 
     Built beside ``out_dir`` and moved into place; an earlier export there is replaced only with
-    ``overwrite``, and files anomaly-ae did not write are never touched (:mod:`anomaly_ae.outdir`).
+    ``overwrite``, and files anomaly-ae did not write are never touched (:mod:`anomaly_ae.io.folders`).
     """
-    from anomaly_ae.outdir import staging
+    from anomaly_ae.io.folders import staging
 
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
@@ -199,7 +199,7 @@ def export_detector(
     c = det.preprocessing_.channels
     model(keras.ops.zeros((1, h, w, c), dtype=input_dtype))  # Keras exports only models that were called
 
-    from anomaly_ae.fileio import write_json_atomic
+    from anomaly_ae.io.files import write_json_atomic
 
     artefact = "model.onnx" if fmt == "onnx" else "saved_model"
     with staging(Path(out_dir), "export", [artefact, "deploy.json"], overwrite, order=("deploy.json",)) as tmp, \
@@ -213,7 +213,7 @@ def export_detector(
 
 def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dict[str, Any]:
     """The ``deploy.json`` contract of an exported detector."""
-    from anomaly_ae.fileio import versions
+    from anomaly_ae.io.files import versions
 
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anomaly_ae.artifact import CONFIG_FILE, META_FILE, MODEL_FILE
 from anomaly_ae.data.images import ImageReadError, decode_image, read_image
 from anomaly_ae.detector import Detector
+from anomaly_ae.io.names import CONFIG_FILE, META_FILE, MODEL_FILE
 from anomaly_ae.tracking import MlflowTracker, source_tags
 
 if TYPE_CHECKING:

@@ -22,14 +22,12 @@ from anomaly_ae.data.mvtec import GOOD, TestItem, mvtec_items, read_mask
 from anomaly_ae.detector import Detector, ScoredFile
 from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, thin_curve
 from anomaly_ae.evaluation.result import EvaluationResult, Example
-from anomaly_ae.fileio import write_json_atomic
-from anomaly_ae.outdir import plan, staging
+from anomaly_ae.io.files import write_json_atomic
+from anomaly_ae.io.folders import plan, staging
+from anomaly_ae.io.names import EVALUATION_FILES, METRICS_JSON, REPORT_HTML
 from anomaly_ae.outputs.overlays import heatmap_overlay, to_bgr, with_legend
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
-
-#: what ``evaluate`` writes into ``out_dir``
-EVALUATION_FILES = ("metrics.json", "report.html")
 
 
 class _Worst:
@@ -235,11 +233,11 @@ def _write(result: EvaluationResult, out: Path, model: Path | None, dataset_dir:
     """``metrics.json`` and ``report.html``, built beside ``out`` and moved into place (metrics first)."""
     from anomaly_ae.reports.html import write_report
 
-    with staging(out, "evaluation", EVALUATION_FILES, overwrite, order=("metrics.json",)) as tmp:
-        write_json_atomic(tmp / "metrics.json", {**result.metrics, "failures": result.failures,
+    with staging(out, "evaluation", EVALUATION_FILES, overwrite, order=(METRICS_JSON,)) as tmp:
+        write_json_atomic(tmp / METRICS_JSON, {**result.metrics, "failures": result.failures,
                                                  "model": str(model) if model else None,
                                                  "dataset": str(dataset_dir)})
-        write_report(tmp / "report.html", result, dataset_dir, title=model.name if model else "")
+        write_report(tmp / REPORT_HTML, result, dataset_dir, title=model.name if model else "")
     result.out_dir = out
 
 

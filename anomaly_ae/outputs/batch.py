@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from anomaly_ae.fileio import output_path, write_jpeg_atomic, write_npy_atomic, write_png_atomic
+from anomaly_ae.io.files import output_path, write_jpeg_atomic, write_npy_atomic, write_png_atomic
 from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
 from anomaly_ae.outputs.score_run import OUTPUTS, kinds_for, relative_key
 
@@ -107,7 +107,7 @@ def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], po
                 problem: dict[str, str], legend_score: float | None = None) -> Callable[[], None]:
     """The work of writing one input's outputs (run in a worker thread while the model scores on).
 
-    Heatmaps are JPEG (quality :data:`~anomaly_ae.fileio.JPEG_QUALITY`), masks 1-bit PNG (0/255 when
+    Heatmaps are JPEG (quality :data:`~anomaly_ae.io.files.JPEG_QUALITY`), masks 1-bit PNG (0/255 when
     read), raw maps float32 ``.npy``. ``legend_score``: the image's score, to draw the legend strip
     under its heatmap (``None``: no strip).
     """

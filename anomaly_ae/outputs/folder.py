@@ -10,7 +10,7 @@ Streams the folder in batches (never the whole folder in memory): list -> resume
 input, in input order, once its files are on disk. A file that cannot be read gets a row with an
 empty score and its one-line reason; the run goes on. Rerunning after an interruption keeps what is
 already scored (:mod:`anomaly_ae.outputs.score_run`); what may be written and replaced:
-:mod:`anomaly_ae.outdir`.
+:mod:`anomaly_ae.io.folders`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 from anomaly_ae.data.images import list_images
 from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector, ScoredFile
-from anomaly_ae.fileio import MANIFEST_NAME
-from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, read_manifest, record
+from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, read_manifest, record
+from anomaly_ae.io.names import MANIFEST, SCORES_CSV
 from anomaly_ae.outputs.batch import FolderProgress, one_opencv_thread, output_targets, outputs_of
 from anomaly_ae.outputs.score_run import (
     HEATMAP_POLICIES,
@@ -87,7 +87,7 @@ class ScoreSummary:
     @property
     def scores_csv(self) -> Path:
         """The ``scores.csv`` written."""
-        return self.out_dir / "scores.csv"
+        return self.out_dir / SCORES_CSV
 
     @property
     def scores_parquet(self) -> Path | None:
@@ -166,7 +166,7 @@ def score_folder(
     else:
         source = Path(input_dir)
         check_out_dir(out, {"model directory": run_dir, "input folder": source})
-        if (source / MANIFEST_NAME).is_file():
+        if (source / MANIFEST).is_file():
             warn(f"INPUT_DIR {source} is a folder anomaly-ae wrote (its heatmaps/masks are scored as inputs)")
         paths = list_images(source, exclude=[out], problems=problems)  # never score our own heatmaps
     for line in problems:
@@ -349,7 +349,7 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
                     progress.close()
             # once written by us (and not removed by --overwrite), kept in step with scores.csv; a user's is left
             if options.parquet or (ours and parquet.is_file()):
-                write_scores_parquet(out / "scores.csv", parquet)
+                write_scores_parquet(out / SCORES_CSV, parquet)
                 record(out, "scores", [PARQUET])
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -416,7 +416,7 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out:
     """Score ``state.todo`` into ``out`` (rows after their files, in input order); ``(ok, anomalous, failed)``."""
     post = det.postprocessor_
     counts = {"ok": len(state.keep), "failed": 0, "anomalous": sum(r[2] == "true" for r in state.keep)}
-    csv_out = ScoresCsv(out / "scores.csv", keep=state.keep,
+    csv_out = ScoresCsv(out / SCORES_CSV, keep=state.keep,
                         normalize=lambda score: float(post.normalize(np.float64(score))))
     if options.ray is not None:
         from anomaly_ae.outputs.ray_engine import score_todo_ray

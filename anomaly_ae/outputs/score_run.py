@@ -28,22 +28,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anomaly_ae.artifact import META_FILE, MODEL_FILE
 from anomaly_ae.data.loading import input_stat
 from anomaly_ae.data.uris import UriFile, UriInput
-from anomaly_ae.fileio import display_name, output_name, write_json_atomic
-from anomaly_ae.outdir import OutputConflict, check_out_dir, forget, read_manifest, record
+from anomaly_ae.io.files import display_name, output_name, write_json_atomic
+from anomaly_ae.io.folders import OutputConflict, check_out_dir, forget, read_manifest, record
+from anomaly_ae.io.names import (
+    META_FILE,
+    MODEL_FILE,
+    SCORE_OUTPUTS,
+    SCORE_RUN,
+    SCORE_RUN_ENTRIES,
+    SCORES_CSV,
+    SCORES_PARQUET,
+    SCORES_PARTIAL,
+)
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 
-MANIFEST = "score_run.json"
-#: output kind -> (folder, file suffix)
-OUTPUTS: dict[str, str] = {"heatmaps": ".jpg", "masks": ".png", "maps": ".npy"}
+MANIFEST = SCORE_RUN
+OUTPUTS = SCORE_OUTPUTS
 #: suffixes earlier versions wrote (anomaly-ae <= 0.1 heatmaps were PNG): --overwrite removes them too
 LEGACY_SUFFIXES: dict[str, tuple[str, ...]] = {"heatmaps": (".png",)}
 #: which inputs get a heatmap: every one, the anomalous ones (score above the image threshold), none
 HEATMAP_POLICIES = ("all", "anomalous", "none")
-PARQUET = "scores.parquet"  # the rows of scores.csv, typed (score_folder(scores_format="parquet"))
-OWN_ENTRIES = ("scores.csv", "scores.csv.partial", PARQUET, MANIFEST, *OUTPUTS)
+PARQUET = SCORES_PARQUET
+OWN_ENTRIES = SCORE_RUN_ENTRIES
 
 
 def model_fingerprint(run_dir: Path) -> str:
@@ -105,7 +113,7 @@ def _clear(out: Path) -> None:
     emptied: set[tuple[Path, Path]] = set()  # (OUT/<kind>, a folder a derived file was removed from)
     suffixes = {kind: (sfx, *LEGACY_SUFFIXES.get(kind, ())) for kind, sfx in OUTPUTS.items()}  # every one we wrote
     roots = {kind: os.path.realpath(out / kind) for kind in OUTPUTS}  # resolved once, not per file
-    for csv_path in (out / "scores.csv.partial", out / "scores.csv"):
+    for csv_path in (out / SCORES_PARTIAL, out / SCORES_CSV):
         if not csv_path.is_file():
             continue
         for row in read_scores(csv_path):
@@ -160,7 +168,7 @@ def start(
 ) -> ScoreRun:
     """Prepare ``out`` for scoring ``paths`` (under ``input_dir``) with ``run_dir``; returns what is left.
 
-    Call it holding :class:`~anomaly_ae.outdir.OutDirLock` on ``out``. ``kinds``: the derived outputs
+    Call it holding :class:`~anomaly_ae.io.folders.OutDirLock` on ``out``. ``kinds``: the derived outputs
     asked for (``heatmaps``, ``masks``, ``maps``); ``heatmaps``: which inputs get one (``all`` or
     ``anomalous``, :data:`HEATMAP_POLICIES`).
 
@@ -174,7 +182,7 @@ def start(
     fingerprint = model_fingerprint(run_dir)
     state = ScoreRun(todo=list(paths))
     has_results = _check_owner(out)
-    csvs = [p for p in (out / "scores.csv.partial", out / "scores.csv") if p.is_file()]
+    csvs = [p for p in (out / SCORES_PARTIAL, out / SCORES_CSV) if p.is_file()]
     if has_results and overwrite:
         _clear(out)
     elif has_results:
@@ -204,10 +212,10 @@ def start(
         "input_dir": input_id(input_dir),
         "outputs": sorted(kinds),
         "heatmaps": heatmaps if "heatmaps" in kinds else "none",
-        "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.fileio.output_name)",
+        "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.io.files.output_name)",
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    record(out, "scores", ["scores.csv", MANIFEST, *kinds])
+    record(out, "scores", [SCORES_CSV, MANIFEST, *kinds])
     return state
 
 

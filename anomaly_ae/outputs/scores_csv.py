@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from anomaly_ae.fileio import write_bytes_atomic
+from anomaly_ae.io.files import write_bytes_atomic
 
 #: ``path`` is relative to the input folder (``\\xNN`` for bytes that are not UTF-8); ``size_bytes`` and
 #: ``mtime_ns`` describe the input file as it was scored, so a resumed run re-scores a replaced file;

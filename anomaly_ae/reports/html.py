@@ -13,7 +13,7 @@ import numpy as np
 
 from anomaly_ae.config import scoring_text
 from anomaly_ae.evaluation.result import EvaluationResult, Example
-from anomaly_ae.fileio import write_bytes_atomic
+from anomaly_ae.io.files import write_bytes_atomic
 
 #: metric key -> (plain name, what it means in one line); ``{max_fpr}`` is filled in
 METRICS = {

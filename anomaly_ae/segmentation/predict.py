@@ -14,8 +14,8 @@ import numpy as np
 
 from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image
 from anomaly_ae.data.mvtec import mask_path_for
-from anomaly_ae.fileio import display_name, output_name, write_png_atomic
-from anomaly_ae.outdir import plan, staging
+from anomaly_ae.io.files import display_name, output_name, write_png_atomic
+from anomaly_ae.io.folders import plan, staging
 from anomaly_ae.segmentation.train import dice_iou
 
 #: what ``predict_folder`` writes into its output folder

@@ -115,8 +115,8 @@ SEGMENTER_FILES = ("segmenter.keras", "segmenter.json")
 def save_segmenter(out: Path, model: keras.Model, pre: Preprocessing, encoder_dir: Path, metrics: dict[str, Any],
                    overwrite: bool = False) -> Path:
     """Write ``segmenter.keras`` + ``segmenter.json`` into ``out`` (built beside it, moved into place)."""
-    from anomaly_ae.fileio import write_json_atomic
-    from anomaly_ae.outdir import staging
+    from anomaly_ae.io.files import write_json_atomic
+    from anomaly_ae.io.folders import staging
 
     with staging(out, "segmenter", SEGMENTER_FILES, overwrite, order=("segmenter.json",)) as tmp:
         model.save(tmp / "segmenter.keras")

@@ -78,11 +78,12 @@ def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) 
     """Begin a fresh training's checkpoint folder: the config and ``state`` (image folder, run id).
 
     An earlier checkpoint folder of anomaly-ae's there (an interrupted training being started over)
-    is removed; one it did not write raises :class:`~anomaly_ae.outdir.OutputConflict`. The folder is
+    is removed; one it did not write raises :class:`~anomaly_ae.io.folders.OutputConflict`. The folder is
     recorded in the model directory's manifest as anomaly-ae's own.
     """
-    from anomaly_ae.fileio import write_bytes_atomic, write_json_atomic
-    from anomaly_ae.outdir import OutputConflict, read_manifest, record
+    from anomaly_ae.io.files import write_bytes_atomic, write_json_atomic
+    from anomaly_ae.io.folders import OutputConflict, read_manifest, record
+    from anomaly_ae.io.names import CONFIG_FILE
 
     if os.path.lexists(checkpoint_dir):
         if checkpoint_dir.name not in read_manifest(checkpoint_dir.parent).get("model", []):
@@ -91,7 +92,7 @@ def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) 
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True)
     record(checkpoint_dir.parent, "model", [checkpoint_dir.name])
-    write_bytes_atomic(checkpoint_dir / "config.yaml", config.yaml_text().encode("utf-8"))
+    write_bytes_atomic(checkpoint_dir / CONFIG_FILE, config.yaml_text().encode("utf-8"))
     write_json_atomic(checkpoint_dir / RUN_FILE, state)
 
 
@@ -181,7 +182,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return  # never overwrite the last good checkpoint with a diverged one
-        from anomaly_ae.fileio import make_temp_dir
+        from anomaly_ae.io.files import make_temp_dir
 
         folder = self.dir / f"epoch-{epoch + 1:04d}"
         tmp = make_temp_dir(self.dir, f".{folder.name}.tmp-")  # renamed when complete: never half a checkpoint
@@ -213,7 +214,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             },
             **self.extra_state,
         }
-        from anomaly_ae.fileio import write_json_atomic
+        from anomaly_ae.io.files import write_json_atomic
 
         write_json_atomic(folder / STATE_FILE, state)
 

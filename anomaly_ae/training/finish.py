@@ -9,9 +9,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anomaly_ae.artifact import CONFIG_FILE
 from anomaly_ae.deploy.mlflow_model import log_detector
-from anomaly_ae.outdir import forget, read_manifest
+from anomaly_ae.io.folders import forget, read_manifest
+from anomaly_ae.io.names import CONFIG_FILE
 from anomaly_ae.outputs.overlays import reconstruction_grid
 from anomaly_ae.progress import Progress
 from anomaly_ae.tracking import Tracker

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import keras
 
-from anomaly_ae.artifact import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.detector import Detector
-from anomaly_ae.outdir import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
+from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
+from anomaly_ae.io.names import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker, source_tags
 from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints

@@ -32,24 +32,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from anomaly_ae.fileio import MANIFEST_NAME, make_temp_dir, write_json_atomic
+from anomaly_ae.io.files import make_temp_dir, write_json_atomic
+from anomaly_ae.io.names import (
+    CONFIG_FILE,
+    EVALUATION_FILES,
+    LOCK,
+    MANIFEST,
+    META_FILE,
+    MODEL_DIR_ENTRIES,
+    SCORE_RUN,
+    SCORE_RUN_ENTRIES,
+    SCORES_PARQUET,
+)
 
-MANIFEST = MANIFEST_NAME
-LOCK = ".anomaly-ae.lock"
 TOOL_FILES = frozenset({MANIFEST, LOCK})
 
 #: output kinds written before manifests existed: kind -> (marker file, keys it must hold, entries)
 LEGACY: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
-    "model": ("detector.json", ("schema_version", "threshold"),
-              frozenset({"model.keras", "detector.json", "config.yaml"})),
+    "model": (META_FILE, ("schema_version", "threshold"), frozenset(MODEL_DIR_ENTRIES[:3])),
     "export": ("deploy.json", ("format", "file", "threshold"), frozenset({"deploy.json", "model.onnx", "saved_model"})),
     "encoder": ("encoder.json", ("outputs", "files"),
                 frozenset({"encoder.json", "encoder.keras", "encoder.weights.h5", "encoder.onnx",
                            "encoder_savedmodel"})),
-    "evaluation": ("metrics.json", ("at_threshold", "counts"), frozenset({"metrics.json", "report.html"})),
+    "evaluation": (EVALUATION_FILES[0], ("at_threshold", "counts"), frozenset(EVALUATION_FILES)),
     "segmenter": ("segmenter.json", ("threshold", "encoder_dir"), frozenset({"segmenter.json", "segmenter.keras"})),
-    "scores": ("score_run.json", ("model_sha256", "input_dir"),
-               frozenset({"score_run.json", "scores.csv", "scores.csv.partial", "heatmaps", "masks", "maps"})),
+    # scores.parquet came with the manifests: no earlier folder holds one
+    "scores": (SCORE_RUN, ("model_sha256", "input_dir"), frozenset(SCORE_RUN_ENTRIES) - {SCORES_PARQUET}),
 }
 
 #: what each kind is called in messages
@@ -114,7 +122,7 @@ def _our_checkpoint(folder: Path) -> bool:
     import yaml
 
     try:
-        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         return False
     return isinstance(config, dict) and set(config) == _CONFIG_SECTIONS

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-#: the file that marks a folder as anomaly-ae's output and names what it wrote (see anomaly_ae.outdir)
-MANIFEST_NAME = ".anomaly-ae-manifest.json"
 #: longest file name (bytes) most file systems take (ext4, xfs, btrfs, APFS, NTFS in UTF-16 units)
 NAME_MAX = 255
 

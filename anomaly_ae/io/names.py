@@ -1,0 +1,34 @@
+"""The names of the files and folders anomaly-ae writes, each spelled once.
+
+Every module that reads or writes one of them imports it from here, so a rename is one line and
+``tests/test_layout.py`` can check that no other module spells them.
+"""
+
+from __future__ import annotations
+
+# ----------------------------------------------------------------- a model directory
+MODEL_FILE = "model.keras"
+META_FILE = "detector.json"
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoint"  # while training (resumable); removed when the model is complete
+#: the top-level entries of a model directory that anomaly-ae writes
+MODEL_DIR_ENTRIES = (MODEL_FILE, META_FILE, CONFIG_FILE, CHECKPOINT_DIR)
+
+# ----------------------------------------------------------------- a score run (``anomaly-ae score``)
+SCORES_CSV = "scores.csv"
+SCORES_PARTIAL = SCORES_CSV + ".partial"  # rows written so far; renamed to scores.csv when complete
+SCORES_PARQUET = "scores.parquet"  # the rows of scores.csv, typed (score_folder(scores_format="parquet"))
+SCORE_RUN = "score_run.json"  # the run's state: model fingerprint, input folder, outputs asked for
+#: per-image output folders -> file suffix
+SCORE_OUTPUTS: dict[str, str] = {"heatmaps": ".jpg", "masks": ".png", "maps": ".npy"}
+#: every top-level entry a score run owns
+SCORE_RUN_ENTRIES = (SCORES_CSV, SCORES_PARTIAL, SCORES_PARQUET, SCORE_RUN, *SCORE_OUTPUTS)
+
+# ----------------------------------------------------------------- an evaluation (``anomaly-ae evaluate``)
+METRICS_JSON = "metrics.json"
+REPORT_HTML = "report.html"
+EVALUATION_FILES = (METRICS_JSON, REPORT_HTML)
+
+# ----------------------------------------------------------------- the tool's own files in any output folder
+MANIFEST = ".anomaly-ae-manifest.json"  # which entries anomaly-ae wrote (never removes anything else)
+LOCK = ".anomaly-ae.lock"
