@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.data.uris import UriError
     from anomaly_ae.detector import Detector, NotFittedError
-    from anomaly_ae.evaluation.evaluate import evaluate
     from anomaly_ae.evaluation.result import EvaluationResult
     from anomaly_ae.io.folders import OutputConflict
-    from anomaly_ae.outputs.folder import NoImagesError, ScoreSummary, Verdict, score_files, score_folder
+    from anomaly_ae.pipelines.evaluate import evaluate
+    from anomaly_ae.pipelines.score import NoImagesError, ScoreSummary, Verdict, score_files, score_folder
     from anomaly_ae.postprocessing import PostProcessor
 
 #: public name -> the module that defines it (imported on first access)
@@ -38,12 +38,12 @@ _EXPORTS = {
     "NotFittedError": "anomaly_ae.detector",
     "DetectorConfig": "anomaly_ae.config",
     "PostProcessor": "anomaly_ae.postprocessing",
-    "score_folder": "anomaly_ae.outputs.folder",
-    "score_files": "anomaly_ae.outputs.folder",
-    "Verdict": "anomaly_ae.outputs.folder",
-    "ScoreSummary": "anomaly_ae.outputs.folder",
-    "NoImagesError": "anomaly_ae.outputs.folder",
-    "evaluate": "anomaly_ae.evaluation.evaluate",
+    "score_folder": "anomaly_ae.pipelines.score",
+    "score_files": "anomaly_ae.pipelines.score",
+    "Verdict": "anomaly_ae.pipelines.score",
+    "ScoreSummary": "anomaly_ae.pipelines.score",
+    "NoImagesError": "anomaly_ae.pipelines.score",
+    "evaluate": "anomaly_ae.pipelines.evaluate",
     "EvaluationResult": "anomaly_ae.evaluation.result",
     "ModelDirError": "anomaly_ae.artifact",
     "OutputConflict": "anomaly_ae.io.folders",

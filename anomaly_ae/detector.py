@@ -8,10 +8,16 @@ pyod-like API where a score always means "higher = more anomalous"::
     det.predict(images)        # (N,) bool, score > threshold_
     det.save("runs/a"); Detector.load("runs/a")
 
-``fit`` is three steps, each owned elsewhere: the data (:mod:`anomaly_ae.data.loading`), the training
-loop (:mod:`anomaly_ae.training.loop`) and the calibration of the :class:`~anomaly_ae.postprocessing.PostProcessor`.
+``fit`` is three steps, each owned elsewhere: training (:func:`anomaly_ae.training.fit.train_autoencoder`:
+data, hold-out split, loop), the self-check that chooses the scoring (:mod:`anomaly_ae.evaluation.self_check`)
+and the calibration of the :class:`~anomaly_ae.postprocessing.PostProcessor`. Streaming a folder through a
+fitted detector is a pipeline's work (:mod:`anomaly_ae.pipelines.score_batch`).
 
-Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``postprocessor_``, ``history_``,
+``config`` stays what the user passed (as scikit-learn keeps constructor parameters); ``config_`` is the
+fitted one: ``image_size: auto`` resolved and the scoring chosen by ``scoring.select: auto`` (what
+``detector.json`` stores, and what a loaded detector holds in both).
+
+Fitted attributes end in ``_``: ``config_``, ``model_``, ``preprocessing_``, ``postprocessor_``, ``history_``,
 ``train_info_``, ``source_dir_`` (the model directory it was loaded from or saved to, else ``None``)
 (and, after ``fit`` only, ``holdout_images_``: the held-out good images at model size, uint8, and
 ``val_sample_``: the first 8 of them).
@@ -21,8 +27,7 @@ Fitted attributes end in ``_``: ``model_``, ``preprocessing_``, ``postprocessor_
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +36,8 @@ import numpy as np
 
 from anomaly_ae.artifact import ModelState, load_model_dir, save_calibration, save_model_dir
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
-from anomaly_ae.data.dataset import ImageDataset
-from anomaly_ae.data.images import Preprocessing, model_size_uint8, split_holdout
-from anomaly_ae.data.loading import (
-    DecodedBatch,
-    ImagesLike,
-    decode_batch,
-    decode_images,
-    decode_threads,
-    load_training_set,
-)
-from anomaly_ae.data.uris import UriFile
+from anomaly_ae.data.images import model_size_uint8
+from anomaly_ae.data.loading import ImagesLike, decode_images
 from anomaly_ae.evaluation.metrics import PixelAccumulator
 from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
 from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
@@ -49,89 +45,16 @@ from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, repo
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
-from anomaly_ae.scoring.position import PositionReference, reference_indices
+from anomaly_ae.scoring.position import PositionReference
 from anomaly_ae.scoring.tiling import pad_margin, tiled_predict
-from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
-from anomaly_ae.training.distribution import replicas
-from anomaly_ae.training.loop import fit_model
-from anomaly_ae.training.seeding import set_seed
+from anomaly_ae.training.fit import train_autoencoder
 
-__all__ = ["Detector", "ImagesLike", "NotFittedError", "ScoredFile"]
+__all__ = ["Detector", "ImagesLike", "NotFittedError"]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """Logistic function without overflow, float32."""
     return (0.5 * (1.0 + np.tanh(0.5 * z.astype(np.float64)))).astype(np.float32)
-
-
-def _source_record(good: ImagesLike) -> dict[str, str]:
-    """Where the training images came from, when a folder: its absolute path and the
-    :func:`~anomaly_ae.data.images.folder_fingerprint` of its files (``calibrate`` warns when given them)."""
-    if not isinstance(good, str | Path) or not Path(good).is_dir():
-        return {}
-    from anomaly_ae.data.images import folder_fingerprint
-
-    return {"good_dir": str(Path(good).resolve()), "good_dir_sha256": folder_fingerprint(good)}
-
-
-def _original_sizes(good: ImagesLike, channels: int, limit: int = 64) -> list[tuple[int, int]]:
-    """``(height, width)`` of up to ``limit`` training images, evenly spread (for ``image_size: auto``)."""
-    if not isinstance(good, str | Path):
-        return [im.shape[:2] for im in decode_images(good, channels)]
-    from anomaly_ae.data.images import ImageReadError, list_images, read_image
-
-    paths = list_images(good)
-    sizes = []
-    for p in paths[:: max(1, len(paths) // limit)][:limit]:
-        try:
-            sizes.append(read_image(p, channels).shape[:2])
-        except ImageReadError:
-            continue  # load_training_set reports it
-    return sizes or [(128, 128)]
-
-
-def _repair_options(cfg: DetectorConfig) -> dict[str, Any]:
-    """``ImageDataset`` arguments of repair training (synthetic defects in the inputs), empty when off."""
-    syn = cfg.train.synthetic_anomalies
-    if syn is None:
-        return {}
-    from anomaly_ae.data.anomalies import AnomalySynthesizer, load_textures
-
-    textures = load_textures(cfg.data.anomaly_source_dir, cfg.data.channels) if cfg.data.anomaly_source_dir else []
-    if cfg.data.anomaly_source_dir and not textures:
-        raise ValueError(f"data.anomaly_source_dir {cfg.data.anomaly_source_dir}: no readable images")
-    synth = AnomalySynthesizer(dict(syn.shapes), dict(syn.sources), syn.blend, syn.min_change, textures,
-                               seed=cfg.train.seed)
-    masks = getattr(cfg.model, "discriminator", None) is not None
-    return {"synthetic": synth, "synthetic_probability": syn.probability, "masks": masks}
-
-
-def _local_copy(model: keras.Model, cfg: DetectorConfig, sample: np.ndarray) -> keras.Model:
-    """A model of this process only, with the weights of ``model`` trained across processes (each process
-    holds a full replica of every weight, so its own copy is read; no collective is needed)."""
-    from anomaly_ae.models import build_model
-
-    weights = [np.asarray(v.value.addressable_data(0)) for v in model.weights]
-    local = build_model(cfg)
-    local(sample)
-    local.set_weights(weights)
-    return local
-
-
-@dataclass
-class ScoredFile:
-    """One file of a streamed batch: the decoded image with its score and map, or why it failed."""
-
-    path: Path | UriFile
-    image: np.ndarray | None = None  # uint8 (H, W, C) as read
-    score: float | None = None
-    amap: np.ndarray | None = None  # (H, W) float32 at the image's size
-    error: str | None = None
-    stat: tuple[int, int] | None = None  # (size_bytes, mtime_ns) of the file as it was read
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 #: ``tune`` fits a position reference only with at least this many images in each half (halving fewer would
@@ -156,7 +79,7 @@ class Detector:
 
     def __repr__(self) -> str:
         """``Detector(conv, 208x512x3, fitted, threshold=0.1528, map=learned)`` (or ``not fitted``)."""
-        cfg = self.config
+        cfg = getattr(self, "config_", self.config)
         pre = getattr(self, "preprocessing_", None)
         size = pre.image_size if pre is not None else cfg.data.image_size
         shape = f"{'x'.join(map(str, size)) if size != 'auto' else 'auto'}x{cfg.data.channels}"
@@ -193,77 +116,20 @@ class Detector:
             TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
         progress = as_progress(self.verbose)
-        progress.stage(f"reading the training images{f' from {good}' if isinstance(good, str | Path) else ''}")
-        if self.config.data.image_size == "auto":  # the size follows the images; the saved config is concrete
-            self.config = self.config.with_image_size(_original_sizes(good, self.config.data.channels))
-        cfg = self.config
-        set_seed(cfg.train.seed)
-        pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
-        data = load_training_set(good, pre, cfg.data.cache_mb)
-        for path, error in data.skipped:
-            progress.warning(f"{path}: {error} (left out of training)", label="skipped")
-        pre = pre.with_source_size(data.sizes)
-        train_idx, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
-        train_src = data.take(train_idx)
-        val_images = np.stack([data.at_model_size(i, pre) for i in val_idx])
-        # good training images whose maps give scoring.position_norm its per-position reference (a seeded
-        # subset: bounded time); the held-out images stay unseen by it, for the self-check and thresholds
-        ref_idx = reference_indices(train_idx, cfg.train.seed)
-
-        patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
-                   "workers": cfg.train.workers}
-        patches.update(_repair_options(cfg))
-        with replicas(cfg.train.distribution) as shard:  # data-parallel: the global batch grows with the replicas
-            bs = cfg.train.batch_size * shard.n
-            train_ds = ImageDataset(train_src, pre, bs, augment=cfg.data.augment, shuffle=True,
-                                    seed=cfg.train.seed, **patches)
-            val_ds = ImageDataset(val_images, pre, bs, seed=cfg.train.seed + 1, **patches)
-
-            def adapt() -> np.ndarray:  # only models with a fitted input normalization (linear) ask for it
-                return pre(train_src) if isinstance(train_src, np.ndarray) else val_images.astype(np.float32) / 255
-
-            size = "x".join(map(str, cfg.data.image_size))
-            on = f", {shard.n} devices" if shard.n > 1 else ""
-            progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
-                           f"{len(train_idx)} images ({len(val_idx)} held out){on}, up to {cfg.train.epochs} epochs")
-            timer = EpochTimer()
-            if progress.verbose:
-                unit = "patch" if cfg.data.patch_size else "img"
-                callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit, timer, len(train_ds.items)),
-                             *callbacks]
-            trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
-                                else Path(checkpoint_dir), resume, checkpoint_state, shard.loss_scale, timer)
-
-        if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
-            trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))
+        trained = train_autoencoder(self.config, good, progress, callbacks, checkpoint_dir, resume, checkpoint_state)
+        self.config_ = trained.config
         self.model_ = trained.model
-        self.preprocessing_ = pre
+        self.preprocessing_ = trained.preprocessing
         self.history_ = trained.history
-        progress.stage(f"self-check: seeded synthetic defects on the {len(val_idx)} held-out good images"
-                       + (", choosing the scoring" if cfg.scoring.select == "auto" else ""))
-        reference = np.stack([data.at_model_size(i, pre) for i in ref_idx]) if len(ref_idx) >= 2 else None
-        check = self.self_check(val_images, select=cfg.scoring.select == "auto", reference=reference)
-        progress.stage(f"calibrating the thresholds on the {len(val_idx)} held-out good images")
+        val_images, n_val = trained.holdout, len(trained.holdout)
+        progress.stage(f"self-check: seeded synthetic defects on the {n_val} held-out good images"
+                       + (", choosing the scoring" if self.config_.scoring.select == "auto" else ""))
+        check = self.self_check(val_images, select=self.config_.scoring.select == "auto", reference=trained.reference)
+        progress.stage(f"calibrating the thresholds on the {n_val} held-out good images")
         self.calibrate(val_images)
         self.holdout_images_ = val_images  # the self-check's good images; not saved
         self.val_sample_ = val_images[:8]  # for reports; not saved
-        val_loss = self.history_.get("val_loss", [float("nan")])
-        self.train_info_ = {
-            "n_train": int(len(train_idx)),
-            "n_val": int(len(val_idx)),
-            "epochs_run": len(val_loss),
-            "best_epoch": int(np.nanargmin(val_loss)) + 1,
-            "best_val_loss": float(np.nanmin(val_loss)),
-            "fit_seconds": round(trained.fit_seconds, 2),
-            # what one training sample is and how many a steady epoch (not the first) trained per second
-            "sample_unit": "patch" if cfg.data.patch_size else "image",
-            "samples_per_second": _rounded(steady_rate(len(train_ds.items), trained.epoch_seconds)),
-            "resumed_at_epoch": trained.initial_epoch or None,
-            "skipped": [{"path": str(p), "error": e} for p, e in data.skipped],
-            **_source_record(good),
-            "self_check": check,
-            **(record or {}),
-        }
+        self.train_info_ = {**trained.info, "self_check": check, **(record or {})}
         return self
 
     def self_check(self, good: np.ndarray, select: bool = False, seed: int = SELF_CHECK_SEED,
@@ -287,7 +153,7 @@ class Detector:
             chose it), the setting, how many images and candidates it used and the seed.
         """
         self.check_fitted(need_threshold=False)
-        s = self.config.scoring
+        s = self.config_.scoring
         if len(good) > SELF_CHECK_MAX_GOOD:  # a seeded subset: bounded memory and time for large sets
             keep = np.sort(np.random.default_rng(seed).choice(len(good), SELF_CHECK_MAX_GOOD, replace=False))
             good = good[keep]
@@ -321,7 +187,7 @@ class Detector:
         if select:
             scoring = s.model_copy(update={"metric": best.metric, "smoothing_sigma": best.smoothing_sigma,
                                            "reduction": best.reduction, "position_norm": best.position_norm})
-            self.config = self.config.model_copy(update={"scoring": scoring})
+            self.config_ = self.config_.model_copy(update={"scoring": scoring})
         if best.position_norm:
             self.position_reference_ = best.reference
         elif select:
@@ -386,10 +252,10 @@ class Detector:
         """
         self.check_fitted(need_threshold=False)
         if threshold is not None:
-            self.config = self.config.model_copy(update={"threshold": threshold})
-        t = self.config.threshold
+            self.config_ = self.config_.model_copy(update={"threshold": threshold})
+        t = self.config_.threshold
         good_images = self._decode(good)
-        bs = self.config.scoring.batch_size  # in batches: the float32 copies never hold the whole set
+        bs = self.config_.scoring.batch_size  # in batches: the float32 copies never hold the whole set
         parts = [self._score_model_size(self.preprocessing_(good_images[i : i + bs]))
                  for i in range(0, len(good_images), bs)]
         scores, maps = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -461,7 +327,7 @@ class Detector:
         (:func:`~anomaly_ae.scoring.tiling.pad_margin`) and, with ``scoring.tile_size``, overlapping tiles.
         """
         self.check_fitted(need_threshold=False)
-        s = self.config.scoring
+        s = self.config_.scoring
         h, w = x.shape[1:3]
         m = self.border_margin()
         xp = pad_margin(x, m, self.pad_factor())
@@ -483,7 +349,7 @@ class Detector:
         fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
         if not fully_convolutional or getattr(self.model_, "has_learned_map", False):
             return 0
-        return self.config.scoring.border_margin
+        return self.config_.scoring.border_margin
 
     def pad_factor(self) -> int:
         """Image sides are padded to a multiple of this before reconstruction (1: no padding).
@@ -492,13 +358,13 @@ class Detector:
         """
         fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
         learned = getattr(self.model_, "has_learned_map", False)  # its U-Net takes any multiple of its depth
-        return self.config.size_factor() if fully_convolutional or learned else 1
+        return self.config_.size_factor() if fully_convolutional or learned else 1
 
     def _predict_batched(self, x: np.ndarray, model: keras.Model | None = None) -> np.ndarray:
         """``model`` (default: the autoencoder) on ``x`` in fixed-size batches; outputs stacked."""
         if model is None:
             model = self._uint8_model() if x.dtype == np.uint8 else self.model_
-        bs = self.config.scoring.batch_size
+        bs = self.config_.scoring.batch_size
         out: np.ndarray | None = None
         for i in range(0, len(x), bs):
             batch = x[i : i + bs]
@@ -530,7 +396,7 @@ class Detector:
 
     def raw_maps(self, x: np.ndarray, x_hat: np.ndarray, metric: str | None = None) -> np.ndarray:
         """Unsmoothed model-size maps ``(N, h, w)`` by ``metric`` (default ``scoring.metric``)."""
-        s = self.config.scoring
+        s = self.config_.scoring
         metric = metric or s.metric
         if metric == "learned":
             return self.learned_maps(x, x_hat)
@@ -540,7 +406,7 @@ class Detector:
         """``(sigma_y, sigma_x)`` of the map smoothing at model size (``scoring.smoothing_sigma`` is in
         pixels of the original image)."""
         pre = self.preprocessing_
-        return model_sigma(self.config.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
+        return model_sigma(self.config_.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
 
     def position_reference(self) -> PositionReference:
         """The fitted per-position reference of ``scoring.position_norm``."""
@@ -558,7 +424,7 @@ class Detector:
         """Scores ``(N,)`` and model-size maps of float32 ``x``; ``x_model``: the same images as uint8, which
         the model is given instead (it scales them itself)."""
         maps = self.maps_from_reconstruction(x, self.reconstruct(x if x_model is None else x_model))
-        s = self.config.scoring
+        s = self.config_.scoring
         scored = self.position_reference().normalize(maps) if s.position_norm else maps
         scores = image_score(scored, s.reduction, s.topk_fraction)
         if s.kl_weight > 0 and hasattr(self.model_, "kl_divergence"):  # VAE: distance of q(z|x) from the prior
@@ -578,56 +444,6 @@ class Detector:
         else:  # uint8 to the model, scaled there; the maps use the same float32 values on the host
             scores, maps = self._score_model_size(u8.astype(np.float32) * np.float32(1 / 255), x_model=u8)
         return scores, [resize_map(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
-
-    def iter_score(
-        self, paths: Sequence[Path | UriFile], batch_size: int | None = None, max_pixels: int | None = None,
-        batch_megapixels: float | None = None,
-    ) -> Iterator[ScoredFile]:
-        """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.
-
-        A file that cannot be read yields ``error`` (its one-line reason) instead of a score. A batch
-        ends at ``batch_size`` images or once its decoded images hold ``batch_megapixels``
-        (default ``scoring.batch_megapixels``), so memory is bounded by pixels, not by image count.
-        The next batch is decoded in a background thread while the model works on the current one
-        (OpenCV releases the GIL), its files spread over :func:`~anomaly_ae.data.loading.decode_threads`
-        threads: at most two batches of images are in memory at a time.
-        ``max_pixels``: larger files are refused from their header (default:
-        :func:`~anomaly_ae.data.images.max_pixels_default`). An anomaly map that is not finite (a numerical
-        fault of the model) is reported as that file's error.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.check_fitted(need_threshold=False)
-
-        s = self.config.scoring
-        limits = (self.preprocessing_.channels, max_pixels, batch_size or s.batch_size,
-                  int((batch_megapixels or s.batch_megapixels) * 1e6))
-        threads = decode_threads()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool, \
-                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode-file") as files:
-            limits = (*limits, files if threads > 1 else None)
-            pending = pool.submit(decode_batch, paths, 0, *limits) if paths else None
-            while pending is not None:
-                batch = pending.result()
-                pending = pool.submit(decode_batch, paths, batch.end, *limits) if batch.end < len(paths) else None
-                yield from self._score_decoded(batch)
-
-    def _score_decoded(self, batch: DecodedBatch) -> Iterator[ScoredFile]:
-        scored = iter(())
-        if batch.images:
-            scores, maps = self.score_images(list(batch.images.values()))
-            scored = iter(zip(scores, maps, strict=True))
-        for i, p in enumerate(batch.paths):
-            stat = batch.stats.get(i)
-            if i in batch.errors:
-                yield ScoredFile(p, error=batch.errors[i], stat=stat)
-                continue
-            s, amap = next(scored)
-            if not (np.isfinite(s) and np.isfinite(amap).all()):
-                yield ScoredFile(p, error="anomaly map is not finite (NaN/inf): a numerical fault of the model",
-                                 stat=stat)
-                continue
-            yield ScoredFile(p, image=batch.images[i], score=float(s), amap=amap, stat=stat)
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
@@ -663,7 +479,7 @@ class Detector:
         """
         self.check_fitted(need_threshold=False)
         if not hasattr(self.model_, "sample"):
-            raise ValueError(f"holds a '{self.config.model.name}' model; only 'vae' models can sample")
+            raise ValueError(f"holds a '{self.config_.model.name}' model; only 'vae' models can sample")
         images = keras.ops.convert_to_numpy(self.model_.sample(n, seed=seed))
         return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
@@ -693,7 +509,7 @@ class Detector:
 
     def to_state(self) -> ModelState:
         """The fitted detector as plain state (what :mod:`anomaly_ae.artifact` reads and writes)."""
-        return ModelState(self.config, self.model_, self.preprocessing_, self.postprocessor_,
+        return ModelState(self.config_, self.model_, self.preprocessing_, self.postprocessor_,
                           getattr(self, "history_", {}), getattr(self, "train_info_", {}),
                           getattr(self, "metadata_", {}), getattr(self, "source_dir_", None),
                           getattr(self, "position_reference_", None))
@@ -702,6 +518,7 @@ class Detector:
     def from_state(cls, state: ModelState) -> Detector:
         """A fitted detector from plain state (inverse of :meth:`to_state`)."""
         det = cls(state.config)
+        det.config_ = state.config
         det.model_ = state.model
         det.preprocessing_ = state.preprocessing
         det.postprocessor_ = state.postprocessor

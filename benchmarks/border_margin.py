@@ -46,7 +46,7 @@ def held_out_good(det, good_dir: Path):  # noqa: ANN001, ANN201
 
     from anomaly_ae.data.images import list_images, read_image, split_holdout
 
-    cfg, pre = det.config, det.preprocessing_
+    cfg, pre = det.config_, det.preprocessing_
     paths = list_images(good_dir)
     _, val_idx = split_holdout(len(paths), cfg.data.holdout_fraction, cfg.train.seed)
     return np.stack([pre.resize(pre.convert_channels(read_image(paths[i], pre.channels))) for i in val_idx])
@@ -111,8 +111,8 @@ def main() -> None:
             sys.exit(f"{run}: its training folder is not recorded; pass --good-dir")
         good = held_out_good(det, good_dir)
         for margin in args.margins:
-            scoring = det.config.scoring.model_copy(update={"border_margin": margin})
-            det.config = det.config.model_copy(update={"scoring": scoring})
+            scoring = det.config_.scoring.model_copy(update={"border_margin": margin})
+            det.config_ = det.config_.model_copy(update={"scoring": scoring})
             det.border_margin = lambda margin=margin: margin  # also for a learned-map model, which ships with none
             if args.map_margin:
                 det.learned_maps = _learned_maps_with_margin(det, margin)

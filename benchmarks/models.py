@@ -42,7 +42,7 @@ def main() -> None:
 
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation.evaluate import evaluate
+    from anomaly_ae.pipelines.evaluate import evaluate
 
     configs = Path(__file__).resolve().parent.parent / "configs"
     rows = []

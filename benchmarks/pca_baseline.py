@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from anomaly_ae.config import DetectorConfig  # noqa: E402
 from anomaly_ae.data.images import Preprocessing, list_images, load_folder, split_holdout  # noqa: E402
 from anomaly_ae.detector import Detector  # noqa: E402
-from anomaly_ae.evaluation.evaluate import evaluate  # noqa: E402
+from anomaly_ae.pipelines.evaluate import evaluate  # noqa: E402
 from anomaly_ae.scoring.position import reference_indices  # noqa: E402
 
 
@@ -37,7 +37,7 @@ class PCADetector(Detector):
     def fit(self, good, callbacks=()):  # noqa: ANN001, ANN201, D102
         from sklearn.decomposition import PCA
 
-        cfg = self.config
+        cfg = self.config_ = self.config
         pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
         loaded = load_folder(list_images(good), pre)
         pre = pre.with_source_size(loaded.sizes)
@@ -76,7 +76,7 @@ def main() -> None:
     det = PCADetector(cfg, a.components).fit(a.dataset / "train" / "good")
     t1 = time.perf_counter()
     m = evaluate(det, a.dataset).metrics
-    s = det.config.scoring
+    s = det.config_.scoring
     print(json.dumps({"model": f"PCA-{a.components} {a.size}px gray", "dataset": a.dataset.name,
                       "sigma": s.smoothing_sigma, "metric": s.metric, "reduction": s.reduction,
                       "position_norm": s.position_norm,

@@ -52,9 +52,9 @@ def main() -> None:
         for metric, sigma, reduction in VARIANTS:
             if metric == "learned" and not getattr(det.model_, "has_learned_map", False):
                 continue
-            scoring = det.config.scoring.model_copy(update={"metric": metric, "smoothing_sigma": sigma,
+            scoring = det.config_.scoring.model_copy(update={"metric": metric, "smoothing_sigma": sigma,
                                                             "reduction": reduction})
-            det.config = det.config.model_copy(update={"scoring": scoring})
+            det.config_ = det.config_.model_copy(update={"scoring": scoring})
             det.train_info_["self_check"] = det.self_check(det.holdout_images_)
             det.calibrate(det.holdout_images_)
             lines.append(_evaluate_line(a, det, train_s, variant=f"{metric}/{sigma:g}/{reduction}"))
@@ -72,7 +72,7 @@ def _evaluate_line(a: argparse.Namespace, det: object, train_s: float, variant: 
     """Evaluate ``det`` on the data set's test split: one JSON-ready result line (printed)."""
     import keras
 
-    from anomaly_ae.evaluation.evaluate import evaluate
+    from anomaly_ae.pipelines.evaluate import evaluate
     from anomaly_ae.io.files import versions
 
     t1 = time.perf_counter()
@@ -98,7 +98,7 @@ def _evaluate_line(a: argparse.Namespace, det: object, train_s: float, variant: 
         "backend": keras.backend.backend(),
         "versions": versions(),
         "metrics": m,
-        "resolved_config": det.config.to_dict(),
+        "resolved_config": det.config_.to_dict(),
     }
     print(json.dumps({k: line[k] for k in ("config", "variant", "image_auroc", "pixel_auroc", "pixel_aupro",
                                              "self_check", "train_seconds")}), flush=True)

@@ -31,7 +31,7 @@ def fit_sets(det, good_dir: Path):  # noqa: ANN001, ANN201 - benchmark helper
     from anomaly_ae.data.loading import load_training_set
     from anomaly_ae.scoring.position import reference_indices
 
-    cfg, pre = det.config, det.preprocessing_
+    cfg, pre = det.config_, det.preprocessing_
     data = load_training_set(good_dir, Preprocessing(cfg.data.image_size, cfg.data.channels), cfg.data.cache_mb)
     train_idx, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
     ref_idx = reference_indices(train_idx, cfg.train.seed)
@@ -50,10 +50,10 @@ def main() -> None:
     a = ap.parse_args()
 
     from anomaly_ae.detector import Detector
-    from anomaly_ae.evaluation.evaluate import evaluate
+    from anomaly_ae.pipelines.evaluate import evaluate
 
     det = Detector.load(a.model)
-    det.config = det.config.model_copy(update={"scoring": det.config.scoring.model_copy(
+    det.config_ = det.config_.model_copy(update={"scoring": det.config_.scoring.model_copy(
         update={"position_norm": False})})
     val, ref = fit_sets(det, a.dataset / "train" / "good")
     t0 = time.perf_counter()
@@ -61,16 +61,16 @@ def main() -> None:
     select_s = time.perf_counter() - t0
     det.train_info_ = {**det.train_info_, "self_check": check}
     det.calibrate(val)
-    rows = [(None, det.config.scoring, check)]
+    rows = [(None, det.config_.scoring, check)]
     if a.variants:
-        best = det.config.scoring
+        best = det.config_.scoring
         for row in det.candidates_:
             sc = best.model_copy(update={"metric": row.metric, "smoothing_sigma": row.smoothing_sigma,
                                          "reduction": row.reduction, "position_norm": row.position_norm})
             rows.append((row, sc, row.to_dict()))
     lines = []
     for row, sc, chk in rows:
-        det.config = det.config.model_copy(update={"scoring": sc})
+        det.config_ = det.config_.model_copy(update={"scoring": sc})
         if row is not None:
             det.position_reference_ = row.reference
             det.calibrate(val)

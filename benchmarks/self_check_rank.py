@@ -105,7 +105,7 @@ def main() -> None:
         if norm:
             pos = PositionReference.fit(maps["ref"])
             maps = {k: pos.normalize(v) for k, v in maps.items()}
-        s = {k: image_score(v, red, det.config.scoring.topk_fraction) for k, v in maps.items()}
+        s = {k: image_score(v, red, det.config_.scoring.topk_fraction) for k, v in maps.items()}
         lines.append({
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "dataset": a.dataset.name,
             "model": a.model.name, "metric": m, "sigma_model_px": sigma, "reduction": red, "position_norm": norm,

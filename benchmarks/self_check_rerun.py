@@ -53,7 +53,7 @@ def main() -> None:
             print(f"skipped {dataset} {config}: no {run_dir} or data folder")
             continue
         det = Detector.load(run_dir)
-        cfg = det.config
+        cfg = det.config_
         pre = Preprocessing(det.preprocessing_.image_size, det.preprocessing_.channels)
         data = load_training_set(folders[dataset] / "train" / "good", pre, cfg.data.cache_mb)
         _, val_idx = split_holdout(len(data.images), cfg.data.holdout_fraction, cfg.train.seed)
@@ -61,7 +61,7 @@ def main() -> None:
         with open(a.out, "a", encoding="utf-8") as f:
             for line in lines:
                 scoring = ScoringConfig.model_validate(line["resolved_config"]["scoring"])
-                det.config = cfg.model_copy(update={"scoring": scoring.model_copy(update={"select": "fixed"})})
+                det.config_ = cfg.model_copy(update={"scoring": scoring.model_copy(update={"select": "fixed"})})
                 check = det.self_check(good)
                 out = {"dataset": dataset, "config": config, "variant": line.get("variant"),
                        "run_date": lines[0]["date"], "self_check": check}

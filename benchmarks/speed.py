@@ -264,7 +264,7 @@ def device_default_train(good: Path, epochs: int, patches_per_image: int | None 
     info = det.train_info_
     return {"patches_s": info["samples_per_second"], "n_train": info["n_train"],
             "patches_per_epoch": info["n_train"] * cfg.data.patches_per_image,
-            "image_size": list(det.config.data.image_size), "batch_size": cfg.train.batch_size,
+            "image_size": list(det.config_.data.image_size), "batch_size": cfg.train.batch_size,
             "epoch_seconds": [round(t, 3) for t in timer.seconds]}
 
 

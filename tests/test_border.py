@@ -25,7 +25,7 @@ def patch_model(tiny_data):
 
 
 def _with_margin(det: Detector, margin: int) -> Detector:
-    det.config = det.config.model_copy(update={"scoring": det.config.scoring.model_copy(
+    det.config_ = det.config_.model_copy(update={"scoring": det.config_.scoring.model_copy(
         update={"border_margin": margin})})
     return det
 
@@ -64,6 +64,6 @@ def test_the_default_mirrors_8_pixels_and_a_model_saved_before_keeps_none(patch_
     del meta["config"]["scoring"]["border_margin"]  # as an older anomaly-ae wrote it
     (run / "detector.json").write_text(json.dumps(meta))
     old = Detector.load(run)
-    assert old.config.scoring.border_margin == 0  # its maps, and so its thresholds, are as they were
+    assert old.config_.scoring.border_margin == 0  # its maps, and so its thresholds, are as they were
     x = np.full((1, 32, 32, 1), 128, np.uint8)
     assert not np.allclose(old.anomaly_maps(x), det.anomaly_maps(x))

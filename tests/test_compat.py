@@ -31,4 +31,4 @@ def test_old_model_dir_loads_and_scores_the_same(name: str, tmp_path: Path) -> N
     assert det.predict(probe).tolist() == want["predict"]
     assert det.threshold_ == pytest.approx(want["threshold"], rel=1e-12)
     np.testing.assert_allclose(det.normalize(det.score(probe)), want["normalized"], atol=1e-6)
-    assert det.config.model.name == name
+    assert det.config_.model.name == name

@@ -381,15 +381,15 @@ def test_unreadable_sub_folder_is_reported_not_silent(tmp_path, run_unprivileged
 
 
 def test_score_warns_about_an_unreadable_sub_folder_and_exits_3(run_dir, inputs, tmp_path, monkeypatch):
-    import anomaly_ae.outputs.folder
+    import anomaly_ae.pipelines.score
 
-    real = anomaly_ae.outputs.folder.list_images
+    real = anomaly_ae.pipelines.score.list_images
 
     def listing_with_a_locked_folder(folder, exclude=(), problems=None):
         problems.append(f"cannot read folder {folder}/locked: Permission denied")  # as os.walk reports it
         return real(folder, exclude, problems)
 
-    monkeypatch.setattr(anomaly_ae.outputs.folder, "list_images", listing_with_a_locked_folder)
+    monkeypatch.setattr(anomaly_ae.pipelines.score, "list_images", listing_with_a_locked_folder)
     res = runner.invoke(app, ["score", str(run_dir), str(inputs), "--out", str(tmp_path / "o")])
     assert res.exit_code == 3 and "warning: cannot read folder" in res.output and "locked" in res.output
     assert len(_rows(tmp_path / "o" / "scores.csv")) == 4  # the readable files are all scored
@@ -620,7 +620,7 @@ def test_batches_are_cut_by_pixels_not_only_by_count(tmp_path):
 def test_a_finished_training_removes_only_its_own_checkpoint_folder(tmp_path):
     """train_run drops run_dir/checkpoint when done; a folder of the user's of that name is never removed."""
     from anomaly_ae.io.folders import read_manifest, record
-    from anomaly_ae.training.finish import drop_checkpoints
+    from anomaly_ae.pipelines.train_finish import drop_checkpoints
 
     mine = tmp_path / "user" / "checkpoint"
     mine.mkdir(parents=True)

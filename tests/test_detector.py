@@ -7,6 +7,7 @@ import pytest
 from anomaly_ae.artifact import SCHEMA_VERSION, ModelDirError
 from anomaly_ae.data.images import list_images, read_image
 from anomaly_ae.detector import Detector, NotFittedError
+from anomaly_ae.pipelines.score_batch import iter_scored
 
 
 def test_fitted_attributes(tiny_detector):
@@ -71,7 +72,7 @@ def test_save_load_round_trip(tiny_detector, tiny_data, tmp_path):
     assert meta["config"]["model"]["widths"] == [8, 16]
     loaded = Detector.load(run)
     assert loaded.threshold_ == tiny_detector.threshold_
-    assert loaded.config == tiny_detector.config
+    assert loaded.config_ == tiny_detector.config_
     x = tiny_data / "test"
     np.testing.assert_array_equal(loaded.score(x), tiny_detector.score(x))
     # saving again over an existing directory replaces the files
@@ -140,7 +141,7 @@ def test_iter_score_keeps_order_and_reports_failures(tiny_detector, tiny_data, t
     copy = tmp_path / "ok.png"
     shutil.copy(paths[0], copy)
     order = [paths[1], bad, paths[2], copy, paths[3], paths[4]]
-    items = list(tiny_detector.iter_score(order, batch_size=2))
+    items = list(iter_scored(tiny_detector, order, batch_size=2))
     assert [it.path for it in items] == order
     assert items[1].error and "cannot decode" in items[1].error and items[1].score is None
     ok = [it for it in items if it.error is None]
@@ -159,7 +160,7 @@ def test_non_finite_maps_are_reported_per_file(tiny_detector, tiny_data, tmp_pat
     bias[:] = np.nan  # a numerical fault of the model: every map is NaN
     layer.bias.assign(bias)
     paths = sorted((tiny_data / "test" / "good").glob("*.png"))
-    items = list(det.iter_score(paths, batch_size=3))
+    items = list(iter_scored(det, paths, batch_size=3))
     assert [i.path for i in items] == paths
     assert all(i.score is None and "not finite" in i.error for i in items)
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from anomaly_ae.cli.main import app
 from anomaly_ae.data.images import read_image
 from anomaly_ae.data.mvtec import mvtec_items, read_mask
-from anomaly_ae.evaluation.evaluate import evaluate
+from anomaly_ae.pipelines.evaluate import evaluate
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "metal_plate"
 

@@ -68,7 +68,7 @@ def detectors(tiny_detector, tiny_data):
     # the learned map with the image score normalized per position (scoring.position_norm): the reference
     # is fitted on training images, as Detector.fit does
     positioned = Detector.from_state(learned.to_state())
-    positioned.config = positioned.config.model_copy(update={"scoring": positioned.config.scoring.model_copy(
+    positioned.config_ = positioned.config_.model_copy(update={"scoring": positioned.config_.scoring.model_copy(
         update={"position_norm": True})})
     train = _images(sorted((tiny_data / "train" / "good").glob("*.png"))[:12], positioned)
     positioned.self_check(learned.holdout_images_, reference=train)
@@ -81,7 +81,7 @@ def detectors(tiny_detector, tiny_data):
 def _score_atol(det):
     """1e-4, the maps' tolerance, carried through the score: position_norm divides the map by its reference's
     scale, which multiplies float32 differences of the map by up to 1 / scale."""
-    if not det.config.scoring.position_norm:
+    if not det.config_.scoring.position_norm:
         return 1e-4
     return 1e-4 / min(1.0, float(det.position_reference().scale.min()))
 
@@ -164,15 +164,16 @@ def test_unsupported_exports_are_refused_with_a_reason(tiny_detector, tiny_confi
         export_detector(tiny_detector, tmp_path / "x", "onnx", "int16")
     def fitted_copy(config, model=None):
         det = Detector(config)
+        det.config_ = config
         for attr in ("model_", "preprocessing_", "postprocessor_"):
             setattr(det, attr, getattr(tiny_detector, attr))
         det.model_ = model or det.model_
         return det
 
-    tiled = fitted_copy(tiny_detector.config.with_overrides({"scoring.tile_size": 16, "scoring.tile_overlap": 4}))
+    tiled = fitted_copy(tiny_detector.config_.with_overrides({"scoring.tile_size": 16, "scoring.tile_overlap": 4}))
     with pytest.raises(ExportError, match="tile_size"):
         export_detector(tiled, tmp_path / "x", "onnx")
-    bf16 = fitted_copy(tiny_detector.config, type(tiny_detector.model_).from_config(
+    bf16 = fitted_copy(tiny_detector.config_, type(tiny_detector.model_).from_config(
         {**tiny_detector.model_.get_config(), "precision": "mixed_bfloat16"}))
     with pytest.raises(ExportError, match="ONNX export needs a float32 model"):
         export_detector(bf16, tmp_path / "x", "onnx")

@@ -246,6 +246,6 @@ def test_vae_kl_term_as_an_extra_image_score():
     x = (np.random.default_rng(0).random((8, 16, 16, 1)) * 255).astype(np.uint8)
     det = Detector(cfg).fit(x)
     plain = det.score(x)
-    det.config = det.config.with_overrides({"scoring.kl_weight": 0.5})
+    det.config_ = det.config_.with_overrides({"scoring.kl_weight": 0.5})
     kl = ops.convert_to_numpy(det.model_.kl_divergence(x.astype(np.float32) / 255))
     np.testing.assert_allclose(det.score(x), plain + 0.5 * kl, rtol=1e-5)

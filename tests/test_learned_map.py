@@ -72,7 +72,7 @@ def test_learned_map_model_round_trips(learned_detector, tmp_path):
     images = _flat_images(6, 2)
     learned_detector.save(tmp_path / "m")
     loaded = Detector.load(tmp_path / "m")
-    assert loaded.model_.has_learned_map and loaded.config.scoring.metric == "learned"
+    assert loaded.model_.has_learned_map and loaded.config_.scoring.metric == "learned"
     np.testing.assert_array_equal(loaded.score(images), learned_detector.score(images))
     np.testing.assert_array_equal(loaded.anomaly_maps(images), learned_detector.anomaly_maps(images))
     info = json.loads((tmp_path / "m" / "detector.json").read_text())
@@ -101,10 +101,10 @@ def test_select_auto_keeps_the_best_setting_on_good_images_only(learned_detector
     # best on the set of defects that chose it; the figures reported come from a second set (version 3)
     assert objective(chosen["selection"]) >= objective(fixed["selection"])
     assert objective(chosen["selection"]) == pytest.approx(max(c.objective for c in det.candidates_), abs=1e-6)
-    s = det.config.scoring
+    s = det.config_.scoring
     assert (s.metric, s.smoothing_sigma, s.reduction) == (chosen["metric"], chosen["smoothing_sigma"],
                                                           chosen["reduction"])
-    assert learned_detector.config.scoring.metric == "learned"  # the original is untouched
+    assert learned_detector.config_.scoring.metric == "learned"  # the original is untouched
 
 
 def test_config_rules_of_the_learned_map():
@@ -140,9 +140,11 @@ def test_fit_resolves_auto_size_and_saves_it(tmp_path):
         "data.image_size": "auto", "data.patch_size": 16, "data.patches_per_image": 2, "model.widths": [4, 8],
         "model.latent_channels": 2, "train.epochs": 1, "train.batch_size": 8, "data.holdout_fraction": 0.25})
     det = Detector(cfg).fit(images)
-    assert det.config.data.image_size == (40, 72) and det.preprocessing_.image_size == (40, 72)
+    assert det.config_.data.image_size == (40, 72) and det.preprocessing_.image_size == (40, 72)
+    # fit leaves the config the user passed as it was (scikit-learn's rule); the fitted one is config_
+    assert det.config is cfg and cfg.data.image_size == "auto"
     det.save(tmp_path / "m")
-    assert Detector.load(tmp_path / "m").config.data.image_size == (40, 72)
+    assert Detector.load(tmp_path / "m").config_.data.image_size == (40, 72)
 
 
 def test_calibrate_select_scoring_tunes_a_saved_model(learned_detector, tmp_path):
@@ -165,7 +167,7 @@ def test_calibrate_select_scoring_tunes_a_saved_model(learned_detector, tmp_path
     assert saved["config"]["scoring"]["metric"] == check["metric"]
     assert saved["config"]["scoring"]["smoothing_sigma"] == check["smoothing_sigma"]
     assert f"best of {check['candidates']}" in res.output
-    assert Detector.load(run).config.scoring.reduction == check["reduction"]
+    assert Detector.load(run).config_.scoring.reduction == check["reduction"]
 
 
 def test_gradient_clipping_reaches_the_optimizer():

@@ -68,7 +68,7 @@ def test_fit_needs_two_maps():
 def positioned(tiny_detector, tiny_data):
     """The tiny detector with position_norm on, its reference fitted on 12 of its training images."""
     det = Detector.from_state(tiny_detector.to_state())
-    det.config = det.config.model_copy(update={"scoring": det.config.scoring.model_copy(
+    det.config_ = det.config_.model_copy(update={"scoring": det.config_.scoring.model_copy(
         update={"position_norm": True})})
     check = det.self_check(tiny_detector.holdout_images_, reference=np.stack(_train(tiny_data, det)[:12]))
     det.calibrate(tiny_detector.holdout_images_)
@@ -81,7 +81,7 @@ def test_detector_scores_the_normalized_map_and_keeps_the_plain_heatmap(position
     images = tiny_detector.holdout_images_
     maps = det.anomaly_maps(images)
     np.testing.assert_allclose(maps, tiny_detector.anomaly_maps(images), atol=1e-6)  # the heatmap is unchanged
-    s = det.config.scoring
+    s = det.config_.scoring
     expected = image_score(det.position_reference().normalize(maps), s.reduction, s.topk_fraction)
     np.testing.assert_allclose(det.score(images), expected, rtol=1e-6)
     assert not np.allclose(det.score(images), tiny_detector.score(images))
@@ -101,7 +101,7 @@ def test_position_reference_survives_save_and_load(positioned, tmp_path, tiny_da
 def test_position_norm_without_a_reference_says_what_to_do(tiny_detector):
     det = Detector.from_state(tiny_detector.to_state())
     det.position_reference_ = None
-    det.config = det.config.model_copy(update={"scoring": det.config.scoring.model_copy(
+    det.config_ = det.config_.model_copy(update={"scoring": det.config_.scoring.model_copy(
         update={"position_norm": True})})
     with pytest.raises(ValueError, match="no position reference"):
         det.score(tiny_detector.holdout_images_)
@@ -116,7 +116,7 @@ def test_select_auto_tries_position_norm_only_with_a_reference(tiny_detector, ti
     det.self_check(tiny_detector.holdout_images_, select=True, reference=np.stack(_train(tiny_data, det)[:8]))
     assert sum(r.position_norm for r in det.candidates_) == n_plain  # every plain candidate, normalized
     best = det.candidates_[0]
-    assert det.config.scoring.position_norm == best.position_norm
+    assert det.config_.scoring.position_norm == best.position_norm
     assert (det.position_reference_ is not None) == best.position_norm
 
 

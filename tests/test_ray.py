@@ -220,7 +220,7 @@ def test_two_ray_workers_train_one_model_that_loads_and_scores_like_any_other(cl
 
     import numpy as np
 
-    import anomaly_ae.training.ray_train as ray_train
+    import anomaly_ae.pipelines.train_ray as ray_train
     from anomaly_ae import Detector
 
     results: list[dict] = []  # what train_on_ray returned to the CLI: one Ray training serves both checks
@@ -243,7 +243,7 @@ def test_two_ray_workers_train_one_model_that_loads_and_scores_like_any_other(cl
     assert results[0]["loss"] == results[1]["loss"]  # one synchronous update for both workers
     summary = json.loads(res.stdout)
     det = Detector.load(run)  # under this process's backend: the model directory is like any other
-    assert det.train_info_["workers"] == 2 and det.config.train.distribution == "none"
+    assert det.train_info_["workers"] == 2 and det.config_.train.distribution == "none"
     assert summary["n_train"] == 18 and summary["n_val"] == 3  # both workers' images; rank 0 calibrated on 3
 
     from mlflow.tracking import MlflowClient  # rank 0 wrote the run's metrics and model; this process ended it

@@ -191,12 +191,12 @@ def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str
     if not quiet:
         reporter(quiet).stage("logging the recalibrated model to MLflow" + (f" ({register})" if register else ""))
     figures = {k: summary[k] for k in ("threshold", "pixel_threshold", "expected_fpr", "n_good")}
-    figures["settings"] = det.config.threshold.model_dump()
+    figures["settings"] = det.config_.threshold.model_dump()
     uri = tracking_uri()
     # a model given by URI is updated in its own registry or not at all: a version in ./mlflow.db would be
     # one the user never looks in, while the URI they gave keeps the old threshold
     fallback = None if ref.startswith(("models:/", "runs:/")) else fallback_uri(uri)
-    return log_recalibration(target, figures, det.config.tracking.experiment, record.get("run_id"), register,
+    return log_recalibration(target, figures, det.config_.tracking.experiment, record.get("run_id"), register,
                              alias, uri, fallback, on_fallback=warn, detector=det)
 
 
@@ -205,8 +205,8 @@ def _settings(det: Detector, updates: dict[str, Any]) -> ThresholdConfig:
     from pydantic import ValidationError
 
     try:
-        return det.config.threshold.model_validate(
-            {**det.config.threshold.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        return det.config_.threshold.model_validate(
+            {**det.config_.threshold.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         )
     except ValidationError as err:
         fail_usage(f"invalid threshold settings: {err.errors()[0]['msg']}")
@@ -238,7 +238,7 @@ def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
     """The ``--json`` object of ``calibrate`` (keys documented in the README, 'Machine-readable output')."""
     from anomaly_ae.postprocessing import FPR_CONFIDENCE
 
-    st, t, s = det.score_stats_, det.config.threshold, det.config.scoring
+    st, t, s = det.score_stats_, det.config_.threshold, det.config_.scoring
     check = det.train_info_.get("self_check") or {}
     return {
         "model_dir": str(run_dir), "threshold": det.threshold_, "method": t.method,

@@ -57,7 +57,7 @@ class InputDtype(StrEnum):
 
 
 class Heatmaps(StrEnum):
-    """``score --heatmaps``: which inputs get a heatmap (``anomaly_ae.outputs.score_run.HEATMAP_POLICIES``)."""
+    """``score --heatmaps``: which inputs get a heatmap (``anomaly_ae.pipelines.score_resume.HEATMAP_POLICIES``)."""
 
     all = "all"
     anomalous = "anomalous"

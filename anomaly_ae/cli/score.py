@@ -151,7 +151,7 @@ def _inputs(inputs: list[str], out: Path | None) -> tuple[Path | str | None, lis
 
 
 def _print_folder(summary: ScoreSummary, json_out: bool) -> bool:
-    from anomaly_ae.outputs.score_run import OUTPUTS
+    from anomaly_ae.pipelines.score_resume import OUTPUTS
 
     out = summary.out_dir
     if json_out:

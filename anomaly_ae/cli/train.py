@@ -1,6 +1,6 @@
 """``anomaly-ae train GOOD_DIR``: fit a detector, save its model directory, track the run in MLflow.
 
-The run itself is :func:`anomaly_ae.training.run.train_run`; this file parses, resolves the config
+The run itself is :func:`anomaly_ae.pipelines.train.train_run`; this file parses, resolves the config
 file and prints.
 """
 
@@ -114,7 +114,7 @@ def train(
 
 def _require_ray(address: str | None) -> None:
     """Before any work: without the [ray] extra, or with an ``--address`` where nothing listens, one line."""
-    from anomaly_ae.outputs.ray_engine import RayUnreachable, check_ray_address, require_ray
+    from anomaly_ae.pipelines.score_ray import RayUnreachable, check_ray_address, require_ray
 
     try:
         require_ray()
@@ -127,7 +127,7 @@ def _require_ray(address: str | None) -> None:
 def _prepared_run_dir(out: Path | None, good_dir: Path, overwrite: bool) -> Path:
     """``--out`` (default ``runs/<timestamp>``), refused before any work when it may not be written."""
     from anomaly_ae import OutputConflict
-    from anomaly_ae.training.run import prepare_run_dir
+    from anomaly_ae.pipelines.train import prepare_run_dir
 
     run_dir = out or _fresh_run_dir(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     try:
@@ -218,7 +218,7 @@ def _fresh_run_dir(base: Path) -> Path:
 def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, show: Show, given: tuple) -> None:
     """``train --resume RUN_DIR``: the config and image folder recorded in the checkpoint (``given``: the
     options that would change them, all ``None``)."""
-    from anomaly_ae.training.run import ResumeError, resume_plan
+    from anomaly_ae.pipelines.train import ResumeError, resume_plan
 
     if any(v is not None for v in given):
         fail_usage("--resume continues with the recorded config: drop --config/--model/--out/--overwrite and "
@@ -240,9 +240,9 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
     """Lock ``run_dir``, open the MLflow run, train (progress on stderr), print the summary on stdout."""
     from anomaly_ae import OutputConflict
     from anomaly_ae.io.folders import OutDirLock
+    from anomaly_ae.pipelines.train import train_run
     from anomaly_ae.training.callbacks import TrackingCallback
     from anomaly_ae.training.checkpoint import TrainingDiverged
-    from anomaly_ae.training.run import train_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -271,8 +271,8 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
 
 def _interrupted(run_dir: Path) -> NoReturn:
     """Ctrl-C: one line saying which epochs the checkpoint keeps and the command that continues."""
+    from anomaly_ae.pipelines.train_finish import CHECKPOINT_DIR
     from anomaly_ae.training.checkpoint import latest_checkpoint
-    from anomaly_ae.training.finish import CHECKPOINT_DIR
 
     ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if (run_dir / CHECKPOINT_DIR).is_dir() else None
     kept = ("no epoch had finished (nothing to keep)" if ckpt is None
@@ -293,17 +293,17 @@ def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -
     """The ``--json`` object of ``train`` (keys documented in the README, 'Machine-readable output')."""
     from anomaly_ae.postprocessing import FPR_CONFIDENCE
 
-    info, stats, s, post = det.train_info_, det.score_stats_, det.config.scoring, det.postprocessor_
+    info, stats, s, post = det.train_info_, det.score_stats_, det.config_.scoring, det.postprocessor_
     check = info.get("self_check") or None
     return {
-        "model_dir": str(run_dir), "model": det.config.model.name,
-        "image_size": list(det.config.data.image_size), "channels": det.config.data.channels,
+        "model_dir": str(run_dir), "model": det.config_.model.name,
+        "image_size": list(det.config_.data.image_size), "channels": det.config_.data.channels,
         "n_train": info["n_train"], "n_val": info["n_val"], "skipped": info["skipped"],
         "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "best_val_loss": info["best_val_loss"],
         "fit_seconds": info["fit_seconds"], "samples_per_second": info.get("samples_per_second"),
         "sample_unit": info.get("sample_unit", "image"),
         "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
-        "threshold_quantile": det.config.threshold.quantile, "threshold_rule": post.rule,
+        "threshold_quantile": det.config_.threshold.quantile, "threshold_rule": post.rule,
         "expected_fpr": post.expected_fpr, "fpr_upper": post.fpr_upper, "fpr_confidence": FPR_CONFIDENCE,
         "caveats": post.caveats(check["image_auroc"] if check else None), "val_score_mean": stats.mean,
         "val_score_std": stats.std, "val_score_max": stats.max,

@@ -291,3 +291,26 @@ def read_masks(
             skipped.append((mp, str(err)))
             masks.append(None)
     return masks, skipped
+
+
+#: ``image_size: auto`` reads the sizes of at most this many training images, evenly spread
+SIZE_SAMPLE = 64
+
+
+def original_sizes(good: ImagesLike, channels: int, limit: int = SIZE_SAMPLE) -> list[tuple[int, int]]:
+    """``(height, width)`` of up to ``limit`` training images, evenly spread over the sorted folder (or every
+    image of an array or list): what ``image_size: auto`` is resolved from.
+
+    A file that cannot be read is passed over (the training set reports it); none readable gives
+    ``[(128, 128)]``.
+    """
+    if not isinstance(good, str | Path):
+        return [im.shape[:2] for im in decode_images(good, channels)]
+    paths = list_images(good)
+    sizes = []
+    for p in paths[:: max(1, len(paths) // limit)][:limit]:
+        try:
+            sizes.append(read_image(p, channels).shape[:2])
+        except ImageReadError:
+            continue
+    return sizes or [(128, 128)]

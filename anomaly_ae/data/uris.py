@@ -9,7 +9,7 @@
 Any URI that the installed ``pyarrow.fs`` file systems accept (``pyarrow.fs.FileSystem.from_uri``:
 local, S3, GCS, HDFS, Azure with the matching pyarrow build and credentials in the environment). A
 file is listed with its size and modification time, which the scoring resume rules use as they use
-``os.stat`` of a local file (:mod:`anomaly_ae.outputs.score_run`); a file system that reports no
+``os.stat`` of a local file (:mod:`anomaly_ae.pipelines.score_resume`); a file system that reports no
 modification time is compared by size only.
 """
 

@@ -95,7 +95,7 @@ def export_encoder(
     from anomaly_ae.io.folders import staging
 
     det = detector_for_export(detector_or_run_dir, Path(out_dir), "encoder", "encoder.json", overwrite)
-    name = det.config.model.name
+    name = det.config_.model.name
     if name not in SPATIAL_MODELS:
         raise ExportError(
             f"model {name!r} has no spatial encoder to export for segmentation; "
@@ -116,7 +116,7 @@ def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str
     """The encoder files in ``out``; returns the ``encoder.json`` content."""
     from anomaly_ae.io.files import versions
 
-    name = det.config.model.name
+    name = det.config_.model.name
     enc = multiscale_encoder(det.model_)
     enc.save(out / "encoder.keras")
     enc.save_weights(out / "encoder.weights.h5")
@@ -135,7 +135,7 @@ def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str
         "outputs": [
             {"name": f"block{i + 1}" if i < len(enc.outputs) - 1 else "latent",
              "shape": [None if d is None else int(d) for d in t.shape[1:]],
-             "downsampling": 2**i if i < len(enc.outputs) - 1 else 2 ** len(det.config.model.widths)}
+             "downsampling": 2**i if i < len(enc.outputs) - 1 else 2 ** len(det.config_.model.widths)}
             for i, t in enumerate(enc.outputs)
         ],
         "files": files,

@@ -140,7 +140,7 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     """The fitted detector as one Keras model: ``images`` -> ``{"anomaly_map", "score"}`` (see module doc)."""
     if input_dtype not in INPUT_DTYPES:
         raise ExportError(f"input dtype {input_dtype!r} is not supported; choose one of {', '.join(INPUT_DTYPES)}")
-    s = det.config.scoring
+    s = det.config_.scoring
     if s.kl_weight > 0 and hasattr(det.model_, "kl_divergence"):
         raise ExportError("scoring.kl_weight > 0 (VAE KL score) cannot be exported; calibrate with kl_weight 0")
     h, w = det.preprocessing_.image_size
@@ -244,8 +244,8 @@ def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dic
         "heatmap_range": list(post.heatmap_range),
         "score_stats": post.score_stats.to_dict(),
         "source_size": list(det.preprocessing_.source_size) if det.preprocessing_.source_size else None,
-        "scoring": det.config.scoring.model_dump(),
-        "model": det.config.model.name,
+        "scoring": det.config_.scoring.model_dump(),
+        "model": det.config_.model.name,
         "versions": versions(),
     }
 

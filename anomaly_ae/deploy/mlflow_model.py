@@ -114,7 +114,7 @@ def log_detector(run_dir: str | Path, name: str = "model", registered_model_name
         return mlflow.pyfunc.log_model(
             name=name, loader_module=__name__, data_path=str(data), signature=signature(),
             input_example=example_input(det), pip_requirements=pip_requirements(),
-            registered_model_name=registered_model_name, metadata={"anomaly_ae_model": det.config.model.name},
+            registered_model_name=registered_model_name, metadata={"anomaly_ae_model": det.config_.model.name},
         )
 
 
@@ -137,7 +137,7 @@ class DetectorModel:
         scores = np.full(len(values), np.nan)
         errors: list[str | None] = [None] * len(values)
         maps: list[Any] = [None] * len(values)
-        batch = det.config.scoring.batch_size
+        batch = det.config_.scoring.batch_size
         for start in range(0, len(values), batch):
             decoded = {}
             for i in range(start, min(start + batch, len(values))):

@@ -24,7 +24,7 @@ def read_scores(path: Path) -> list[list[str]]:
 
     A last line cut off by a crash (no line end) is dropped, so that its input is scored again; bytes
     that are not UTF-8 (a hand-edited file) become U+FFFD instead of an error. See
-    :func:`anomaly_ae.outputs.score_run.valid_row` for which rows a resumed run keeps.
+    :func:`anomaly_ae.pipelines.score_resume.valid_row` for which rows a resumed run keeps.
     """
     text = path.read_bytes().decode("utf-8", "replace").replace("\x00", "")
     if text and not text.endswith("\n"):

@@ -5,9 +5,9 @@
     score_folder("runs/plate", "/shared/line3", "/shared/scores", engine="ray", address="10.0.0.5:6379",
                  actors=8, gpus_per_actor=1)
 
-The driver lists the folder, keeps what an earlier run scored (:mod:`anomaly_ae.outputs.score_run`) and
+The driver lists the folder, keeps what an earlier run scored (:mod:`anomaly_ae.pipelines.score_resume`) and
 hands the rest to Ray Data as a list of file paths. ``map_batches`` runs :class:`ScoringActor`: each
-actor loads the detector once and calls :func:`~anomaly_ae.outputs.batch.score_batch` on a batch, which
+actor loads the detector once and calls :func:`~anomaly_ae.pipelines.score_batch.score_batch` on a batch, which
 writes the heatmaps / masks / maps under ``OUT_DIR`` and returns the rows. The driver writes the rows to
 ``scores.csv`` in input order (Ray Data's ``preserve_order``) as they arrive, so an interrupted run
 resumes exactly as a single-process one does. Input files, the model directory and ``OUT_DIR`` must be
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from anomaly_ae.data.uris import UriError, UriFile, UriInput, is_uri
-from anomaly_ae.outputs.batch import FolderProgress, score_batch
+from anomaly_ae.pipelines.score_batch import FolderProgress, score_batch
 
 #: the one line shown when Ray is not installed
 RAY_MISSING = "the Ray engine needs Ray: pip install 'anomaly-ae[ray]'"

@@ -9,7 +9,7 @@ Streams the folder in batches (never the whole folder in memory): list -> resume
 (background thread) -> score -> outputs written by worker threads -> one ``scores.csv`` row per
 input, in input order, once its files are on disk. A file that cannot be read gets a row with an
 empty score and its one-line reason; the run goes on. Rerunning after an interruption keeps what is
-already scored (:mod:`anomaly_ae.outputs.score_run`); what may be written and replaced:
+already scored (:mod:`anomaly_ae.pipelines.score_resume`); what may be written and replaced:
 :mod:`anomaly_ae.io.folders`.
 """
 
@@ -27,11 +27,20 @@ import numpy as np
 
 from anomaly_ae.data.images import list_images
 from anomaly_ae.data.uris import UriFile, UriInput, is_uri
-from anomaly_ae.detector import Detector, ScoredFile
+from anomaly_ae.detector import Detector
 from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, read_manifest, record
 from anomaly_ae.io.names import MANIFEST, SCORES_CSV
-from anomaly_ae.outputs.batch import FolderProgress, one_opencv_thread, output_targets, outputs_of
-from anomaly_ae.outputs.score_run import (
+from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores, write_scores_parquet
+from anomaly_ae.outputs.writers import OrderedOutputs
+from anomaly_ae.pipelines.score_batch import (
+    FolderProgress,
+    ScoredFile,
+    iter_scored,
+    one_opencv_thread,
+    output_targets,
+    outputs_of,
+)
+from anomaly_ae.pipelines.score_resume import (
     HEATMAP_POLICIES,
     PARQUET,
     ScoreRun,
@@ -40,8 +49,6 @@ from anomaly_ae.outputs.score_run import (
     relative_key,
     start,
 )
-from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores, write_scores_parquet
-from anomaly_ae.outputs.writers import OrderedOutputs
 from anomaly_ae.progress import Bar, Progress, as_progress
 
 #: which inputs get a heatmap by default (``score --heatmaps``): see :func:`heatmap_policy`
@@ -139,7 +146,7 @@ def score_folder(
         verbose: without ``progress``: 1 shows a bar (count, images/s, ETA) and a line per failed
             file on stderr, 0 warnings only (see :class:`~anomaly_ae.progress.Progress`).
         engine: ``"local"`` (this process) or ``"ray"``: Ray Data actors run the same per-batch core
-            (:mod:`anomaly_ae.outputs.ray_engine`) on the cluster at ``address`` (``None``: a local Ray,
+            (:mod:`anomaly_ae.pipelines.score_ray`) on the cluster at ``address`` (``None``: a local Ray,
             started and stopped here), ``actors`` of them with ``gpus_per_actor`` GPUs each. Same files,
             same rows, same resume rules.
         scores_format: ``"csv"``, or ``"parquet"`` to also write ``scores.parquet``: the rows of
@@ -179,7 +186,7 @@ def score_folder(
         raise ValueError(f"scores_format must be 'csv' or 'parquet', not {scores_format!r}")
     ray = None
     if engine == "ray":
-        from anomaly_ae.outputs.ray_engine import RayOptions, check_ray_address, require_ray
+        from anomaly_ae.pipelines.score_ray import RayOptions, check_ray_address, require_ray
 
         require_ray()  # before any work: a missing extra is one line
         quiet = progress is None and not as_progress(verbose).verbose
@@ -248,7 +255,7 @@ def score_files(
     if out_dir is None:
         with progress.bar("scoring", total=len(paths)) as bar:
             verdicts = []
-            for item in det.iter_score(paths, batch_size, max_pixels=_pixels(max_megapixels)):
+            for item in iter_scored(det, paths, batch_size, max_pixels=_pixels(max_megapixels)):
                 verdicts.append(_verdict(det, item.path, item.score, item.error, {}))
                 bar.advance()
         return verdicts
@@ -419,12 +426,12 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out:
     csv_out = ScoresCsv(out / SCORES_CSV, keep=state.keep,
                         normalize=lambda score: float(post.normalize(np.float64(score))))
     if options.ray is not None:
-        from anomaly_ae.outputs.ray_engine import score_todo_ray
+        from anomaly_ae.pipelines.score_ray import score_todo_ray
 
         ok, anomalous, failed = score_todo_ray(
             run_dir, state.todo, input_dir, out, kinds, options.legend, options.heatmaps,
             _pixels(options.max_megapixels),
-            options.batch_size or det.config.scoring.batch_size, options.ray, csv_out, post.threshold, progress)
+            options.batch_size or det.config_.scoring.batch_size, options.ray, csv_out, post.threshold, progress)
         csv_out.close()
         return counts["ok"] + ok, counts["anomalous"] + anomalous, failed
 
@@ -439,9 +446,9 @@ def _score_todo(det: Detector, state: ScoreRun, input_dir: Path | UriInput, out:
             csv_out.write(rel, item.score, post.threshold, "", item.stat)
         progress.done(rel, error)
 
-    budget = det.config.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
+    budget = det.config_.scoring.batch_megapixels * 1e6 * 8  # bytes of images + maps waiting for their files
     with one_opencv_thread(), OrderedOutputs(max_pending_cost=budget) as writer:
-        for item in det.iter_score(state.todo, options.batch_size, max_pixels=_pixels(options.max_megapixels)):
+        for item in iter_scored(det, state.todo, options.batch_size, max_pixels=_pixels(options.max_megapixels)):
             rel, targets = output_targets(item, input_dir, out, kinds, options.heatmaps, post.threshold)
             problem: dict[str, str] = {}
             if item.error is None:

@@ -19,13 +19,14 @@ import numpy as np
 from anomaly_ae.config import scoring_text
 from anomaly_ae.data.images import ImageReadError
 from anomaly_ae.data.mvtec import GOOD, TestItem, mvtec_items, read_mask
-from anomaly_ae.detector import Detector, ScoredFile
+from anomaly_ae.detector import Detector
 from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, thin_curve
 from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.io.files import write_json_atomic
 from anomaly_ae.io.folders import plan, staging
 from anomaly_ae.io.names import EVALUATION_FILES, METRICS_JSON, REPORT_HTML
 from anomaly_ae.outputs.overlays import heatmap_overlay, to_bgr, with_legend
+from anomaly_ae.pipelines.score_batch import ScoredFile, iter_scored
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
 
@@ -105,7 +106,7 @@ def evaluate(
         result = _score_items(det, items, max_fpr, n_examples, progress or advance)
     result.failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
     result.metrics["counts"]["failed"] = len(result.failures)
-    result.experiment = det.config.tracking.experiment
+    result.experiment = det.config_.tracking.experiment
     result.mlflow_run_id = getattr(det, "train_info_", {}).get("mlflow", {}).get("run_id")
     result.model_dir = run_dir if run_dir is not None else getattr(det, "source_dir_", None)
     result.config_summary = config_summary(det)
@@ -127,7 +128,7 @@ def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_example
     failures: list[dict[str, str]] = []
     worst_fn, worst_fp = _Worst(n_examples), _Worst(n_examples)
     by_path = {it.path: it for it in items}
-    for done, scored in enumerate(det.iter_score([it.path for it in items]), 1):
+    for done, scored in enumerate(iter_scored(det, [it.path for it in items]), 1):
         it = by_path[scored.path]
         if scored.error is not None:
             failures.append({"path": it.rel, "error": scored.error})
@@ -156,7 +157,7 @@ def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_example
         accs = {defect: defect_accs[defect]} if defect in defect_accs else {}
         metrics["per_defect"][defect] = _metrics(sub, good_acc, accs, post, max_fpr)
     return EvaluationResult(metrics, records, failures, worst_fn.sorted(), worst_fp.sorted(), post.threshold,
-                            det.config.threshold.method,
+                            det.config_.threshold.method,
                             self_check=getattr(det, "train_info_", {}).get("self_check"),
                             curves=_pixel_curves(good_acc, defect_accs))
 
@@ -175,7 +176,7 @@ def _pixel_curves(good_acc: PixelAccumulator, defect_accs: dict[str, PixelAccumu
 
 def config_summary(det: Detector) -> dict[str, str]:
     """What the report's header says about the model: architecture, input, training, scoring, threshold rule."""
-    c = det.config
+    c = det.config_
     widths = getattr(c.model, "widths", None)
     size = "x".join(map(str, det.preprocessing_.image_size))
     return {

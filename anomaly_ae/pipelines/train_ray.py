@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from anomaly_ae.config import DetectorConfig
-from anomaly_ae.data.images import list_images, read_image
-from anomaly_ae.outputs.ray_engine import require_ray
+from anomaly_ae.data.images import list_images
+from anomaly_ae.data.loading import original_sizes
+from anomaly_ae.pipelines.score_ray import require_ray
 
 #: what each worker process runs with
 WORKER_ENV = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -50,10 +51,10 @@ class TrainingWorker:
 
         keras.distribution.initialize(job_addresses=coordinator, num_processes=workers, process_id=rank)
         from anomaly_ae.detector import Detector
+        from anomaly_ae.pipelines.train_finish import finish_run, run_record
         from anomaly_ae.progress import Progress
         from anomaly_ae.tracking import MlflowTracker, NullTracker
         from anomaly_ae.training.callbacks import TrackingCallback
-        from anomaly_ae.training.finish import finish_run, run_record
 
         warnings: list[str] = []
         tracker: Any = NullTracker()
@@ -72,7 +73,7 @@ class TrainingWorker:
         if rank == 0:
             # n_train: every worker's training images; n_val stays rank 0's (the images it calibrated on)
             det.train_info_ = {**det.train_info_, "workers": workers, "n_train": n_train}
-            det.config = det.config.with_overrides({"train.distribution": "none"})  # the saved model is local
+            det.config_ = det.config_.with_overrides({"train.distribution": "none"})  # the saved model is local
             finish_run(det, Path(run_dir), tracker, tracking.register if tracking else None,
                        tracking.alias if tracking else None, Progress(verbose=0))
             info = getattr(tracker, "model_info", None)
@@ -129,8 +130,7 @@ def train_on_ray(config: DetectorConfig, good_dir: str | Path, run_dir: str | Pa
     if per_worker < 2:
         raise ValueError(f"{good_dir} holds {len(paths)} images: too few for {workers} workers")
     if config.data.image_size == "auto":  # resolved once, so that every worker builds the same model
-        step = max(1, len(paths) // 64)
-        config = config.with_image_size([read_image(p, config.data.channels).shape[:2] for p in paths[::step][:64]])
+        config = config.with_image_size(original_sizes(good_dir, config.data.channels))
     started = not ray.is_initialized()
     if started:
         ray.init(**({"address": address} if address else {"address": "local", "include_dashboard": False}),

@@ -20,10 +20,10 @@ from anomaly_ae.config import DetectorConfig
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
 from anomaly_ae.io.names import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
+from anomaly_ae.pipelines.train_finish import CHECKPOINT_DIR, drop_checkpoints, finish_run, run_record
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker, source_tags
 from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
-from anomaly_ae.training.finish import CHECKPOINT_DIR, drop_checkpoints, finish_run, run_record
 
 
 class ResumeError(ValueError):
@@ -103,7 +103,7 @@ def train_run(
 ) -> Detector:
     """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
 
-    With ``workers`` > 1 the training runs on that many Ray workers (:mod:`anomaly_ae.training.ray_train`;
+    With ``workers`` > 1 the training runs on that many Ray workers (:mod:`anomaly_ae.pipelines.train_ray`;
     the cluster at ``address``, else a local Ray): this process opens the run and logs the params,
     rank 0 writes the model directory and the run's metrics, artifacts and model (so ``tracker.uri``
     must be reachable from rank 0: a tracking server, or a store on shared storage). No checkpoint
@@ -140,7 +140,7 @@ def train_run(
 def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, workers: int, address: str | None,
                       tracker: Tracker, register: str | None, alias: str | None, verbose: int | Progress) -> Detector:
     """Train on Ray workers; rank 0 saves the model and writes this run's metrics and model to MLflow."""
-    from anomaly_ae.training.ray_train import RankZeroTracking, train_on_ray
+    from anomaly_ae.pipelines.train_ray import RankZeroTracking, train_on_ray
 
     progress = as_progress(verbose)
     progress.stage(f"training on {workers} Ray workers ({address or 'a local Ray'}), JAX backend")

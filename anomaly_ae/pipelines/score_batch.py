@@ -1,7 +1,7 @@
 """The per-batch scoring core that every engine runs: score a few files, write their outputs, return their rows.
 
 ``score_folder`` streams a folder through it in one process (with the writing pipelined in threads);
-the Ray engine (:mod:`anomaly_ae.outputs.ray_engine`) runs :func:`score_batch` in actors. Both
+the Ray engine (:mod:`anomaly_ae.pipelines.score_ray`) runs :func:`score_batch` in actors. Both
 write the same files under the same names and the same ``scores.csv`` rows.
 """
 
@@ -10,20 +10,83 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from anomaly_ae.data.loading import DecodedBatch, decode_batch, decode_threads
 from anomaly_ae.io.files import output_path, write_jpeg_atomic, write_npy_atomic, write_png_atomic
 from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
-from anomaly_ae.outputs.score_run import OUTPUTS, kinds_for, relative_key
+from anomaly_ae.pipelines.score_resume import OUTPUTS, kinds_for, relative_key
 
 if TYPE_CHECKING:
     from anomaly_ae.data.uris import UriFile, UriInput
-    from anomaly_ae.detector import Detector, ScoredFile
+    from anomaly_ae.detector import Detector
     from anomaly_ae.postprocessing import PostProcessor
+
+@dataclass
+class ScoredFile:
+    """One file of a streamed batch: the decoded image with its score and map, or why it failed."""
+
+    path: Path | UriFile
+    image: np.ndarray | None = None  # uint8 (H, W, C) as read
+    score: float | None = None
+    amap: np.ndarray | None = None  # (H, W) float32 at the image's size
+    error: str | None = None
+    stat: tuple[int, int] | None = None  # (size_bytes, mtime_ns) of the file as it was read
+
+
+def iter_scored(
+    det: Detector, paths: Sequence[Path | UriFile], batch_size: int | None = None, max_pixels: int | None = None,
+    batch_megapixels: float | None = None,
+) -> Iterator[ScoredFile]:
+    """Stream ``paths`` in batches: one :class:`ScoredFile` per path, in order.
+
+    A file that cannot be read yields ``error`` (its one-line reason) instead of a score. A batch
+    ends at ``batch_size`` images or once its decoded images hold ``batch_megapixels``
+    (default ``scoring.batch_megapixels``), so memory is bounded by pixels, not by image count.
+    The next batch is decoded in a background thread while the model works on the current one
+    (OpenCV releases the GIL), its files spread over :func:`~anomaly_ae.data.loading.decode_threads`
+    threads: at most two batches of images are in memory at a time.
+    ``max_pixels``: larger files are refused from their header (default:
+    :func:`~anomaly_ae.data.images.max_pixels_default`). An anomaly map that is not finite (a numerical
+    fault of the model) is reported as that file's error.
+    """
+    det.check_fitted(need_threshold=False)
+
+    s = det.config_.scoring
+    limits = (det.preprocessing_.channels, max_pixels, batch_size or s.batch_size,
+              int((batch_megapixels or s.batch_megapixels) * 1e6))
+    threads = decode_threads()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode-file") as files:
+        limits = (*limits, files if threads > 1 else None)
+        pending = pool.submit(decode_batch, paths, 0, *limits) if paths else None
+        while pending is not None:
+            batch = pending.result()
+            pending = pool.submit(decode_batch, paths, batch.end, *limits) if batch.end < len(paths) else None
+            yield from _score_decoded(det, batch)
+
+def _score_decoded(det: Detector, batch: DecodedBatch) -> Iterator[ScoredFile]:
+    scored = iter(())
+    if batch.images:
+        scores, maps = det.score_images(list(batch.images.values()))
+        scored = iter(zip(scores, maps, strict=True))
+    for i, p in enumerate(batch.paths):
+        stat = batch.stats.get(i)
+        if i in batch.errors:
+            yield ScoredFile(p, error=batch.errors[i], stat=stat)
+            continue
+        s, amap = next(scored)
+        if not (np.isfinite(s) and np.isfinite(amap).all()):
+            yield ScoredFile(p, error="anomaly map is not finite (NaN/inf): a numerical fault of the model",
+                             stat=stat)
+            continue
+        yield ScoredFile(p, image=batch.images[i], score=float(s), amap=amap, stat=stat)
+
 
 #: errors of writing one file's outputs that fail that file only (a name this file system cannot take);
 #: any other (disk full, read-only, permission) stops the run, which a rerun then resumes
@@ -92,7 +155,7 @@ def score_batch(det: Detector, paths: Sequence[Path | UriFile], input_dir: Path 
     """Score ``paths`` as one model batch and write their outputs under ``out``; one row per path, in order."""
     rows = []
     threshold = det.postprocessor_.threshold
-    for item in det.iter_score(list(paths), max(1, len(paths)), max_pixels=max_pixels):
+    for item in iter_scored(det, list(paths), max(1, len(paths)), max_pixels=max_pixels):
         rel, targets = output_targets(item, input_dir, out, kinds, heatmaps, threshold)
         problem: dict[str, str] = {}
         if item.error is None:
