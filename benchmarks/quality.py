@@ -72,8 +72,8 @@ def _evaluate_line(a: argparse.Namespace, det: object, train_s: float, variant: 
     """Evaluate ``det`` on the data set's test split: one JSON-ready result line (printed)."""
     import keras
 
-    from anomaly_ae.pipelines.evaluate import evaluate
     from anomaly_ae.io.files import versions
+    from anomaly_ae.pipelines.evaluate import evaluate
 
     t1 = time.perf_counter()
     ev = evaluate(det, a.dataset)
