@@ -12,13 +12,13 @@ what both ``anomaly-ae train`` without ``--config`` and ``Detector()`` without a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: the folder of the shipped presets (package data of the wheel)
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -393,6 +393,15 @@ def scoring_text(scoring: Mapping[str, Any]) -> str:
     return text + (", normalized per position" if scoring.get("position_norm") else "")
 
 
+#: the scoring choices a summary reports (``train`` / ``calibrate --json``'s ``scoring``; :func:`scoring_text`)
+SCORING_CHOICES = ("metric", "smoothing_sigma", "reduction", "position_norm")
+
+
+def scoring_record(scoring: ScoringConfig) -> dict[str, Any]:
+    """The chosen scoring as JSON-ready values: ``metric``, ``smoothing_sigma``, ``reduction``, ``position_norm``."""
+    return {k: getattr(scoring, k) for k in SCORING_CHOICES}
+
+
 class ThresholdConfig(_Section):
     """Image and pixel thresholds, calibrated on held-out good images (or labelled data with f1)."""
 
@@ -610,3 +619,39 @@ def describe_validation_error(err: Any) -> list[str]:
                 what += f" (got {e['input']!r})"
         lines.append(f"config: {'.'.join(loc)}: {what}" if loc else f"config: {what}")
     return lines
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says why in the user's terms (one or more lines)."""
+
+
+def resolve_config(ref: str | None, model: str | None, overrides: Mapping[str, Any],
+                   on_warning: Callable[[str], None] = lambda line: None) -> DetectorConfig:
+    """The config ``anomaly-ae train`` trains: ``ref`` (a file or a preset; default: the preset of ``model`` when
+    there is one, else ``default``) with ``overrides`` (dotted keys; ``None`` values ignored).
+
+    ``on_warning`` is given each warning of reading the file (one line: a field the model ignores, a rename)
+    as it comes, before the overrides are applied.
+
+    Raises:
+        ConfigError: no such file or preset, invalid YAML or UTF-8, or values the schema refuses.
+    """
+    try:
+        path = config_file(ref, model)
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cfg = DetectorConfig.from_yaml(path)
+        for w in caught:
+            on_warning(str(w.message))
+        return cfg.with_overrides(dict(overrides))
+    except ValidationError as err:
+        raise ConfigError("\n".join(describe_validation_error(err))) from None
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"invalid configuration: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None

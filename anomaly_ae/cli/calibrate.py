@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,11 +28,9 @@ from anomaly_ae.cli.common import (
     tracking_uri,
     warn,
 )
-from anomaly_ae.io.names import META_FILE
 
 if TYPE_CHECKING:
     from anomaly_ae import Detector
-    from anomaly_ae.config import ThresholdConfig
 
 
 EXAMPLES = """Examples:
@@ -91,16 +85,16 @@ def calibrate(
     if alias and not register and not run_dir.startswith("models:/"):
         fail_usage("--alias needs a registered model: add --register NAME")
     loading(quiet)
-    with _writable(model_dir(run_dir, quiet), run_dir) as target:
+    from anomaly_ae.pipelines.calibrate import calibration_summary, writable_copy
+
+    with writable_copy(model_dir(run_dir, quiet), run_dir) as target:
         det = _load(target)
         _warn_training_images(det, good)
-        new = _settings(det, {"method": value(method), "quantile": quantile, "mad_k": mad_k,
-                              "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile})
-        failed: list[str] = []
-        good_images, bad_images, bad_masks = _read(det, good, anomalous, masks, failed)
-        _fit(det, good_images, bad_images, bad_masks, new, select_scoring, reporter(quiet))
+        updates = {"method": value(method), "quantile": quantile, "mad_k": mad_k,
+                   "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile}
+        failed = _recalibrate(det, (good, anomalous, masks), updates, select_scoring, quiet)
         det.save_calibration(target)
-        summary = _summary(det, target, failed)
+        summary = calibration_summary(det, target, failed)
         summary["mlflow"] = None if no_track else _log(det, target, run_dir, register, alias, summary, quiet)
         if target != Path(run_dir):
             _by_uri(summary, run_dir, no_track)
@@ -125,36 +119,30 @@ def _by_uri(summary: dict[str, Any], ref: str, no_track: bool) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-@contextlib.contextmanager
-def _writable(local: Path, ref: str) -> Iterator[Path]:
-    """The model directory to recalibrate: ``local`` itself, or a temporary copy of a downloaded MLflow model
-    (the download cache keeps what that version holds)."""
-    if local == Path(ref):
-        yield local
-        return
-    with tempfile.TemporaryDirectory(prefix="anomaly-ae-calibrate-") as tmp:
-        copy = Path(tmp) / "model"
-        shutil.copytree(local, copy)
-        yield copy
-
-
 def _warn_training_images(det: Detector, good: Path) -> None:
-    """One warning when ``--good`` is the training folder (or inside it, or a copy of it): an autoencoder
-    reconstructs its training images too well, so a threshold from them is too low."""
-    from anomaly_ae.data.images import folder_fingerprint
+    """One warning when ``--good`` is the training folder (or inside it, or a copy of it)."""
+    from anomaly_ae.pipelines.calibrate import trained_on
 
-    info = det.train_info_
-    trained_on = info.get("good_dir")
-    if not trained_on:
-        return
-    here = good.resolve()
-    same = here == Path(trained_on) or Path(trained_on) in here.parents
-    if not same and info.get("good_dir_sha256"):
-        same = folder_fingerprint(good) == info["good_dir_sha256"]
-    if same:
-        warn(f"--good {good} holds the images the model was trained on ({trained_on}): it reconstructs them too "
+    folder = trained_on(det, good)
+    if folder:
+        warn(f"--good {good} holds the images the model was trained on ({folder}): it reconstructs them too "
              "well, so the threshold comes out too low and good images will be flagged; use good images it was "
              "not trained on")
+
+
+def _recalibrate(det: Detector, folders: tuple[Path, Path | None, Path | None], updates: dict[str, Any],
+                 select: bool, quiet: bool) -> list[str]:
+    """Read the images (each file left out named once), refit; the files left out. Bad settings stop here."""
+    from anomaly_ae.pipelines.calibrate import read_calibration_images, recalibrate, threshold_settings
+
+    try:
+        settings = threshold_settings(det, updates)  # refused before any image is read
+        images = read_calibration_images(det, *folders, on_skip=lambda what, why: note("skipped", "yellow",
+                                                                                        f"{what}: {why}"))
+        recalibrate(det, images, settings, select, reporter(quiet))
+    except ValueError as err:
+        fail_usage(str(err))
+    return images.failed
 
 
 def _load(run_dir: Path) -> Detector:
@@ -166,26 +154,14 @@ def _load(run_dir: Path) -> Detector:
         fail_usage(str(err))
 
 
-def _fit(det: Detector, good: Any, bad: Any, bad_masks: Any, new: ThresholdConfig, select: bool,
-         progress: Any) -> None:
-    try:
-        if select:
-            progress.stage(f"choosing the scoring by the self-check on {len(good)} good images")
-            det.tune(good)
-        progress.stage(f"calibrating on {len(good)} good images")
-        det.calibrate(good, bad, bad_masks, threshold=new)
-    except ValueError as err:
-        fail_usage(str(err))
-
-
 def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str | None,
          summary: dict[str, Any], quiet: bool) -> dict[str, Any] | None:
     """The recalibrated model as a new MLflow model (version) when the model is tracked, registered or a URI."""
     from anomaly_ae.deploy.mlflow_model import log_recalibration
+    from anomaly_ae.pipelines.calibrate import registered_name
 
     record = det.train_info_.get("mlflow") or {}
-    register = register or record.get("registered_model") or (
-        ref[len("models:/"):].split("@")[0].split("/")[0] if ref.startswith("models:/") else None)
+    register = registered_name(ref, record, register)
     if not (register or record.get("run_id") or ref.startswith("runs:/")):
         return None  # an untracked model stays untracked
     if not quiet:
@@ -198,61 +174,6 @@ def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str
     fallback = None if ref.startswith(("models:/", "runs:/")) else fallback_uri(uri)
     return log_recalibration(target, figures, det.config_.tracking.experiment, record.get("run_id"), register,
                              alias, uri, fallback, on_fallback=warn, detector=det)
-
-
-def _settings(det: Detector, updates: dict[str, Any]) -> ThresholdConfig:
-    """The model's threshold settings with the options given."""
-    from pydantic import ValidationError
-
-    try:
-        return det.config_.threshold.model_validate(
-            {**det.config_.threshold.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
-        )
-    except ValidationError as err:
-        fail_usage(f"invalid threshold settings: {err.errors()[0]['msg']}")
-
-
-def _read(det: Detector, good: Path, anomalous: Path | None, masks: Path | None, failed: list[str]) -> tuple:
-    """Good images, anomalous images and their masks; every file left out is named once (and counted)."""
-    from anomaly_ae.data.loading import read_folder, read_masks
-
-    def skipped(items: list) -> None:
-        for what, why in items:
-            failed.append(str(what))
-            note("skipped", "yellow", f"{what}: {why}")
-
-    good_read = read_folder(good, det.preprocessing_.channels)
-    skipped(good_read.skipped)
-    if len(good_read.images) < 2:
-        fail_usage(f"--good {good} holds fewer than 2 readable images")
-    bad = read_folder(anomalous, det.preprocessing_.channels) if anomalous is not None else None
-    skipped(bad.skipped if bad else [])
-    bad_masks = None
-    if masks is not None and bad is not None:
-        bad_masks, mask_skips = read_masks(bad, anomalous, masks)
-        skipped(mask_skips)
-    return good_read.images, (bad.images if bad else None), bad_masks
-
-
-def _summary(det: Detector, run_dir: Path, failed: list[str]) -> dict[str, Any]:
-    """The ``--json`` object of ``calibrate`` (keys documented in the README, 'Machine-readable output')."""
-    from anomaly_ae.postprocessing import FPR_CONFIDENCE
-
-    st, t, s = det.score_stats_, det.config_.threshold, det.config_.scoring
-    check = det.train_info_.get("self_check") or {}
-    return {
-        "model_dir": str(run_dir), "threshold": det.threshold_, "method": t.method,
-        "pixel_threshold": det.pixel_threshold_, "pixel_method": t.pixel_method,
-        "expected_fpr": det.expected_fpr_, "fpr_upper": det.postprocessor_.fpr_upper,
-        "fpr_confidence": FPR_CONFIDENCE, "threshold_rule": det.postprocessor_.rule,
-        "caveats": det.postprocessor_.caveats(), "n_good": st.count, "good_score_median": st.quantiles["q0.5"],
-        "good_score_max": st.max,
-        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction,
-                    "position_norm": s.position_norm},
-        "self_check": {k: check[k] for k in ("image_auroc", "image_auroc_interval", "pixel_auroc", "aupro",
-                                             "selected", "candidates", "version") if k in check} or None,
-        "skipped": failed, "updated": str(run_dir / META_FILE),
-    }
 
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -34,7 +33,7 @@ from anomaly_ae.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from anomaly_ae import Detector, DetectorConfig
+    from anomaly_ae import DetectorConfig
 
 
 EXAMPLES = """Examples:
@@ -127,9 +126,9 @@ def _require_ray(address: str | None) -> None:
 def _prepared_run_dir(out: Path | None, good_dir: Path, overwrite: bool) -> Path:
     """``--out`` (default ``runs/<timestamp>``), refused before any work when it may not be written."""
     from anomaly_ae import OutputConflict
-    from anomaly_ae.pipelines.train import prepare_run_dir
+    from anomaly_ae.pipelines.train import default_run_dir, prepare_run_dir
 
-    run_dir = out or _fresh_run_dir(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    run_dir = out or default_run_dir()
     try:
         prepare_run_dir(run_dir, good_dir, overwrite)
     except OutputConflict as err:
@@ -162,37 +161,13 @@ def _check_args(good_dir: Path | None, channels: int | None) -> Path:
 
 def _load_config(ref: str | None, model: str | None, overrides: dict) -> DetectorConfig:
     """``--config`` (a file or a preset; default: the preset of ``--model`` when there is one, else
-    ``default``) + overrides."""
-    import warnings
-
-    import yaml
-    from pydantic import ValidationError
-
-    from anomaly_ae import DetectorConfig
-    from anomaly_ae.config import config_file
+    ``default``) + overrides; a config that cannot be used stops with its reason."""
+    from anomaly_ae.config import ConfigError, resolve_config
 
     try:
-        path = config_file(ref, model)
-    except FileNotFoundError as err:
+        return resolve_config(ref, model, overrides, on_warning=warn)
+    except ConfigError as err:
         fail_usage(str(err))
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            cfg = DetectorConfig.from_yaml(path)
-        for w in caught:
-            warn(str(w.message))
-        return cfg.with_overrides(overrides)
-    except ValidationError as err:
-        from anomaly_ae.config import describe_validation_error
-
-        fail_usage("\n".join(describe_validation_error(err)))
-    except (ValueError, KeyError) as err:
-        fail_usage(f"invalid configuration: {err}")
-    except yaml.YAMLError as err:
-        fail_usage(f"config file {path} is not valid YAML: {' '.join(str(err).split())}")
-    except UnicodeDecodeError:
-        fail_usage(f"config file {path} is not UTF-8 text")
 
 
 def _check_images(good_dir: Path) -> None:
@@ -204,15 +179,6 @@ def _check_images(good_dir: Path) -> None:
         warn(f"{line} (its images are left out of training)")
     if n_images < 2:
         fail_usage(f"GOOD_DIR {good_dir} holds {n_images} image(s); at least 2 are needed")
-
-
-def _fresh_run_dir(base: Path) -> Path:
-    """``base``, or ``base-2``, ``base-3``, ... when two trainings start within the same second."""
-    candidate, k = base, 1
-    while candidate.exists():
-        k += 1
-        candidate = base.with_name(f"{base.name}-{k}")
-    return candidate
 
 
 def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, show: Show, given: tuple) -> None:
@@ -240,7 +206,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
     """Lock ``run_dir``, open the MLflow run, train (progress on stderr), print the summary on stdout."""
     from anomaly_ae import OutputConflict
     from anomaly_ae.io.folders import OutDirLock
-    from anomaly_ae.pipelines.train import train_run
+    from anomaly_ae.pipelines.train import train_run, train_summary
     from anomaly_ae.training.callbacks import TrackingCallback
     from anomaly_ae.training.checkpoint import TrainingDiverged
 
@@ -251,7 +217,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
             det = train_run(cfg, good_dir, run_dir, tracker, resume, [TrackingCallback(tracker)],
                             verbose=reporter(show.quiet), register=show.register, alias=show.alias,
                             workers=show.workers, address=show.address)
-            summary = _summary(det, run_dir, tracker, show.register)
+            summary = train_summary(det, run_dir, tracker, show.register)
             if show.json:
                 print_json(summary)
             else:
@@ -287,44 +253,6 @@ _REMEDY = {
     "few_good": "recalibrate on more held-out good images: anomaly-ae calibrate {run} --good MORE_GOOD_DIR",
     "self_check": "train longer (--epochs) or on more good images before trusting its verdicts",
 }
-
-
-def _summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -> dict[str, Any]:
-    """The ``--json`` object of ``train`` (keys documented in the README, 'Machine-readable output')."""
-    from anomaly_ae.postprocessing import FPR_CONFIDENCE
-
-    info, stats, s, post = det.train_info_, det.score_stats_, det.config_.scoring, det.postprocessor_
-    check = info.get("self_check") or None
-    return {
-        "model_dir": str(run_dir), "model": det.config_.model.name,
-        "image_size": list(det.config_.data.image_size), "channels": det.config_.data.channels,
-        "n_train": info["n_train"], "n_val": info["n_val"], "skipped": info["skipped"],
-        "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "best_val_loss": info["best_val_loss"],
-        "fit_seconds": info["fit_seconds"], "samples_per_second": info.get("samples_per_second"),
-        "sample_unit": info.get("sample_unit", "image"),
-        "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
-        "threshold_quantile": det.config_.threshold.quantile, "threshold_rule": post.rule,
-        "expected_fpr": post.expected_fpr, "fpr_upper": post.fpr_upper, "fpr_confidence": FPR_CONFIDENCE,
-        "caveats": post.caveats(check["image_auroc"] if check else None), "val_score_mean": stats.mean,
-        "val_score_std": stats.std, "val_score_max": stats.max,
-        "scoring": {"metric": s.metric, "smoothing_sigma": s.smoothing_sigma, "reduction": s.reduction,
-                    "position_norm": s.position_norm},
-        "self_check": None if check is None else {k: check.get(k) for k in (
-            "image_auroc", "image_auroc_interval", "pixel_auroc", "aupro", "n_good", "selected", "version")},
-        "mlflow_run_id": None if tracker.disabled else tracker.run_id,
-        "tracking_uri": None if tracker.disabled else tracker.uri,
-        "mlflow_model_uri": _model_uri(tracker, register),
-    }
-
-
-def _model_uri(tracker: Any, register: str | None) -> str | None:
-    """``models:/NAME/VERSION`` of a registered model, else ``runs:/RUN_ID/model`` (``None`` untracked)."""
-    info = getattr(tracker, "model_info", None)
-    if info is None:
-        return None
-    if register and info.registered_model_version is not None:
-        return f"models:/{register}/{info.registered_model_version}"
-    return f"runs:/{tracker.run_id}/model"
 
 
 _PLURAL = {"patch": "patches", "image": "images"}

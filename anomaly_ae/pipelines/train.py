@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import keras
 
-from anomaly_ae.config import DetectorConfig
+from anomaly_ae.config import DetectorConfig, scoring_record
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
 from anomaly_ae.io.names import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
 from anomaly_ae.pipelines.train_finish import CHECKPOINT_DIR, drop_checkpoints, finish_run, run_record
+from anomaly_ae.postprocessing import FPR_CONFIDENCE
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker, source_tags
 from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
@@ -163,3 +166,53 @@ def data_tags(good_dir: Path) -> dict[str, str]:
 
     return {"anomaly_ae.good_dir": str(good_dir.resolve()), "anomaly_ae.n_images": str(len(list_images(good_dir))),
             "anomaly_ae.good_dir_sha256": folder_fingerprint(good_dir)}
+
+
+def default_run_dir(root: Path = Path("runs")) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>`` of now (``-2``, ``-3``, ... when that folder exists): where ``train`` writes
+    without ``--out``."""
+    return fresh_run_dir(root / datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def fresh_run_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... when two trainings start within the same second."""
+    candidate, k = base, 1
+    while candidate.exists():
+        k += 1
+        candidate = base.with_name(f"{base.name}-{k}")
+    return candidate
+
+
+def train_summary(det: Detector, run_dir: Path, tracker: Any, register: str | None) -> dict[str, Any]:
+    """The ``--json`` object of ``train`` (keys documented in the README, 'Machine-readable output')."""
+    info, stats, s, post = det.train_info_, det.score_stats_, det.config_.scoring, det.postprocessor_
+    check = info.get("self_check") or None
+    return {
+        "model_dir": str(run_dir), "model": det.config_.model.name,
+        "image_size": list(det.config_.data.image_size), "channels": det.config_.data.channels,
+        "n_train": info["n_train"], "n_val": info["n_val"], "skipped": info["skipped"],
+        "epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "best_val_loss": info["best_val_loss"],
+        "fit_seconds": info["fit_seconds"], "samples_per_second": info.get("samples_per_second"),
+        "sample_unit": info.get("sample_unit", "image"),
+        "threshold": det.threshold_, "pixel_threshold": det.pixel_threshold_,
+        "threshold_quantile": det.config_.threshold.quantile, "threshold_rule": post.rule,
+        "expected_fpr": post.expected_fpr, "fpr_upper": post.fpr_upper, "fpr_confidence": FPR_CONFIDENCE,
+        "caveats": post.caveats(check["image_auroc"] if check else None), "val_score_mean": stats.mean,
+        "val_score_std": stats.std, "val_score_max": stats.max,
+        "scoring": scoring_record(s),
+        "self_check": None if check is None else {k: check.get(k) for k in (
+            "image_auroc", "image_auroc_interval", "pixel_auroc", "aupro", "n_good", "selected", "version")},
+        "mlflow_run_id": None if tracker.disabled else tracker.run_id,
+        "tracking_uri": None if tracker.disabled else tracker.uri,
+        "mlflow_model_uri": model_uri(tracker, register),
+    }
+
+
+def model_uri(tracker: Any, register: str | None) -> str | None:
+    """``models:/NAME/VERSION`` of a registered model, else ``runs:/RUN_ID/model`` (``None`` untracked)."""
+    info = getattr(tracker, "model_info", None)
+    if info is None:
+        return None
+    if register and info.registered_model_version is not None:
+        return f"models:/{register}/{info.registered_model_version}"
+    return f"runs:/{tracker.run_id}/model"
