@@ -40,11 +40,10 @@ from anomaly_ae.data.images import model_size_uint8
 from anomaly_ae.data.loading import ImagesLike, decode_images
 from anomaly_ae.evaluation.metrics import PixelAccumulator
 from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
-from anomaly_ae.evaluation.self_check import REDUCTIONS as SELF_CHECK_REDUCTIONS
-from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, SIGMAS_MODEL, report, select_scoring, synthetic_defects
+from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, candidates, report, select_scoring, synthetic_defects
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
-from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth
+from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth, source_ratio
 from anomaly_ae.scoring.position import PositionReference
 from anomaly_ae.scoring.tiling import pad_margin, tiled_predict
 from anomaly_ae.training.fit import train_autoencoder
@@ -160,17 +159,11 @@ class Detector:
         bad, masks = synthetic_defects(good, seed)
         x_good, x_bad = self.preprocessing_(good), self.preprocessing_(bad)
         xh_good, xh_bad = self.reconstruct(x_good), self.reconstruct(x_bad)
-        metrics = [s.metric]
-        sigmas = [s.smoothing_sigma]
-        reductions = [s.reduction]
-        position = [s.position_norm]  # the configured value first: it wins a tie
-        if select:
-            position = [s.position_norm, not s.position_norm] if reference is not None else [False]
-            learned = ["learned"] if getattr(self.model_, "has_learned_map", False) else []
-            metrics += [m for m in (*learned, "ssim", "l2", "l1", "ssim_l1") if m != s.metric]
-            ratio = self._source_ratio()
-            sigmas += [round(v * ratio, 3) for v in SIGMAS_MODEL if round(v * ratio, 3) != s.smoothing_sigma]
-            reductions += [r for r in SELF_CHECK_REDUCTIONS if r != s.reduction]
+        pre = self.preprocessing_
+        c = candidates(s.metric, s.smoothing_sigma, s.reduction, s.position_norm, select,
+                       getattr(self.model_, "has_learned_map", False), source_ratio(pre.image_size, pre.original_hw),
+                       reference is not None)
+        metrics, position = c.metrics, c.position
         raw = {m: (self.raw_maps(x_good, xh_good, m), self.raw_maps(x_bad, xh_bad, m)) for m in metrics}
         refs: dict[str, np.ndarray | PositionReference] = {}
         if True in position and reference is not None:
@@ -179,9 +172,8 @@ class Detector:
             refs = {m: self.raw_maps(x_ref, xh_ref, m) for m in metrics}
         elif True in position:
             refs = {s.metric: self.position_reference()}
-        pre = self.preprocessing_
-        sig = [(v, model_sigma(v, pre.image_size, pre.source_size or pre.image_size)) for v in sigmas]
-        rows = select_scoring(raw, masks, sig, reductions, s.topk_fraction, refs, position)
+        sig = [(v, self.smoothing_sigma(v)) for v in c.sigmas]
+        rows = select_scoring(raw, masks, sig, c.reductions, s.topk_fraction, refs, position)
         best = rows[0]  # without select, the configured setting is the only candidate
         self.candidates_ = rows  # every candidate's figures, best first (not saved)
         if select:
@@ -223,12 +215,6 @@ class Detector:
         check = self.self_check(images, select=True, seed=seed, reference=reference)
         self.train_info_ = {**getattr(self, "train_info_", {}), "self_check": check}
         return check
-
-    def _source_ratio(self) -> float:
-        """Original-image pixels per model pixel (geometric mean of the two axes)."""
-        pre = self.preprocessing_
-        src = pre.source_size or pre.image_size
-        return float(np.sqrt(src[0] * src[1] / (pre.image_size[0] * pre.image_size[1])))
 
     def calibrate(
         self,
@@ -402,11 +388,11 @@ class Detector:
             return self.learned_maps(x, x_hat)
         return residual_map(x, x_hat, metric, s.channel_reduction, s.ssim_weight)
 
-    def smoothing_sigma(self) -> tuple[float, float]:
-        """``(sigma_y, sigma_x)`` of the map smoothing at model size (``scoring.smoothing_sigma`` is in
-        pixels of the original image)."""
-        pre = self.preprocessing_
-        return model_sigma(self.config_.scoring.smoothing_sigma, pre.image_size, pre.source_size or pre.image_size)
+    def smoothing_sigma(self, sigma: float | None = None) -> tuple[float, float]:
+        """``(sigma_y, sigma_x)`` at model size of ``sigma`` (default ``scoring.smoothing_sigma``), which is in
+        pixels of the original image."""
+        sigma = self.config_.scoring.smoothing_sigma if sigma is None else sigma
+        return model_sigma(sigma, self.preprocessing_.image_size, self.preprocessing_.original_hw)
 
     def position_reference(self) -> PositionReference:
         """The fitted per-position reference of ``scoring.position_norm``."""

@@ -284,6 +284,11 @@ class Preprocessing:
             source_size=tuple(src) if src else None,  # type: ignore[arg-type]
         )
 
+    @property
+    def original_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the original images: ``source_size``, or the model size when it is unknown."""
+        return tuple(self.source_size or self.image_size)  # type: ignore[return-value]
+
     def with_source_size(self, sizes: Sequence[tuple[int, int]]) -> Preprocessing:
         """Copy recording the median (height, width) of the original images."""
         if not sizes:

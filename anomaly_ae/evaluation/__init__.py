@@ -1,2 +1,3 @@
-"""Evaluation on labelled data: metrics checked against the MVTec AD reference code (``metrics``), the
-streaming evaluation of a detector on an MVTec-layout folder (``evaluate``) and what it returns (``result``)."""
+"""Evaluation maths: metrics checked against the MVTec AD reference code (``metrics``), the label-free
+self-check and scoring selection on synthetic defects (``self_check``), and what an evaluation returns
+(``result``). Running an evaluation on a folder is :mod:`anomaly_ae.pipelines.evaluate`."""

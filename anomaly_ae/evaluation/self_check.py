@@ -148,6 +148,35 @@ def _midranks(x: np.ndarray) -> np.ndarray:
     return (sums / counts)[inv]
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The scoring settings the self-check scores, the configured value of each first (it wins a tie)."""
+
+    metrics: list[str]
+    sigmas: list[float]  # pixels of the original image, as scoring.smoothing_sigma
+    reductions: list[str]
+    position: list[bool]  # scoring.position_norm off / on
+
+
+#: the map metrics every reconstruction model has (a model with a discriminator also has "learned")
+RESIDUAL_METRICS = ("ssim", "l2", "l1", "ssim_l1")
+
+
+def candidates(metric: str, sigma: float, reduction: str, position_norm: bool, select: bool,
+               learned: bool = False, source_ratio: float = 1.0, reference: bool = False) -> Candidates:
+    """The configured setting alone, or with ``select`` every map metric the model has (``learned``: it has a
+    learned map), the smoothing sigmas :data:`SIGMAS_MODEL` (model pixels; times ``source_ratio``, original
+    pixels per model pixel, rounded to 3 decimals), every reduction, and the per-position normalization
+    on and off when there are ``reference`` images to fit it on (else off)."""
+    if not select:
+        return Candidates([metric], [sigma], [reduction], [position_norm])
+    metrics = [metric, *(m for m in (*(["learned"] if learned else []), *RESIDUAL_METRICS) if m != metric)]
+    scaled = [round(v * source_ratio, 3) for v in SIGMAS_MODEL]
+    return Candidates(metrics, [sigma, *(v for v in scaled if v != sigma)],
+                      [reduction, *(r for r in REDUCTIONS if r != reduction)],
+                      [position_norm, not position_norm] if reference else [False])
+
+
 def select_scoring(
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
     masks: np.ndarray,

@@ -1,2 +1,3 @@
-"""What scoring writes: ``scores.csv`` (``scores_csv``), overlays (``overlays``), ordered background writes
-(``writers``), the resumable state of a scoring run (``score_run``) and the folder pipeline (``folder``)."""
+"""Writers of what scoring produces: ``scores.csv`` / ``scores.parquet`` (``scores_csv``), heatmap overlays
+(``overlays``) and ordered background writes (``writers``). The scoring pipeline that calls them is
+:mod:`anomaly_ae.pipelines.score`."""

@@ -81,6 +81,12 @@ def residual_map(
     raise ValueError(f"unknown channel reduction {channel_reduction!r}; use 'mean' or 'max'")
 
 
+def smoothing_size(sigma: float) -> int:
+    """Kernel length of the map smoothing for ``sigma`` (map pixels): 4 sigma each side; 1 = off. The exported
+    graph's blur (:func:`anomaly_ae.scoring.ops.smooth`) takes the same length."""
+    return 2 * int(np.ceil(4.0 * sigma)) + 1 if sigma > 0 else 1
+
+
 def smooth(maps: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
     """Gaussian blur of every ``(H, W)`` map with reflected borders; ``sigma`` 0 = off.
 
@@ -89,8 +95,7 @@ def smooth(maps: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
     sy, sx = (sigma, sigma) if np.isscalar(sigma) else sigma  # type: ignore[misc]
     if sy <= 0 and sx <= 0:
         return maps.astype(np.float32, copy=True)
-    ky = 2 * int(np.ceil(4.0 * sy)) + 1 if sy > 0 else 1
-    kx = 2 * int(np.ceil(4.0 * sx)) + 1 if sx > 0 else 1
+    ky, kx = smoothing_size(sy), smoothing_size(sx)
     out = np.empty(maps.shape, dtype=np.float32)
     for i, m in enumerate(maps):
         out[i] = cv2.GaussianBlur(
@@ -103,6 +108,12 @@ def smooth(maps: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
 def model_sigma(sigma_original: float, model_hw: tuple[int, int], original_hw: tuple[int, int]) -> tuple[float, float]:
     """A sigma given in original-image pixels, expressed in model-map pixels ``(sigma_y, sigma_x)``."""
     return (sigma_original * model_hw[0] / original_hw[0], sigma_original * model_hw[1] / original_hw[1])
+
+
+def source_ratio(model_hw: tuple[int, int], original_hw: tuple[int, int]) -> float:
+    """Original-image pixels per model pixel (the geometric mean of the two axes): what a sigma in model
+    pixels is multiplied by to be given in original pixels (the inverse of :func:`model_sigma`)."""
+    return float(np.sqrt(original_hw[0] * original_hw[1] / (model_hw[0] * model_hw[1])))
 
 
 def image_score(maps: np.ndarray, reduction: str = "max", topk_fraction: float = 0.01) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from anomaly_ae.scoring.maps import SSIM_SIGMA, SSIM_WINDOW
+from anomaly_ae.scoring.maps import SSIM_SIGMA, SSIM_WINDOW, smoothing_size
 
 
 def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
@@ -28,11 +28,6 @@ def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
     ax = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
     g = np.exp(-(ax**2) / (2.0 * sigma**2))
     return (g / g.sum()).astype(np.float32)
-
-
-def smoothing_size(sigma: float) -> int:
-    """Kernel length :func:`scoring.smooth` uses for ``sigma`` (4 sigma each side; 1 = off)."""
-    return 2 * int(math.ceil(4.0 * sigma)) + 1 if sigma > 0 else 1
 
 
 def pad_indices(length: int, before: int, after: int, mode: str) -> np.ndarray:
