@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, Val
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
 from anomaly_ae.io.files import file_sha256, versions, write_bytes_atomic, write_json_atomic
-from anomaly_ae.io.names import CONFIG_FILE, META_FILE, MODEL_FILE
+from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, MODEL_FILE
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.scoring.position import PositionReference
 
@@ -225,7 +225,7 @@ def load_model_dir(path: Path) -> ModelState:
     if not path.is_dir():
         raise ModelDirError(f"not a model directory: {path} does not exist or is not a folder")
     if not meta_path.is_file() or not (path / MODEL_FILE).is_file():
-        if (path / "checkpoint").is_dir():
+        if (path / CHECKPOINT_DIR).is_dir():
             raise ModelDirError(f"{path} holds an unfinished training (checkpoint/ only): "
                                 f"finish it with 'anomaly-ae train --resume {path}'")
         raise ModelDirError(f"not a model directory: {path} lacks {META_FILE} or {MODEL_FILE}")

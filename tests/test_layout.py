@@ -87,6 +87,106 @@ def test_no_import_cycle_in_the_package():
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
+#: the package's floors, bottom first. A module may import its own sub-package and anything on a lower
+#: floor or on its own (the cycle test above keeps a floor free of cycles), never a higher floor:
+#: config < data, models, scoring < postprocessing, evaluation < training < detector < deploy < pipelines < cli.
+#: training and evaluation sit *below* the detector, as keras's Trainer sits below Model: Detector.fit and
+#: Detector.self_check use them; they never import the detector (they take and return plain values).
+FLOORS: dict[str, int] = {
+    "version": 0, "config": 0, "io": 0, "backend": 0,
+    "progress": 1, "tracking": 1, "data": 1, "models": 1, "scoring": 1, "outputs": 1,
+    "postprocessing": 2, "evaluation": 2, "reports": 2,
+    "training": 3, "artifact": 3,
+    "detector": 4,
+    "deploy": 5,
+    "pipelines": 6, "segmentation": 6,
+    "cli": 7, "__main__": 7, "": 7,  # "": the root facade (anomaly_ae/__init__.py), whose names load lazily
+}
+
+
+def _group(module: str) -> str:
+    """``anomaly_ae.pipelines.score`` -> ``pipelines``; ``anomaly_ae`` -> ``""``."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def _upward_imports(modules: dict[str, Path]) -> list[str]:
+    found = []
+    for m, p in modules.items():
+        for i in _imports(p, modules) - _ancestors(m) - {m}:
+            if _group(i) != _group(m) and FLOORS[_group(i)] > FLOORS[_group(m)]:
+                found.append(f"{m} (floor {FLOORS[_group(m)]}) imports {i} (floor {FLOORS[_group(i)]})")
+    return found
+
+
+def test_every_module_has_a_floor():
+    assert {_group(m) for m in _modules()} == set(FLOORS)
+
+
+def test_no_import_points_up_a_floor():
+    """Every import counts: module level, inside functions and in ``TYPE_CHECKING`` blocks."""
+    assert _upward_imports(_modules()) == []
+
+
+def test_the_floor_check_sees_an_upward_import_inside_a_function(tmp_path):
+    planted = tmp_path / "scoring.py"
+    planted.write_text("def f():\n    from anomaly_ae.detector import Detector\n", encoding="utf-8")
+    modules = {**_modules(), "anomaly_ae.scoring.planted": planted}
+    assert _upward_imports(modules) == ["anomaly_ae.scoring.planted (floor 1) imports anomaly_ae.detector (floor 4)"]
+    typed = tmp_path / "typed.py"
+    typed.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import anomaly_ae.pipelines.score\n",
+                     encoding="utf-8")
+    assert len(_upward_imports({**_modules(), "anomaly_ae.data.typed": typed})) == 2  # pipelines and .score
+
+
+def _string_constants(path: Path) -> list[tuple[str, int]]:
+    """``(value, line)`` of every string literal of ``path`` but docstrings (f-string parts included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [(n.value, n.lineno) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_file_names_are_spelled_once_in_io_names():
+    """``scores.csv``, ``detector.json``, ... as a literal only in :mod:`anomaly_ae.io.names` (messages and
+    docstrings may name them inside longer text)."""
+    from anomaly_ae.io import names
+
+    spelled = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
+    spelled |= set(names.SCORE_OUTPUTS)  # heatmaps, masks, maps: keys of output kinds, also used as names
+    assert {"scores.csv", "detector.json", "score_run.json", "metrics.json"} <= spelled
+    elsewhere = [f"{p.relative_to(ROOT)}:{line} {value!r}" for p in PACKAGE.rglob("*.py")
+                 if p != PACKAGE / "io" / "names.py"
+                 for value, line in _string_constants(p) if value in spelled - set(names.SCORE_OUTPUTS)]
+    assert elsewhere == []
+
+
+#: rules defined once: a name -> the module that defines it; the source text that computes it appears there only
+RULES = {
+    "smoothing_size": ("anomaly_ae.scoring.maps", "ceil(4.0 *"),  # the smoothing kernel's length
+    "model_sigma": ("anomaly_ae.scoring.maps", "model_hw[0] / original_hw[0]"),  # original -> model pixels
+    "source_ratio": ("anomaly_ae.scoring.maps", "np.sqrt(original_hw[0]"),  # model -> original pixels
+    "original_hw": ("anomaly_ae.data.images", "source_size or"),  # the original size, else the model's
+    "original_sizes": ("anomaly_ae.data.loading", "// limit)"),  # image_size: auto's sample of images
+    "scoring_text": ("anomaly_ae.config", "map, sigma"),  # the "metric, sigma, reduction" sentence
+    "scoring_record": ("anomaly_ae.config", "SCORING_CHOICES}"),  # the same as JSON
+    "reference_indices": ("anomaly_ae.scoring.position", "choice(train_idx, n, replace=False)"),  # norm images
+    "resolve_config": ("anomaly_ae.config", "DetectorConfig.from_yaml(path)"),  # --config file or preset
+}
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_each_rule_is_defined_once(name: str):
+    home, core = RULES[name]
+    modules = _modules()
+    defined = [m for m, p in modules.items() for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+               if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert defined == [home]
+    computed = [m for m, p in modules.items() if core in p.read_text(encoding="utf-8")]
+    assert computed == [home], f"{core!r} computed in {computed}"
+
+
 def test_root_facade_imports_nothing_at_import_time_but_the_version():
     tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
     top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]

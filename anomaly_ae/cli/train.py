@@ -237,7 +237,7 @@ def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, r
 
 def _interrupted(run_dir: Path) -> NoReturn:
     """Ctrl-C: one line saying which epochs the checkpoint keeps and the command that continues."""
-    from anomaly_ae.pipelines.train_finish import CHECKPOINT_DIR
+    from anomaly_ae.io.names import CHECKPOINT_DIR
     from anomaly_ae.training.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if (run_dir / CHECKPOINT_DIR).is_dir() else None

@@ -34,6 +34,7 @@ from typing import Any
 
 from anomaly_ae.io.files import make_temp_dir, write_json_atomic
 from anomaly_ae.io.names import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     EVALUATION_FILES,
     LOCK,
@@ -107,8 +108,8 @@ def read_manifest(out: Path) -> dict[str, list[str]]:
             continue
         if isinstance(meta, dict) and all(k in meta for k in keys):
             owned[kind] = sorted(n for n in names if os.path.lexists(out / n))
-    if "checkpoint" not in owned.get("model", []) and _our_checkpoint(out / "checkpoint"):  # interrupted training
-        owned["model"] = sorted({*owned.get("model", []), "checkpoint"})
+    if CHECKPOINT_DIR not in owned.get("model", []) and _our_checkpoint(out / CHECKPOINT_DIR):  # interrupted training
+        owned["model"] = sorted({*owned.get("model", []), CHECKPOINT_DIR})
     return owned
 
 

@@ -21,8 +21,8 @@ import keras
 from anomaly_ae.config import DetectorConfig, scoring_record
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
-from anomaly_ae.io.names import CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
-from anomaly_ae.pipelines.train_finish import CHECKPOINT_DIR, drop_checkpoints, finish_run, run_record
+from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
+from anomaly_ae.pipelines.train_finish import drop_checkpoints, finish_run, run_record
 from anomaly_ae.postprocessing import FPR_CONFIDENCE
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker, source_tags

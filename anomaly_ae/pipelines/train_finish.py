@@ -11,15 +11,13 @@ from typing import TYPE_CHECKING
 
 from anomaly_ae.deploy.mlflow_model import log_detector
 from anomaly_ae.io.folders import forget, read_manifest
-from anomaly_ae.io.names import CONFIG_FILE
+from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE
 from anomaly_ae.outputs.overlays import reconstruction_grid
 from anomaly_ae.progress import Progress
 from anomaly_ae.tracking import Tracker
 
 if TYPE_CHECKING:
     from anomaly_ae.detector import Detector
-
-CHECKPOINT_DIR = "checkpoint"
 
 
 def run_record(tracker: Tracker, register: str | None) -> dict | None:
