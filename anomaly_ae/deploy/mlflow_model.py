@@ -42,7 +42,8 @@ import numpy as np
 
 from anomaly_ae.data.images import ImageReadError, decode_image, read_image
 from anomaly_ae.detector import Detector
-from anomaly_ae.io.names import CONFIG_FILE, META_FILE, MODEL_FILE
+from anomaly_ae.io.names import CONFIG_FILE, META_FILE, MODEL_FILE, SOURCE_FILE
+from anomaly_ae.io.remote import connect_timeout
 from anomaly_ae.tracking import MlflowTracker, source_tags
 
 if TYPE_CHECKING:
@@ -283,24 +284,6 @@ def canonical_uri(uri: str, tracking_uri: str) -> str:
             raise ValueError(f"registered model {name!r} has no version")
         return f"models:/{name}/{max(int(v.version) for v in versions)}"
     return uri
-
-
-#: seconds a command waits for a tracking/registry server to answer before it gives up (one line, exit 2);
-#: ``ANOMALY_AE_CONNECT_TIMEOUT`` overrides it. MLflow's own request retries are bounded by
-#: :data:`anomaly_ae.tracking.REMOTE_DEFAULTS` (a 10 s timeout, 2 retries) unless the user set them.
-CONNECT_TIMEOUT = 5.0
-
-#: what the cache records beside each downloaded model: which registry entry it came from
-SOURCE_FILE = "source.json"
-
-
-def connect_timeout() -> float:
-    """:data:`CONNECT_TIMEOUT`, or ``ANOMALY_AE_CONNECT_TIMEOUT`` (seconds) when set to a positive number."""
-    try:
-        value = float(os.environ.get("ANOMALY_AE_CONNECT_TIMEOUT", CONNECT_TIMEOUT))
-    except ValueError:
-        return CONNECT_TIMEOUT
-    return value if value > 0 else CONNECT_TIMEOUT
 
 
 def check_store(uri: str) -> None:

@@ -29,6 +29,9 @@ METRICS_JSON = "metrics.json"
 REPORT_HTML = "report.html"
 EVALUATION_FILES = (METRICS_JSON, REPORT_HTML)
 
+# ----------------------------------------------------------------- the cache of models downloaded from MLflow
+SOURCE_FILE = "source.json"  # beside each downloaded model: which registry entry it came from
+
 # ----------------------------------------------------------------- the tool's own files in any output folder
 MANIFEST = ".anomaly-ae-manifest.json"  # which entries anomaly-ae wrote (never removes anything else)
 LOCK = ".anomaly-ae.lock"

@@ -71,7 +71,7 @@ def check_ray_address(address: str, timeout: float | None = None) -> None:
     """
     import socket
 
-    from anomaly_ae.deploy.mlflow_model import connect_timeout
+    from anomaly_ae.io.remote import connect_timeout
 
     if address in ("auto", "local"):
         return
