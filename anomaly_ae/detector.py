@@ -43,17 +43,12 @@ from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
 from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, candidates, report, select_scoring, synthetic_defects
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
+from anomaly_ae.scoring import reconstruction
 from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth, source_ratio
 from anomaly_ae.scoring.position import PositionReference
-from anomaly_ae.scoring.tiling import pad_margin, tiled_predict
 from anomaly_ae.training.fit import train_autoencoder
 
 __all__ = ["Detector", "ImagesLike", "NotFittedError"]
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow, float32."""
-    return (0.5 * (1.0 + np.tanh(0.5 * z.astype(np.float64)))).astype(np.float32)
 
 
 #: ``tune`` fits a position reference only with at least this many images in each half (halving fewer would
@@ -306,79 +301,42 @@ class Detector:
     # ---------------------------------------------------------------- inference
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Model-size float32 ``(N, h, w, C)`` in [0, 1] (or uint8 0-255) -> float32 reconstructions, batched by
-        ``scoring.batch_size``.
-
-        Fully convolutional (patch) models get ``scoring.border_margin`` mirrored pixels around the
-        image and reflect-padded sides rounded up to a multiple of the down-sampling factor
-        (:func:`~anomaly_ae.scoring.tiling.pad_margin`) and, with ``scoring.tile_size``, overlapping tiles.
-        """
+        ``scoring.batch_size``, with the border margin, padding and tiles of
+        :func:`anomaly_ae.scoring.reconstruction.reconstruct`."""
         self.check_fitted(need_threshold=False)
         s = self.config_.scoring
-        h, w = x.shape[1:3]
-        m = self.border_margin()
-        xp = pad_margin(x, m, self.pad_factor())
-        if s.tile_size is not None and max(xp.shape[1:3]) > s.tile_size:
-            out = tiled_predict(self._predict_batched, xp, s.tile_size, s.tile_overlap)
-        else:
-            out = self._predict_batched(xp)
-        return out[:, m : m + h, m : m + w]
+        return reconstruction.reconstruct(self._predict_batched, x, self.border_margin(), self.pad_factor(),
+                                          s.tile_size, s.tile_overlap)
 
     def border_margin(self) -> int:
-        """Mirrored pixels around the image for the autoencoder: ``scoring.border_margin`` when it is fully
-        convolutional (takes any size) and scored by its reconstruction error, else 0.
-
-        A model with a learned map gets none (``benchmarks/border_margin.py``): mirroring around the U-Net's
-        input raised its border response, and mirroring around the autoencoder's alone lowered the
-        self-check's image AUROC at a fixed scoring (sample_data 0.954 -> 0.944, BSData 0.971 -> 0.970)
-        and moved ``select: auto`` to another smoothing, where for an ``l2`` model it rose 0.78 -> 0.94.
-        """
-        fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
-        if not fully_convolutional or getattr(self.model_, "has_learned_map", False):
-            return 0
-        return self.config_.scoring.border_margin
+        """Mirrored pixels around the image (:func:`anomaly_ae.scoring.reconstruction.border_margin`)."""
+        return reconstruction.border_margin(self.model_, self.config_.scoring.border_margin)
 
     def pad_factor(self) -> int:
-        """Image sides are padded to a multiple of this before reconstruction (1: no padding).
-
-        Fully convolutional (patch) models take any size divisible by their down-sampling, 2 ** blocks.
-        """
-        fully_convolutional = None in tuple(getattr(self.model_, "image_shape", (0,)))
-        learned = getattr(self.model_, "has_learned_map", False)  # its U-Net takes any multiple of its depth
-        return self.config_.size_factor() if fully_convolutional or learned else 1
+        """Sides are padded to a multiple of this (:func:`anomaly_ae.scoring.reconstruction.pad_factor`)."""
+        return reconstruction.pad_factor(self.model_, self.config_.size_factor())
 
     def _predict_batched(self, x: np.ndarray, model: keras.Model | None = None) -> np.ndarray:
-        """``model`` (default: the autoencoder) on ``x`` in fixed-size batches; outputs stacked."""
+        """``model`` (default: the autoencoder, behind a rescaling for uint8 ``x``) in ``scoring.batch_size``
+        batches."""
         if model is None:
             model = self._uint8_model() if x.dtype == np.uint8 else self.model_
-        bs = self.config_.scoring.batch_size
-        out: np.ndarray | None = None
-        for i in range(0, len(x), bs):
-            batch = x[i : i + bs]
-            n = len(batch)
-            if n < bs:  # pad to a fixed batch shape: one compiled graph, no retracing
-                batch = np.concatenate([batch, np.zeros((bs - n, *x.shape[1:]), x.dtype)])
-            y = keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:n]
-            if out is None:
-                out = np.empty((len(x), *y.shape[1:]), dtype=np.float32)
-            out[i : i + n] = y
-        return out if out is not None else np.empty(x.shape, np.float32)
+        return reconstruction.predict_batched(model, x, self.config_.scoring.batch_size)
 
     def _uint8_model(self) -> keras.Model:
-        """The autoencoder behind a ``Rescaling(1 / 255)`` of uint8 inputs (built once, never saved)."""
+        """The autoencoder for uint8 inputs, built once per model (fit or load replace it)."""
         built = getattr(self, "_uint8_model_", None)
-        if built is None or built[0] is not self.model_:  # built for this model (fit or load replace it)
-            shape = tuple(getattr(self.model_, "image_shape", (None, None, self.preprocessing_.channels)))
-            built = (self.model_, keras.Sequential(
-                [keras.Input(shape, dtype="uint8"), keras.layers.Rescaling(1 / 255), self.model_]))
+        if built is None or built[0] is not self.model_:
+            built = (self.model_, reconstruction.uint8_input(self.model_, self.preprocessing_.channels))
             self._uint8_model_ = built
         return built[1]
 
     def learned_maps(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         """Defect probability ``(N, h, w)`` from the model's discriminator on (image, reconstruction)."""
-        h, w = x.shape[1:3]
-        joined = pad_margin(np.concatenate([x, x_hat], axis=-1), 0, self.pad_factor())
-        logits = self._predict_batched(joined, self.model_.discriminator_net)[:, :h, :w, 0]
-        return _sigmoid(logits)
+        def predict(joined: np.ndarray) -> np.ndarray:
+            return self._predict_batched(joined, self.model_.discriminator_net)
+
+        return reconstruction.learned_maps(predict, x, x_hat, self.pad_factor())
 
     def raw_maps(self, x: np.ndarray, x_hat: np.ndarray, metric: str | None = None) -> np.ndarray:
         """Unsmoothed model-size maps ``(N, h, w)`` by ``metric`` (default ``scoring.metric``)."""

@@ -1,5 +1,8 @@
 """Stage 4, scoring: reconstruction -> residual map -> smoothed anomaly map -> image score.
 
-``maps`` is the NumPy/OpenCV form used when streaming folders; ``ops`` is its ``keras.ops`` twin
-traced into exported graphs (parity-tested against ``maps``); ``tiling`` pads and tiles large images.
+``reconstruction`` runs the autoencoder on model-size images (batches, border margin, padding, tiles, the
+learned map's discriminator); ``maps`` is the NumPy/OpenCV form of the maps used when streaming folders
+(and the smoothing and sigma rules); ``ops`` is its ``keras.ops`` twin traced into exported graphs
+(parity-tested against ``maps``); ``tiling`` pads and tiles large images; ``position`` is the
+per-position normalization of ``scoring.position_norm``.
 """
