@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, Val
 from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
 from anomaly_ae.io.files import file_sha256, versions, write_bytes_atomic, write_json_atomic
+from anomaly_ae.io.folders import staging
 from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, MODEL_FILE
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.scoring.position import PositionReference
@@ -85,8 +86,6 @@ def save_model_dir(path: Path, state: ModelState) -> Path:
     anomaly-ae's own entries are replaced: a file of the same name that anomaly-ae did not write
     (a user's ``config.yaml``) stops the save with :class:`~anomaly_ae.io.folders.OutputConflict`.
     """
-    from anomaly_ae.io.folders import staging
-
     names = (MODEL_FILE, CONFIG_FILE, META_FILE)  # moved in this order: the metadata, naming the threshold, last
     with staging(path, "model", names, overwrite=True, order=names, replace_all=False) as tmp:
         state.model.save(tmp / MODEL_FILE)

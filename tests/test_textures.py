@@ -53,7 +53,7 @@ def test_held_out_families_never_reach_training_batches(monkeypatch):
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.data.dataset import ImageDataset
     from anomaly_ae.data.images import Preprocessing
-    from anomaly_ae.detector import _repair_options
+    from anomaly_ae.training.fit import _repair_options
 
     calls: Counter = Counter()
     _spy(monkeypatch, calls)

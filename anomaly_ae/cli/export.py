@@ -9,6 +9,7 @@ import typer
 
 from anomaly_ae.cli.choices import ExportFormat, InputDtype
 from anomaly_ae.cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
+from anomaly_ae.io.names import DEPLOY_JSON
 
 EXAMPLES = """Examples:
 
@@ -44,4 +45,4 @@ def export(
     results.print(f"input          {inp['name']} {inp['shape']} {inp['dtype']} {inp['channel_order']}")
     results.print("outputs        anomaly_map [N, h, w] float32, score [N] float32")
     results.print(f"threshold      {info['threshold']:.6g}   pixel threshold {info['pixel_threshold']:.6g}")
-    results.print(f"exported       {out / info['file']}  (+ {out / 'deploy.json'})")
+    results.print(f"exported       {out / info['file']}  (+ {out / DEPLOY_JSON})")

@@ -9,6 +9,7 @@ import typer
 
 from anomaly_ae.cli.choices import ExportFormat
 from anomaly_ae.cli.common import MODEL_REF_HELP, fail_usage, model_dir, results
+from anomaly_ae.io.names import ENCODER_KERAS
 
 EXAMPLES = """Examples:
 
@@ -40,4 +41,4 @@ def export_encoder(
         fail_usage(str(err))
     for o in info["outputs"]:
         results.print(f"  {o['name']:<24} {o['shape']}  (1/{o['downsampling']})")
-    results.print(f"encoder        {out / 'encoder.keras'}  (+ encoder.json: {', '.join(info['files'][1:])})")
+    results.print(f"encoder        {out / ENCODER_KERAS}  (+ encoder.json: {', '.join(info['files'][1:])})")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from anomaly_ae.cli.common import fail_usage, friendly_errors, loading, note, open_tracker, reporter, results, warn
+from anomaly_ae.io.names import ENCODER_JSON, SEGMENTER_FILES, SEGMENTER_JSON, SEGMENTER_KERAS
 
 segment_app = typer.Typer(help="Train and apply a segmentation model built on an exported encoder.",
                           no_args_is_help=True)
@@ -45,7 +46,7 @@ def segment_train(
     for name, folder in (("ENCODER_DIR", encoder_dir), ("--images", images), ("--masks", masks)):
         if not folder.is_dir():
             fail_usage(f"{name} {folder} is not a folder")
-    if not (encoder_dir / "encoder.json").is_file():
+    if not (encoder_dir / ENCODER_JSON).is_file():
         fail_usage(f"{encoder_dir} has no encoder.json (run 'anomaly-ae export-encoder' first)")
     loading(False)
 
@@ -53,7 +54,6 @@ def segment_train(
     from anomaly_ae.io.folders import plan
     from anomaly_ae.segmentation.train import (
         BATCH_SIZE,
-        SEGMENTER_FILES,
         encoder_preprocessing,
         save_segmenter,
         train_segmenter,
@@ -67,7 +67,7 @@ def segment_train(
     except OutputConflict as err:
         fail_usage(str(err))
     except (ValueError, KeyError, TypeError) as err:
-        fail_usage(f"{encoder_dir / 'encoder.json'} is damaged ({type(err).__name__}): export the encoder again")
+        fail_usage(f"{encoder_dir / ENCODER_JSON} is damaged ({type(err).__name__}): export the encoder again")
     pairs = _pairs(images, masks, pre)
     progress = reporter(False)
     progress.stage(f"training the segmenter on {len(pairs.x)} image/mask pairs, {epochs} epochs")
@@ -84,7 +84,7 @@ def segment_train(
         fail_usage(str(err))
     results.print(f"held-out Dice {metrics['dice']:.4f}   IoU {metrics['iou']:.4f}   "
                   f"({metrics['n_train']} train / {metrics['n_val']} held-out pairs)")
-    results.print(f"segmenter      {out / 'segmenter.keras'}")
+    results.print(f"segmenter      {out / SEGMENTER_KERAS}")
 
 
 def _pairs(images: Path, masks: Path, pre: Any) -> Any:
@@ -112,7 +112,7 @@ def segment_predict(
     overwrite: Annotated[bool, typer.Option(help="Replace earlier predictions in --out (other files stay).")] = False,
 ) -> None:
     """Predict defect masks (original size, 0/255) and overlays; Dice / IoU when masks are given."""
-    if not (model_dir / "segmenter.json").is_file() or not input_dir.is_dir():
+    if not (model_dir / SEGMENTER_JSON).is_file() or not input_dir.is_dir():
         fail_usage("MODEL_DIR must hold segmenter.json and INPUT_DIR must be a folder")
     loading(False)
     from anomaly_ae import OutputConflict

@@ -28,6 +28,9 @@ from typing import Any
 import keras
 
 from anomaly_ae.detector import Detector
+from anomaly_ae.io.files import versions, write_json_atomic
+from anomaly_ae.io.folders import plan, staging
+from anomaly_ae.io.names import ENCODER_JSON, ENCODER_KERAS, ENCODER_ONNX, ENCODER_SAVED_MODEL, ENCODER_WEIGHTS
 
 SPATIAL_MODELS = ("conv", "denoising", "vae")
 ENCODER_FORMATS = ("keras", "weights", "savedmodel", "onnx")
@@ -58,8 +61,6 @@ def detector_for_export(detector_or_run_dir: Detector | str | Path, out: Path, k
     With a model directory, ``out`` is checked first (:func:`anomaly_ae.io.folders.plan`, ``marker``
     naming the export's metadata file), so an unusable ``--out`` is refused before anything loads.
     """
-    from anomaly_ae.io.folders import plan
-
     if isinstance(detector_or_run_dir, Detector):
         return detector_or_run_dir
     plan(out, kind, [marker], overwrite, {"model directory": Path(detector_or_run_dir)})
@@ -92,35 +93,29 @@ def export_encoder(
     unknown = [f for f in formats if f not in ENCODER_FORMATS]
     if unknown:
         raise ExportError(f"format {unknown[0]!r} is not supported; choose from {', '.join(ENCODER_FORMATS)}")
-    from anomaly_ae.io.folders import staging
-
-    det = detector_for_export(detector_or_run_dir, Path(out_dir), "encoder", "encoder.json", overwrite)
+    det = detector_for_export(detector_or_run_dir, Path(out_dir), "encoder", ENCODER_JSON, overwrite)
     name = det.config_.model.name
     if name not in SPATIAL_MODELS:
         raise ExportError(
             f"model {name!r} has no spatial encoder to export for segmentation; "
             f"export-encoder supports {', '.join(SPATIAL_MODELS)}"
         )
-    from anomaly_ae.io.files import write_json_atomic
-
     extra = list(dict.fromkeys(f for f in formats if f in ("savedmodel", "onnx")))
-    names = ["encoder.keras", "encoder.weights.h5", "encoder.json",
-             *("encoder.onnx" if f == "onnx" else "encoder_savedmodel" for f in extra)]
-    with staging(Path(out_dir), "encoder", names, overwrite, order=("encoder.json",)) as out:
+    names = [ENCODER_KERAS, ENCODER_WEIGHTS, ENCODER_JSON,
+             *(ENCODER_ONNX if f == "onnx" else ENCODER_SAVED_MODEL for f in extra)]
+    with staging(Path(out_dir), "encoder", names, overwrite, order=(ENCODER_JSON,)) as out:
         info = _write_encoder(det, out, extra)
-        write_json_atomic(out / "encoder.json", info)
+        write_json_atomic(out / ENCODER_JSON, info)
     return info
 
 
 def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str, Any]:
     """The encoder files in ``out``; returns the ``encoder.json`` content."""
-    from anomaly_ae.io.files import versions
-
     name = det.config_.model.name
     enc = multiscale_encoder(det.model_)
-    enc.save(out / "encoder.keras")
-    enc.save_weights(out / "encoder.weights.h5")
-    files = ["encoder.keras", "encoder.weights.h5"]
+    enc.save(out / ENCODER_KERAS)
+    enc.save_weights(out / ENCODER_WEIGHTS)
+    files = [ENCODER_KERAS, ENCODER_WEIGHTS]
     for fmt in formats:
         files.append(_export_graph(enc, out, fmt))
 
@@ -152,7 +147,7 @@ def _export_graph(enc: keras.Model, out: Path, fmt: str) -> str:
     named = keras.Model(image, dict(zip(names, enc(image), strict=True)), name="encoder_features")
     shape = [1 if d is None else int(d) for d in image.shape[1:]]
     named(keras.ops.zeros((1, *shape)))  # Keras exports only models that were called
-    target = out / ("encoder.onnx" if fmt == "onnx" else "encoder_savedmodel")
+    target = out / (ENCODER_ONNX if fmt == "onnx" else ENCODER_SAVED_MODEL)
     named.export(str(target), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
     return target.name
 
@@ -161,7 +156,7 @@ def load_encoder(out_dir: str | Path) -> keras.Model:
     """Load ``encoder.keras`` with ``safe_mode=True``."""
     import anomaly_ae.models  # noqa: F401  (registers custom classes)
 
-    return keras.saving.load_model(Path(out_dir) / "encoder.keras", safe_mode=True, compile=False)
+    return keras.saving.load_model(Path(out_dir) / ENCODER_KERAS, safe_mode=True, compile=False)
 
 
 __all__ = [

@@ -30,6 +30,9 @@ from keras import ops
 
 from anomaly_ae.deploy.encoder import ExportError, detector_for_export, require_exporters
 from anomaly_ae.detector import Detector
+from anomaly_ae.io.files import versions, write_json_atomic
+from anomaly_ae.io.folders import staging
+from anomaly_ae.io.names import DEPLOY_JSON, ONNX_FILE, SAVED_MODEL_DIR
 from anomaly_ae.scoring import ops as scoring_ops
 
 FORMATS = ("onnx", "savedmodel")
@@ -183,11 +186,9 @@ def export_detector(
     Built beside ``out_dir`` and moved into place; an earlier export there is replaced only with
     ``overwrite``, and files anomaly-ae did not write are never touched (:mod:`anomaly_ae.io.folders`).
     """
-    from anomaly_ae.io.folders import staging
-
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
-    det = detector_for_export(detector_or_run_dir, Path(out_dir), "export", "deploy.json", overwrite)
+    det = detector_for_export(detector_or_run_dir, Path(out_dir), "export", DEPLOY_JSON, overwrite)
     det.check_fitted(need_threshold=True)
     require_exporters(fmt)
     if fmt == "onnx":
@@ -199,22 +200,18 @@ def export_detector(
     c = det.preprocessing_.channels
     model(keras.ops.zeros((1, h, w, c), dtype=input_dtype))  # Keras exports only models that were called
 
-    from anomaly_ae.io.files import write_json_atomic
-
-    artefact = "model.onnx" if fmt == "onnx" else "saved_model"
-    with staging(Path(out_dir), "export", [artefact, "deploy.json"], overwrite, order=("deploy.json",)) as tmp, \
+    artefact = ONNX_FILE if fmt == "onnx" else SAVED_MODEL_DIR
+    with staging(Path(out_dir), "export", [artefact, DEPLOY_JSON], overwrite, order=(DEPLOY_JSON,)) as tmp, \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx's np.object probe, not ours to fix
         model.export(str(tmp / artefact), format="onnx" if fmt == "onnx" else "tf_saved_model", verbose=False)
         info = deploy_info(det, fmt, artefact, input_dtype)
-        write_json_atomic(tmp / "deploy.json", info)
+        write_json_atomic(tmp / DEPLOY_JSON, info)
     return info
 
 
 def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dict[str, Any]:
     """The ``deploy.json`` contract of an exported detector."""
-    from anomaly_ae.io.files import versions
-
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels
     post = det.postprocessor_  # the one source of the thresholds and ranges

@@ -36,7 +36,11 @@ from anomaly_ae.io.files import make_temp_dir, write_json_atomic
 from anomaly_ae.io.names import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    DEPLOY_JSON,
+    ENCODER_ENTRIES,
+    ENCODER_JSON,
     EVALUATION_FILES,
+    EXPORT_ENTRIES,
     LOCK,
     MANIFEST,
     META_FILE,
@@ -44,6 +48,8 @@ from anomaly_ae.io.names import (
     SCORE_RUN,
     SCORE_RUN_ENTRIES,
     SCORES_PARQUET,
+    SEGMENTER_FILES,
+    SEGMENTER_JSON,
 )
 
 TOOL_FILES = frozenset({MANIFEST, LOCK})
@@ -51,12 +57,10 @@ TOOL_FILES = frozenset({MANIFEST, LOCK})
 #: output kinds written before manifests existed: kind -> (marker file, keys it must hold, entries)
 LEGACY: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {
     "model": (META_FILE, ("schema_version", "threshold"), frozenset(MODEL_DIR_ENTRIES[:3])),
-    "export": ("deploy.json", ("format", "file", "threshold"), frozenset({"deploy.json", "model.onnx", "saved_model"})),
-    "encoder": ("encoder.json", ("outputs", "files"),
-                frozenset({"encoder.json", "encoder.keras", "encoder.weights.h5", "encoder.onnx",
-                           "encoder_savedmodel"})),
+    "export": (DEPLOY_JSON, ("format", "file", "threshold"), frozenset(EXPORT_ENTRIES)),
+    "encoder": (ENCODER_JSON, ("outputs", "files"), frozenset(ENCODER_ENTRIES)),
     "evaluation": (EVALUATION_FILES[0], ("at_threshold", "counts"), frozenset(EVALUATION_FILES)),
-    "segmenter": ("segmenter.json", ("threshold", "encoder_dir"), frozenset({"segmenter.json", "segmenter.keras"})),
+    "segmenter": (SEGMENTER_JSON, ("threshold", "encoder_dir"), frozenset(SEGMENTER_FILES)),
     # scores.parquet came with the manifests: no earlier folder holds one
     "scores": (SCORE_RUN, ("model_sha256", "input_dir"), frozenset(SCORE_RUN_ENTRIES) - {SCORES_PARQUET}),
 }

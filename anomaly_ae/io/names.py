@@ -29,6 +29,25 @@ METRICS_JSON = "metrics.json"
 REPORT_HTML = "report.html"
 EVALUATION_FILES = (METRICS_JSON, REPORT_HTML)
 
+# ----------------------------------------------------------------- an exported detector (``anomaly-ae export``)
+DEPLOY_JSON = "deploy.json"
+ONNX_FILE = "model.onnx"
+SAVED_MODEL_DIR = "saved_model"
+EXPORT_ENTRIES = (DEPLOY_JSON, ONNX_FILE, SAVED_MODEL_DIR)
+
+# ----------------------------------------------------------------- an exported encoder (``anomaly-ae export-encoder``)
+ENCODER_JSON = "encoder.json"
+ENCODER_KERAS = "encoder.keras"
+ENCODER_WEIGHTS = "encoder.weights.h5"
+ENCODER_ONNX = "encoder.onnx"
+ENCODER_SAVED_MODEL = "encoder_savedmodel"
+ENCODER_ENTRIES = (ENCODER_JSON, ENCODER_KERAS, ENCODER_WEIGHTS, ENCODER_ONNX, ENCODER_SAVED_MODEL)
+
+# ----------------------------------------------------------------- a segmenter (``anomaly-ae segment train``)
+SEGMENTER_JSON = "segmenter.json"
+SEGMENTER_KERAS = "segmenter.keras"
+SEGMENTER_FILES = (SEGMENTER_KERAS, SEGMENTER_JSON)
+
 # ----------------------------------------------------------------- the cache of models downloaded from MLflow
 SOURCE_FILE = "source.json"  # beside each downloaded model: which registry entry it came from
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from anomaly_ae.data.uris import UriError, UriFile, UriInput, is_uri
+from anomaly_ae.io.remote import connect_timeout
 from anomaly_ae.pipelines.score_batch import FolderProgress, score_batch
 
 #: the one line shown when Ray is not installed
@@ -70,8 +71,6 @@ def check_ray_address(address: str, timeout: float | None = None) -> None:
         RayUnreachable: one line with the address and the wait (``ANOMALY_AE_CONNECT_TIMEOUT`` sets it).
     """
     import socket
-
-    from anomaly_ae.io.remote import connect_timeout
 
     if address in ("auto", "local"):
         return

@@ -16,6 +16,7 @@ from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, r
 from anomaly_ae.data.mvtec import mask_path_for
 from anomaly_ae.io.files import display_name, output_name, write_png_atomic
 from anomaly_ae.io.folders import plan, staging
+from anomaly_ae.io.names import SEGMENTER_JSON, SEGMENTER_KERAS
 from anomaly_ae.segmentation.train import dice_iou
 
 #: what ``predict_folder`` writes into its output folder
@@ -46,9 +47,9 @@ def load_segmenter(model_dir: Path) -> tuple[dict[str, Any], keras.Model]:
     import anomaly_ae.models  # noqa: F401  (registers the serialisable classes)
 
     try:
-        info = json.loads((model_dir / "segmenter.json").read_text(encoding="utf-8"))
+        info = json.loads((model_dir / SEGMENTER_JSON).read_text(encoding="utf-8"))
         info["image_size"], info["channels"], info["threshold"]  # noqa: B018 - the fields predict needs
-        model = keras.saving.load_model(model_dir / "segmenter.keras", safe_mode=True, compile=False)
+        model = keras.saving.load_model(model_dir / SEGMENTER_KERAS, safe_mode=True, compile=False)
     except (ValueError, KeyError, TypeError) as err:
         why = f"{type(err).__name__}: {str(err)[:120]}"
         raise SegmenterError(f"{model_dir}: cannot load the segmenter ({why})") from None

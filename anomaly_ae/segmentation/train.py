@@ -12,6 +12,9 @@ import numpy as np
 
 from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image, split_holdout
 from anomaly_ae.data.mvtec import mask_path_for
+from anomaly_ae.io.files import write_json_atomic
+from anomaly_ae.io.folders import staging
+from anomaly_ae.io.names import ENCODER_JSON, SEGMENTER_FILES, SEGMENTER_JSON, SEGMENTER_KERAS
 
 
 def dice_iou(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -62,7 +65,7 @@ def load_pairs(images_dir: Path, masks_dir: Path, pre: Preprocessing) -> Pairs:
 
 def encoder_preprocessing(encoder_dir: Path) -> Preprocessing:
     """The preprocessing recorded in ``encoder.json``."""
-    info = json.loads((Path(encoder_dir) / "encoder.json").read_text(encoding="utf-8"))
+    info = json.loads((Path(encoder_dir) / ENCODER_JSON).read_text(encoding="utf-8"))
     return Preprocessing(tuple(info["image_size"]), int(info["channels"]))  # type: ignore[arg-type]
 
 
@@ -109,18 +112,14 @@ def train_segmenter(
 
 
 #: what a segmenter folder holds
-SEGMENTER_FILES = ("segmenter.keras", "segmenter.json")
 
 
 def save_segmenter(out: Path, model: keras.Model, pre: Preprocessing, encoder_dir: Path, metrics: dict[str, Any],
                    overwrite: bool = False) -> Path:
     """Write ``segmenter.keras`` + ``segmenter.json`` into ``out`` (built beside it, moved into place)."""
-    from anomaly_ae.io.files import write_json_atomic
-    from anomaly_ae.io.folders import staging
-
-    with staging(out, "segmenter", SEGMENTER_FILES, overwrite, order=("segmenter.json",)) as tmp:
-        model.save(tmp / "segmenter.keras")
-        write_json_atomic(tmp / "segmenter.json", {"schema_version": 1, "image_size": list(pre.image_size),
+    with staging(out, "segmenter", SEGMENTER_FILES, overwrite, order=(SEGMENTER_JSON,)) as tmp:
+        model.save(tmp / SEGMENTER_KERAS)
+        write_json_atomic(tmp / SEGMENTER_JSON, {"schema_version": 1, "image_size": list(pre.image_size),
                                                    "channels": pre.channels, "threshold": 0.5,
                                                    "encoder_dir": str(encoder_dir), "metrics": metrics})
     return out

@@ -32,6 +32,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from anomaly_ae.io.files import make_temp_dir, write_bytes_atomic, write_json_atomic
+from anomaly_ae.io.folders import OutputConflict, read_manifest, record
+from anomaly_ae.io.names import CONFIG_FILE
+
 STATE_FILE = "state.json"
 RUN_FILE = "run.json"
 
@@ -81,10 +85,6 @@ def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) 
     is removed; one it did not write raises :class:`~anomaly_ae.io.folders.OutputConflict`. The folder is
     recorded in the model directory's manifest as anomaly-ae's own.
     """
-    from anomaly_ae.io.files import write_bytes_atomic, write_json_atomic
-    from anomaly_ae.io.folders import OutputConflict, read_manifest, record
-    from anomaly_ae.io.names import CONFIG_FILE
-
     if os.path.lexists(checkpoint_dir):
         if checkpoint_dir.name not in read_manifest(checkpoint_dir.parent).get("model", []):
             raise OutputConflict(f"{checkpoint_dir} was not written by anomaly-ae; it is never replaced: move it away "
@@ -182,8 +182,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return  # never overwrite the last good checkpoint with a diverged one
-        from anomaly_ae.io.files import make_temp_dir
-
         folder = self.dir / f"epoch-{epoch + 1:04d}"
         tmp = make_temp_dir(self.dir, f".{folder.name}.tmp-")  # renamed when complete: never half a checkpoint
         try:
@@ -214,8 +212,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             },
             **self.extra_state,
         }
-        from anomaly_ae.io.files import write_json_atomic
-
         write_json_atomic(folder / STATE_FILE, state)
 
 
