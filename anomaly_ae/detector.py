@@ -135,7 +135,7 @@ class Detector:
             good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on (at
                 most :data:`~anomaly_ae.evaluation.self_check.MAX_GOOD` of them are used, a seeded subset).
             select: also try every map metric the model has, smoothing sigmas, image reductions and (with
-                ``reference``) the per-position normalization, and keep the best in ``config.scoring``
+                ``reference``) the per-position normalization, and keep the best in ``config_.scoring``
                 (``scoring.select: auto``); recalibrate afterwards.
             reference: uint8 ``(M, h, w, C)`` good images that are *not* in ``good`` (training images): the
                 per-position reference of ``scoring.position_norm`` is fitted on their maps and kept in
@@ -229,7 +229,7 @@ class Detector:
             anomalous: labelled anomalous images, needed by ``method: f1``.
             masks: bool ground-truth masks ``(H, W)`` at the size of each anomalous image (``None``
                 for an image without one), needed by ``pixel_method: f1``.
-            threshold: new threshold settings (replace ``config.threshold``).
+            threshold: new threshold settings (replace ``config_.threshold``).
         """
         self.check_fitted(need_threshold=False)
         if threshold is not None:
