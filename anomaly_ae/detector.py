@@ -156,7 +156,7 @@ class Detector:
         xh_good, xh_bad = self.reconstruct(x_good), self.reconstruct(x_bad)
         pre = self.preprocessing_
         c = candidates(s.metric, s.smoothing_sigma, s.reduction, s.position_norm, select,
-                       getattr(self.model_, "has_learned_map", False), source_ratio(pre.image_size, pre.original_hw),
+                       reconstruction.has_learned_map(self.model_), source_ratio(pre.image_size, pre.original_hw),
                        reference is not None)
         metrics, position = c.metrics, c.position
         raw = {m: (self.raw_maps(x_good, xh_good, m), self.raw_maps(x_bad, xh_bad, m)) for m in metrics}

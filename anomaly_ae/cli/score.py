@@ -29,7 +29,7 @@ from anomaly_ae.cli.common import (
     reporter,
     results,
 )
-from anomaly_ae.io.names import SCORES_CSV
+from anomaly_ae.io.names import SCORE_OUTPUTS, SCORES_CSV
 
 if TYPE_CHECKING:
     from anomaly_ae import ScoreSummary, Verdict
@@ -151,7 +151,6 @@ def _inputs(inputs: list[str], out: Path | None) -> tuple[Path | str | None, lis
 
 
 def _print_folder(summary: ScoreSummary, json_out: bool) -> bool:
-    from anomaly_ae.pipelines.score_resume import OUTPUTS
 
     out = summary.out_dir
     if json_out:
@@ -165,7 +164,7 @@ def _print_folder(summary: ScoreSummary, json_out: bool) -> bool:
                        f"(threshold {summary.threshold:.6g})"), ("scores", str(summary.scores_csv))]
     if summary.scores_parquet is not None:
         rows.append(("parquet", str(summary.scores_parquet)))
-    rows += [(kind, f"{out / kind}  (<relative path>{OUTPUTS[kind]}, e.g. a.jpg -> a.jpg{OUTPUTS[kind]})")
+    rows += [(kind, f"{out / kind}  (<relative path>{SCORE_OUTPUTS[kind]}, e.g. a.jpg -> a.jpg{SCORE_OUTPUTS[kind]})")
              for kind in summary.outputs]
     print_summary(rows)
     return summary.partial

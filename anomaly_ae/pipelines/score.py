@@ -29,7 +29,7 @@ from anomaly_ae.data.images import list_images
 from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, read_manifest, record
-from anomaly_ae.io.names import MANIFEST, SCORES_CSV
+from anomaly_ae.io.names import MANIFEST, SCORES_CSV, SCORES_PARQUET
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, ScoresCsv, read_scores, write_scores_parquet
 from anomaly_ae.outputs.writers import OrderedOutputs
 from anomaly_ae.pipelines.score_batch import (
@@ -42,7 +42,6 @@ from anomaly_ae.pipelines.score_batch import (
 )
 from anomaly_ae.pipelines.score_resume import (
     HEATMAP_POLICIES,
-    PARQUET,
     ScoreRun,
     derived_files,
     kinds_for,
@@ -99,7 +98,7 @@ class ScoreSummary:
     @property
     def scores_parquet(self) -> Path | None:
         """``scores.parquet`` when the folder holds one (``scores_format="parquet"``), else ``None``."""
-        path = self.out_dir / PARQUET
+        path = self.out_dir / SCORES_PARQUET
         return path if path.is_file() else None
 
 
@@ -339,11 +338,11 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
             det = Detector.load(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         with OutDirLock(out):
-            parquet = out / PARQUET
-            ours = PARQUET in read_manifest(out).get("scores", [])  # a parquet file a run of ours wrote
+            parquet = out / SCORES_PARQUET
+            ours = SCORES_PARQUET in read_manifest(out).get("scores", [])  # a parquet file a run of ours wrote
             if options.parquet and (parquet.exists() or parquet.is_symlink()) and not ours:  # --overwrite too:
-                raise OutputConflict(f"{out} holds a {PARQUET} that anomaly-ae did not write: move it, or choose "
-                                     "another --out")  # it replaces only what anomaly-ae wrote
+                raise OutputConflict(f"{out} holds a {SCORES_PARQUET} that anomaly-ae did not write: move it, or "
+                                     "choose another --out")  # it replaces only what anomaly-ae wrote
             state = start(out, run_dir, input_dir, paths, kinds, resume=options.resume, overwrite=options.overwrite,
                           heatmaps=options.heatmaps)
             for line in state.notes:
@@ -357,7 +356,7 @@ def _score_into(det: Detector | None, run_dir: Path, input_dir: Path | UriInput,
             # once written by us (and not removed by --overwrite), kept in step with scores.csv; a user's is left
             if options.parquet or (ours and parquet.is_file()):
                 write_scores_parquet(out / SCORES_CSV, parquet)
-                record(out, "scores", [PARQUET])
+                record(out, "scores", [SCORES_PARQUET])
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run refused before writing anything leaves no empty folder behind

@@ -19,8 +19,9 @@ import numpy as np
 
 from anomaly_ae.data.loading import DecodedBatch, decode_batch, decode_threads
 from anomaly_ae.io.files import output_path, write_jpeg_atomic, write_npy_atomic, write_png_atomic
+from anomaly_ae.io.names import SCORE_OUTPUTS
 from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
-from anomaly_ae.pipelines.score_resume import OUTPUTS, kinds_for, relative_key
+from anomaly_ae.pipelines.score_resume import kinds_for, relative_key
 
 if TYPE_CHECKING:
     from anomaly_ae.data.uris import UriFile, UriInput
@@ -142,7 +143,7 @@ def output_targets(item: ScoredFile, input_dir: Path | UriInput, out: Path, kind
     rel = relative_key(item.path, input_dir)
     anomalous = item.score is not None and item.score > threshold
     try:
-        return rel, {kind: output_path(out / kind, rel, OUTPUTS[kind])
+        return rel, {kind: output_path(out / kind, rel, SCORE_OUTPUTS[kind])
                      for kind in kinds_for(kinds, anomalous, heatmaps)}
     except ValueError as err:
         item.error = item.error or str(err)

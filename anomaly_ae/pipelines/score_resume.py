@@ -44,14 +44,10 @@ from anomaly_ae.io.names import (
 )
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 
-MANIFEST = SCORE_RUN
-OUTPUTS = SCORE_OUTPUTS
 #: suffixes earlier versions wrote (anomaly-ae <= 0.1 heatmaps were PNG): --overwrite removes them too
 LEGACY_SUFFIXES: dict[str, tuple[str, ...]] = {"heatmaps": (".png",)}
 #: which inputs get a heatmap: every one, the anomalous ones (score above the image threshold), none
 HEATMAP_POLICIES = ("all", "anomalous", "none")
-PARQUET = SCORES_PARQUET
-OWN_ENTRIES = SCORE_RUN_ENTRIES
 
 
 def model_fingerprint(run_dir: Path) -> str:
@@ -78,7 +74,7 @@ def input_id(input_dir: Path | UriInput) -> str:
 
 def derived_files(out: Path, key: str, kinds: Sequence[str]) -> list[Path]:
     """The output files of the input ``key`` for each kind (``heatmaps``/``masks``/``maps``)."""
-    return [out / kind / output_name(key, OUTPUTS[kind]) for kind in kinds]
+    return [out / kind / output_name(key, SCORE_OUTPUTS[kind]) for kind in kinds]
 
 
 def kinds_for(kinds: Sequence[str], anomalous: bool, heatmaps: str) -> list[str]:
@@ -111,8 +107,9 @@ class ScoreRun:
 def _clear(out: Path) -> None:
     """Remove what earlier runs wrote in ``out``: CSVs, state, and the derived files their rows name."""
     emptied: set[tuple[Path, Path]] = set()  # (OUT/<kind>, a folder a derived file was removed from)
-    suffixes = {kind: (sfx, *LEGACY_SUFFIXES.get(kind, ())) for kind, sfx in OUTPUTS.items()}  # every one we wrote
-    roots = {kind: os.path.realpath(out / kind) for kind in OUTPUTS}  # resolved once, not per file
+    # every suffix we wrote
+    suffixes = {kind: (sfx, *LEGACY_SUFFIXES.get(kind, ())) for kind, sfx in SCORE_OUTPUTS.items()}
+    roots = {kind: os.path.realpath(out / kind) for kind in SCORE_OUTPUTS}  # resolved once, not per file
     for csv_path in (out / SCORES_PARTIAL, out / SCORES_CSV):
         if not csv_path.is_file():
             continue
@@ -130,10 +127,10 @@ def _clear(out: Path) -> None:
                     t.unlink()
                     emptied.add((out / kind, t.parent))
         csv_path.unlink()
-    (out / MANIFEST).unlink(missing_ok=True)
-    if PARQUET in read_manifest(out).get("scores", []):  # only the parquet file a run of ours wrote
-        (out / PARQUET).unlink(missing_ok=True)
-        forget(out, "scores", [PARQUET])
+    (out / SCORE_RUN).unlink(missing_ok=True)
+    if SCORES_PARQUET in read_manifest(out).get("scores", []):  # only the parquet file a run of ours wrote
+        (out / SCORES_PARQUET).unlink(missing_ok=True)
+        forget(out, "scores", [SCORES_PARQUET])
     for top, d in sorted(emptied, key=lambda td: len(td[1].parts), reverse=True):
         # only the folders our files were in, up to OUT/<kind>: a user's own (even empty) folder stays
         while d.is_relative_to(top) and d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
@@ -147,9 +144,9 @@ def _check_owner(out: Path) -> bool:
     """True when ``out`` holds earlier scores; raises if an entry of ours is in the way but not ours."""
     if not out.is_dir():
         return False
-    if "scores" in read_manifest(out) or (out / MANIFEST).is_file():
+    if "scores" in read_manifest(out) or (out / SCORE_RUN).is_file():
         return True
-    clash = [n for n in OWN_ENTRIES if os.path.lexists(out / n)]
+    clash = [n for n in SCORE_RUN_ENTRIES if os.path.lexists(out / n)]
     if clash:
         raise OutputConflict(f"{out / clash[0]} already exists and was not written by 'anomaly-ae score'; it is "
                              "never replaced: move it away or choose another --out")
@@ -190,11 +187,11 @@ def start(
         if not resume:
             raise OutputConflict(f"{out} already holds scores; {hint} (or --resume to continue)")
         try:
-            manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+            manifest = json.loads((out / SCORE_RUN).read_text(encoding="utf-8"))
             if not isinstance(manifest, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError):
-            raise OutputConflict(f"{out} holds scores.csv without a readable {MANIFEST}; {hint}") from None
+            raise OutputConflict(f"{out} holds scores.csv without a readable {SCORE_RUN}; {hint}") from None
         if manifest.get("model_sha256") != fingerprint:
             raise OutputConflict(
                 f"{out} holds scores of another model, or of this one before it was retrained or recalibrated "
@@ -205,7 +202,7 @@ def start(
         if csvs:
             _resume(state, out, csvs[0], input_dir, kinds, heatmaps)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / MANIFEST, {
+    write_json_atomic(out / SCORE_RUN, {
         "schema_version": 3,  # 3: heatmaps are JPEG and may be written for anomalous inputs only
         "model_dir": str(run_dir.resolve()),
         "model_sha256": fingerprint,
@@ -215,7 +212,7 @@ def start(
         "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.io.files.output_name)",
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    record(out, "scores", [SCORES_CSV, MANIFEST, *kinds])
+    record(out, "scores", [SCORES_CSV, SCORE_RUN, *kinds])
     return state
 
 
