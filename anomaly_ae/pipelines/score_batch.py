@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from anomaly_ae.detector import Detector
     from anomaly_ae.postprocessing import PostProcessor
 
+
 @dataclass
 class ScoredFile:
     """One file of a streamed batch: the decoded image with its score and map, or why it failed."""
@@ -57,7 +58,6 @@ def iter_scored(
     fault of the model) is reported as that file's error.
     """
     det.check_fitted(need_threshold=False)
-
     s = det.config_.scoring
     limits = (det.preprocessing_.channels, max_pixels, batch_size or s.batch_size,
               int((batch_megapixels or s.batch_megapixels) * 1e6))
@@ -70,6 +70,7 @@ def iter_scored(
             batch = pending.result()
             pending = pool.submit(decode_batch, paths, batch.end, *limits) if batch.end < len(paths) else None
             yield from _score_decoded(det, batch)
+
 
 def _score_decoded(det: Detector, batch: DecodedBatch) -> Iterator[ScoredFile]:
     scored = iter(())
