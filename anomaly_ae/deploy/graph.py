@@ -121,6 +121,8 @@ class ScoringHead(keras.layers.Layer):
         x_hat = x_hat[:, :h, :w, :]
         if self.metric == "learned":  # the discriminator's logits -> defect probability
             res = ops.sigmoid(learned[0][:, :h, :w, 0])
+        elif self.metric == "feature":  # a feature model's output is its map already
+            res = x_hat[..., 0]
         else:
             res = scoring_ops.residual_map(x, x_hat, self.metric, self.channel_reduction, self.ssim_weight)
         amap = scoring_ops.smooth(res, *self.sigma)

@@ -170,7 +170,9 @@ def candidates(metric: str, sigma: float, reduction: str, position_norm: bool, s
     on and off when there are ``reference`` images to fit it on (else off)."""
     if not select:
         return Candidates([metric], [sigma], [reduction], [position_norm])
-    metrics = [metric, *(m for m in (*(["learned"] if learned else []), *RESIDUAL_METRICS) if m != metric)]
+    # a feature model has one map (its feature error); image autoencoders every residual metric (and learned)
+    metrics = [metric] if metric == "feature" else \
+        [metric, *(m for m in (*(["learned"] if learned else []), *RESIDUAL_METRICS) if m != metric)]
     scaled = [round(v * source_ratio, 3) for v in SIGMAS_MODEL]
     return Candidates(metrics, [sigma, *(v for v in scaled if v != sigma)],
                       [reduction, *(r for r in REDUCTIONS if r != reduction)],

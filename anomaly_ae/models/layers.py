@@ -75,3 +75,62 @@ class Sampling(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "seed": self.seed}
+
+
+def _linear_upsample_axis(x: Any, factor: int, axis: int) -> Any:
+    """Linear interpolation by ``factor`` along ``axis`` (1 or 2) of ``(N, H, W, C)``, half-pixel centres and
+    clamped edges (as ``tf.image.resize`` / ``cv2.resize`` bilinear); works with unknown sides."""
+    n = ops.shape(x)[axis]
+    first = x[:, :1] if axis == 1 else x[:, :, :1]
+    last = x[:, -1:] if axis == 1 else x[:, :, -1:]
+    xp = ops.concatenate([first, x, last], axis=axis)
+    prev, cur, nxt = ((xp[:, i : i + n] if axis == 1 else xp[:, :, i : i + n]) for i in range(3))
+    parts = []
+    for r in range(factor):
+        d = (r + 0.5) / factor - 0.5  # source offset of output r within its input cell
+        parts.append(cur * (1 - d) + nxt * d if d >= 0 else prev * (-d) + cur * (1 + d))
+    y = ops.stack(parts, axis=axis + 1)  # (N, H, f, W, C) or (N, H, W, f, C)
+    shape = ops.shape(x)
+    if axis == 1:
+        return ops.reshape(y, (-1, shape[1] * factor, shape[2], shape[3]))
+    return ops.reshape(y, (-1, shape[1], shape[2] * factor, shape[3]))
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class BilinearUpsample(keras.layers.Layer):
+    """Bilinear up-sampling of ``(N, H, W, C)`` by a whole ``factor``; unlike ``UpSampling2D`` it takes images
+    whose sides are unknown until run time (a graph traced once for every size)."""
+
+    def __init__(self, factor: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x: Any) -> Any:
+        if self.factor == 1:
+            return x
+        return _linear_upsample_axis(_linear_upsample_axis(x, self.factor, 1), self.factor, 2)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        n, h, w, c = input_shape
+        return (n, None if h is None else h * self.factor, None if w is None else w * self.factor, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="anomaly_ae")
+class CropLike(keras.layers.Layer):
+    """``[x, like]`` -> ``x`` ``(N, H', W', C)`` cut to the sides of ``like`` ``(N, H, W, ...)`` (``H' >= H``).
+
+    A layer, so the sides are read when it runs: in a functional graph traced for unknown sides, a slice
+    written in Python would be fixed to the symbolic (unknown) sides and cut nothing.
+    """
+
+    def call(self, inputs: list[Any]) -> Any:
+        x, like = inputs
+        shape = ops.shape(like)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shapes: list[tuple]) -> tuple:
+        x, like = input_shapes
+        return (x[0], like[1], like[2], x[3])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from anomaly_ae.deploy.encoder import load_encoder
+from anomaly_ae.io.names import ENCODER_JSON
 
 
 def build_segmenter(
@@ -34,12 +36,16 @@ def build_segmenter(
     enc.trainable = not freeze_encoder
     inp = keras.Input(shape=tuple(enc.inputs[0].shape[1:]), name="image")
     *blocks, x = enc(inp)
+    down = downsampling(encoder_dir, len(blocks))
     for i, skip in reversed(list(enumerate(blocks))):
-        x = layers.UpSampling2D(2, name=f"seg_up{i + 1}")(x)
+        if down[i + 1] > down[i]:
+            x = layers.UpSampling2D(down[i + 1] // down[i], name=f"seg_up{i + 1}")(x)
         x = layers.Concatenate(name=f"seg_skip{i + 1}")([x, skip])
         for j in range(2):
             x = layers.Conv2D(int(skip.shape[-1]), 3, padding="same", activation="leaky_relu",
                               name=f"seg_dec{i + 1}_conv{j + 1}")(x)
+    if down[0] > 1:  # a pretrained backbone's first block is already at half size or less
+        x = layers.UpSampling2D(down[0], interpolation="bilinear", name="seg_up0")(x)
     activation = "sigmoid" if num_classes == 1 else "softmax"
     # Defects are rare: start the head at a prior of 1% foreground (Lin et al., 2017, focal loss paper)
     # instead of 50%, so the first steps do not drive every decoder unit to "background" and die there.
@@ -47,6 +53,17 @@ def build_segmenter(
     out = layers.Conv2D(num_classes, 1, activation=activation, bias_initializer=bias, dtype="float32",
                         name="mask")(x)
     return keras.Model(inp, out, name=name)
+
+
+def downsampling(encoder_dir: str | Path, n_blocks: int) -> list[int]:
+    """Down-sampling of each encoder output (blocks, then latent) from ``encoder.json``; encoders exported
+    before it was recorded (or without the file) are the image autoencoders' ``1, 2, ..., 2**n_blocks``."""
+    path = Path(encoder_dir) / ENCODER_JSON
+    if path.is_file():
+        outputs = json.loads(path.read_text(encoding="utf-8")).get("outputs", [])
+        if len(outputs) == n_blocks + 1 and all("downsampling" in o for o in outputs):
+            return [int(o["downsampling"]) for o in outputs]
+    return [2**i for i in range(n_blocks + 1)]
 
 
 def unfreeze(model: keras.Model, n_blocks: int) -> keras.Model:

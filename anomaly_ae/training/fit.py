@@ -16,15 +16,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from anomaly_ae.config import DetectorConfig
+from anomaly_ae.config import FEATURE_MODELS, DetectorConfig
 from anomaly_ae.data.dataset import ImageDataset
 from anomaly_ae.data.images import Preprocessing, folder_fingerprint, split_holdout
-from anomaly_ae.data.loading import ImagesLike, load_training_set, original_sizes
+from anomaly_ae.data.loading import ImagesLike, TrainingSet, load_training_set, original_sizes
 from anomaly_ae.progress import Progress
 from anomaly_ae.scoring.position import reference_indices
 from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
 from anomaly_ae.training.distribution import replicas
-from anomaly_ae.training.loop import fit_model
+from anomaly_ae.training.features import fit_feature_model
+from anomaly_ae.training.loop import TrainedModel, fit_model
 from anomaly_ae.training.seeding import set_seed
 
 
@@ -75,6 +76,12 @@ def train_autoencoder(
     # subset: bounded time); the held-out images stay unseen by it, for the self-check and thresholds
     ref_idx = reference_indices(train_idx, cfg.train.seed)
 
+    if cfg.model.name in FEATURE_MODELS:  # features extracted once, then seconds of training
+        trained = fit_feature_model(cfg, lambda i: data.at_model_size(int(train_idx[i]), pre), len(train_idx),
+                                    val_images, progress, callbacks)
+        return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, _reference(data, ref_idx, pre),
+                                  _info(cfg, good, data, train_idx, val_idx, trained, len(train_idx)))
+
     patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                "workers": cfg.train.workers}
     patches.update(_repair_options(cfg))
@@ -101,9 +108,21 @@ def train_autoencoder(
 
     if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
         trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))
-    reference = np.stack([data.at_model_size(i, pre) for i in ref_idx]) if len(ref_idx) >= 2 else None
+    info = _info(cfg, good, data, train_idx, val_idx, trained, len(train_ds.items))
+    return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, _reference(data, ref_idx, pre),
+                              info)
+
+
+def _reference(data: TrainingSet, ref_idx: np.ndarray, pre: Preprocessing) -> np.ndarray | None:
+    """uint8 ``(M, h, w, C)`` training images of the position reference (``None`` with fewer than 2)."""
+    return np.stack([data.at_model_size(i, pre) for i in ref_idx]) if len(ref_idx) >= 2 else None
+
+
+def _info(cfg: DetectorConfig, good: ImagesLike, data: TrainingSet, train_idx: np.ndarray, val_idx: np.ndarray,
+          trained: TrainedModel, samples: int) -> dict[str, Any]:
+    """The ``train_info_`` entries known once training ends (``samples``: training samples in an epoch)."""
     val_loss = trained.history.get("val_loss", [float("nan")])
-    info = {
+    return {
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
         "epochs_run": len(val_loss),
@@ -112,12 +131,11 @@ def train_autoencoder(
         "fit_seconds": round(trained.fit_seconds, 2),
         # what one training sample is and how many a steady epoch (not the first) trained per second
         "sample_unit": "patch" if cfg.data.patch_size else "image",
-        "samples_per_second": _rounded(steady_rate(len(train_ds.items), trained.epoch_seconds)),
+        "samples_per_second": _rounded(steady_rate(samples, trained.epoch_seconds)),
         "resumed_at_epoch": trained.initial_epoch or None,
         "skipped": [{"path": str(p), "error": e} for p, e in data.skipped],
         **_source_record(good),
     }
-    return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, reference, info)
 
 
 def _rounded(value: float | None) -> float | None:
