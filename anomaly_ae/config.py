@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 #: the preset of ``Detector()`` and of ``anomaly-ae train`` without ``--config``
 DEFAULT_PRESET = "default"
+#: ``--model NAME`` without ``--config`` trains the preset of that name, or this one (else the default)
+MODEL_PRESETS = {"conv": "repair"}
 
 
 def preset_names() -> list[str]:
@@ -48,10 +50,12 @@ def preset_summary(name: str) -> str:
 def config_file(ref: str | Path | None, model: str | None = None) -> Path:
     """The YAML file a ``--config`` value names: an existing file, else a preset name.
 
-    Without ``ref``: the preset of the architecture ``model`` when there is one, else ``default``.
+    Without ``ref``: the preset of the architecture ``model`` when there is one (``conv``: ``repair``), else
+    ``default``.
     ``FileNotFoundError`` when ``ref`` is neither (the message lists the presets).
     """
     if ref is None:
+        model = MODEL_PRESETS.get(model or "", model)
         return preset_path(model if model in preset_names() else DEFAULT_PRESET)
     path = Path(ref)
     if path.is_file():

@@ -2,10 +2,11 @@
 # The GPU figures of issue 17 in one command: benchmarks/speed.py --device under KERAS_BACKEND=jax with
 # configs/vgg.yaml (VGG autoencoder, 256 px RGB, batch 64): training img/s in float32 and bf16 (plain
 # Keras fit vs ours) and scoring img/s (plain predict vs `anomaly-ae score` end to end, uint8 input
-# scaled on the device), and the training patches/s of the default preset (issue 26); then the DRAEM recipe
+# scaled on the device), and the training patches/s of the repair preset (issue 26's default); then the DRAEM recipe
 # (configs/draem_gpu.yaml, issue 27) trained on sample_data for DRAEM_EPOCHS epochs (default 60, its
-# milestones scaled to them) and evaluated: one line in FILE.draem.jsonl. No network; about 10 minutes on
-# one H100.
+# milestones scaled to them) and evaluated: one line in FILE.draem.jsonl; then the default (the pretrained-feature
+# model, issue 36) trained and evaluated on sample_data: one line in FILE.default.jsonl. No network; about 10
+# minutes on one H100.
 #
 #   benchmarks/gpu.sh --out benchmarks/results/gpu.json           # on the GPU machine
 #   benchmarks/gpu.sh --out /tmp/gpu.json --tiny                   # anywhere: the same steps at toy sizes
@@ -35,7 +36,7 @@ export KERAS_BACKEND=jax NO_ALBUMENTATIONS_UPDATE=1 TF_CPP_MIN_LOG_LEVEL=3 PYTHO
 # JAX takes the GPU's memory as it needs it, so that the scoring processes started by speed.py fit beside it
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 if [ "$tiny" = 1 ]; then
-  sizes=(--image-size 32 --n-train 32 --epochs 2 --n-small 8 --n-large 1600 --batch-size 8 --default-patches 1
+  sizes=(--image-size 32 --n-train 32 --epochs 2 --n-small 8 --n-large 1600 --batch-size 8 --repair-patches 1
          --override "model.widths=[8, 16]" --override model.convs_per_block=1 --override model.latent_channels=4)
 else
   sizes=(--n-train 4096 --epochs 4 --n-small 1024 --n-large 8192)
@@ -53,3 +54,10 @@ else
 fi
 "$PY" benchmarks/quality.py "$data" --config configs/draem_gpu.yaml "${draem[@]}" --out "$(mktemp -d)/draem_gpu" \
   --results "${out%.json}.draem.jsonl"
+if [ "$tiny" = 1 ]; then
+  default=(--epochs 1 --override "data.image_size=[32, 32]" --override "model.widths=[16]" --override train.batch_size=8)
+else
+  default=()
+fi
+"$PY" benchmarks/quality.py "$data" --config configs/default.yaml "${default[@]}" --out "$(mktemp -d)/default" \
+  --results "${out%.json}.default.jsonl"

@@ -23,8 +23,8 @@ In one process, same model and batch size:
 ``--device`` (what ``benchmarks/gpu.sh`` runs on a GPU, under ``KERAS_BACKEND=jax``): training
 images/s of plain ``fit`` vs ours in float32 and in ``mixed_bfloat16``, and scoring images/s of plain
 ``predict`` on preloaded float32 vs ``anomaly-ae score`` end to end (uint8 pixels sent to the device
-and scaled there), steady state as above, and the ``default`` preset's training patches/s
-(``default_train``), all written as one JSON object to ``--out``.
+and scaled there), steady state as above, and the ``repair`` preset's training patches/s
+(``repair_train``), all written as one JSON object to ``--out``.
 
 Inputs are generated (brushed-metal textures of ``anomaly_ae.data.synthetic`` at twice the
 model size, PNG), so the decode and resize cost is real. Prints one JSON object (``--json``) or a
@@ -250,14 +250,14 @@ def device_train(cfg, good: Path, precision: str) -> tuple[dict, object]:  # noq
                               "ours": [round(t, 3) for t in timer.seconds]}}, det
 
 
-def device_default_train(good: Path, epochs: int, patches_per_image: int | None = None) -> dict:
-    """The ``default`` preset's training patches/s (issue 26): ``Detector.fit`` on the folder for ``epochs``
+def device_repair_train(good: Path, epochs: int, patches_per_image: int | None = None) -> dict:
+    """The ``repair`` preset's training patches/s (issue 26's default): ``Detector.fit`` on the folder for ``epochs``
     epochs (early stopping off), steady rate after the first epoch, as ``anomaly-ae train`` would train
     (``patches_per_image``: fewer patches for a toy run)."""
     from anomaly_ae.config import DetectorConfig
     from anomaly_ae.detector import Detector
 
-    cfg = DetectorConfig.from_preset("default").with_overrides({"train.epochs": epochs, "train.patience": 10_000,
+    cfg = DetectorConfig.from_preset("repair").with_overrides({"train.epochs": epochs, "train.patience": 10_000,
                                                                  "data.patches_per_image": patches_per_image})
     timer = EpochTimer.make()
     det = Detector(cfg).fit(good, callbacks=[timer])
@@ -282,8 +282,8 @@ def device_suite(cfg, tmp: Path, a: argparse.Namespace, log) -> dict:  # noqa: A
         result["train"][precision], trained = device_train(cfg, tmp / "good", precision)
         if det is None:  # scoring uses the float32 model
             det = trained
-    log("training the default preset (64 px patches, learned map): patches/s")
-    result["default_train"] = device_default_train(tmp / "good", cfg.train.epochs, a.default_patches)
+    log("training the repair preset (64 px patches, learned map): patches/s")
+    result["repair_train"] = device_repair_train(tmp / "good", cfg.train.epochs, a.repair_patches)
     run = det.save(tmp / "run")
     bs = cfg.scoring.batch_size
     log("scoring: plain model.predict on float32, then anomaly-ae score end to end")
@@ -355,8 +355,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "fast.yaml")
-    ap.add_argument("--default-patches", type=int, default=None,
-                    help="--device: patches per image of the default preset's training (default: the preset's)")
+    ap.add_argument("--repair-patches", type=int, default=None,
+                    help="--device: patches per image of the repair preset's training (default: the preset's)")
     ap.add_argument("--image-size", type=int, default=None, help="override data.image_size (square)")
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=6, help="epochs of each training run (the first compiles)")

@@ -292,3 +292,35 @@ def test_feature_encoder_exports_backbone_blocks_and_a_segmenter_trains_on_it(fe
     seg.fit(x, y, epochs=1, verbose=0)
     after = seg.get_layer("multiscale_encoder").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))  # the encoder stayed frozen
+
+
+@needs_lite0
+def test_lite0_gives_the_same_logits_under_jax(tmp_path):
+    """The GPU machine has JAX and no TensorFlow: the backbone must compute the same there."""
+    import os
+    import subprocess
+
+    pytest.importorskip("jax")
+    photos = _sample_photos(224)
+    np.save(tmp_path / "x.npy", (photos - 127.0) / 128.0)
+    script = (
+        "import sys, numpy as np, keras\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "from anomaly_ae.models.backbones import lite_weights_file\n"
+        "from anomaly_ae.models.backbones.efficientnet_lite import efficientnet_lite, load_torch_weights\n"
+        "from anomaly_ae.models.backbones.torch_weights import read_state_dict\n"
+        "net = efficientnet_lite('efficientnet_lite0')\n"
+        "load_torch_weights(net, read_state_dict(lite_weights_file('efficientnet_lite0')))\n"
+        "np.save(sys.argv[1] + '/jax.npy', keras.ops.convert_to_numpy(net(np.load(sys.argv[1] + '/x.npy'))))\n"
+        "print('TF imported:', 'tensorflow' in sys.modules)\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "TF imported: False" in run.stdout
+    net = efficientnet_lite("efficientnet_lite0")
+    load_torch_weights(net, read_state_dict(lite_weights_file("efficientnet_lite0")))
+    tf_logits = keras.ops.convert_to_numpy(net((photos - 127.0) / 128.0))
+    jax_logits = np.load(tmp_path / "jax.npy")
+    assert np.argmax(jax_logits[1]) == DAISY
+    np.testing.assert_allclose(jax_logits, tf_logits, atol=2e-3 * np.abs(tf_logits).max())

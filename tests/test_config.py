@@ -50,23 +50,24 @@ def test_yaml_round_trip_and_flat(tmp_path):
 def test_shipped_configs_load(name):
     cfg = DetectorConfig.from_yaml(REPO / "configs" / name)
     stem = name.removesuffix(".yaml")
-    named = ("dense", "linear", "sparse", "contractive", "denoising", "vae")
-    assert cfg.model.name == (stem if stem in named else "conv")
+    named = {m: m for m in ("dense", "linear", "sparse", "contractive", "denoising", "vae")} | {"default": "feature"}
+    assert cfg.model.name == named.get(stem, "conv")
     assert DetectorConfig.from_preset(stem) == cfg  # every file of configs/ is a preset by its name
     assert preset_summary(stem) and len(preset_summary(stem)) <= 110  # one line for 'anomaly-ae presets'
 
 
 def test_the_repository_configs_folder_is_the_packaged_presets():
     assert (REPO / "configs").resolve() == PRESETS_DIR  # one set of files: users read and copy what ships
-    assert {"default", "fast", "draem_gpu", "vae", "dense", "linear", "sparse", "contractive", "denoising", "patch",
-            "vgg"} <= set(preset_names())
+    assert {"default", "repair", "fast", "draem_gpu", "vae", "dense", "linear", "sparse", "contractive", "denoising",
+            "patch", "vgg"} <= set(preset_names())
 
 
 def test_config_file_takes_a_path_or_a_preset_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert config_file(None) == PRESETS_DIR / "default.yaml"
     assert config_file(None, "vae") == PRESETS_DIR / "vae.yaml"
-    assert config_file(None, "conv") == PRESETS_DIR / "default.yaml"  # no conv preset: the default
+    assert config_file(None, "conv") == PRESETS_DIR / "repair.yaml"  # the conv model's own preset
+    assert config_file(None, "feature") == PRESETS_DIR / "default.yaml"  # the default is the feature model
     assert config_file("fast") == config_file("fast.yaml") == PRESETS_DIR / "fast.yaml"
     (tmp_path / "fast").write_text("train:\n  epochs: 2\n")  # a file of that name in the folder wins
     assert config_file("fast") == Path("fast")
@@ -83,7 +84,8 @@ def test_detector_without_a_config_is_the_default_preset():
 
     default = DetectorConfig.from_preset("default")
     assert Detector().config == default == DetectorConfig.from_preset()
-    assert default.data.image_size == "auto" and default.scoring.metric == "learned"  # what the CLI trains
+    assert default.data.image_size == "auto" and default.model.name == "feature"  # what the CLI trains
+    assert default.scoring.metric == "feature" and default.model.backbone == "efficientnet_lite0"
     assert Detector(DetectorConfig.from_preset("fast")).config.data.image_size == (128, 128)
 
 

@@ -27,9 +27,9 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
         assert train["plain_fit_img_s"] > 0 and train["ours_fit_img_s"] > 0
         assert train["train_ratio"] == pytest.approx(train["ours_fit_img_s"] / train["plain_fit_img_s"], rel=0.01)
         assert len(train["epoch_seconds"]["plain"]) == len(train["epoch_seconds"]["ours"]) == result["epochs"]
-    default = result["default_train"]  # the default preset's training rate (issue 26)
-    assert default["patches_s"] > 0 and len(default["epoch_seconds"]) == result["epochs"]
-    assert default["patches_per_epoch"] == default["n_train"] * 1  # --tiny: one patch per image
+    repair = result["repair_train"]  # the repair preset's training rate (issue 26's default)
+    assert repair["patches_s"] > 0 and len(repair["epoch_seconds"]) == result["epochs"]
+    assert repair["patches_per_epoch"] == repair["n_train"] * 1  # --tiny: one patch per image
     score = result["score"]
     assert score["plain_predict_img_s"] > 0 and score["score_img_s_steady"] > 0
     assert score["score_ratio"] == pytest.approx(score["score_img_s_steady"] / score["plain_predict_img_s"], rel=0.01)
@@ -39,3 +39,8 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert draem["config"] == "draem_gpu.yaml" and draem["backend"] == "jax" and draem["epochs_run"] == 1
     assert draem["resolved_config"]["train"]["lr_milestones"] == [0.8, 0.9]
     assert 0.0 <= draem["image_auroc"] <= 1.0 and 0.0 <= draem["pixel_auroc"] <= 1.0
+    # the default, the pretrained-feature model (issue 36), trained under JAX and evaluated
+    (default,) = [json.loads(line) for line in out.with_suffix(".default.jsonl").read_text().splitlines()]
+    assert default["config"] == "default.yaml" and default["backend"] == "jax"
+    assert default["resolved_config"]["model"]["name"] == "feature" and default["epochs_run"] == 1
+    assert 0.0 <= default["image_auroc"] <= 1.0 and 0.0 <= default["pixel_auroc"] <= 1.0

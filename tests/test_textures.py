@@ -57,7 +57,7 @@ def test_held_out_families_never_reach_training_batches(monkeypatch):
 
     calls: Counter = Counter()
     _spy(monkeypatch, calls)
-    cfg = DetectorConfig.from_yaml("configs/default.yaml").with_overrides({"data.image_size": [64, 64]})
+    cfg = DetectorConfig.from_yaml("configs/repair.yaml").with_overrides({"data.image_size": [64, 64]})
     rng = np.random.default_rng(0)
     images = rng.integers(60, 200, (12, 64, 64, 3)).astype(np.uint8)
     ds = ImageDataset(images, Preprocessing((64, 64), 3), 8, shuffle=True, seed=0, patch_size=32,

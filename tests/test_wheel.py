@@ -93,9 +93,9 @@ def test_the_installed_wheel_trains_and_scores_from_outside_the_checkout(venv, t
     assert default.returncode == 0, default.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "detector.json").read_text())["config"]
     preset = yaml.safe_load((REPO / "anomaly_ae" / "presets" / "default.yaml").read_text())
-    assert saved["model"]["discriminator"] == preset["model"]["discriminator"]  # the default preset's model
-    assert saved["train"]["synthetic_anomalies"]["probability"] == preset["train"]["synthetic_anomalies"]["probability"]
-    assert saved["data"]["patch_size"] == preset["data"]["patch_size"] and saved["train"]["epochs"] == 1
+    assert saved["model"]["name"] == preset["model"]["name"] == "feature"  # the default preset's model
+    assert saved["model"]["backbone"] == preset["model"]["backbone"]  # its pretrained weights, installed
+    assert saved["data"]["max_side"] == preset["data"]["max_side"] and saved["train"]["epochs"] == 1
 
     fast = _run(venv, ["anomaly-ae", "train", str(good), "--config", "fast", "--epochs", "1", "--no-track",
                        "--out", "run-fast", "-q"], tmp_path)

@@ -10,7 +10,7 @@ from enum import Enum, StrEnum
 
 
 class ModelName(StrEnum):
-    """``--model``: the autoencoder architecture (``model.name``)."""
+    """``--model``: the autoencoder architecture (``model.name``); ``feature``: of pretrained backbone features."""
 
     conv = "conv"
     dense = "dense"
@@ -19,6 +19,7 @@ class ModelName(StrEnum):
     contractive = "contractive"
     denoising = "denoising"
     vae = "vae"
+    feature = "feature"
 
 
 class ThresholdMethod(StrEnum):

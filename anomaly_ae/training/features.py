@@ -21,9 +21,9 @@ from anomaly_ae.training.callbacks import EpochProgress, EpochTimer
 from anomaly_ae.training.checkpoint import NanGuard, TrainingDiverged
 from anomaly_ae.training.loop import TrainedModel
 
-#: feature vectors a per-position (1x1) autoencoder trains on at most: ~2,000 a training image of 300 images at
-#: 512 px, so more only repeats what the sample already holds, at proportionally more seconds per epoch
-MAX_TRAIN_VECTORS = 250_000
+#: feature vectors a per-position (1x1) autoencoder trains on at most (a seeded sample): 300 images at 1024 px
+#: hold ~1.8 million, largely repeats of the same surface; more costs proportionally more seconds per epoch
+MAX_TRAIN_VECTORS = 100_000
 #: a 1x1 autoencoder's batch is ``train.batch_size`` times this many vectors (one image's worth of positions)
 VECTORS_PER_IMAGE_BATCH = 256
 #: images per extraction batch (the backbone's activations of a batch of 512 px images fit in ~1 GB)

