@@ -271,8 +271,8 @@ class FeatureConfig(_ModelBase):
     feature_strides: tuple[int, ...] = Field(
         (8, 16), description="features from the last block at each of these strides (4, 8, 16, 32), brought to "
         "the finest one and stacked")
-    pool: int = Field(3, ge=1, description="local mean over pool x pool feature positions (neighbourhood "
-                      "aggregation, as PatchCore); 1: off")
+    pool: int = Field(1, ge=1, description="local mean over pool x pool feature positions (neighbourhood "
+                      "aggregation, as PatchCore); 1: off (the self-check preferred it to 3, issue 36)")
     widths: tuple[int, ...] = Field((96,), description="channels of the autoencoder's hidden layers")
     latent_channels: int = Field(32, ge=1, description="channels of the bottleneck")
     kernel_size: int = Field(1, ge=1, description="conv kernel of the autoencoder (1: per position, DFR)")
