@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,8 @@ def main() -> None:
     t1 = time.perf_counter()
     m = evaluate(det, a.dataset).metrics
     s = det.config_.scoring
-    line = json.dumps({"model": f"kNN {cfg.model.backbone} {'random' if a.random else 'coreset'} {a.bank:g}",
+    kind = f"kNN {cfg.model.backbone} {'random' if a.random else 'coreset'} {a.bank:g}"
+    line = json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "model": kind,
                        "dataset": a.dataset.name, "config": a.config.name, "bank": det.train_info_["bank"],
                        "image_size": list(det.preprocessing_.image_size), "sigma": s.smoothing_sigma,
                        "reduction": s.reduction, "position_norm": s.position_norm,

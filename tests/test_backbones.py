@@ -324,3 +324,42 @@ def test_lite0_gives_the_same_logits_under_jax(tmp_path):
     jax_logits = np.load(tmp_path / "jax.npy")
     assert np.argmax(jax_logits[1]) == DAISY
     np.testing.assert_allclose(jax_logits, tf_logits, atol=2e-3 * np.abs(tf_logits).max())
+
+
+@needs_lite0
+def test_a_users_weights_file_is_loaded_in_place_of_the_published_one(tmp_path):
+    import shutil
+
+    mine = tmp_path / "my_lite0.pth"
+    shutil.copy(lite_weights_file("efficientnet_lite0"), mine)
+    ours = feature_backbone("efficientnet_lite0", (8,), 3, weights=str(mine), pretrained=False)
+    published = feature_backbone("efficientnet_lite0", (8,), 3)
+    random = feature_backbone("efficientnet_lite0", (8,), 3, pretrained=False)
+    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    a, b, c = (keras.ops.convert_to_numpy(m(x)[0]) for m in (ours, published, random))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_feature_training_extracts_augmented_copies_when_augmentation_is_on(monkeypatch):
+    from anomaly_ae.training import features
+
+    cfg = DetectorConfig().with_overrides({"model.name": "feature", "data.augment.hflip": True})
+    images = _blobs(3, 0)
+    image_at, n = features.with_augmented_copies(cfg, lambda i: images[i], 3)
+    assert n == 6
+    for i in range(3):
+        np.testing.assert_array_equal(image_at(i), images[i])  # the originals first, untouched
+    copies = [image_at(3 + i) for i in range(3)]
+    assert all(c.shape == images[0].shape for c in copies)
+    assert any(np.array_equal(c, im[:, ::-1]) for c, im in zip(copies, images, strict=True))  # flipped (p=0.5)
+    off = DetectorConfig().with_overrides({"model.name": "feature"})
+    assert features.with_augmented_copies(off, lambda i: images[i], 3)[1] == 3
+
+
+def test_ray_training_of_a_feature_model_is_refused_in_one_line(tmp_path):
+    from anomaly_ae.pipelines.train_ray import train_on_ray
+
+    with pytest.raises(ValueError, match="trains on one process") as err:
+        train_on_ray(DetectorConfig.from_preset(), tmp_path, tmp_path / "run")
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anomaly_ae.config import DetectorConfig
+from anomaly_ae.config import FEATURE_MODELS, DetectorConfig
 from anomaly_ae.data.images import list_images
 from anomaly_ae.data.loading import original_sizes
 from anomaly_ae.pipelines.score_ray import require_ray
@@ -122,8 +122,11 @@ def train_on_ray(config: DetectorConfig, good_dir: str | Path, run_dir: str | Pa
 
     Raises:
         RayMissing: Ray is not installed.
-        ValueError: fewer images than workers.
+        ValueError: fewer images than workers, or a ``feature`` model (it trains on one process).
     """
+    if config.model.name in FEATURE_MODELS:  # one extraction, then seconds of training: nothing to share out
+        raise ValueError(f"model {config.model.name!r} trains on one process in a minute or two (its features are "
+                         "extracted once): train it without Ray")
     ray = require_ray()
     paths = [os.path.abspath(p) for p in list_images(Path(good_dir))]
     per_worker = len(paths) // workers  # equal shards: every worker must take the same number of steps

@@ -2,7 +2,8 @@
 per-channel standardization, then train the small feature autoencoder on those arrays for seconds.
 
 Nothing of the image autoencoders' loop applies (patches, repair training, checkpoints per epoch): the
-expensive part is the one extraction, and a whole training costs less than resuming one would.
+expensive part is the one extraction, and a whole training costs less than resuming one would. With
+``data.augment`` on, one seeded augmented copy of each training image is extracted beside it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from anomaly_ae.training.loop import TrainedModel
 MAX_TRAIN_VECTORS = 100_000
 #: a 1x1 autoencoder's batch is ``train.batch_size`` times this many vectors (one image's worth of positions)
 VECTORS_PER_IMAGE_BATCH = 256
+#: augmented copies of each training image whose features are extracted too, when ``data.augment`` is on
+AUGMENTED_COPIES = 1
 #: images per extraction batch (the backbone's activations of a batch of 512 px images fit in ~1 GB)
 EXTRACT_BATCH = 8
 
@@ -45,6 +48,23 @@ def extract(model: keras.Model, image_at: Callable[[int], np.ndarray], n: int, p
             bar.advance(len(f))
     assert out is not None
     return out
+
+
+def with_augmented_copies(config: DetectorConfig, train_at: Callable[[int], np.ndarray],
+                          n_train: int) -> tuple[Callable[[int], np.ndarray], int]:
+    """The training images and, with ``data.augment`` on, :data:`AUGMENTED_COPIES` seeded augmented copies of
+    each after them (features are extracted once, so the augmentation is drawn once too): ``(image_at, n)``."""
+    if not config.data.augment.enabled:
+        return train_at, n_train
+    from anomaly_ae.data.augment import build_augmentation  # imports albumentations: only when asked for
+
+    augment = build_augmentation(config.data.augment, config.train.seed)
+
+    def image_at(i: int) -> np.ndarray:
+        image = train_at(i % n_train)
+        return image if i < n_train else augment(image=image)["image"].reshape(image.shape)
+
+    return image_at, n_train * (1 + AUGMENTED_COPIES)
 
 
 def _vectors(features: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -78,7 +98,9 @@ def fit_feature_model(
     t = config.train
     model = build_model(config, pretrained=True)
     start = time.perf_counter()
-    train_f = extract(model, train_at, n_train, progress, f"{n_train} training images")
+    image_at, n_images = with_augmented_copies(config, train_at, n_train)
+    train_f = extract(model, image_at, n_images, progress, f"{n_images} training images"
+                      + (" (augmented copies included)" if n_images > n_train else ""))
     val_f = extract(model, lambda i: val_images[i], len(val_images), progress, f"{len(val_images)} held-out images")
     mean, std = channel_statistics(train_f)
     model.standardize.set_statistics(mean, std)
