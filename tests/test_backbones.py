@@ -363,3 +363,15 @@ def test_ray_training_of_a_feature_model_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="trains on one process") as err:
         train_on_ray(DetectorConfig.from_preset(), tmp_path, tmp_path / "run")
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_the_cli_names_an_unavailable_backbone_in_one_line(tiny_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from anomaly_ae.cli.main import app
+
+    (tmp_path / "c.yaml").write_text("model:\n  name: feature\n  backbone: NoSuchNet\n")
+    res = CliRunner().invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(tmp_path / "c.yaml"),
+                                   "--out", str(tmp_path / "run"), "--no-track", "-q"])
+    assert res.exit_code == 2, res.output
+    assert "unknown backbone 'NoSuchNet'" in res.output and "Traceback" not in res.output

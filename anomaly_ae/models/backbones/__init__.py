@@ -38,7 +38,7 @@ EXTRA = "anomaly-ae[pretrained]"
 #: how a keras.applications network wants its RGB input, by name prefix (its module's preprocess_input)
 KERAS_INPUT_MODES = {
     "ResNet50V2": "tf", "ResNet101V2": "tf", "ResNet152V2": "tf", "ResNet": "caffe", "VGG": "caffe",
-    "MobileNet": "tf", "Inception": "tf", "Xception": "tf", "NASNet": "tf", "DenseNet": "torch",
+    "MobileNetV3": "raw", "MobileNet": "tf", "Inception": "tf", "Xception": "tf", "NASNet": "tf", "DenseNet": "torch",
     "EfficientNet": "raw", "ConvNeXt": "raw", "RegNet": "raw",
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,8 +49,9 @@ INSIDE_A_BLOCK = ("expand", "pad", "_bn0", "_bn1", "depthwise")
 PROBE = 256
 
 
-class BackboneUnavailable(RuntimeError):
-    """A backbone's weights cannot be had (package not installed, download failed, unknown name)."""
+class BackboneUnavailable(ValueError):
+    """A backbone's weights cannot be had (package not installed, download failed, unknown name): the config
+    names something this machine cannot give, so the message says how to get it."""
 
 
 @keras.saving.register_keras_serializable(package="anomaly_ae")
@@ -92,13 +93,8 @@ class BackboneInput(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def backbone_names() -> list[str]:
-    """The built-in names; any ``keras.applications`` constructor name is accepted too."""
-    return list(LITE_PACKAGES)
-
-
 def lite_weights_file(name: str) -> Path:
-    """The ``.pth`` file that the optional package of ``name`` installs.
+    """The ``.pth`` file that the weights package of ``name`` installs.
 
     Raises:
         BackboneUnavailable: the package is not installed (the message names the extra).
