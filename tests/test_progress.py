@@ -173,9 +173,9 @@ def test_ctrl_c_after_the_first_checkpoint_says_what_is_kept_and_how_to_continue
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # a user's shell starts the command with Ctrl-C at its default; a native library loaded into this test
-    # process may have set SIGINT to "ignore", which a child inherits (Python then never raises
-    # KeyboardInterrupt in it): the full suite once trained on for 120 s after the signal
+    # a user's terminal starts the command with Ctrl-C at its default; a suite started in the background of a
+    # non-interactive shell (`make test &`, nohup) runs with SIGINT ignored, which the child would inherit
+    # (Python then never raises KeyboardInterrupt): the training went on for 120 s after the signal
     proc = subprocess.Popen([sys.executable, "-m", "anomaly_ae", "train", str(tiny_data / "train" / "good"),
                              "--config", str(tmp_path / "long.yaml"), "--out", str(run), "--no-track"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
