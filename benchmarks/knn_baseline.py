@@ -84,10 +84,10 @@ class KNNDetector(Detector):
         self.preprocessing_ = pre
         feats = extract(self.model_, lambda i: data.at_model_size(int(train_idx[i]), pre), len(train_idx),
                         as_progress(0), "training images")
-        mean, std = channel_statistics(feats)
-        self.model_.standardize.set_statistics(mean, std)
+        self.stats_ = self.model_.standardize.set_statistics(*channel_statistics(feats))
         self.extractor_ = self.model_.feature_extractor()
-        flat = ((feats - mean) / np.where(std > 1e-6, std, 1.0)).astype(np.float32).reshape(-1, feats.shape[-1])
+        mean, scale = self.stats_
+        flat = ((feats - mean) / scale).reshape(-1, feats.shape[-1])
         n = max(1, int(round(self.bank_fraction * len(flat))))
         rng = np.random.default_rng(cfg.train.seed)
         if self.coreset:
@@ -107,7 +107,7 @@ class KNNDetector(Detector):
     def reconstruct(self, x: np.ndarray) -> np.ndarray:  # noqa: D102 - the kNN map in the model output's place
         xf = x.astype(np.float32) * (np.float32(1 / 255) if x.dtype == np.uint8 else np.float32(1))
         raw = self.extractor_.predict(xf, batch_size=8, verbose=0)
-        mean, scale = (np.asarray(w) for w in self.model_.standardize.get_weights())
+        mean, scale = self.stats_
         f = (raw - mean) / scale
         d = nearest_distance(f.reshape(-1, f.shape[-1]), self.bank_).reshape(f.shape[:3])
         h, w = x.shape[1:3]

@@ -29,6 +29,7 @@ from typing import Any
 
 import keras
 
+from anomaly_ae.config import FEATURE_MODELS
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.files import versions, write_json_atomic
 from anomaly_ae.io.folders import plan, staging
@@ -136,10 +137,10 @@ def export_encoder(
 def _write_encoder(det: Detector, out: Path, formats: Sequence[str]) -> dict[str, Any]:
     """The encoder files in ``out``; returns the ``encoder.json`` content."""
     name = det.config_.model.name
-    enc = multiscale_encoder(det.model_)
-    if hasattr(det.model_, "feature_strides"):
-        downsampling = feature_encoder(det.model_)[1]
+    if name in FEATURE_MODELS:
+        enc, downsampling = feature_encoder(det.model_)
     else:
+        enc = multiscale_encoder(det.model_)
         downsampling = [2**i for i in range(len(enc.outputs) - 1)] + [2 ** len(det.config_.model.widths)]
     enc.save(out / ENCODER_KERAS)
     enc.save_weights(out / ENCODER_WEIGHTS)

@@ -41,10 +41,14 @@ class FeatureStandardize(layers.Layer):
         self.mean = self.add_weight(shape=(self.channels,), initializer="zeros", trainable=False, name="mean")
         self.scale = self.add_weight(shape=(self.channels,), initializer="ones", trainable=False, name="scale")
 
-    def set_statistics(self, mean: np.ndarray, scale: np.ndarray) -> None:
-        """Fit: ``mean`` and ``scale`` ``(channels,)`` (a scale of 0 is taken as 1)."""
-        self.mean.assign(np.asarray(mean, np.float32))
-        self.scale.assign(np.where(np.asarray(scale) > 1e-6, scale, 1.0).astype(np.float32))
+    def set_statistics(self, mean: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fit: ``mean`` and ``scale`` ``(channels,)`` (a scale of 0 is taken as 1). Returns the float32 mean and
+        scale as set, for standardizing NumPy features the same way (``(f - mean) / scale``)."""
+        mean32 = np.asarray(mean, np.float32)
+        scale32 = np.where(np.asarray(scale) > 1e-6, scale, 1.0).astype(np.float32)
+        self.mean.assign(mean32)
+        self.scale.assign(scale32)
+        return mean32, scale32
 
     def call(self, x: Any) -> Any:
         return (x - self.mean) / self.scale

@@ -102,11 +102,9 @@ def fit_feature_model(
     train_f = extract(model, image_at, n_images, progress, f"{n_images} training images"
                       + (" (augmented copies included)" if n_images > n_train else ""))
     val_f = extract(model, lambda i: val_images[i], len(val_images), progress, f"{len(val_images)} held-out images")
-    mean, std = channel_statistics(train_f)
-    model.standardize.set_statistics(mean, std)
-    scale = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    mean, scale = model.standardize.set_statistics(*channel_statistics(train_f))
     for f in (train_f, val_f):  # in place: no second copy of the largest arrays of the run
-        f -= mean.astype(np.float32)
+        f -= mean
         f /= scale
     if model.kernel_size == 1:  # a per-position autoencoder: train on a seeded sample of feature vectors
         train_f, val_f = (_vectors(f, limit, t.seed + k) for k, (f, limit) in

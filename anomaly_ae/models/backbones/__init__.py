@@ -20,6 +20,7 @@ Features are taken at the end of the last block of each requested stride (the im
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Any
@@ -142,20 +143,28 @@ def _network(name: str, weights: str | None, pretrained: bool,
     return net, mode
 
 
-def stride_layers(name: str, strides: tuple[int, ...]) -> list[str]:
-    """The name of the last layer of backbone ``name`` whose output is the input side divided by each of
-    ``strides`` (found on the architecture built for a ``PROBE`` x ``PROBE`` input, without weights)."""
+@functools.cache
+def _block_end_sides(name: str) -> tuple[tuple[str, int], ...]:
+    """``(layer name, output side)`` of every block end of backbone ``name`` in topological order, on the
+    architecture built for a ``PROBE`` x ``PROBE`` input without weights (once per name and process: every
+    build and load of a feature model asks)."""
     probe, _ = _network(name, None, pretrained=False, input_shape=(PROBE, PROBE, 3))
-    sides: dict[str, int] = {}
+    sides = []
     for layer in probe.layers:  # functional networks list their layers in topological order
         shape = getattr(layer.output, "shape", ())
         if any(part in layer.name for part in INSIDE_A_BLOCK):
             continue
         if len(shape) == 4 and shape[1] == shape[2]:
-            sides[layer.name] = int(shape[1])
+            sides.append((layer.name, int(shape[1])))
+    return tuple(sides)
+
+
+def stride_layers(name: str, strides: tuple[int, ...]) -> list[str]:
+    """The name of the last layer of backbone ``name`` whose output is the input side divided by each of
+    ``strides`` (found on the architecture built for a ``PROBE`` x ``PROBE`` input, without weights)."""
     names = []
     for s in strides:
-        found = [n for n, side in sides.items() if side == PROBE // s]
+        found = [n for n, side in _block_end_sides(name) if side == PROBE // s]
         if not found:
             raise ValueError(f"the backbone {name} has no layer at stride {s}")
         names.append(found[-1])
