@@ -20,6 +20,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from anomaly_ae.io.yamlfile import MAX_YAML_BYTES, YAMLTooLarge, load_yaml
+
 #: the folder of the shipped presets (package data of the wheel)
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 #: the preset of ``Detector()`` and of ``anomaly-ae train`` without ``--config``
@@ -568,7 +570,7 @@ class DetectorConfig(_Section):
         ``model`` fields that only another architecture has are ignored with a :class:`ConfigWarning`.
         """
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = load_yaml(f.read(MAX_YAML_BYTES + 1)) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: top level must be a mapping")
         ignored = ignored_model_fields(raw)
@@ -714,6 +716,8 @@ def resolve_config(ref: str | None, model: str | None, overrides: Mapping[str, A
         raise ConfigError("\n".join(describe_validation_error(err))) from None
     except (ValueError, KeyError) as err:
         raise ConfigError(f"invalid configuration: {err}") from None
+    except YAMLTooLarge as err:
+        raise ConfigError(f"config file {path} refused: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
     except UnicodeDecodeError:

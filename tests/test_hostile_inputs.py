@@ -222,3 +222,45 @@ def test_unreadable_file_permissions(tmp_path, run_unprivileged):
             "except ImageReadError as e: print(json.dumps(str(e)))")
     proc = run_unprivileged([sys.executable, "-c", code, str(p)])
     assert json.loads(proc.stdout).startswith("cannot read file: Permission denied"), proc.stderr
+
+
+# ----------------------------------------------------------------------------- hostile configs
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A "billion laughs" YAML document: ``width ** levels`` strings from ``levels`` lines of aliases."""
+    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join([*lines, f"data: {{image_size: *a{levels}}}", ""])
+
+
+def test_yaml_alias_bomb_is_refused_in_a_line_at_once(tiny_data, tmp_path):
+    """Before: the 9 ** 10 values were expanded by the config's validation (killed after 300 s)."""
+    import time
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb())
+    t0 = time.perf_counter()
+    res = runner.invoke(app, ["train", str(tiny_data / "train" / "good"), "--config", str(bomb), "--no-track",
+                              "--out", str(tmp_path / "m")])
+    seconds = time.perf_counter() - t0
+    assert res.exit_code == 2 and seconds < 2.0, (seconds, res.output)
+    message = " ".join(res.output.split())
+    assert "aliases expand to more than 10,000 values" in message and "Traceback" not in res.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_recursive_and_oversized_yaml_are_refused_and_ordinary_anchors_load(tmp_path):
+    from anomaly_ae.config import ConfigError, resolve_config
+    from anomaly_ae.io.yamlfile import MAX_YAML_BYTES, YAMLTooLarge, load_yaml
+
+    with pytest.raises(YAMLTooLarge, match="refers to itself"):
+        load_yaml("a: &x [1, *x]\n")
+    with pytest.raises(YAMLTooLarge, match="more than a config"):
+        load_yaml("# " + "x" * MAX_YAML_BYTES + "\n")
+    assert load_yaml(_alias_bomb(levels=2, width=9)) is not None  # 9 ** 3 = 729 values: a bound, not a ban
+    # the anchors and merge keys people write in configs still work
+    assert load_yaml("base: &opt {epochs: 2}\ntrain: {<<: *opt, batch_size: 4}\n")["train"] == {
+        "epochs": 2, "batch_size": 4}
+    big = tmp_path / "big.yaml"
+    big.write_text("data: {channels: 3}\n" + "#" * (MAX_YAML_BYTES + 10) + "\n")
+    with pytest.raises(ConfigError, match="more than a config's"):
+        resolve_config(str(big), None, {})

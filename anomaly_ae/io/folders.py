@@ -126,8 +126,10 @@ def _our_checkpoint(folder: Path) -> bool:
     ``config.yaml`` is a resolved anomaly-ae config (a folder of the user's named ``checkpoint`` is not)."""
     import yaml
 
+    from anomaly_ae.io.yamlfile import load_yaml
+
     try:
-        config = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = load_yaml((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         return False
     return isinstance(config, dict) and set(config) == _CONFIG_SECTIONS
