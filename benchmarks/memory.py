@@ -1,9 +1,10 @@
 """Peak memory of ``anomaly-ae score`` on large images, with and without the pixel budget per batch.
 
-    .venv/bin/python benchmarks/memory.py [--n 24] [--side 5000] [--budgets 64 100000]
+    .venv/bin/python benchmarks/memory.py [--n 24] [--side 5000] [--budgets 64 100000] [--preset default]
 
 Makes ``--n`` gray PNGs of ``--side`` x ``--side`` pixels and a tiny model (32 px, 1 epoch: the model
-is not what is measured), then runs ``anomaly-ae score --batch-size 32`` once per
+is not what is measured; ``--preset NAME``: that shipped preset instead, e.g. the default, trained on the
+24 small good images), then runs ``anomaly-ae score --batch-size 32`` once per
 ``scoring.batch_megapixels`` value in a fresh process and prints its peak RSS (``getrusage`` of the
 child). ``100000`` is, in effect, no budget: batches are cut by count alone, as before.
 """
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--side", type=int, default=5000)
     ap.add_argument("--budgets", type=float, nargs="+", default=[64.0, 100000.0])
+    ap.add_argument("--preset", default=None, help="train this shipped preset (default: the tiny config)")
     args = ap.parse_args()
     exe = Path(sys.executable).parent / "anomaly-ae"
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,13 +42,15 @@ def main() -> None:
         rng = np.random.default_rng(0)
         base = cv2.resize((rng.random((50, 50)) * 255).astype(np.uint8), (args.side, args.side),
                           interpolation=cv2.INTER_CUBIC)
+        (root / "big").mkdir()
+        (root / "good").mkdir()
         for i in range(args.n):
-            (root / "big").mkdir(exist_ok=True)
             cv2.imwrite(str(root / "big" / f"{i:03d}.png"), np.roll(base, i * 97, axis=i % 2))
-            (root / "good").mkdir(exist_ok=True)
+        for i in range(24):
             cv2.imwrite(str(root / "good" / f"{i:03d}.png"), cv2.resize(np.roll(base, i * 300, axis=0), (64, 64)))
         (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-        subprocess.run([str(exe), "train", str(root / "good"), "--config", str(root / "tiny.yaml"), "--out",
+        config = args.preset or str(root / "tiny.yaml")
+        subprocess.run([str(exe), "train", str(root / "good"), "--config", config, "--out",
                         str(root / "m"), "--no-track"], check=True, capture_output=True)
         for budget in args.budgets:
             meta_path = root / "m" / "detector.json"
@@ -61,7 +65,8 @@ def main() -> None:
             peak_kib = int(subprocess.run([sys.executable, "-c", code, str(exe), "score", str(root / "m"),
                                            str(root / "big"), "--out", str(out), "--batch-size", "32"],
                                           check=True, capture_output=True, text=True, env=os.environ).stdout)
-            print(json.dumps({"n_images": args.n, "megapixels_each": args.side**2 / 1e6, "batch_megapixels": budget,
+            print(json.dumps({"model": args.preset or "tiny", "n_images": args.n,
+                              "megapixels_each": args.side**2 / 1e6, "batch_megapixels": budget,
                               "peak_rss_gib": round(peak_kib / 2**20, 2),
                               "wall_s": round(time.perf_counter() - t0, 1)}))
 

@@ -60,6 +60,29 @@ def _palette_png() -> bytes:
     return buf.getvalue()
 
 
+def _pil_bytes(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+COLOUR = np.dstack([GRAY, GRAY // 2, 255 - GRAY])  # RGB
+#: two flat frames (grey 40, then 200): a decoder that reads the first frame or page gives 40 everywhere
+FRAMES = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (40, 200)]
+#: odd colour models and containers that score (the README's "Image files" rules); name -> bytes
+ODD_VALID: dict[str, bytes] = {
+    "cmyk.jpg": _pil_bytes(Image.fromarray(COLOUR).convert("CMYK"), "JPEG", quality=95, subsampling=0),
+    "progressive.jpg": _pil_bytes(Image.fromarray(COLOUR), "JPEG", progressive=True, quality=95, subsampling=0),
+    "animated.png": _pil_bytes(FRAMES[0], "PNG", save_all=True, append_images=FRAMES[1:]),
+    "gif_named.png": _pil_bytes(FRAMES[0], "GIF", save_all=True, append_images=FRAMES[1:]),
+    "webp_named.png": _pil_bytes(Image.fromarray(COLOUR), "WEBP", lossless=True),
+    "multipage.tiff": _pil_bytes(FRAMES[0], "TIFF", save_all=True, append_images=FRAMES[1:]),
+    "grey_alpha.png": _pil_bytes(Image.fromarray(np.dstack([GRAY, np.full_like(GRAY, 128)]), "LA"), "PNG"),
+    "one_bit.png": _pil_bytes(Image.fromarray(GRAY > 127), "PNG"),
+    # 4 px wide, 4,096 px tall: its legend once enlarged it 90x to a 368,640 px JPEG, which stopped the batch
+    "aspect_4096x4.png": _png_bytes(np.tile(np.linspace(0, 255, 4096, dtype=np.uint8)[:, None], (1, 4))),
+}
+
 # name -> (bytes, expected reason or None when the file must be scored)
 CASES: dict[str, tuple[bytes, str | None]] = {
     "empty.png": (b"", "empty file (0 bytes)"),
@@ -78,6 +101,7 @@ CASES: dict[str, tuple[bytes, str | None]] = {
     "exif_rotated.jpg": (_exif_rotated_jpeg(), None),
     "défaut ü 1.png": (_png_bytes(GRAY), None),
     "nested/deeper/still/part.png": (_png_bytes(GRAY), None),
+    **{name: (data, None) for name, data in ODD_VALID.items()},
 }
 
 
@@ -135,6 +159,23 @@ def test_odd_but_valid_images_decode_to_what_they_show(tmp_path):
     p = tmp_path / "palette.png"
     p.write_bytes(CASES["palette.png"][0])
     assert np.abs(read_image(p, 1)[..., 0].astype(int) - GRAY).mean() < 12  # 16-colour palette
+
+
+@pytest.mark.parametrize("name", sorted(ODD_VALID))
+def test_odd_colour_models_and_containers_read_as_the_readme_says(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(ODD_VALID[name])
+    rgb = read_image(p, 3).astype(int)
+    if name in ("animated.png", "gif_named.png", "multipage.tiff"):
+        assert (rgb == 40).all()  # the first frame / page only
+    elif name in ("cmyk.jpg", "progressive.jpg", "webp_named.png"):  # colour, in RGB order, by content not name
+        assert np.abs(rgb - COLOUR).mean() < 4
+    elif name == "grey_alpha.png":
+        assert (rgb == GRAY[..., None]).all()  # alpha dropped, not blended with a background
+    elif name == "one_bit.png":
+        assert set(np.unique(rgb)) == {0, 255} and ((rgb[..., 0] == 255) == (GRAY > 127)).all()
+    else:
+        assert rgb.shape == (4096, 4, 3) and rgb[0, 0, 0] == 0 and rgb[-1, 0, 0] == 255
 
 
 def test_pixel_limit_is_configurable(tmp_path, monkeypatch):

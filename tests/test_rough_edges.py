@@ -177,3 +177,23 @@ def test_the_heatmap_legend_is_sized_to_the_image(width, k):
     dark = (words.max(axis=2) < 100).any(axis=0)  # columns with text or bar marks
     third = out.shape[1] // 3
     assert dark[:third].any() and dark[-third:].any()  # "typical good" at the left, the defect words at the right
+
+
+def test_a_picture_is_bounded_by_both_sides_and_an_unencodable_one_is_one_files_error(tmp_path):
+    import errno
+
+    from anomaly_ae.io.files import write_jpeg_atomic
+    from anomaly_ae.outputs.overlays import LEGEND_MIN_WIDTH, MAX_PICTURE_SIDE, fit_picture, with_legend
+
+    tall = np.zeros((4096, 4, 3), np.uint8)  # was enlarged 90x above its legend: 368,640 px, past JPEG's limit
+    out = with_legend(tall, (0.1, 0.5), 0.5, score=0.2, threshold=0.3)
+    assert out.shape[1] == LEGEND_MIN_WIDTH and 4096 * 2 <= out.shape[0] <= MAX_PICTURE_SIDE
+    assert (out[:8192, 8:] == 255).all()  # enlarged 2x (8 px wide), white beside it above the strip
+    huge = np.zeros((40_000, 10, 3), np.uint8)
+    assert fit_picture(huge).shape == (MAX_PICTURE_SIDE, 4, 3)  # shrunk, aspect kept
+    assert fit_picture(tall) is tall
+    target = tmp_path / "x.jpg"
+    with pytest.raises(OSError) as caught:
+        write_jpeg_atomic(target, np.zeros((70_000, 2, 3), np.uint8))  # past JPEG's 65,535 px a side
+    assert caught.value.errno == errno.EINVAL and "70000" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

@@ -44,3 +44,13 @@ def test_a_failing_write_surfaces_and_completed_items_are_recorded():
             w.submit(gate.wait, lambda: records.append(2))
             gate.set()
     assert records == [0]
+
+
+def test_an_item_over_the_cost_budget_on_its_own_is_done_before_submit_returns():
+    """A 100-megapixel image's outputs: the caller must not go on to hold the next huge image beside them."""
+    recorded = []
+    with OrderedOutputs(max_pending_cost=100.0) as out:
+        out.submit(lambda: time.sleep(0.05), lambda: recorded.append("small"), cost=10.0)
+        assert recorded == [] or recorded == ["small"]  # within budget: may still be pending
+        out.submit(lambda: time.sleep(0.2), lambda: recorded.append("huge"), cost=500.0)
+        assert recorded == ["small", "huge"]  # over budget alone: written (and recorded) already

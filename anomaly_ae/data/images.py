@@ -230,7 +230,7 @@ def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None
         raise ImageReadError(f"image too small: {w}x{h} pixels (minimum {MIN_SIDE}x{MIN_SIDE})")
     if channels == 1:
         return image[..., None]
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: no second copy of a huge image
 
 
 def _float_tiff(data: np.ndarray, channels: int) -> np.ndarray | None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -89,10 +90,7 @@ def write_png_atomic(path: Path, image: np.ndarray, bilevel: bool = False) -> No
     """
     import cv2  # lazy: fileio stays light for the CLI
 
-    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_BILEVEL, 1] if bilevel else [])
-    if not ok:
-        raise OSError(f"could not encode PNG for {path}")
-    write_bytes_atomic(path, buf.tobytes())
+    write_bytes_atomic(path, _encode(".png", image, [cv2.IMWRITE_PNG_BILEVEL, 1] if bilevel else []))
 
 
 #: JPEG quality of heatmaps. With full-resolution colour (4:4:4: a heatmap's meaning is its colour)
@@ -105,11 +103,24 @@ def write_jpeg_atomic(path: Path, image: np.ndarray, quality: int = JPEG_QUALITY
     """Encode and write a JPEG (uint8 ``(H, W)`` or ``(H, W, 3)`` BGR, colour not subsampled) atomically."""
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                                           cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-    if not ok:
-        raise OSError(f"could not encode JPEG for {path}")
-    write_bytes_atomic(path, buf.tobytes())
+    write_bytes_atomic(path, _encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality,
+                                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]))
+
+
+def _encode(ext: str, image: np.ndarray, params: list[int]) -> bytes:
+    """``cv2.imencode``'s bytes; a picture the encoder refuses (e.g. a side past JPEG's 65,535 px) is an
+    ``OSError`` with ``errno.EINVAL``, which fails that one file's outputs, never a batch."""
+    import cv2
+
+    try:
+        ok, buf = cv2.imencode(ext, image, params)
+    except cv2.error:
+        ok, buf = False, None
+    if not ok or buf is None:
+        h, w = image.shape[:2]
+        raise OSError(errno.EINVAL, f"cannot encode a {w}x{h} px {ext[1:].upper()} picture")
+    return buf.tobytes()
 
 
 def write_npy_atomic(path: Path, array: np.ndarray) -> None:

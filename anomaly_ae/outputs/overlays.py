@@ -8,11 +8,18 @@ import io
 import cv2
 import numpy as np
 
+#: pixels of an overlay computed at a time: a 100-megapixel image's overlay then needs its output and a few
+#: MB of work arrays, not four full-size temporaries (1.2 GB more at the peak, measured)
+OVERLAY_BLOCK_PIXELS = 1 << 22
+
 
 def heatmap_overlay(
-    image: np.ndarray, amap: np.ndarray, value_range: tuple[float, float], alpha: float = 0.45
+    image: np.ndarray, amap: np.ndarray, value_range: tuple[float, float], alpha: float = 0.45,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Blend a JET-coloured map onto the image; returns BGR uint8 ``(H, W, 3)`` for ``cv2.imwrite``.
+
+    Computed in blocks of rows of :data:`OVERLAY_BLOCK_PIXELS`, so memory is the output's, whatever the size.
 
     Args:
         image: uint8 ``(H, W, 1|3)`` (RGB) at its original size.
@@ -20,11 +27,18 @@ def heatmap_overlay(
         value_range: map values shown as the coldest and hottest colours; anomaly-ae uses the
             median of validation-good maps and the level of the image threshold, so red means "at
             or above the alarm level" and a good image stays blue.
+        out: uint8 ``(H, W, 3)`` to write the overlay into (e.g. the top of a picture with a legend).
     """
     lo, hi = value_range
-    norm = np.clip((amap.astype(np.float32) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    colour = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(to_bgr(image), 1.0 - alpha, colour, alpha, 0.0)
+    h, w = amap.shape[:2]
+    out = np.empty((h, w, 3), np.uint8) if out is None else out
+    rows = max(1, OVERLAY_BLOCK_PIXELS // max(w, 1))
+    for top in range(0, h, rows):
+        block = slice(top, min(h, top + rows))
+        norm = np.clip((amap[block].astype(np.float32) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        colour = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        out[block] = cv2.addWeighted(to_bgr(image[block]), 1.0 - alpha, colour, alpha, 0.0)
+    return out
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
@@ -37,37 +51,85 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
 #: narrowest legend strip: a narrower heatmap is enlarged (nearest neighbour, a whole factor) to at least this
 #: width, so the picture fills the strip above its legend instead of leaving it white
 LEGEND_MIN_WIDTH = 360
+#: longest side of a picture (heatmap, with its legend): JPEG cannot hold more than 65,535 px a side, and a
+#: picture for people needs far fewer. A larger overlay is shrunk to it (area average), an enlargement for
+#: the legend stops at it (a 4 px wide, 4,096 px tall image is not enlarged 90x to 368,640 px)
+MAX_PICTURE_SIDE = 16_384
+
+
+def fit_picture(picture: np.ndarray, max_side: int = MAX_PICTURE_SIDE) -> np.ndarray:
+    """``picture`` ``(H, W, C)``, shrunk (area average, aspect kept) so that neither side passes ``max_side``."""
+    h, w = picture.shape[:2]
+    if max(h, w) <= max_side:
+        return picture
+    scale = max_side / max(h, w)
+    return cv2.resize(picture, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def legend_factor(h: int, w: int, max_side: int = MAX_PICTURE_SIDE) -> int:
+    """The whole factor a ``h x w`` overlay is enlarged by above its legend: the smallest that makes it
+    :data:`LEGEND_MIN_WIDTH` wide, but never so much that its height passes half of ``max_side``."""
+    k = -(-LEGEND_MIN_WIDTH // w) if w < LEGEND_MIN_WIDTH else 1
+    return max(1, min(k, max_side // (2 * h)))
 
 
 def with_legend(
     overlay: np.ndarray, value_range: tuple[float, float], pixel_threshold: float, score: float, threshold: float,
 ) -> np.ndarray:
-    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(k H + h, k W, 3)``.
+    """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(k H + h, max(k W, 360), 3)``.
 
-    ``k`` is 1, or the smallest whole factor that makes ``k W >= LEGEND_MIN_WIDTH`` (the overlay is
-    enlarged by pixel repetition). The strip (``h`` is 58 px up to 720 px of width, then grows with it)
-    holds the colour bar of :func:`heatmap_overlay`: its blue end is the map of a typical good image
-    (``value_range[0]``, the median of the good maps), its red end the pixel threshold (pixels at or
-    above it are red and in the defect mask), labelled in words; then the image score against the
-    image threshold with the verdict. Only the verdict line is drawn per image: the rest of the strip
-    is drawn once per width and scale (:func:`_legend_strip`).
+    ``overlay`` is first shrunk to :data:`MAX_PICTURE_SIDE` (:func:`fit_picture`). ``k`` is 1, or the smallest
+    whole factor that makes ``k W >= LEGEND_MIN_WIDTH`` (the overlay is enlarged by pixel repetition), bounded
+    by the height (:func:`legend_factor`); an overlay still narrower than the strip sits at its left on white.
+    The strip (``h`` is 58 px up to 720 px of width, then grows with it) holds the colour bar of
+    :func:`heatmap_overlay`: its blue end is the map of a typical good image (``value_range[0]``, the median of
+    the good maps), its red end the pixel threshold (pixels at or above it are red and in the defect mask),
+    labelled in words; then the image score against the image threshold with the verdict. Only the verdict
+    line is drawn per image: the rest of the strip is drawn once per width and scale (:func:`_legend_strip`).
     """
+    overlay = fit_picture(overlay)
     h, w = overlay.shape[:2]
-    k = -(-LEGEND_MIN_WIDTH // w) if w < LEGEND_MIN_WIDTH else 1
+    k = legend_factor(h, w)
     if k > 1:
         overlay = cv2.resize(overlay, (w * k, h * k), interpolation=cv2.INTER_NEAREST)
         h, w = overlay.shape[:2]
-    strip = _legend_strip(w, float(value_range[0]), float(value_range[1]), float(pixel_threshold))
-    canvas = np.empty((h + strip.shape[0], w, 3), np.uint8)
-    canvas[:h] = overlay
+    canvas = legend_canvas(h, w, value_range, pixel_threshold, score, threshold)
+    canvas[:h, :w] = overlay
+    return canvas
+
+
+def legend_canvas(h: int, w: int, value_range: tuple[float, float], pixel_threshold: float, score: float,
+                  threshold: float) -> np.ndarray:
+    """White BGR ``(h + strip, max(w, 360), 3)`` with the legend strip of :func:`with_legend` and the verdict
+    drawn under row ``h``; the caller puts the ``h x w`` overlay above it."""
+    width = max(w, LEGEND_MIN_WIDTH)
+    strip = _legend_strip(width, float(value_range[0]), float(value_range[1]), float(pixel_threshold))
+    canvas = np.full((h + strip.shape[0], width, 3), 255, np.uint8)
     canvas[h:] = strip
-    s = max(1.0, w / 720)
+    s = max(1.0, width / 720)
     anomalous = score > threshold
     verdict = (f"image score {score:.4g} {'>' if anomalous else '<='} threshold {threshold:.4g}: "
                f"{'ANOMALOUS' if anomalous else 'good'}")
     cv2.putText(canvas, verdict, (int(8 * s), h + int(50 * s)), cv2.FONT_HERSHEY_SIMPLEX,
                 0.42 * s, (0, 0, 200) if anomalous else (0, 120, 0), max(1, int(s)), cv2.LINE_AA)
     return canvas
+
+
+def heatmap_picture(image: np.ndarray, amap: np.ndarray, value_range: tuple[float, float], pixel_threshold: float,
+                    score: float | None = None, threshold: float = float("inf")) -> np.ndarray:
+    """The picture of a heatmap file: :func:`heatmap_overlay` of ``image`` ``(H, W, C)`` and ``amap`` ``(H, W)``,
+    at most :data:`MAX_PICTURE_SIDE` a side, with the legend of :func:`with_legend` when ``score`` is given.
+
+    When the overlay needs neither shrinking nor enlarging (most images), it is drawn straight into the
+    picture with its legend: a 100-megapixel image then costs one full-size picture, not two.
+    """
+    h, w = amap.shape[:2]
+    if score is not None and max(h, w) <= MAX_PICTURE_SIDE and legend_factor(h, w) == 1:
+        canvas = legend_canvas(h, w, value_range, pixel_threshold, score, threshold)
+        heatmap_overlay(image, amap, value_range, out=canvas[:h, :w])
+        return canvas
+    overlay = fit_picture(heatmap_overlay(image, amap, value_range))
+    return overlay if score is None else with_legend(overlay, value_range, pixel_threshold, score, threshold)
 
 
 @functools.lru_cache(maxsize=16)

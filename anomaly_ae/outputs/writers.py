@@ -18,8 +18,10 @@ class OrderedOutputs:
     """Run ``work`` callables in threads; call each item's ``record`` in submission order once its work is done.
 
     At most ``max_pending`` items, holding at most ``max_pending_cost`` (e.g. bytes of image data)
-    together, are in flight: memory stays flat however long the run and however large the images. A
-    failed ``work`` raises its exception from :meth:`submit` or :meth:`close` in the caller's thread.
+    together, are in flight: memory stays flat however long the run and however large the images. An item
+    that costs more than ``max_pending_cost`` on its own is done before :meth:`submit` returns (the caller
+    does not go on to hold the next huge image beside it). A failed ``work`` raises its exception from
+    :meth:`submit` or :meth:`close` in the caller's thread.
     """
 
     def __init__(self, workers: int = 2, max_pending: int = 64, max_pending_cost: float = float("inf")) -> None:
@@ -44,7 +46,7 @@ class OrderedOutputs:
         self._drain()
 
     def _over(self) -> bool:
-        return len(self._pending) > self._max_pending or (len(self._pending) > 1 and self._cost > self._max_cost)
+        return len(self._pending) > self._max_pending or self._cost > self._max_cost
 
     def _drain(self) -> None:
         while self._pending and (self._over() or self._pending[0][0].done()):

@@ -20,7 +20,7 @@ import numpy as np
 from anomaly_ae.data.loading import DecodedBatch, decode_batch, decode_threads
 from anomaly_ae.io.files import output_path, write_jpeg_atomic, write_npy_atomic, write_png_atomic
 from anomaly_ae.io.names import SCORE_OUTPUTS
-from anomaly_ae.outputs.overlays import heatmap_overlay, with_legend
+from anomaly_ae.outputs.overlays import heatmap_picture
 from anomaly_ae.pipelines.score_resume import kinds_for, relative_key
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _score_decoded(det: Detector, batch: DecodedBatch) -> Iterator[ScoredFile]:
             yield ScoredFile(p, error=batch.errors[i], stat=stat)
             continue
         s, amap = next(scored)
-        if not (np.isfinite(s) and np.isfinite(amap).all()):
+        if not np.isfinite(np.sum(amap, dtype=np.float64) + s):  # any NaN/inf makes the sum one; no full-size mask
             yield ScoredFile(p, error="anomaly map is not finite (NaN/inf): a numerical fault of the model",
                              stat=stat)
             continue
@@ -180,16 +180,14 @@ def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], po
     def work() -> None:
         try:
             if "heatmaps" in targets:
-                overlay = heatmap_overlay(image, amap, post.heatmap_range)
-                if legend_score is not None:
-                    overlay = with_legend(overlay, post.heatmap_range, post.pixel_threshold, legend_score,
-                                          post.threshold)
-                write_jpeg_atomic(targets["heatmaps"], overlay)
+                write_jpeg_atomic(targets["heatmaps"], heatmap_picture(
+                    image, amap, post.heatmap_range, post.pixel_threshold, legend_score, post.threshold))
             if "masks" in targets:
-                write_png_atomic(targets["masks"], post.defect_mask(amap).astype(np.uint8) * 255, bilevel=True)
+                write_png_atomic(targets["masks"], np.multiply(post.defect_mask(amap), 255, dtype=np.uint8),
+                                 bilevel=True)
             if "maps" in targets:
                 write_npy_atomic(targets["maps"], amap)
-        except OSError as err:  # a name this file system cannot take fails this file, not the run
+        except OSError as err:  # a name this file system cannot take, a picture no encoder takes: this file only
             if err.errno not in PER_FILE_ERRNOS:
                 raise
             problem["error"] = f"cannot write its outputs: {err.strerror or err}"
