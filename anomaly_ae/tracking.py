@@ -99,6 +99,29 @@ def probe(uri: str, timeout: float = 3.0) -> None:
         raise TrackingUnavailable(f"{uri} is unreachable ({reason})") from None
 
 
+def store_write_problem(uri: str) -> str | None:
+    """Why the local MLflow store ``uri`` cannot be written (one line), or ``None`` when it can or is remote.
+
+    A ``sqlite:///`` store needs its database file and its folder (SQLite writes a journal beside it), a
+    ``file:`` store or plain path its folder; a server is asked nothing here (:func:`probe` checks it answers).
+    Checked up front, because MLflow finds out only after a minute of retries, or after the work is done.
+    """
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        places = [db, db.parent] if db.exists() else [db.parent]
+    elif uri.startswith("file:") or "://" not in uri:
+        places = [Path(unquote(urlparse(uri).path) if uri.startswith("file:") else uri)]
+        places = places if places[0].exists() else [places[0].parent]
+    else:
+        return None
+    for where in places:
+        if where.exists() and not os.access(where, os.W_OK):
+            return f"{where} is not writable"
+    return None
+
+
 class MlflowTracker:
     """One MLflow run, used as a context manager; the run ends FINISHED, or FAILED on an exception.
 
@@ -172,11 +195,8 @@ class MlflowTracker:
     def _open(self, tracking_uri: str, run_id: str | None) -> None:
         from mlflow.tracking import MlflowClient
 
-        if tracking_uri.startswith("sqlite:///"):  # fail at once, not after MLflow's minute of retries
-            db = Path(tracking_uri[len("sqlite:///") :])
-            where = db if db.exists() else db.parent
-            if not os.access(where, os.W_OK):
-                raise PermissionError(f"{where} is not writable")
+        if tracking_uri.startswith("sqlite:///") and (problem := store_write_problem(tracking_uri)) is not None:
+            raise PermissionError(problem)  # at once, not after MLflow's minute of retries
 
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)

@@ -230,3 +230,36 @@ def test_calibrate_by_uri_registers_in_the_models_own_registry_or_fails(tiny_det
     assert list(work.iterdir()) == []  # no ./mlflow.db, no ./mlruns
     versions = MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name='plate'")
     assert [int(v.version) for v in versions] == [1]
+
+
+def test_calibrate_by_uri_on_a_read_only_store_is_refused_before_any_write(tiny_detector, tiny_data, tmp_path,
+                                                                          monkeypatch, run_unprivileged):
+    """Before: it fetched the model into the cache, recalibrated it, then said 'tracking is off ... results are
+    written as usual' and failed. Now: one line naming the store, exit 2, and nothing anywhere is written."""
+    import os
+    import sys
+
+    store, work, cache = tmp_path / "store", tmp_path / "work", tmp_path / "cache"
+    for folder in (store, work, cache):
+        folder.mkdir()
+    monkeypatch.chdir(store)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    _register(Detector.load(tiny_detector.save(tmp_path / "a")), tmp_path / "a", uri, "plate")
+    monkeypatch.chdir(work)
+    before = sorted((p.relative_to(store), p.stat().st_mtime_ns) for p in store.rglob("*"))
+    for p in [store, *store.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("ANOMALY_AE_CACHE", str(cache))
+    try:
+        res = run_unprivileged([sys.executable, "-m", "anomaly_ae", "calibrate", "models:/plate/1",
+                                "--good", str(tiny_data / "test" / "good")])
+    finally:
+        for p in [store, *store.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert f"{store / 'mlflow.db'} is not writable" in text and "nothing was fetched or changed" in text
+    assert "Traceback" not in text and "results are written as usual" not in text
+    assert os.listdir(work) == [] and os.listdir(cache) == []  # no ./mlflow.db, no fetched copy
+    assert sorted((p.relative_to(store), p.stat().st_mtime_ns) for p in store.rglob("*")) == before

@@ -84,6 +84,8 @@ def calibrate(
             fail_usage(f"{name} {folder} is not a folder")
     if alias and not register and not run_dir.startswith("models:/"):
         fail_usage("--alias needs a registered model: add --register NAME")
+    if not no_track and run_dir.startswith(("models:/", "runs:/")):
+        _check_store_writable(run_dir)
     loading(quiet)
     from anomaly_ae.pipelines.calibrate import calibration_summary, writable_copy
 
@@ -106,6 +108,18 @@ def calibrate(
         warn(f"{summary['caveats']['few_good']}; calibrate on more good images the model was not trained on")
     if failed:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _check_store_writable(ref: str) -> None:
+    """A model given by URI is updated by logging a new version to its store: refuse, before anything is
+    fetched, cached or computed, when that store cannot be written."""
+    from anomaly_ae.tracking import store_write_problem
+
+    uri = tracking_uri()
+    if (problem := store_write_problem(uri)) is not None:
+        fail_usage(f"calibrate {ref} logs the recalibrated model as a new version in {uri}, which cannot be "
+                   f"written ({problem}): nothing was fetched or changed; use a store you can write "
+                   "(MLFLOW_TRACKING_URI), or calibrate a model folder")
 
 
 def _by_uri(summary: dict[str, Any], ref: str, no_track: bool) -> None:
