@@ -551,17 +551,29 @@ class DetectorConfig(_Section):
         """``image_size: auto`` resolved from the original ``(height, width)`` of the training images.
 
         The median aspect ratio is kept, the longer side is ``max_side`` at most (images are never
-        enlarged), both sides are rounded to multiples of :meth:`size_factor` and are at least
-        ``patch_size``. A concrete ``image_size`` is returned unchanged.
+        enlarged), both sides are rounded to multiples of :meth:`size_factor` (and are at least that).
+        A ``patch_size`` larger than the shorter side becomes that side (:func:`fitted_patch`; :meth:`patch_note`
+        says so): images are never enlarged to a patch. A concrete ``image_size`` is returned unchanged.
         """
         if self.data.image_size != "auto":
             return self
         h, w = (float(v) for v in np.median(np.asarray(sizes, np.float64).reshape(-1, 2), axis=0))
         scale = min(1.0, self.data.max_side / max(h, w))
         f = self.size_factor()
-        low = max(f, self.data.patch_size or 8)
-        size = tuple(max(low, int(round(v * scale / f)) * f) for v in (h, w))
-        return self.with_overrides({"data.image_size": list(size)})
+        size = [max(f, int(round(v * scale / f)) * f) for v in (h, w)]
+        overrides: dict[str, Any] = {"data.image_size": size}
+        if self.data.patch_size is not None:
+            overrides["data.patch_size"] = fitted_patch(self.data.patch_size, min(size), f)
+        return self.with_overrides(overrides)
+
+    def patch_note(self, resolved: DetectorConfig) -> str | None:
+        """One line when :meth:`with_image_size` gave ``resolved`` a smaller ``patch_size`` than this config's."""
+        before, after = self.data.patch_size, resolved.data.patch_size
+        if before is None or after is None or after == before:
+            return None
+        h, w = resolved.data.image_size
+        return (f"data.patch_size {before} is larger than the training images ({h}x{w} at model size): "
+                f"training on patches of {after} px, their shorter side")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DetectorConfig:
@@ -684,6 +696,11 @@ def describe_validation_error(err: Any) -> list[str]:
                 what += f" (got {e['input']!r})"
         lines.append(f"config: {'.'.join(loc)}: {what}" if loc else f"config: {what}")
     return lines
+
+
+def fitted_patch(patch: int, side: int, factor: int) -> int:
+    """``patch``, or the largest multiple of ``factor`` that fits in ``side`` px when ``patch`` does not."""
+    return patch if patch <= side else max(factor, side // factor * factor)
 
 
 class ConfigError(ValueError):

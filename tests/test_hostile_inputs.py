@@ -305,3 +305,48 @@ def test_recursive_and_oversized_yaml_are_refused_and_ordinary_anchors_load(tmp_
     big.write_text("data: {channels: 3}\n" + "#" * (MAX_YAML_BYTES + 10) + "\n")
     with pytest.raises(ConfigError, match="more than a config's"):
         resolve_config(str(big), None, {})
+
+
+# ----------------------------------------------------------------------------- folders the default trains on
+def _folder(root: Path, shapes: list[tuple[int, ...]]) -> Path:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    for i, shape in enumerate(shapes):
+        cv2.imwrite(str(root / f"{i:02d}.png"), (rng.random(shape) * 60 + 100).astype(np.uint8))
+    return root
+
+
+def test_the_default_trains_on_small_and_on_mixed_images(tmp_path):
+    """32x32 crops, and a folder mixing sizes, aspect ratios and grey / colour / colour + alpha files, train with
+    the shipped default and no flags (the default of issue 38's filing refused 32x32: 'patch_size 64 is larger')."""
+    import json
+
+    small = _folder(tmp_path / "small", [(32, 32, 3)] * 12)
+    mixed_shapes = [(32, 32), (48, 80, 3), (200, 120, 4), (64, 64), (300, 500, 3), (40, 40, 4)] * 2
+    mixed = _folder(tmp_path / "mixed", mixed_shapes)
+    for folder, size in ((small, [32, 32]), (mixed, [64, 64])):  # mixed: median 56 x 72, to 16 px steps
+        run = tmp_path / f"run-{folder.name}"
+        res = runner.invoke(app, ["train", str(folder), "--out", str(run), "--no-track"])
+        assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+        config = json.loads((run / "detector.json").read_text())["config"]
+        assert config["model"]["name"] == "feature" and config["data"]["image_size"] == size
+        res = runner.invoke(app, ["score", str(run), str(folder), "--out", str(tmp_path / f"scores-{folder.name}")])
+        assert res.exit_code == 0, res.output
+        with open(tmp_path / f"scores-{folder.name}" / "scores.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 12 and all(r["error"] == "" and np.isfinite(float(r["score"])) for r in rows)
+
+
+def test_a_patch_preset_fits_its_patch_to_small_images_and_says_so_once(tmp_path):
+    """The repair preset (64 px patches) on 32x32 images: patches of 32, images not enlarged, one note."""
+    import json
+
+    small = _folder(tmp_path / "small", [(32, 32, 3)] * 12)
+    res = runner.invoke(app, ["train", str(small), "--config", "repair", "--epochs", "1", "--out",
+                              str(tmp_path / "run"), "--no-track"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("data.patch_size 64 is larger than the training images (32x32 at model size): "
+                      "training on patches of 32 px") == 1
+    data = json.loads((tmp_path / "run" / "detector.json").read_text())["config"]["data"]
+    assert data["image_size"] == [32, 32] and data["patch_size"] == 32

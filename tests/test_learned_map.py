@@ -121,17 +121,24 @@ def test_config_rules_of_the_learned_map():
         DetectorConfig().with_overrides(cfg)
 
 
-@pytest.mark.parametrize("sizes,max_side,patch,expected", [
-    ([(460, 1130)] * 3, 512, 64, (208, 512)),  # BSData frames: aspect kept, multiples of 16
-    ([(1250, 500)], 512, 64, (512, 208)),  # tall parts
-    ([(250, 400), (260, 410), (240, 390)], 512, 64, (256, 400)),  # not scaled up (only rounded)
-    ([(30, 30)], 512, 64, (64, 64)),  # at least one patch
-    ([(128, 128)], 512, None, (128, 128)),
+@pytest.mark.parametrize("sizes,max_side,patch,expected,patch_after", [
+    ([(460, 1130)] * 3, 512, 64, (208, 512), 64),  # BSData frames: aspect kept, multiples of 16
+    ([(1250, 500)], 512, 64, (512, 208), 64),  # tall parts
+    ([(250, 400), (260, 410), (240, 390)], 512, 64, (256, 400), 64),  # not scaled up (only rounded)
+    ([(30, 30)], 512, 64, (32, 32), 32),  # not enlarged to the patch: the patch shrinks to the image (issue 38)
+    ([(40, 300)], 512, 64, (32, 304), 32),  # a thin strip: the patch is its width
+    ([(128, 128)], 512, None, (128, 128), None),
 ])
-def test_auto_image_size_follows_the_images(sizes, max_side, patch, expected):
+def test_auto_image_size_follows_the_images(sizes, max_side, patch, expected, patch_after):
     cfg = DetectorConfig().with_overrides({"data.image_size": "auto", "data.max_side": max_side,
                                            "data.patch_size": patch, "model.widths": [8, 16, 32, 64]})
-    assert cfg.with_image_size(sizes).data.image_size == expected
+    resolved = cfg.with_image_size(sizes)
+    assert resolved.data.image_size == expected and resolved.data.patch_size == patch_after
+    note = cfg.patch_note(resolved)
+    assert (note is None) == (patch_after == patch)
+    if note is not None:
+        assert note == (f"data.patch_size {patch} is larger than the training images ({expected[0]}x{expected[1]} "
+                        f"at model size): training on patches of {patch_after} px, their shorter side")
 
 
 def test_fit_resolves_auto_size_and_saves_it(tmp_path):

@@ -63,6 +63,8 @@ def train_autoencoder(
     cfg = config
     if cfg.data.image_size == "auto":  # the size follows the images; the saved config is concrete
         cfg = cfg.with_image_size(original_sizes(good, cfg.data.channels))
+        if (note := config.patch_note(cfg)) is not None:
+            progress.warning(note, label="note:")
     set_seed(cfg.train.seed)
     pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
     data = load_training_set(good, pre, cfg.data.cache_mb)
