@@ -79,13 +79,7 @@ def calibrate(
     A tracked model (or one given as models:/..., or with --register) is logged as a new MLflow model of
     the recalibrated detector, a new version of its registered model, so the tracked copy is never stale.
     """
-    for name, folder in (("--good", good), ("--anomalous", anomalous), ("--masks", masks)):
-        if folder is not None and not folder.is_dir():
-            fail_usage(f"{name} {folder} is not a folder")
-    if alias and not register and not run_dir.startswith("models:/"):
-        fail_usage("--alias needs a registered model: add --register NAME")
-    if not no_track and run_dir.startswith(("models:/", "runs:/")):
-        _check_store_writable(run_dir)
+    _check_arguments(run_dir, (good, anomalous, masks), register, alias, no_track)
     loading(quiet)
     from anomaly_ae.pipelines.calibrate import calibration_summary, writable_copy
 
@@ -110,9 +104,18 @@ def calibrate(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _check_store_writable(ref: str) -> None:
-    """A model given by URI is updated by logging a new version to its store: refuse, before anything is
-    fetched, cached or computed, when that store cannot be written."""
+def _check_arguments(ref: str, folders: tuple[Path, Path | None, Path | None], register: str | None,
+                     alias: str | None, no_track: bool) -> None:
+    """Refuse, before anything is loaded, fetched or written: a folder option that is not a folder, an alias
+    without a registered model, and a model given by URI whose store cannot be written (recalibrating it
+    means logging a new version there)."""
+    for name, folder in zip(("--good", "--anomalous", "--masks"), folders, strict=True):
+        if folder is not None and not folder.is_dir():
+            fail_usage(f"{name} {folder} is not a folder")
+    if alias and not register and not ref.startswith("models:/"):
+        fail_usage("--alias needs a registered model: add --register NAME")
+    if no_track or not ref.startswith(("models:/", "runs:/")):
+        return
     from anomaly_ae.tracking import store_write_problem
 
     uri = tracking_uri()
