@@ -112,6 +112,11 @@ class DataConfig(_Section):
         "ratio, longer side max_side (no enlarging), sides multiples of the model's down-sampling"
     )
     max_side: int = Field(512, ge=16, description="longer side of image_size: auto")
+    aspect: Literal["stretch", "pad"] = Field(
+        "stretch", description="an image whose aspect ratio differs from image_size: stretch (resized to fill "
+        "it) or pad (resized to fit inside it, aspect kept, the rest mirrored from the image; its map is cropped "
+        "back): long or odd-shaped images are not squashed"
+    )
     channels: Literal[1, 3] = 1
     holdout_fraction: float = Field(0.15, gt=0.0, lt=0.9)
     cache_mb: int = Field(1024, ge=0, description="decoded training images are kept in RAM up to this")

@@ -134,3 +134,72 @@ def test_training_is_the_same_with_one_or_two_batch_threads(tiny_data):
               for w in (1, 2)]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     assert DetectorConfig().train.workers == 2 and DetectorConfig.from_preset().train.workers == 2
+
+
+# ----------------------------------------------------------------------------- aspect: pad (issue 36)
+def test_fit_box_keeps_the_aspect_ratio_and_mirror_pad_fills_any_margin():
+    from anomaly_ae.data.images import fit_box, mirror_pad
+
+    assert fit_box((460, 1130), (416, 1024)) == (0, 1, 416, 1022)  # BSData: almost the whole input
+    assert fit_box((1000, 100), (64, 64)) == (0, 29, 64, 6)  # a tall strip: centred, 1:10 kept (6.4 -> 6)
+    assert fit_box((64, 64), (64, 64)) == (0, 0, 64, 64)
+    strip = np.arange(3 * 4, dtype=np.uint8).reshape(3, 4, 1)
+    out = mirror_pad(strip, 10, 11, 0, 0)  # margins wider than the image: mirrored again and again
+    assert out.shape == (24, 4, 1)
+    np.testing.assert_array_equal(out[10:13], strip)
+    np.testing.assert_array_equal(out[9], strip[1])  # BORDER_REFLECT_101: the edge row is not repeated
+    np.testing.assert_array_equal(out[13], strip[1])
+    assert set(np.unique(out)) == set(np.unique(strip))  # only the image's own pixels
+    one = mirror_pad(np.full((1, 5, 1), 7, np.uint8), 3, 3, 0, 0)  # 1 px high: repeated
+    assert one.shape == (7, 5, 1) and (one == 7).all()
+
+
+def test_pad_keeps_shapes_round_and_the_map_comes_back_to_the_image():
+    image = np.zeros((100, 400, 1), np.uint8)
+    cv2.circle(image, (200, 50), 30, 255, -1)  # a round defect on a long part
+    pad = Preprocessing((128, 128), 1, aspect="pad")
+    stretch = Preprocessing((128, 128), 1)
+    top, left, bh, bw = pad.box((100, 400))
+    assert (top, left, bh, bw) == (48, 0, 32, 128)
+    ys, xs = np.nonzero(pad.resize(image)[top : top + bh, left : left + bw, 0] > 127)
+    assert abs((ys.max() - ys.min()) - (xs.max() - xs.min())) <= 1  # still round (its mirror images lie outside)
+    ys, xs = np.nonzero(stretch.resize(image)[..., 0] > 127)
+    assert (ys.max() - ys.min()) > 3 * (xs.max() - xs.min())  # squashed: 4x taller than wide
+    amap = np.zeros((128, 128), np.float32)
+    amap[top : top + bh, left : left + bw] = 1.0  # the image's box; the mirrored margin is dropped
+    back = pad.map_to_image(amap, (100, 400))
+    assert back.shape == (100, 400) and back.dtype == np.float32 and (back == 1.0).all()
+    assert stretch.map_to_image(amap, (100, 400)).mean() < 0.3
+
+
+def test_aspect_is_saved_and_old_models_stretch():
+    from anomaly_ae.config import DetectorConfig
+
+    pad = Preprocessing((64, 128), 3, (460, 1130), aspect="pad")
+    assert Preprocessing.from_dict(pad.to_dict()) == pad
+    old = {k: v for k, v in pad.to_dict().items() if k != "aspect"}  # detector.json before the field
+    assert Preprocessing.from_dict(old).aspect == "stretch"
+    assert pad.with_source_size([(10, 20)]).aspect == "pad"
+    assert DetectorConfig().data.aspect == "stretch"  # a user's config as before
+    # the default too: on mixed shapes its self-check preferred stretch (benchmarks/README, issue 36)
+    assert DetectorConfig.from_preset().data.aspect == "stretch"
+    assert DetectorConfig().with_overrides({"data.aspect": "pad"}).data.aspect == "pad"
+
+
+def test_a_padded_model_scores_any_shape_and_saves_its_rule(tiny_config, tiny_data, tmp_path):
+    import json
+
+    from anomaly_ae.detector import Detector
+
+    det = Detector(tiny_config.with_overrides({"data.aspect": "pad"})).fit(tiny_data / "train" / "good")
+    assert det.preprocessing_.aspect == "pad"
+    long = (np.random.default_rng(0).random((20, 90, 3)) * 255).astype(np.uint8)
+    scores, maps = det.score_images([long])
+    assert maps[0].shape == (20, 90) and np.isfinite(maps[0]).all()
+    model_map = det._score_model_size(det.preprocessing_([long]))[1][0]
+    np.testing.assert_allclose(maps[0], det.preprocessing_.map_to_image(model_map, (20, 90)), rtol=1e-6)
+    run = det.save(tmp_path / "run")
+    assert json.loads((run / "detector.json").read_text())["preprocessing"]["aspect"] == "pad"
+    again = Detector.load(run)
+    assert again.preprocessing_.aspect == "pad"
+    np.testing.assert_allclose(again.score_images([long])[0], scores, rtol=1e-5)

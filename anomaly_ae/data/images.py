@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,31 @@ def _float_tiff(data: np.ndarray, channels: int) -> np.ndarray | None:
     return image
 
 
+def fit_box(original_hw: tuple[int, int], model_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)``: the largest box of ``original_hw``'s aspect ratio that fits in ``model_hw``,
+    centred (a side is at least 1 px)."""
+    (oh, ow), (h, w) = original_hw, model_hw
+    scale = min(h / oh, w / ow)
+    bh, bw = min(h, max(1, round(oh * scale))), min(w, max(1, round(ow * scale)))
+    return (h - bh) // 2, (w - bw) // 2, bh, bw
+
+
+def mirror_pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """``(h, w, C)`` with mirrored margins (``BORDER_REFLECT_101``, repeated while a margin is wider than the
+    image: a thin strip in a square box)."""
+    c = image.shape[2]
+    while top or bottom or left or right:
+        h, w = image.shape[:2]
+        t, b = min(top, h - 1), min(bottom, h - 1)
+        lf, r = min(left, w - 1), min(right, w - 1)
+        if not (t or b or lf or r):  # a 1-px side cannot be mirrored: repeat it
+            image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_REPLICATE)
+            break
+        image = cv2.copyMakeBorder(image, t, b, lf, r, cv2.BORDER_REFLECT_101)
+        top, bottom, left, right = top - t, bottom - b, left - lf, right - r
+    return image.reshape(*image.shape[:2], c)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize + channel conversion + scaling to [0, 1]; serialisable fitted state of a detector."""
@@ -265,6 +290,7 @@ class Preprocessing:
     image_size: tuple[int, int]  # (height, width) the model sees
     channels: int
     source_size: tuple[int, int] | None = None  # typical (height, width) of the training images
+    aspect: str = "stretch"  # "pad": aspect kept, mirrored to fill (fit_box); "stretch": resized to fill
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -282,6 +308,7 @@ class Preprocessing:
             image_size=tuple(d["image_size"]),  # type: ignore[arg-type]
             channels=int(d["channels"]),
             source_size=tuple(src) if src else None,  # type: ignore[arg-type]
+            aspect=str(d.get("aspect", "stretch")),  # saved before it existed: stretched
         )
 
     @property
@@ -294,16 +321,37 @@ class Preprocessing:
         if not sizes:
             return self
         arr = np.asarray(sizes)
-        return Preprocessing(self.image_size, self.channels, (int(np.median(arr[:, 0])), int(np.median(arr[:, 1]))))
+        return replace(self, source_size=(int(np.median(arr[:, 0])), int(np.median(arr[:, 1]))))
+
+    def box(self, original_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of an ``original_hw`` image's pixels inside the model-size input: the
+        whole input when stretching, else :func:`fit_box`."""
+        if self.aspect == "pad":
+            return fit_box(original_hw, self.image_size)
+        return (0, 0, *self.image_size)
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """uint8/float ``(H, W, C)`` -> same dtype ``(h, w, C)`` at the model size."""
+        """uint8/float ``(H, W, C)`` -> same dtype ``(h, w, C)`` at the model size: resized to fill it
+        (``stretch``), or to fit it with the aspect ratio kept and the rest mirrored from the image (``pad``)."""
         h, w = self.image_size
         if image.shape[:2] == (h, w):
             return image
-        shrinking = image.shape[0] > h or image.shape[1] > w
-        out = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        return out.reshape(h, w, image.shape[2])
+        top, left, bh, bw = self.box(image.shape[:2])
+        shrinking = image.shape[0] > bh or image.shape[1] > bw
+        out = cv2.resize(image, (bw, bh), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        out = out.reshape(bh, bw, image.shape[2])
+        if (bh, bw) != (h, w):
+            out = mirror_pad(out, top, h - bh - top, left, w - bw - left)
+        return out
+
+    def map_to_image(self, amap: np.ndarray, original_hw: tuple[int, int]) -> np.ndarray:
+        """A model-size map ``(h, w)`` -> float32 ``original_hw``: the image's box, bilinearly resized (the
+        mirrored margin of ``pad`` is dropped)."""
+        top, left, bh, bw = self.box(original_hw)
+        box = amap[top : top + bh, left : left + bw].astype(np.float32, copy=False)
+        if box.shape == tuple(original_hw):
+            return box
+        return cv2.resize(box, (original_hw[1], original_hw[0]), interpolation=cv2.INTER_LINEAR)
 
     def convert_channels(self, image: np.ndarray) -> np.ndarray:
         """``(H, W)`` or ``(H, W, 1|3|4)`` -> ``(H, W, channels)``; RGB in, RGB out."""

@@ -227,6 +227,9 @@ def deploy_info(det: Detector, fmt: str, artefact: str, input_dtype: str) -> dic
             "value_range": [0, 255] if input_dtype == "uint8" else [0.0, 1.0],
             "channel_order": "RGB" if c == 3 else "gray",
             "resize": "to (h, w) with OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging",
+            "aspect": ("pad: resize to the largest box of the image's aspect ratio that fits (h, w), centred, "
+                       "and fill the rest with cv2.BORDER_REFLECT_101; crop the map to that box before resizing "
+                       "it back" if det.preprocessing_.aspect == "pad" else "stretch: resize to (h, w) directly"),
         },
         "outputs": {
             "anomaly_map": {"shape": [None, h, w], "dtype": "float32",

@@ -66,7 +66,7 @@ def train_autoencoder(
         if (note := config.patch_note(cfg)) is not None:
             progress.warning(note, label="note:")
     set_seed(cfg.train.seed)
-    pre = Preprocessing(cfg.data.image_size, cfg.data.channels)
+    pre = Preprocessing(cfg.data.image_size, cfg.data.channels, aspect=cfg.data.aspect)
     data = load_training_set(good, pre, cfg.data.cache_mb)
     for path, error in data.skipped:
         progress.warning(f"{path}: {error} (left out of training)", label="skipped")
