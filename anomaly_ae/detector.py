@@ -44,7 +44,7 @@ from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, candidates, report
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.scoring import reconstruction
-from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, smooth, source_ratio
+from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth, source_ratio
 from anomaly_ae.scoring.position import PositionReference
 from anomaly_ae.training.fit import train_autoencoder
 
@@ -250,7 +250,7 @@ class Detector:
                 raise ValueError("pixel_method 'f1' needs anomalous images with masks")
             pixels = PixelAccumulator()
             for m, im in zip(maps, good_images, strict=True):
-                pixels.add(self.preprocessing_.map_to_image(m, im.shape[:2]))
+                pixels.add(resize_map(m, im.shape[:2], self.preprocessing_.box(im.shape[:2])))
             for amap, mask in zip(bad_maps, masks, strict=True):
                 if mask is not None:
                     pixels.add(amap, mask)
@@ -389,7 +389,8 @@ class Detector:
             scores, maps = self._score_model_size(self.preprocessing_(list(images)))
         else:  # uint8 to the model, scaled there; the maps use the same float32 values on the host
             scores, maps = self._score_model_size(u8.astype(np.float32) * np.float32(1 / 255), x_model=u8)
-        return scores, [self.preprocessing_.map_to_image(m, im.shape[:2]) for m, im in zip(maps, images, strict=True)]
+        box = self.preprocessing_.box
+        return scores, [resize_map(m, im.shape[:2], box(im.shape[:2])) for m, im in zip(maps, images, strict=True)]
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""

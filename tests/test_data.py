@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, load_folder, read_image, split_holdout
+from anomaly_ae.scoring.maps import resize_map
 
 
 def _write(path, image):
@@ -167,9 +168,9 @@ def test_pad_keeps_shapes_round_and_the_map_comes_back_to_the_image():
     assert (ys.max() - ys.min()) > 3 * (xs.max() - xs.min())  # squashed: 4x taller than wide
     amap = np.zeros((128, 128), np.float32)
     amap[top : top + bh, left : left + bw] = 1.0  # the image's box; the mirrored margin is dropped
-    back = pad.map_to_image(amap, (100, 400))
+    back = resize_map(amap, (100, 400), pad.box((100, 400)))
     assert back.shape == (100, 400) and back.dtype == np.float32 and (back == 1.0).all()
-    assert stretch.map_to_image(amap, (100, 400)).mean() < 0.3
+    assert resize_map(amap, (100, 400), stretch.box((100, 400))).mean() < 0.3
 
 
 def test_aspect_is_saved_and_old_models_stretch():
@@ -197,7 +198,8 @@ def test_a_padded_model_scores_any_shape_and_saves_its_rule(tiny_config, tiny_da
     scores, maps = det.score_images([long])
     assert maps[0].shape == (20, 90) and np.isfinite(maps[0]).all()
     model_map = det._score_model_size(det.preprocessing_([long]))[1][0]
-    np.testing.assert_allclose(maps[0], det.preprocessing_.map_to_image(model_map, (20, 90)), rtol=1e-6)
+    np.testing.assert_allclose(maps[0], resize_map(model_map, (20, 90), det.preprocessing_.box((20, 90))),
+                               rtol=1e-6)
     run = det.save(tmp_path / "run")
     assert json.loads((run / "detector.json").read_text())["preprocessing"]["aspect"] == "pad"
     again = Detector.load(run)

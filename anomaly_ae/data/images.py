@@ -332,7 +332,8 @@ class Preprocessing:
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """uint8/float ``(H, W, C)`` -> same dtype ``(h, w, C)`` at the model size: resized to fill it
-        (``stretch``), or to fit it with the aspect ratio kept and the rest mirrored from the image (``pad``)."""
+        (``stretch``), or to fit it with the aspect ratio kept and the rest mirrored from the image (``pad``;
+        :meth:`box` says where the image lies, for cropping its map back)."""
         h, w = self.image_size
         if image.shape[:2] == (h, w):
             return image
@@ -343,15 +344,6 @@ class Preprocessing:
         if (bh, bw) != (h, w):
             out = mirror_pad(out, top, h - bh - top, left, w - bw - left)
         return out
-
-    def map_to_image(self, amap: np.ndarray, original_hw: tuple[int, int]) -> np.ndarray:
-        """A model-size map ``(h, w)`` -> float32 ``original_hw``: the image's box, bilinearly resized (the
-        mirrored margin of ``pad`` is dropped)."""
-        top, left, bh, bw = self.box(original_hw)
-        box = amap[top : top + bh, left : left + bw].astype(np.float32, copy=False)
-        if box.shape == tuple(original_hw):
-            return box
-        return cv2.resize(box, (original_hw[1], original_hw[0]), interpolation=cv2.INTER_LINEAR)
 
     def convert_channels(self, image: np.ndarray) -> np.ndarray:
         """``(H, W)`` or ``(H, W, 1|3|4)`` -> ``(H, W, channels)``; RGB in, RGB out."""

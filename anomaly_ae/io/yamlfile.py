@@ -77,6 +77,7 @@ def load_yaml(text: str | bytes) -> Any:
         YAMLTooLarge: the text or its expansion is past the bounds.
         yaml.YAMLError: not valid YAML.
     """
-    if len(text) > MAX_YAML_BYTES:
-        raise YAMLTooLarge(f"it holds {len(text):,} bytes, more than a config's {MAX_YAML_BYTES:,}")
+    if len(text) > MAX_YAML_BYTES:  # a str counts characters: at most as many as its UTF-8 bytes
+        unit = "bytes" if isinstance(text, bytes) else "characters"
+        raise YAMLTooLarge(f"it holds over {MAX_YAML_BYTES:,} {unit}, more than a config's few kB")
     return yaml.load(text, Loader=BoundedSafeLoader)  # noqa: S506 (a SafeLoader subclass)

@@ -128,8 +128,9 @@ def heatmap_picture(image: np.ndarray, amap: np.ndarray, value_range: tuple[floa
         canvas = legend_canvas(h, w, value_range, pixel_threshold, score, threshold)
         heatmap_overlay(image, amap, value_range, out=canvas[:h, :w])
         return canvas
-    overlay = fit_picture(heatmap_overlay(image, amap, value_range))
-    return overlay if score is None else with_legend(overlay, value_range, pixel_threshold, score, threshold)
+    overlay = heatmap_overlay(image, amap, value_range)
+    return fit_picture(overlay) if score is None else with_legend(overlay, value_range, pixel_threshold, score,
+                                                                 threshold)
 
 
 @functools.lru_cache(maxsize=16)

@@ -132,8 +132,13 @@ def image_score(maps: np.ndarray, reduction: str = "max", topk_fraction: float =
     raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
 
 
-def resize_map(amap: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """One ``(h, w)`` map to ``size_hw`` with bilinear interpolation (float32)."""
+def resize_map(amap: np.ndarray, size_hw: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """One ``(h, w)`` map to ``size_hw`` with bilinear interpolation (float32). ``box``: ``(top, left, height,
+    width)`` of the image inside the map (:meth:`~anomaly_ae.data.images.Preprocessing.box`): only that part is
+    resized (the mirrored margin of ``data.aspect: pad`` is dropped)."""
+    if box is not None:
+        top, left, bh, bw = box
+        amap = amap[top : top + bh, left : left + bw]
     h, w = size_hw
     if amap.shape == (h, w):
         return amap.astype(np.float32, copy=False)
