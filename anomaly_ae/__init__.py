@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from anomaly_ae.evaluation.result import EvaluationResult
     from anomaly_ae.io.folders import OutputConflict
     from anomaly_ae.pipelines.evaluate import evaluate
+    from anomaly_ae.pipelines.options import CalibrateOptions, EvaluateOptions, ScoreOptions, TrainOptions
     from anomaly_ae.pipelines.score import NoImagesError, ScoreSummary, Verdict, score_files, score_folder
     from anomaly_ae.postprocessing import PostProcessor
 
@@ -48,17 +49,22 @@ _EXPORTS = {
     "ModelDirError": "anomaly_ae.artifact",
     "OutputConflict": "anomaly_ae.io.folders",
     "UriError": "anomaly_ae.data.uris",
+    "ScoreOptions": "anomaly_ae.pipelines.options",
+    "TrainOptions": "anomaly_ae.pipelines.options",
+    "CalibrateOptions": "anomaly_ae.pipelines.options",
+    "EvaluateOptions": "anomaly_ae.pipelines.options",
 }
 
 __all__ = [
-    "Detector", "DetectorConfig", "EvaluationResult", "ModelDirError", "NoImagesError", "NotFittedError",
-    "OutputConflict", "PostProcessor", "ScoreSummary", "UriError", "Verdict", "__version__", "evaluate",
-    "score_files", "score_folder",
+    "CalibrateOptions", "Detector", "DetectorConfig", "EvaluateOptions", "EvaluationResult", "ModelDirError",
+    "NoImagesError", "NotFittedError", "OutputConflict", "PostProcessor", "ScoreOptions", "ScoreSummary",
+    "TrainOptions", "UriError", "Verdict", "__version__", "evaluate", "score_files", "score_folder",
 ]
 
 
 #: public names that need no Keras (the others import TensorFlow quietly first, see anomaly_ae.backend)
-_LIGHT = {"DetectorConfig", "OutputConflict", "UriError"}
+_LIGHT = {"DetectorConfig", "OutputConflict", "UriError", "ScoreOptions", "TrainOptions", "CalibrateOptions",
+          "EvaluateOptions"}
 
 
 def __getattr__(name: str) -> Any:

@@ -416,7 +416,7 @@ class Detector:
     def predict_masks(self, images: ImagesLike) -> np.ndarray:
         """``(N, H, W)`` bool defect masks: ``anomaly map > pixel_threshold_`` (inputs of one size)."""
         self.check_fitted(need_threshold=True)
-        return self.postprocessor_.defect_mask(self.anomaly_maps(images))
+        return self.postprocessor_.mask(self.anomaly_maps(images))
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` new uint8 images ``(n, h, w, C)`` decoded from the prior N(0, I) of a variational model.

@@ -381,12 +381,16 @@ class PostProcessor:
                                  "little")
         return out
 
-    def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
-        """``(N,)`` bool: ``score > threshold``."""
+    # The two decisions. Every verdict and every mask in anomaly-ae (CLI, CSV, heatmap legend, reports, MLflow
+    # pyfunc, evaluation) comes from these two methods; the layout test refuses a threshold compared elsewhere.
+    def is_anomalous(self, scores: np.ndarray | float) -> np.ndarray:
+        """``(N,)`` bool (a 0-d bool for one score): strictly ``score > threshold``. A NaN score is never
+        anomalous (it has no verdict; its row says why)."""
         return np.asarray(scores) > self.threshold
 
-    def defect_mask(self, anomaly_map: np.ndarray) -> np.ndarray:
-        """Bool map of the same shape: ``anomaly map > pixel_threshold``."""
+    def mask(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """Bool map of the same shape: strictly ``anomaly map > pixel_threshold`` (a pixel *above* the pixel
+        threshold is a defect pixel; one equal to it is not)."""
         return np.asarray(anomaly_map) > self.pixel_threshold
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:

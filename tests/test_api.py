@@ -26,7 +26,7 @@ def test_post_processor_fits_the_documented_rules_and_round_trips():
     assert post.heatmap_range == (pytest.approx(float(np.median(maps))), post.pixel_threshold)
     assert post.normalize(np.array([post.threshold]))[0] == pytest.approx(0.5)
     assert post.is_anomalous(np.array([post.threshold, post.threshold + 1e-9])).tolist() == [False, True]
-    assert post.defect_mask(np.array([[post.pixel_threshold, post.pixel_threshold * 2]])).tolist() == [[False, True]]
+    assert post.mask(np.array([[post.pixel_threshold, post.pixel_threshold * 2]])).tolist() == [[False, True]]
     back = PostProcessor.from_dict(post.to_dict(cfg))
     assert back.threshold == post.threshold and back.norm_range == post.norm_range
     np.testing.assert_array_equal(back.val_scores, post.val_scores)
@@ -49,7 +49,7 @@ def test_score_folder_in_python_matches_its_csv_and_resumes(tiny_detector, tiny_
         def done(self, rel: str, error: str | None) -> None:
             events["done"].append((rel, error))
 
-    summary = score_folder(run, tiny_data / "test", tmp_path / "out", heatmaps=False, progress=Progress())
+    summary = score_folder(run, tiny_data / "test", tmp_path / "out", heatmaps=False, listener=Progress())
     assert isinstance(summary, ScoreSummary) and not summary.partial
     with open(summary.scores_csv, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -166,11 +166,11 @@ def test_json_and_csv_and_python_spell_normalized_one_way():
 
 @pytest.mark.parametrize(("width", "k"), [(128, 3), (360, 1), (1000, 1)])
 def test_the_heatmap_legend_is_sized_to_the_image(width, k):
-    from anomaly_ae.outputs.overlays import LEGEND_MIN_WIDTH, heatmap_overlay, with_legend
+    from anomaly_ae.outputs.overlays import LEGEND_MIN_WIDTH, Caption, heatmap_overlay, with_legend
 
     image = np.full((100, width, 1), 120, np.uint8)
     overlay = heatmap_overlay(image, np.zeros((100, width), np.float32), (0.1, 0.5))
-    out = with_legend(overlay, (0.1, 0.5), 0.5, score=0.2, threshold=0.3)
+    out = with_legend(overlay, (0.1, 0.5), 0.5, Caption(score=0.2, threshold=0.3, anomalous=False))
     assert out.shape[1] == width * k >= LEGEND_MIN_WIDTH and out.shape[0] > 100 * k
     np.testing.assert_array_equal(out[: 100 * k : k, ::k], overlay)  # enlarged by repetition, nothing else
     words = out[100 * k :][int(out.shape[1] > 720) :, :]
@@ -183,10 +183,10 @@ def test_a_picture_is_bounded_by_both_sides_and_an_unencodable_one_is_one_files_
     import errno
 
     from anomaly_ae.io.files import write_jpeg_atomic
-    from anomaly_ae.outputs.overlays import LEGEND_MIN_WIDTH, MAX_PICTURE_SIDE, fit_picture, with_legend
+    from anomaly_ae.outputs.overlays import LEGEND_MIN_WIDTH, MAX_PICTURE_SIDE, Caption, fit_picture, with_legend
 
     tall = np.zeros((4096, 4, 3), np.uint8)  # was enlarged 90x above its legend: 368,640 px, past JPEG's limit
-    out = with_legend(tall, (0.1, 0.5), 0.5, score=0.2, threshold=0.3)
+    out = with_legend(tall, (0.1, 0.5), 0.5, Caption(score=0.2, threshold=0.3, anomalous=False))
     assert out.shape[1] == LEGEND_MIN_WIDTH and 4096 * 2 <= out.shape[0] <= MAX_PICTURE_SIDE
     assert (out[:8192, 8:] == 255).all()  # enlarged 2x (8 px wide), white beside it above the strip
     huge = np.zeros((40_000, 10, 3), np.uint8)

@@ -100,26 +100,31 @@ def score(
     Files print one verdict line each: path, score, normalized score, anomalous yes/no, files written.
     """
     run_dir, (folder, files) = model_dir(run_dir, quiet), _inputs(inputs, out)
-    loading(quiet)
-    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, UriError, score_files, score_folder
-
-    options = {"batch_size": batch_size, "heatmaps": "none" if no_heatmaps else heatmaps.value, "masks": masks,
-               "raw_maps": raw_maps, "legend": not plain_heatmaps, "resume": resume, "overwrite": overwrite,
-               "max_megapixels": max_megapixels, "verbose": reporter(quiet)}
     if folder is None and (engine is Engine.ray or scores_format is ScoresFormat.parquet):
         fail_usage(f"{'--engine ray' if engine is Engine.ray else '--format parquet'} is for a folder; give one "
                    "folder and --out")
+    loading(quiet)
+    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, ScoreOptions, UriError, score_files, score_folder
+
+    options = ScoreOptions(
+        batch_size=batch_size, heatmaps="none" if no_heatmaps else heatmaps.value, masks=masks, raw_maps=raw_maps,
+        legend=not plain_heatmaps, resume=resume, overwrite=overwrite, max_megapixels=max_megapixels,
+        engine=engine.value, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
+        scores_format=scores_format.value)
     try:
         if folder is not None:
-            summary = score_folder(run_dir, folder, out, **options, engine=engine.value, address=address,
-                                   actors=actors, gpus_per_actor=gpus_per_actor, scores_format=scores_format.value)
-            partial = _print_folder(summary, json_out)
+            partial = _print_folder(score_folder(run_dir, folder, out, options, verbose=reporter(quiet)), json_out)
         else:
-            partial = _print_files(score_files(run_dir, files, out, **options), out, json_out)
+            partial = _print_files(score_files(run_dir, files, out, options, verbose=reporter(quiet)), out, json_out)
     except (ModelDirError, OutputConflict, NoImagesError, UriError, ImportError) as err:  # ImportError: [ray]
-        fail_usage(str(err))
+        fail_usage(_flags(str(err)))
     if partial:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _flags(message: str) -> str:
+    """A library message in the command's words: parameters become the flags and arguments that set them."""
+    return message.replace("input folder", "INPUT_DIR").replace("output folder", "--out")
 
 
 def _inputs(inputs: list[str], out: Path | None) -> tuple[Path | str | None, list[Path]]:

@@ -154,7 +154,7 @@ class DetectorModel:
                 maps[i] = None if how == "none" else _map_out(m[k], how, post.heatmap_range)
         out = pd.DataFrame({
             "score": scores,
-            "is_anomaly": [bool(v > post.threshold) if np.isfinite(v) else False for v in scores],
+            "is_anomaly": post.is_anomalous(scores).tolist(),  # a NaN score (a failed image) is never anomalous
             "threshold": np.full(len(values), post.threshold),
             "error": errors,
         })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -25,8 +26,8 @@ def heatmap_overlay(
         image: uint8 ``(H, W, 1|3)`` (RGB) at its original size.
         amap: ``(H, W)`` anomaly map at the same size.
         value_range: map values shown as the coldest and hottest colours; anomaly-ae uses the
-            median of validation-good maps and the level of the image threshold, so red means "at
-            or above the alarm level" and a good image stays blue.
+            median of validation-good maps and the pixel threshold, so the colour saturates to red where
+            a pixel reaches the defect level and a good image stays blue.
         out: uint8 ``(H, W, 3)`` to write the overlay into (e.g. the top of a picture with a legend).
     """
     lo, hi = value_range
@@ -73,8 +74,17 @@ def legend_factor(h: int, w: int, max_side: int = MAX_PICTURE_SIDE) -> int:
     return max(1, min(k, max_side // (2 * h)))
 
 
+class Caption(NamedTuple):
+    """What the legend says of its image: the image ``score``, the image ``threshold`` and the verdict. The verdict
+    is given, never recomputed here: the caller takes it from ``PostProcessor.is_anomalous``."""
+
+    score: float
+    threshold: float
+    anomalous: bool
+
+
 def with_legend(
-    overlay: np.ndarray, value_range: tuple[float, float], pixel_threshold: float, score: float, threshold: float,
+    overlay: np.ndarray, value_range: tuple[float, float], pixel_threshold: float, caption: Caption,
 ) -> np.ndarray:
     """``overlay`` (BGR ``(H, W, 3)``) with a legend strip below it; returns BGR ``(k H + h, max(k W, 360), 3)``.
 
@@ -83,8 +93,9 @@ def with_legend(
     by the height (:func:`legend_factor`); an overlay still narrower than the strip sits at its left on white.
     The strip (``h`` is 58 px up to 720 px of width, then grows with it) holds the colour bar of
     :func:`heatmap_overlay`: its blue end is the map of a typical good image (``value_range[0]``, the median of
-    the good maps), its red end the pixel threshold (pixels at or above it are red and in the defect mask),
-    labelled in words; then the image score against the image threshold with the verdict. Only the verdict
+    the good maps), its red end the pixel threshold (pixels above it are in the defect mask; the colour
+    saturates there), labelled in words; then ``caption``: the image score against the image threshold with
+    the verdict. Only the verdict
     line is drawn per image: the rest of the strip is drawn once per width and scale (:func:`_legend_strip`).
     """
     overlay = fit_picture(overlay)
@@ -93,13 +104,13 @@ def with_legend(
     if k > 1:
         overlay = cv2.resize(overlay, (w * k, h * k), interpolation=cv2.INTER_NEAREST)
         h, w = overlay.shape[:2]
-    canvas = legend_canvas(h, w, value_range, pixel_threshold, score, threshold)
+    canvas = legend_canvas(h, w, value_range, pixel_threshold, caption)
     canvas[:h, :w] = overlay
     return canvas
 
 
-def legend_canvas(h: int, w: int, value_range: tuple[float, float], pixel_threshold: float, score: float,
-                  threshold: float) -> np.ndarray:
+def legend_canvas(h: int, w: int, value_range: tuple[float, float], pixel_threshold: float,
+                  caption: Caption) -> np.ndarray:
     """White BGR ``(h + strip, max(w, 360), 3)`` with the legend strip of :func:`with_legend` and the verdict
     drawn under row ``h``; the caller puts the ``h x w`` overlay above it."""
     width = max(w, LEGEND_MIN_WIDTH)
@@ -107,7 +118,7 @@ def legend_canvas(h: int, w: int, value_range: tuple[float, float], pixel_thresh
     canvas = np.full((h + strip.shape[0], width, 3), 255, np.uint8)
     canvas[h:] = strip
     s = max(1.0, width / 720)
-    anomalous = score > threshold
+    score, threshold, anomalous = caption
     verdict = (f"image score {score:.4g} {'>' if anomalous else '<='} threshold {threshold:.4g}: "
                f"{'ANOMALOUS' if anomalous else 'good'}")
     cv2.putText(canvas, verdict, (int(8 * s), h + int(50 * s)), cv2.FONT_HERSHEY_SIMPLEX,
@@ -116,21 +127,20 @@ def legend_canvas(h: int, w: int, value_range: tuple[float, float], pixel_thresh
 
 
 def heatmap_picture(image: np.ndarray, amap: np.ndarray, value_range: tuple[float, float], pixel_threshold: float,
-                    score: float | None = None, threshold: float = float("inf")) -> np.ndarray:
+                    caption: Caption | None = None) -> np.ndarray:
     """The picture of a heatmap file: :func:`heatmap_overlay` of ``image`` ``(H, W, C)`` and ``amap`` ``(H, W)``,
-    at most :data:`MAX_PICTURE_SIDE` a side, with the legend of :func:`with_legend` when ``score`` is given.
+    at most :data:`MAX_PICTURE_SIDE` a side, with the legend of :func:`with_legend` when ``caption`` is given.
 
     When the overlay needs neither shrinking nor enlarging (most images), it is drawn straight into the
     picture with its legend: a 100-megapixel image then costs one full-size picture, not two.
     """
     h, w = amap.shape[:2]
-    if score is not None and max(h, w) <= MAX_PICTURE_SIDE and legend_factor(h, w) == 1:
-        canvas = legend_canvas(h, w, value_range, pixel_threshold, score, threshold)
+    if caption is not None and max(h, w) <= MAX_PICTURE_SIDE and legend_factor(h, w) == 1:
+        canvas = legend_canvas(h, w, value_range, pixel_threshold, caption)
         heatmap_overlay(image, amap, value_range, out=canvas[:h, :w])
         return canvas
     overlay = heatmap_overlay(image, amap, value_range)
-    return fit_picture(overlay) if score is None else with_legend(overlay, value_range, pixel_threshold, score,
-                                                                 threshold)
+    return fit_picture(overlay) if caption is None else with_legend(overlay, value_range, pixel_threshold, caption)
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,7 +155,7 @@ def _legend_strip(width: int, lo: float, hi: float, pixel_threshold: float) -> n
     at = x0 + int(round(np.clip((pixel_threshold - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (x1 - x0 - 1)))
     cv2.line(strip, (at, y0 - int(3 * k)), (at, y0 + bar_h + int(2 * k)), (0, 0, 0), max(2, int(2 * k)))
     font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, int(k))
-    left, right = "typical good", f"red: marked as defect (map >= {pixel_threshold:.3g})"
+    left, right = "typical good", f"red: defect where map > {pixel_threshold:.3g}"
     small = 0.38 * k
     while small > 0.25 * k and sum(cv2.getTextSize(t, font, small, thick)[0][0] for t in (left, right)) > \
             x1 - x0 - int(12 * k):

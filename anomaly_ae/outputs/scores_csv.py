@@ -7,7 +7,6 @@ import csv
 import io
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from anomaly_ae.io.files import write_bytes_atomic
@@ -43,10 +42,8 @@ class ScoresCsv:
 
     FLUSH_SECONDS = 0.25
 
-    def __init__(self, path: Path, keep: list[list[str]] | None = None,
-                 normalize: Callable[[float], float] | None = None) -> None:
+    def __init__(self, path: Path, keep: list[list[str]] | None = None) -> None:
         self.path = path
-        self._normalize = normalize  # score -> normalized score (the model's PostProcessor.normalize)
         self._partial = path.with_name(path.name + ".partial")
         path.parent.mkdir(parents=True, exist_ok=True)
         # header (and the rows kept from an interrupted run) written atomically, then appended to
@@ -59,19 +56,19 @@ class ScoresCsv:
         self._w = csv.writer(self._f)
         self._flushed = time.monotonic()
 
-    def write(self, path: str, score: float | None, threshold: float, error: str = "",
-              stat: tuple[int, int] | None = None) -> None:
-        """One row; ``score=None`` for a file that could not be scored.
+    def write_scored(self, path: str, score: float, anomalous: bool, normalized: float, threshold: float,
+                     stat: tuple[int, int] | None = None) -> None:
+        """The row of a scored input: its score, the verdict and normalized score its caller decided (the
+        model's post-processor), the threshold; ``stat``: ``(size_bytes, mtime_ns)`` of the input as read."""
+        self._row([path, f"{score:.8g}", str(bool(anomalous)).lower(), f"{threshold:.8g}", "", *_stat(stat),
+                   f"{normalized:.6g}"])
 
-        ``stat``: ``(size_bytes, mtime_ns)`` of the input as it was read (empty when unknown).
-        """
-        size, mtime = ("", "") if stat is None else (str(stat[0]), str(stat[1]))
-        if score is None:
-            self._w.writerow([path, "", "", f"{threshold:.8g}", error, size, mtime, ""])
-        else:
-            normalized = "" if self._normalize is None else f"{self._normalize(score):.6g}"
-            self._w.writerow([path, f"{score:.8g}", str(bool(score > threshold)).lower(), f"{threshold:.8g}", "",
-                              size, mtime, normalized])
+    def write_failed(self, path: str, threshold: float, error: str, stat: tuple[int, int] | None = None) -> None:
+        """The row of an input that could not be scored: empty score and verdict, the one-line ``error``."""
+        self._row([path, "", "", f"{threshold:.8g}", error, *_stat(stat), ""])
+
+    def _row(self, row: list[str]) -> None:
+        self._w.writerow(row)
         if time.monotonic() - self._flushed >= self.FLUSH_SECONDS:
             self._f.flush()
             self._flushed = time.monotonic()
@@ -82,6 +79,10 @@ class ScoresCsv:
         os.fsync(self._f.fileno())
         self._f.close()
         os.replace(self._partial, self.path)
+
+
+def _stat(stat: tuple[int, int] | None) -> tuple[str, str]:
+    return ("", "") if stat is None else (str(stat[0]), str(stat[1]))
 
 
 def write_scores_parquet(csv_path: Path, parquet_path: Path) -> int:

@@ -25,7 +25,7 @@ from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.io.files import write_json_atomic
 from anomaly_ae.io.folders import plan, staging
 from anomaly_ae.io.names import EVALUATION_FILES, METRICS_JSON, REPORT_HTML
-from anomaly_ae.outputs.overlays import heatmap_overlay, to_bgr, with_legend
+from anomaly_ae.outputs.overlays import Caption, heatmap_overlay, to_bgr, with_legend
 from anomaly_ae.pipelines.score_batch import ScoredFile, iter_scored
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
@@ -194,9 +194,10 @@ def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask:
                    post: PostProcessor, worst_fn: _Worst, worst_fp: _Worst) -> None:
     """Keep the overlay of a false negative (lowest scores first) or false positive (highest first)."""
     s = record["score"]
-    if record["label"] and s <= post.threshold:
+    anomalous = bool(post.is_anomalous(s))
+    if record["label"] and not anomalous:
         worst, key = worst_fn, s
-    elif not record["label"] and s > post.threshold:
+    elif not record["label"] and anomalous:
         worst, key = worst_fp, -s
     else:
         return
@@ -209,8 +210,9 @@ def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask:
         cv2.drawContours(overlay, contours, -1, (255, 255, 255), 1)
     panels = {
         "image": to_bgr(scored.image),
-        "heatmap": with_legend(_fit(heatmap), post.heatmap_range, post.pixel_threshold, s, post.threshold),
-        "predicted mask": to_bgr(post.defect_mask(scored.amap).astype(np.uint8) * 255),
+        "heatmap": with_legend(_fit(heatmap), post.heatmap_range, post.pixel_threshold,
+                               Caption(s, post.threshold, anomalous)),
+        "predicted mask": to_bgr(post.mask(scored.amap).astype(np.uint8) * 255),
     }
     if mask is not None:
         panels["true mask"] = to_bgr(mask.astype(np.uint8) * 255)

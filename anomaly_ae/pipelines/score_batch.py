@@ -20,12 +20,13 @@ import numpy as np
 from anomaly_ae.data.loading import DecodedBatch, decode_batch, decode_threads
 from anomaly_ae.io.files import output_path, write_jpeg_atomic, write_npy_atomic, write_png_atomic
 from anomaly_ae.io.names import SCORE_OUTPUTS
-from anomaly_ae.outputs.overlays import heatmap_picture
+from anomaly_ae.outputs.overlays import Caption, heatmap_picture
 from anomaly_ae.pipelines.score_resume import kinds_for, relative_key
 
 if TYPE_CHECKING:
     from anomaly_ae.data.uris import UriFile, UriInput
     from anomaly_ae.detector import Detector
+    from anomaly_ae.pipelines.options import ScoreOptions
     from anomaly_ae.postprocessing import PostProcessor
 
 
@@ -95,7 +96,7 @@ def _score_decoded(det: Detector, batch: DecodedBatch) -> Iterator[ScoredFile]:
 PER_FILE_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL})
 
 
-class FolderProgress(Protocol):
+class ScoreListener(Protocol):
     """What :func:`score_folder` reports while it runs (all optional to act on)."""
 
     def warning(self, line: str) -> None:
@@ -137,12 +138,12 @@ class ScoredRow:
 
 
 def output_targets(item: ScoredFile, input_dir: Path | UriInput, out: Path, kinds: Sequence[str],
-                   heatmaps: str = "all", threshold: float = float("inf")) -> tuple[str, dict[str, Path]]:
+                   heatmaps: str = "all", post: PostProcessor | None = None) -> tuple[str, dict[str, Path]]:
     """``(key in scores.csv, {kind: output file})`` of a scored file; a name that would land outside ``out``
     (e.g. through a link planted in it) becomes the file's error instead. ``heatmaps="anomalous"``: a
-    heatmap only when the score is above ``threshold``."""
+    heatmap only when ``post`` finds the image anomalous."""
     rel = relative_key(item.path, input_dir)
-    anomalous = item.score is not None and item.score > threshold
+    anomalous = item.score is not None and post is not None and bool(post.is_anomalous(item.score))
     try:
         return rel, {kind: output_path(out / kind, rel, SCORE_OUTPUTS[kind])
                      for kind in kinds_for(kinds, anomalous, heatmaps)}
@@ -152,38 +153,40 @@ def output_targets(item: ScoredFile, input_dir: Path | UriInput, out: Path, kind
 
 
 def score_batch(det: Detector, paths: Sequence[Path | UriFile], input_dir: Path | UriInput, out: Path,
-                kinds: Sequence[str], legend: bool = True, max_pixels: int | None = None,
-                heatmaps: str = "all") -> list[ScoredRow]:
-    """Score ``paths`` as one model batch and write their outputs under ``out``; one row per path, in order."""
+                options: ScoreOptions) -> list[ScoredRow]:
+    """Score ``paths`` as one model batch and write their outputs (``options.kinds``) under ``out``; one row per
+    path, in order."""
     rows = []
-    threshold = det.postprocessor_.threshold
-    for item in iter_scored(det, list(paths), max(1, len(paths)), max_pixels=max_pixels):
-        rel, targets = output_targets(item, input_dir, out, kinds, heatmaps, threshold)
+    post = det.postprocessor_
+    for item in iter_scored(det, list(paths), max(1, len(paths)), max_pixels=options.max_pixels):
+        rel, targets = output_targets(item, input_dir, out, options.kinds, options.heatmaps, post)
         problem: dict[str, str] = {}
         if item.error is None:
-            outputs_of(item.image, item.amap, targets, det.postprocessor_, problem,
-                       item.score if legend else None)()
+            outputs_of(item, targets, post, problem, options.legend)()
         error = item.error or problem.get("error")
         rows.append(ScoredRow(rel, None if error else item.score, error, item.stat))
     return rows
 
 
-def outputs_of(image: np.ndarray, amap: np.ndarray, targets: dict[str, Path], post: PostProcessor,
-                problem: dict[str, str], legend_score: float | None = None) -> Callable[[], None]:
-    """The work of writing one input's outputs (run in a worker thread while the model scores on).
+def outputs_of(item: ScoredFile, targets: dict[str, Path], post: PostProcessor, problem: dict[str, str],
+               legend: bool = True) -> Callable[[], None]:
+    """The work of writing one scored input's outputs (run in a worker thread while the model scores on).
 
-    Heatmaps are JPEG (quality :data:`~anomaly_ae.io.files.JPEG_QUALITY`), masks 1-bit PNG (0/255 when
-    read), raw maps float32 ``.npy``. ``legend_score``: the image's score, to draw the legend strip
-    under its heatmap (``None``: no strip).
+    Heatmaps are JPEG (quality :data:`~anomaly_ae.io.files.JPEG_QUALITY`), with a legend strip under
+    each (``legend``) that gives the score and ``post``'s verdict; masks are ``post.mask`` as 1-bit PNG
+    (0/255 when read), raw maps float32 ``.npy``. A write that fails for this file alone puts its
+    reason in ``problem["error"]``.
     """
+    image, amap = item.image, item.amap
+    caption = Caption(item.score, post.threshold, bool(post.is_anomalous(item.score))) if legend else None
 
     def work() -> None:
         try:
             if "heatmaps" in targets:
                 write_jpeg_atomic(targets["heatmaps"], heatmap_picture(
-                    image, amap, post.heatmap_range, post.pixel_threshold, legend_score, post.threshold))
+                    image, amap, post.heatmap_range, post.pixel_threshold, caption))
             if "masks" in targets:
-                write_png_atomic(targets["masks"], np.multiply(post.defect_mask(amap), 255, dtype=np.uint8),
+                write_png_atomic(targets["masks"], np.multiply(post.mask(amap), 255, dtype=np.uint8),
                                  bilevel=True)
             if "maps" in targets:
                 write_npy_atomic(targets["maps"], amap)

@@ -2,16 +2,17 @@
 
 ::
 
-    score_folder("runs/plate", "/shared/line3", "/shared/scores", engine="ray", address="10.0.0.5:6379",
-                 actors=8, gpus_per_actor=1)
+    score_folder("runs/plate", "/shared/line3", "/shared/scores",
+                 ScoreOptions(engine="ray", address="10.0.0.5:6379", actors=8, gpus_per_actor=1))
 
 The driver lists the folder, keeps what an earlier run scored (:mod:`anomaly_ae.pipelines.score_resume`) and
 hands the rest to Ray Data as a list of file paths. ``map_batches`` runs :class:`ScoringActor`: each
 actor loads the detector once and calls :func:`~anomaly_ae.pipelines.score_batch.score_batch` on a batch, which
-writes the heatmaps / masks / maps under ``OUT_DIR`` and returns the rows. The driver writes the rows to
-``scores.csv`` in input order (Ray Data's ``preserve_order``) as they arrive, so an interrupted run
-resumes exactly as a single-process one does. Input files, the model directory and ``OUT_DIR`` must be
-on storage every node sees (NFS, a shared volume) under the same paths. An actor that dies is restarted
+writes the heatmaps / masks / maps under ``OUT_DIR`` and returns the rows. The driver hands the rows to
+the same :class:`~anomaly_ae.pipelines.score_rows.RowSink` as the local engine, in input order (Ray Data's
+``preserve_order``) as they arrive, so an interrupted run resumes exactly as a single-process one does.
+Input files, the model directory and ``OUT_DIR`` must be on storage every node sees (NFS, a shared volume)
+under the same paths. An actor that dies is restarted
 by Ray and its batch is run again (the output writes are atomic and idempotent).
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ import numpy as np
 
 from anomaly_ae.data.uris import UriError, UriFile, UriInput, is_uri
 from anomaly_ae.io.remote import connect_timeout
-from anomaly_ae.pipelines.score_batch import FolderProgress, score_batch
+from anomaly_ae.pipelines.options import ScoreOptions
+from anomaly_ae.pipelines.score_batch import score_batch
+from anomaly_ae.pipelines.score_rows import RowSink
 
 #: the one line shown when Ray is not installed
 RAY_MISSING = "the Ray engine needs Ray: pip install 'anomaly-ae[ray]'"
@@ -49,17 +51,6 @@ def require_ray() -> Any:
     except ImportError:
         raise RayMissing(RAY_MISSING) from None
     return ray
-
-
-@dataclass
-class RayOptions:
-    """Where and how wide: ``address`` of a running cluster (``None``: start a local Ray and stop it after),
-    ``actors`` scoring actors, ``gpus_per_actor`` GPUs each (0 on CPU machines)."""
-
-    address: str | None = None
-    actors: int = 1
-    gpus_per_actor: float = 0.0
-    quiet: bool = False  # -q: Ray's own warnings (token authentication, progress bars) off too
 
 
 def check_ray_address(address: str, timeout: float | None = None) -> None:
@@ -99,8 +90,7 @@ class RayUnreachable(UriError):
 class ScoringActor:
     """A Ray Data actor: loads the detector once, then scores batches of ``{"path": [...]}``."""
 
-    def __init__(self, run_dir: str, input_dir: str, out: str, kinds: Sequence[str], legend: bool,
-                 heatmaps: str, max_pixels: int | None) -> None:
+    def __init__(self, run_dir: str, input_dir: str, out: str, options: ScoreOptions) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from anomaly_ae.backend import import_tensorflow_quietly
 
@@ -114,7 +104,7 @@ class ScoringActor:
         # a URI input is opened once per actor (credentials, connection), its files named by relative path
         self.input_dir = UriInput.open(input_dir) if is_uri(input_dir) else Path(input_dir)
         self.out = Path(out)
-        self.kinds, self.legend, self.heatmaps, self.max_pixels = list(kinds), legend, heatmaps, max_pixels
+        self.options = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if isinstance(self.input_dir, UriInput):
@@ -122,8 +112,7 @@ class ScoringActor:
                                            zip(batch["path"], batch["size"], batch["mtime"], strict=True)]
         else:
             paths = [Path(p) for p in batch["path"]]
-        rows = score_batch(self.det, paths, self.input_dir, self.out, self.kinds, self.legend, self.max_pixels,
-                           self.heatmaps)
+        rows = score_batch(self.det, paths, self.input_dir, self.out, self.options)
         return {
             "rel": np.array([r.rel for r in rows], dtype=object),
             "score": np.array([np.nan if r.score is None else r.score for r in rows], np.float64),
@@ -134,12 +123,11 @@ class ScoringActor:
 
 
 def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Path | UriInput, out: Path,
-                   kinds: Sequence[str], legend: bool, heatmaps: str, max_pixels: int | None, batch_size: int,
-                   options: RayOptions, csv_out: Any, threshold: float,
-                   progress: FolderProgress) -> tuple[int, int, int]:
-    """Score ``todo`` on Ray and append its rows to ``csv_out`` in input order; ``(ok, anomalous, failed)`` of them."""
+                   options: ScoreOptions, sink: RowSink, quiet: bool = False) -> None:
+    """Score ``todo`` on Ray (``options.address``, ``options.actors``, ``options.batch_size`` images a batch) and
+    add its rows to ``sink`` in input order. ``quiet``: Ray's own warnings off too."""
     ray = require_ray()
-    quiet = _QuietRayLogs(options.quiet)
+    logs = _QuietRayLogs(quiet)
     started = not ray.is_initialized()
     if started:
         # "local": a new instance even when another Ray was started on this machine (a stale one included)
@@ -149,33 +137,23 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Pat
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order, like the single process
         ctx.enable_progress_bars = False  # anomaly-ae shows its own bar
+        batch_size = options.batch_size or 32  # the caller gives the model's scoring.batch_size
         ds = ray.data.from_items(_items(todo), override_num_blocks=max(1, len(todo) // batch_size))
         where = input_dir.uri if isinstance(input_dir, UriInput) else os.path.abspath(input_dir)
         scored = ds.map_batches(
-            ScoringActor, fn_constructor_args=(os.path.abspath(run_dir), where,
-                                               os.path.abspath(out), list(kinds), legend, heatmaps, max_pixels),
+            ScoringActor, fn_constructor_args=(os.path.abspath(run_dir), where, os.path.abspath(out), options),
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=options.actors),
             num_gpus=options.gpus_per_actor or None, num_cpus=1, batch_format="numpy",
         )  # Ray Data restarts a dead actor and reruns its batch (max_restarts / max_task_retries -1 by default)
-        ok = anomalous = failed = 0
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
             for rel, score, error, size, mtime in zip(batch["rel"], batch["score"], batch["error"], batch["size"],
                                                       batch["mtime"], strict=True):
                 stat = None if size < 0 else (int(size), int(mtime))
-                rel = str(rel)
-                if error:
-                    failed += 1
-                    csv_out.write(rel, None, threshold, str(error), stat)
-                else:
-                    ok += 1
-                    anomalous += int(score > threshold)
-                    csv_out.write(rel, float(score), threshold, "", stat)
-                progress.done(rel, str(error) or None)
-        return ok, anomalous, failed
+                sink.add(str(rel), float(score), str(error) or None, stat)
     finally:
         if started:
             ray.shutdown()
-        quiet.restore()
+        logs.restore()
 
 
 def _items(todo: Sequence[Path | UriFile]) -> list[dict[str, Any]]:
