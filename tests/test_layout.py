@@ -173,7 +173,44 @@ RULES = {
     "scoring_record": ("anomaly_ae.config", "SCORING_CHOICES}"),  # the same as JSON
     "reference_indices": ("anomaly_ae.scoring.position", "choice(train_idx, n, replace=False)"),  # norm images
     "resolve_config": ("anomaly_ae.config", "DetectorConfig.from_yaml(path)"),  # --config file or preset
+    "is_anomalous": ("anomaly_ae.postprocessing", "> self.threshold"),  # the image verdict
 }
+
+
+#: names of the calibrated thresholds: comparing a value against one of them is a decision, which only
+#: ``PostProcessor.is_anomalous`` and ``PostProcessor.mask`` take
+THRESHOLD_NAMES = {"threshold", "pixel_threshold", "threshold_", "pixel_threshold_"}
+#: modules whose ``threshold`` is another quantity: a noise level of synthetic defects, the segmenter's own
+#: probability cut, the candidate cuts of a metric's curve
+OTHER_THRESHOLDS = {"anomaly_ae.data.anomalies", "anomaly_ae.segmentation.predict", "anomaly_ae.evaluation.metrics"}
+
+
+def _threshold_comparisons(path: Path) -> list[int]:
+    """Lines of ``path`` that compare something against a threshold (``x > threshold``, ``s <= post.threshold``)."""
+    def named(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Name) and node.id in THRESHOLD_NAMES) or \
+            (isinstance(node, ast.Attribute) and node.attr in THRESHOLD_NAMES)
+
+    return [n.lineno for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(n, ast.Compare) and any(isinstance(op, ast.Gt | ast.GtE | ast.Lt | ast.LtE) for op in n.ops)
+            and any(named(x) for x in [n.left, *n.comparators])]
+
+
+def test_every_decision_is_the_post_processors():
+    """The verdict (``score > threshold``) and the mask (``map > pixel_threshold``) are written once, in
+    ``PostProcessor.is_anomalous`` and ``PostProcessor.mask``; everything else asks them."""
+    found = [f"{m}:{line}" for m, p in _modules().items()
+             if m not in OTHER_THRESHOLDS | {"anomaly_ae.postprocessing"} for line in _threshold_comparisons(p)]
+    assert found == []
+    post = _threshold_comparisons(PACKAGE / "postprocessing.py")
+    assert len(post) >= 2  # the two decisions (and the false-alarm counts of the calibration)
+
+
+def test_the_decision_check_sees_a_planted_comparison(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f(s, post):\n    return s > post.threshold\n\ndef g(m, pixel_threshold):\n"
+                       "    return pixel_threshold <= m\n", encoding="utf-8")
+    assert _threshold_comparisons(planted) == [2, 5]
 
 
 @pytest.mark.parametrize("name", sorted(RULES))

@@ -76,7 +76,7 @@ def score(
     plain_heatmaps: Annotated[bool, typer.Option(
         "--plain-heatmaps", help="Heatmaps without the legend strip (colour bar, pixel threshold, score, verdict).")
     ] = False,
-    masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255) from the pixel threshold.")] = True,
+    masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255): the pixels above the pixel threshold.")] = True,
     raw_maps: Annotated[bool, typer.Option("--raw-maps", help="Also save float32 anomaly maps as .npy.")] = False,
     resume: Annotated[bool, typer.Option(help="Keep the rows of an earlier run into OUT_DIR; score the rest.")] = True,
     overwrite: Annotated[

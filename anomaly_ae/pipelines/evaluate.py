@@ -140,7 +140,7 @@ def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_example
                 except ImageReadError as err:  # the image still counts for the image metrics
                     failures.append({"path": it.rel, "error": f"mask {it.mask_path.name}: {err}"})
             record = {"path": it.rel, "defect": it.defect, "label": it.label, "score": scored.score,
-                      "has_mask": mask is not None}
+                      "anomalous": bool(post.is_anomalous(scored.score)), "has_mask": mask is not None}
             records.append(record)
             if not it.label:
                 good_acc.add(scored.amap)
@@ -193,8 +193,7 @@ def config_summary(det: Detector) -> dict[str, str]:
 def _keep_if_worst(record: dict[str, Any], order: int, scored: ScoredFile, mask: np.ndarray | None,
                    post: PostProcessor, worst_fn: _Worst, worst_fp: _Worst) -> None:
     """Keep the overlay of a false negative (lowest scores first) or false positive (highest first)."""
-    s = record["score"]
-    anomalous = bool(post.is_anomalous(s))
+    s, anomalous = record["score"], record["anomalous"]
     if record["label"] and not anomalous:
         worst, key = worst_fn, s
     elif not record["label"] and anomalous:

@@ -127,9 +127,9 @@ def _gallery(examples: list[Example], ev: EvaluationResult, what: str) -> str:
     rows = []
     for e in examples:
         r = e.record
-        verdict = "anomalous" if r["score"] > ev.threshold else "good"
+        verdict = "anomalous" if r["anomalous"] else "good"  # the post-processor's verdict, taken when scored
         captions = {"image": "image", "heatmap": "heatmap (legend below it)",
-                    "predicted mask": "predicted defect mask" + (f" (map &ge; {pixel:.4g})" if pixel else ""),
+                    "predicted mask": "predicted defect mask" + (f" (map &gt; {pixel:.4g})" if pixel else ""),
                     "true mask": "true defect mask"}
         figures = "".join(
             f'<figure><img src="data:image/png;base64,{_png_b64(e.panels[k])}" alt="{k}">'
