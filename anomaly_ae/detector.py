@@ -27,7 +27,7 @@ Fitted attributes end in ``_``: ``config_``, ``model_``, ``preprocessing_``, ``p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,13 @@ import numpy as np
 
 from anomaly_ae.artifact import ModelState, load_model_dir, save_calibration, save_model_dir
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
-from anomaly_ae.data.images import model_size_uint8
 from anomaly_ae.data.loading import ImagesLike, decode_images
 from anomaly_ae.evaluation.metrics import PixelAccumulator
-from anomaly_ae.evaluation.self_check import MAX_GOOD as SELF_CHECK_MAX_GOOD
-from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, candidates, report, select_scoring, synthetic_defects
+from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, check_scoring
 from anomaly_ae.postprocessing import PostProcessor, ScoreStats
 from anomaly_ae.progress import Progress, as_progress
-from anomaly_ae.scoring import reconstruction
-from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resize_map, smooth, source_ratio
-from anomaly_ae.scoring.position import PositionReference
+from anomaly_ae.scoring.maps import resize_map
+from anomaly_ae.scoring.scorer import Scorer
 from anomaly_ae.training.fit import train_autoencoder
 
 __all__ = ["Detector", "ImagesLike", "NotFittedError"]
@@ -84,33 +81,23 @@ class Detector:
         return f"Detector({cfg.model.name}, {shape}, fitted, {threshold}, map={cfg.scoring.metric})"
 
     # ------------------------------------------------------------------ fitting
-    def fit(
-        self,
-        good: ImagesLike,
-        callbacks: Sequence[keras.callbacks.Callback] = (),
-        checkpoint_dir: str | Path | None = None,
-        resume: bool = False,
-        checkpoint_state: dict | None = None,
-        record: Mapping[str, Any] | None = None,
-    ) -> Detector:
+    def fit(self, good: ImagesLike, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Detector:
         """Train on good images (a folder, or an array ``(N, H, W[, C])``) and calibrate the thresholds.
 
-        A seeded ``holdout_fraction`` of the images is never trained on: it drives early stopping and
-        the thresholds. Unreadable files in a folder are skipped and listed in
-        ``train_info_["skipped"]``. With ``data.patch_size`` the model trains on random patches and
-        reconstructs whole images (fully convolutional).
+        A seeded ``holdout_fraction`` of the images is never trained on: it drives early stopping, the
+        self-check (which chooses the scoring with ``scoring.select: auto``) and the thresholds. Unreadable
+        files in a folder are skipped and listed in ``train_info_["skipped"]``. With ``data.patch_size`` the
+        model trains on random patches and reconstructs whole images (fully convolutional).
 
-        Args:
-            checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
-            resume: continue from the newest checkpoint in ``checkpoint_dir`` (same config and images).
-            checkpoint_state: extra JSON-ready state stored in every checkpoint (e.g. the MLflow run id).
-            record: extra JSON-ready entries for ``train_info_`` (saved in ``detector.json``).
+        ``callbacks``: Keras callbacks; checkpointing and tracking arrive this way
+        (:class:`~anomaly_ae.training.checkpoint.TrainingCheckpoint`,
+        :class:`~anomaly_ae.training.callbacks.TrackingCallback`).
 
         Raises:
             TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
         """
         progress = as_progress(self.verbose)
-        trained = train_autoencoder(self.config, good, progress, callbacks, checkpoint_dir, resume, checkpoint_state)
+        trained = train_autoencoder(self.config, good, progress, callbacks)
         self.config_ = trained.config
         self.model_ = trained.model
         self.preprocessing_ = trained.preprocessing
@@ -118,75 +105,45 @@ class Detector:
         val_images, n_val = trained.holdout, len(trained.holdout)
         progress.stage(f"self-check: seeded synthetic defects on the {n_val} held-out good images"
                        + (", choosing the scoring" if self.config_.scoring.select == "auto" else ""))
-        check = self.self_check(val_images, select=self.config_.scoring.select == "auto", reference=trained.reference)
+        check = self.fit_scoring(val_images, select=self.config_.scoring.select == "auto", reference=trained.reference)
         progress.stage(f"calibrating the thresholds on the {n_val} held-out good images")
         self.calibrate(val_images)
         self.holdout_images_ = val_images  # the self-check's good images; not saved
         self.val_sample_ = val_images[:8]  # for reports; not saved
-        self.train_info_ = {**trained.info, "self_check": check, **(record or {})}
+        self.train_info_ = {**trained.info, "self_check": check}
         return self
 
-    def self_check(self, good: np.ndarray, select: bool = False, seed: int = SELF_CHECK_SEED,
-                   reference: np.ndarray | None = None) -> dict[str, Any]:
-        """Synthetic image AUROC, pixel AUROC and AUPRO on held-out good images (see
-        :mod:`anomaly_ae.evaluation.self_check`).
+    def self_check(self, good: np.ndarray, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
+        """Synthetic image AUROC, pixel AUROC and AUPRO of the current scoring on held-out good images; only
+        reports (:func:`anomaly_ae.evaluation.self_check.check_scoring`, ``good``: uint8 ``(N, h, w, C)`` at
+        model size, not trained on)."""
+        return check_scoring(self.scorer_, good, seed).figures
 
-        Args:
-            good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on (at
-                most :data:`~anomaly_ae.evaluation.self_check.MAX_GOOD` of them are used, a seeded subset).
-            select: also try every map metric the model has, smoothing sigmas, image reductions and (with
-                ``reference``) the per-position normalization, and keep the best in ``config_.scoring``
-                (``scoring.select: auto``); recalibrate afterwards.
-            reference: uint8 ``(M, h, w, C)`` good images that are *not* in ``good`` (training images): the
-                per-position reference of ``scoring.position_norm`` is fitted on their maps and kept in
-                ``position_reference_``. Without it a configured ``position_norm`` uses the stored one.
+    def fit_scoring(self, good: np.ndarray, select: bool = True, seed: int = SELF_CHECK_SEED,
+                    reference: np.ndarray | None = None) -> dict[str, Any]:
+        """Fit the scoring on held-out good images ``good`` (uint8 ``(N, h, w, C)`` at model size): with
+        ``select``, the map metric, smoothing, reduction and per-position normalization the self-check ranks
+        best replace ``config_.scoring`` (``scoring.select: auto``); with ``reference`` (training images, not
+        in ``good``), the per-position reference is fitted on their maps (``position_reference_``).
+        Recalibrate afterwards: the thresholds of the old scoring no longer apply.
 
         Returns:
-            The ``self_check`` entry of ``train_info_``: the figures of the (selected) setting on a second
-            set of defects with the image AUROC's 95% interval (``selection``: its figures on the set that
-            chose it), the setting, how many images and candidates it used and the seed.
+            The self-check figures of the fitted setting (:func:`~anomaly_ae.evaluation.self_check.check_scoring`);
+            every candidate's row, best first, is kept in ``candidates_`` (not saved).
         """
-        self.check_fitted(need_threshold=False)
-        s = self.config_.scoring
-        if len(good) > SELF_CHECK_MAX_GOOD:  # a seeded subset: bounded memory and time for large sets
-            keep = np.sort(np.random.default_rng(seed).choice(len(good), SELF_CHECK_MAX_GOOD, replace=False))
-            good = good[keep]
-        bad, masks = synthetic_defects(good, seed)
-        x_good, x_bad = self.preprocessing_(good), self.preprocessing_(bad)
-        xh_good, xh_bad = self.reconstruct(x_good), self.reconstruct(x_bad)
-        pre = self.preprocessing_
-        c = candidates(s.metric, s.smoothing_sigma, s.reduction, s.position_norm, select,
-                       reconstruction.has_learned_map(self.model_), source_ratio(pre.image_size, pre.original_hw),
-                       reference is not None)
-        metrics, position = c.metrics, c.position
-        raw = {m: (self.raw_maps(x_good, xh_good, m), self.raw_maps(x_bad, xh_bad, m)) for m in metrics}
-        refs: dict[str, np.ndarray | PositionReference] = {}
-        if True in position and reference is not None:
-            x_ref = self.preprocessing_(reference)
-            xh_ref = self.reconstruct(x_ref)
-            refs = {m: self.raw_maps(x_ref, xh_ref, m) for m in metrics}
-        elif True in position:
-            refs = {s.metric: self.position_reference()}
-        sig = [(v, self.smoothing_sigma(v)) for v in c.sigmas]
-        rows = select_scoring(raw, masks, sig, c.reductions, s.topk_fraction, refs, position)
-        best = rows[0]  # without select, the configured setting is the only candidate
-        self.candidates_ = rows  # every candidate's figures, best first (not saved)
+        found = check_scoring(self.scorer_, good, seed, select, reference)
+        best = found.best
         if select:
-            scoring = s.model_copy(update={"metric": best.metric, "smoothing_sigma": best.smoothing_sigma,
-                                           "reduction": best.reduction, "position_norm": best.position_norm})
+            scoring = self.config_.scoring.model_copy(update={
+                "metric": best.metric, "smoothing_sigma": best.smoothing_sigma, "reduction": best.reduction,
+                "position_norm": best.position_norm})
             self.config_ = self.config_.model_copy(update={"scoring": scoring})
         if best.position_norm:
             self.position_reference_ = best.reference
         elif select:
             self.position_reference_ = None
-        # reported on a second set of defects: the best of many candidates on the set that chose it is biased up
-        bad2, masks2 = synthetic_defects(good, seed + 1)
-        x_bad2 = self.preprocessing_(bad2)
-        bad2_raw = self.raw_maps(x_bad2, self.reconstruct(x_bad2), best.metric)
-        best_sigma = next(ms for v, ms in sig if v == best.smoothing_sigma)
-        figures = report(best, raw[best.metric][0], bad2_raw, masks2, best_sigma, s.topk_fraction, seed + 1)
-        return {**figures, "n_good": int(len(good)), "n_defective": int(len(bad2)), "seed": int(seed),
-                "candidates": len(rows), "selected": bool(select)}
+        self.candidates_ = found.rows
+        return found.figures
 
     def tune(self, good: ImagesLike, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
         """Pick the scoring (map metric, smoothing, reduction) by the self-check on ``good`` images.
@@ -207,7 +164,7 @@ class Detector:
             order = np.random.default_rng(seed).permutation(len(images))
             half = len(images) // 2
             reference, images = images[np.sort(order[:half])], images[np.sort(order[half:])]
-        check = self.self_check(images, select=True, seed=seed, reference=reference)
+        check = self.fit_scoring(images, select=True, seed=seed, reference=reference)
         self.train_info_ = {**getattr(self, "train_info_", {}), "self_check": check}
         return check
 
@@ -237,7 +194,7 @@ class Detector:
         t = self.config_.threshold
         good_images = self._decode(good)
         bs = self.config_.scoring.batch_size  # in batches: the float32 copies never hold the whole set
-        parts = [self._score_model_size(self.preprocessing_(good_images[i : i + bs]))
+        parts = [self.scorer_.score_model_size(self.preprocessing_(good_images[i : i + bs]))
                  for i in range(0, len(good_images), bs)]
         scores, maps = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         bad_images = self._decode(anomalous) if anomalous is not None else []
@@ -299,98 +256,22 @@ class Detector:
         return self.postprocessor_
 
     # ---------------------------------------------------------------- inference
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Model-size float32 ``(N, h, w, C)`` in [0, 1] (or uint8 0-255) -> float32 reconstructions, batched by
-        ``scoring.batch_size``, with the border margin, padding and tiles of
-        :func:`anomaly_ae.scoring.reconstruction.reconstruct`."""
+    @property
+    def scorer_(self) -> Scorer:
+        """The fitted model's inference (:class:`~anomaly_ae.scoring.scorer.Scorer`: reconstruction, maps,
+        scores) under the current ``config_.scoring``; rebuilt when a part changes."""
         self.check_fitted(need_threshold=False)
-        s = self.config_.scoring
-        return reconstruction.reconstruct(self._predict_batched, x, self.border_margin(), self.pad_factor(),
-                                          s.tile_size, s.tile_overlap)
-
-    def border_margin(self) -> int:
-        """Mirrored pixels around the image (:func:`anomaly_ae.scoring.reconstruction.border_margin`)."""
-        return reconstruction.border_margin(self.model_, self.config_.scoring.border_margin)
-
-    def pad_factor(self) -> int:
-        """Sides are padded to a multiple of this (:func:`anomaly_ae.scoring.reconstruction.pad_factor`)."""
-        return reconstruction.pad_factor(self.model_, self.config_.size_factor())
-
-    def _predict_batched(self, x: np.ndarray, model: keras.Model | None = None) -> np.ndarray:
-        """``model`` (default: the autoencoder, behind a rescaling for uint8 ``x``) in ``scoring.batch_size``
-        batches."""
-        if model is None:
-            model = self._uint8_model() if x.dtype == np.uint8 else self.model_
-        return reconstruction.predict_batched(model, x, self.config_.scoring.batch_size)
-
-    def _uint8_model(self) -> keras.Model:
-        """The autoencoder for uint8 inputs, built once per model (fit or load replace it)."""
-        built = getattr(self, "_uint8_model_", None)
-        if built is None or built[0] is not self.model_:
-            built = (self.model_, reconstruction.uint8_input(self.model_, self.preprocessing_.channels))
-            self._uint8_model_ = built
-        return built[1]
-
-    def learned_maps(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
-        """Defect probability ``(N, h, w)`` from the model's discriminator on (image, reconstruction)."""
-        def predict(joined: np.ndarray) -> np.ndarray:
-            return self._predict_batched(joined, self.model_.discriminator_net)
-
-        return reconstruction.learned_maps(predict, x, x_hat, self.pad_factor())
-
-    def raw_maps(self, x: np.ndarray, x_hat: np.ndarray, metric: str | None = None) -> np.ndarray:
-        """Unsmoothed model-size maps ``(N, h, w)`` by ``metric`` (default ``scoring.metric``)."""
-        s = self.config_.scoring
-        metric = metric or s.metric
-        if metric == "learned":
-            return self.learned_maps(x, x_hat)
-        if metric == "feature":  # a feature model's output is already its map (N, h, w, 1), not an image
-            return np.asarray(x_hat[..., 0], np.float32)
-        return residual_map(x, x_hat, metric, s.channel_reduction, s.ssim_weight)
-
-    def smoothing_sigma(self, sigma: float | None = None) -> tuple[float, float]:
-        """``(sigma_y, sigma_x)`` at model size of ``sigma`` (default ``scoring.smoothing_sigma``), which is in
-        pixels of the original image."""
-        sigma = self.config_.scoring.smoothing_sigma if sigma is None else sigma
-        return model_sigma(sigma, self.preprocessing_.image_size, self.preprocessing_.original_hw)
-
-    def position_reference(self) -> PositionReference:
-        """The fitted per-position reference of ``scoring.position_norm``."""
-        ref = getattr(self, "position_reference_", None)
-        if ref is None:
-            raise ValueError("scoring.position_norm is set but this detector has no position reference: "
-                             "fit it, or tune it on good images (calibrate --select-scoring)")
-        return ref
-
-    def maps_from_reconstruction(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
-        """Model-size anomaly maps ``(N, h, w)`` of inputs ``x`` and their reconstructions ``x_hat``."""
-        return smooth(self.raw_maps(x, x_hat), self.smoothing_sigma())
-
-    def _score_model_size(self, x: np.ndarray, x_model: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Scores ``(N,)`` and model-size maps of float32 ``x``; ``x_model``: the same images as uint8, which
-        the model is given instead (it scales them itself)."""
-        maps = self.maps_from_reconstruction(x, self.reconstruct(x if x_model is None else x_model))
-        s = self.config_.scoring
-        scored = self.position_reference().normalize(maps) if s.position_norm else maps
-        scores = image_score(scored, s.reduction, s.topk_fraction)
-        if s.kl_weight > 0 and hasattr(self.model_, "kl_divergence"):  # VAE: distance of q(z|x) from the prior
-            bs = s.batch_size
-            kl = [keras.ops.convert_to_numpy(self.model_.kl_divergence(x[i : i + bs])) for i in range(0, len(x), bs)]
-            scores = scores + s.kl_weight * np.concatenate(kl).astype(np.float64)
-        return scores, maps
+        now = Scorer(self.model_, self.preprocessing_, self.config_.scoring, self.config_.size_factor(),
+                     getattr(self, "position_reference_", None))
+        kept = getattr(self, "_scorer", None)
+        if kept is None or not kept.same_parts(now):
+            self._scorer = kept = now
+        return kept
 
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Decoded images of any sizes -> (scores ``(N,)``, anomaly maps, each at its image's size).
-
-        Scores are computed on the model-size maps, so they do not depend on the original size.
-        """
-        u8 = model_size_uint8(self.preprocessing_, list(images))
-        if u8 is None:
-            scores, maps = self._score_model_size(self.preprocessing_(list(images)))
-        else:  # uint8 to the model, scaled there; the maps use the same float32 values on the host
-            scores, maps = self._score_model_size(u8.astype(np.float32) * np.float32(1 / 255), x_model=u8)
-        box = self.preprocessing_.box
-        return scores, [resize_map(m, im.shape[:2], box(im.shape[:2])) for m, im in zip(maps, images, strict=True)]
+        """Decoded images of any sizes -> (scores ``(N,)``, anomaly maps, each at its image's size)
+        (:meth:`Scorer.score_images <anomaly_ae.scoring.scorer.Scorer.score_images>`)."""
+        return self.scorer_.score_images(images)
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""

@@ -86,8 +86,8 @@ def _learned_maps_with_margin(det, margin: int):  # noqa: ANN001, ANN202
 
     def learned_maps(x, x_hat):  # noqa: ANN001, ANN202
         h, w = x.shape[1:3]
-        joined = pad_margin(np.concatenate([x, x_hat], axis=-1), margin, det.pad_factor())
-        logits = det._predict_batched(joined, det.model_.discriminator_net)[:, margin : margin + h,
+        joined = pad_margin(np.concatenate([x, x_hat], axis=-1), margin, det.scorer_.pad_factor())
+        logits = det.scorer_.predict_batched(joined, det.model_.discriminator_net)[:, margin : margin + h,
                                                                              margin : margin + w, 0]
         return 1 / (1 + np.exp(-logits))
 

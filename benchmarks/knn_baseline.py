@@ -17,6 +17,8 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from anomaly_ae.pipelines.evaluate import evaluate  # noqa: E402
 from anomaly_ae.progress import as_progress  # noqa: E402
 from anomaly_ae.scoring.maps import resize_map  # noqa: E402
 from anomaly_ae.scoring.position import reference_indices  # noqa: E402
+from anomaly_ae.scoring.scorer import Scorer  # noqa: E402
 from anomaly_ae.training.features import channel_statistics, extract  # noqa: E402
 
 #: greedy coreset: candidates drawn at random first (bounded time), projected to this many dimensions
@@ -63,6 +66,16 @@ def nearest_distance(queries: np.ndarray, bank: np.ndarray, chunk: int = 4096) -
         out[i : i + chunk] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return out
 
+
+
+@dataclass
+class OwnReconstruction(Scorer):
+    """A :class:`Scorer` whose reconstruction is ``own`` (the baseline's), not a Keras model's."""
+
+    own: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        return self.own(x)
 
 class KNNDetector(Detector):
     """A Detector whose map is the nearest-neighbour distance of each position's features to a good bank."""
@@ -98,11 +111,16 @@ class KNNDetector(Detector):
         val = np.stack([data.at_model_size(i, pre) for i in val_idx])
         ref_idx = reference_indices(train_idx, cfg.train.seed)
         ref = np.stack([data.at_model_size(i, pre) for i in ref_idx])
-        check = self.self_check(val, select=cfg.scoring.select == "auto", reference=ref)
+        check = self.fit_scoring(val, select=cfg.scoring.select == "auto", reference=ref)
         self.calibrate(val)
         self.train_info_ = {"n_train": len(train_idx), "n_val": len(val_idx), "bank": len(self.bank_),
                             "self_check": check}
         return self
+
+    @property
+    def scorer_(self) -> Scorer:  # noqa: D102 - the detector's scoring with this baseline's reconstruction
+        s = super().scorer_
+        return OwnReconstruction(s.model, s.preprocessing, s.scoring, s.size_factor, s.position, own=self.reconstruct)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:  # noqa: D102 - the kNN map in the model output's place
         xf = x.astype(np.float32) * (np.float32(1 / 255) if x.dtype == np.uint8 else np.float32(1))

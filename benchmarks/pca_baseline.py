@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,17 @@ from anomaly_ae.data.images import Preprocessing, list_images, load_folder, spli
 from anomaly_ae.detector import Detector  # noqa: E402
 from anomaly_ae.pipelines.evaluate import evaluate  # noqa: E402
 from anomaly_ae.scoring.position import reference_indices  # noqa: E402
+from anomaly_ae.scoring.scorer import Scorer  # noqa: E402
 
+
+@dataclass
+class OwnReconstruction(Scorer):
+    """A :class:`Scorer` whose reconstruction is ``own`` (the baseline's), not a Keras model's."""
+
+    own: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        return self.own(x)
 
 class PCADetector(Detector):
     """A Detector whose reconstruction is a PCA projection (linear, global)."""
@@ -48,11 +60,16 @@ class PCADetector(Detector):
         self.preprocessing_ = pre
         # the same seeded subset of training images as Detector.fit fits scoring.position_norm's reference on
         ref_idx = reference_indices(train_idx, cfg.train.seed)
-        check = self.self_check(loaded.images[val_idx], select=cfg.scoring.select == "auto",
+        check = self.fit_scoring(loaded.images[val_idx], select=cfg.scoring.select == "auto",
                                 reference=loaded.images[ref_idx])
         self.calibrate(loaded.images[val_idx])
         self.train_info_ = {"n_train": len(train_idx), "n_val": len(val_idx), "self_check": check}
         return self
+
+    @property
+    def scorer_(self) -> Scorer:  # noqa: D102 - the detector's scoring with this baseline's reconstruction
+        s = super().scorer_
+        return OwnReconstruction(s.model, s.preprocessing, s.scoring, s.size_factor, s.position, own=self.reconstruct)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
         flat = x.reshape(len(x), -1)

@@ -57,7 +57,7 @@ def main() -> None:
         update={"position_norm": False})})
     val, ref = fit_sets(det, a.dataset / "train" / "good")
     t0 = time.perf_counter()
-    check = det.self_check(val, select=True, reference=None if a.no_position else ref)
+    check = det.fit_scoring(val, reference=None if a.no_position else ref)
     select_s = time.perf_counter() - t0
     det.train_info_ = {**det.train_info_, "self_check": check}
     det.calibrate(val)

@@ -92,9 +92,9 @@ def main() -> None:
     raw: dict[str, dict[str, np.ndarray]] = {m: {} for m in metrics}
     for name, images in sets.items():
         x = pre(images)
-        xh = det.reconstruct(x)
+        xh = det.scorer_.reconstruct(x)
         for m in metrics:
-            raw[m][name] = det.raw_maps(x, xh, m)
+            raw[m][name] = det.scorer_.raw_maps(x, xh, m)
 
     def auc(neg: np.ndarray, pos: np.ndarray) -> float:
         return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos]))

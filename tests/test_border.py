@@ -57,9 +57,9 @@ def test_pad_margin_mirrors_and_the_crop_gives_the_image_back():
 
 def test_the_default_mirrors_8_pixels_and_a_model_saved_before_keeps_none(patch_model, tmp_path):
     det = _with_margin(patch_model, 8)
-    assert DetectorConfig().scoring.border_margin == 8 and det.border_margin() == 8
+    assert DetectorConfig().scoring.border_margin == 8 and det.scorer_.border_margin() == 8
     run = det.save(tmp_path / "run")
-    assert Detector.load(run).border_margin() == 8
+    assert Detector.load(run).scorer_.border_margin() == 8
     meta = json.loads((run / "detector.json").read_text())
     del meta["config"]["scoring"]["border_margin"]  # as an older anomaly-ae wrote it
     (run / "detector.json").write_text(json.dumps(meta))

@@ -197,7 +197,7 @@ def test_a_padded_model_scores_any_shape_and_saves_its_rule(tiny_config, tiny_da
     long = (np.random.default_rng(0).random((20, 90, 3)) * 255).astype(np.uint8)
     scores, maps = det.score_images([long])
     assert maps[0].shape == (20, 90) and np.isfinite(maps[0]).all()
-    model_map = det._score_model_size(det.preprocessing_([long]))[1][0]
+    model_map = det.scorer_.score_model_size(det.preprocessing_([long]))[1][0]
     np.testing.assert_allclose(maps[0], resize_map(model_map, (20, 90), det.preprocessing_.box((20, 90))),
                                rtol=1e-6)
     run = det.save(tmp_path / "run")

@@ -81,7 +81,7 @@ def detectors(tiny_detector, tiny_data):
     positioned.config_ = positioned.config_.model_copy(update={"scoring": positioned.config_.scoring.model_copy(
         update={"position_norm": True})})
     train = _images(sorted((tiny_data / "train" / "good").glob("*.png"))[:12], positioned)
-    positioned.self_check(learned.holdout_images_, reference=train)
+    positioned.fit_scoring(learned.holdout_images_, select=False, reference=train)
     positioned.calibrate(learned.holdout_images_)
     feature = Detector(DetectorConfig.model_validate(FEATURE)).fit(tiny_data / "train" / "good")
     return {"feature": (feature, "uint8"), "gray_l2_topk": (tiny_detector, "uint8"), "rgb_ssim_max": (rgb, "float32"),
@@ -94,7 +94,7 @@ def _score_atol(det):
     scale, which multiplies float32 differences of the map by up to 1 / scale."""
     if not det.config_.scoring.position_norm:
         return 1e-4
-    return 1e-4 / min(1.0, float(det.position_reference().scale.min()))
+    return 1e-4 / min(1.0, float(det.scorer_.position_reference().scale.min()))
 
 
 def _reference(det, images):

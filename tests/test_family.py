@@ -170,7 +170,7 @@ def test_denoising_model_corrupts_in_training_and_never_when_scoring():
     np.testing.assert_allclose(inference, clean_path, atol=1e-6)  # scoring sees the real image
     corrupted = model.corrupt(xf, training=True)
     assert float(np.mean(ops.convert_to_numpy(corrupted) == 0)) > 0.4
-    np.testing.assert_allclose(det.reconstruct(xf), inference, atol=1e-6)
+    np.testing.assert_allclose(det.scorer_.reconstruct(xf), inference, atol=1e-6)
     with pytest.raises(ValueError, match="needs model.noise"):
         DetectorConfig().with_overrides({**SMALL, "model.name": "denoising"})
 

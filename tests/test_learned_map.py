@@ -54,7 +54,7 @@ def test_repair_training_repairs_what_plain_training_copies():
     clean = good
     errors = []
     for det in (plain, repair):
-        x_hat = det.reconstruct(det.preprocessing_(bad))[..., 0]
+        x_hat = det.scorer_.reconstruct(det.preprocessing_(bad))[..., 0]
         errors.append(np.abs(x_hat - clean[..., 0] / 255.0)[masks].mean())
     assert errors[1] < 0.92 * errors[0], errors
 
@@ -95,7 +95,7 @@ def test_self_check_is_reproducible_and_seeded(learned_detector):
 def test_select_auto_keeps_the_best_setting_on_good_images_only(learned_detector):
     det = Detector.from_state(learned_detector.to_state())
     fixed = det.self_check(det_holdout := learned_detector.holdout_images_)
-    chosen = det.self_check(det_holdout, select=True)
+    chosen = det.fit_scoring(det_holdout)
     assert chosen["selected"] and chosen["candidates"] > 20
     objective = lambda r: (r["image_auroc"] + r["pixel_auroc"] + r["aupro"]) / 3  # noqa: E731
     # best on the set of defects that chose it; the figures reported come from a second set (version 3)
@@ -191,7 +191,7 @@ def test_self_check_reports_on_a_second_set_with_an_interval(learned_detector):
     """Version 3: the figures come from defects other than the ones that chose the setting, and the image
     AUROC has a 95% bootstrap interval around it."""
     det = Detector.from_state(learned_detector.to_state())
-    check = det.self_check(learned_detector.holdout_images_, select=True)
+    check = det.fit_scoring(learned_detector.holdout_images_)
     assert check["version"] == 3
     lo, hi = check["image_auroc_interval"]
     assert 0.0 <= lo <= check["image_auroc"] <= hi <= 1.0

@@ -70,7 +70,8 @@ def positioned(tiny_detector, tiny_data):
     det = Detector.from_state(tiny_detector.to_state())
     det.config_ = det.config_.model_copy(update={"scoring": det.config_.scoring.model_copy(
         update={"position_norm": True})})
-    check = det.self_check(tiny_detector.holdout_images_, reference=np.stack(_train(tiny_data, det)[:12]))
+    train = np.stack(_train(tiny_data, det)[:12])
+    check = det.fit_scoring(tiny_detector.holdout_images_, select=False, reference=train)
     det.calibrate(tiny_detector.holdout_images_)
     return det, check
 
@@ -82,7 +83,7 @@ def test_detector_scores_the_normalized_map_and_keeps_the_plain_heatmap(position
     maps = det.anomaly_maps(images)
     np.testing.assert_allclose(maps, tiny_detector.anomaly_maps(images), atol=1e-6)  # the heatmap is unchanged
     s = det.config_.scoring
-    expected = image_score(det.position_reference().normalize(maps), s.reduction, s.topk_fraction)
+    expected = image_score(det.scorer_.position_reference().normalize(maps), s.reduction, s.topk_fraction)
     np.testing.assert_allclose(det.score(images), expected, rtol=1e-6)
     assert not np.allclose(det.score(images), tiny_detector.score(images))
 
@@ -109,11 +110,11 @@ def test_position_norm_without_a_reference_says_what_to_do(tiny_detector):
 
 def test_select_auto_tries_position_norm_only_with_a_reference(tiny_detector, tiny_data):
     det = Detector.from_state(tiny_detector.to_state())
-    det.self_check(tiny_detector.holdout_images_, select=True)
+    det.fit_scoring(tiny_detector.holdout_images_)
     assert not any(r.position_norm for r in det.candidates_)
     n_plain = len(det.candidates_)
     det = Detector.from_state(tiny_detector.to_state())
-    det.self_check(tiny_detector.holdout_images_, select=True, reference=np.stack(_train(tiny_data, det)[:8]))
+    det.fit_scoring(tiny_detector.holdout_images_, reference=np.stack(_train(tiny_data, det)[:8]))
     assert sum(r.position_norm for r in det.candidates_) == n_plain  # every plain candidate, normalized
     best = det.candidates_[0]
     assert det.config_.scoring.position_norm == best.position_norm

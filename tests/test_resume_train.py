@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from anomaly_ae.cli.main import app
 from anomaly_ae.detector import Detector
-from anomaly_ae.training.checkpoint import TrainingDiverged, latest_checkpoint
+from anomaly_ae.training.checkpoint import TrainingCheckpoint, TrainingDiverged, latest_checkpoint
 
 runner = CliRunner()
 EPOCHS = 6
@@ -51,16 +51,16 @@ def cfg(tiny_config):
 
 def test_resumed_training_ends_where_an_uninterrupted_run_ends(cfg, tiny_data, tmp_path):
     good = tiny_data / "train" / "good"
-    full = Detector(cfg).fit(good, checkpoint_dir=tmp_path / "full")
+    full = Detector(cfg).fit(good, callbacks=[TrainingCheckpoint(tmp_path / "full")])
     assert full.train_info_["epochs_run"] == EPOCHS
 
     with pytest.raises(Crash):
-        Detector(cfg).fit(good, checkpoint_dir=tmp_path / "ckpt", callbacks=[_crash_after(3)])
+        Detector(cfg).fit(good, callbacks=[TrainingCheckpoint(tmp_path / "ckpt"), _crash_after(3)])
     ckpt = latest_checkpoint(tmp_path / "ckpt")
     assert ckpt is not None and ckpt.epoch == 3 and [p.name for p in (tmp_path / "ckpt").iterdir()] == ["epoch-0003"]
     assert len(ckpt.state["history"]["loss"]) == 3
 
-    resumed = Detector(cfg).fit(good, checkpoint_dir=tmp_path / "ckpt", resume=True)
+    resumed = Detector(cfg).fit(good, callbacks=[TrainingCheckpoint(tmp_path / "ckpt", resume=True)])
     assert resumed.train_info_["epochs_run"] == EPOCHS and resumed.train_info_["resumed_at_epoch"] == 3
     h_full, h_res = full.history_, resumed.history_
     assert len(h_res["loss"]) == len(h_full["loss"]) == EPOCHS
@@ -72,7 +72,7 @@ def test_resumed_training_ends_where_an_uninterrupted_run_ends(cfg, tiny_data, t
 
 def test_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_good_checkpoint(cfg, tiny_data, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 3, batch 2.*last good checkpoint \(epoch 2\)"):
-        Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=tmp_path / "ck", callbacks=[_nan_at(3, 2)])
+        Detector(cfg).fit(tiny_data / "train" / "good", callbacks=[TrainingCheckpoint(tmp_path / "ck"), _nan_at(3, 2)])
     ckpt = latest_checkpoint(tmp_path / "ck")
     assert ckpt.epoch == 2 and np.isfinite(ckpt.state["history"]["loss"]).all()
 
@@ -125,16 +125,16 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(cfg, t
     monkeypatch.setattr(checkpoint.TrainingCheckpoint, "_write", die_half_way)
     ckpt_dir = tmp_path / "ckpt"
     with pytest.raises(Crash):
-        Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir)
+        Detector(cfg).fit(tiny_data / "train" / "good", callbacks=[TrainingCheckpoint(ckpt_dir)])
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["epoch-0001"]  # no half-written epoch-0002, no temp
     assert latest_checkpoint(ckpt_dir).epoch == 1
     monkeypatch.setattr(checkpoint.TrainingCheckpoint, "_write", original)
-    det = Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir, resume=True)
+    det = Detector(cfg).fit(tiny_data / "train" / "good", callbacks=[TrainingCheckpoint(ckpt_dir, resume=True)])
     assert det.train_info_["resumed_at_epoch"] == 1
 
 
 def test_checkpoints_delete_only_their_own_epoch_folders(cfg, tiny_data, tmp_path):
-    """``fit(checkpoint_dir=...)`` on a user's folder: older checkpoints of ours go, the user's epoch-* stay."""
+    """``TrainingCheckpoint`` on a user's folder: older checkpoints of ours go, the user's epoch-* stay."""
     ckpt_dir = tmp_path / "mine"
     notes = ckpt_dir / "epoch-0001"  # a user's folder with the name of our first epoch
     notes.mkdir(parents=True)
@@ -143,11 +143,11 @@ def test_checkpoints_delete_only_their_own_epoch_folders(cfg, tiny_data, tmp_pat
     other.mkdir()
     (other / "a.txt").write_text("keep me too")
     with pytest.raises(OSError):  # epoch 1 cannot take the user's folder's place
-        Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir)
+        Detector(cfg).fit(tiny_data / "train" / "good", callbacks=[TrainingCheckpoint(ckpt_dir)])
     assert (notes / "notes.txt").read_text() == "keep me" and (other / "a.txt").read_text() == "keep me too"
     assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
     (notes / "notes.txt").unlink()
     notes.rmdir()
-    Detector(cfg).fit(tiny_data / "train" / "good", checkpoint_dir=ckpt_dir)
+    Detector(cfg).fit(tiny_data / "train" / "good", callbacks=[TrainingCheckpoint(ckpt_dir)])
     assert (other / "a.txt").read_text() == "keep me too"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == [f"epoch-{EPOCHS:04d}", "epoch-plans"]

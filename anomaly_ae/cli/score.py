@@ -76,7 +76,8 @@ def score(
     plain_heatmaps: Annotated[bool, typer.Option(
         "--plain-heatmaps", help="Heatmaps without the legend strip (colour bar, pixel threshold, score, verdict).")
     ] = False,
-    masks: Annotated[bool, typer.Option(help="Write binary defect masks (0/255): the pixels above the pixel threshold.")] = True,
+    masks: Annotated[bool, typer.Option(
+        help="Write binary defect masks (0/255): the pixels above the pixel threshold.")] = True,
     raw_maps: Annotated[bool, typer.Option("--raw-maps", help="Also save float32 anomaly maps as .npy.")] = False,
     resume: Annotated[bool, typer.Option(help="Keep the rows of an earlier run into OUT_DIR; score the rest.")] = True,
     overwrite: Annotated[
@@ -104,7 +105,15 @@ def score(
         fail_usage(f"{'--engine ray' if engine is Engine.ray else '--format parquet'} is for a folder; give one "
                    "folder and --out")
     loading(quiet)
-    from anomaly_ae import ModelDirError, NoImagesError, OutputConflict, ScoreOptions, UriError, score_files, score_folder
+    from anomaly_ae import (
+        ModelDirError,
+        NoImagesError,
+        OutputConflict,
+        ScoreOptions,
+        UriError,
+        score_files,
+        score_folder,
+    )
 
     options = ScoreOptions(
         batch_size=batch_size, heatmaps="none" if no_heatmaps else heatmaps.value, masks=masks, raw_maps=raw_maps,

@@ -150,8 +150,8 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
         raise ExportError("scoring.kl_weight > 0 (VAE KL score) cannot be exported; calibrate with kl_weight 0")
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels
-    factor = det.pad_factor()
-    ae_margin = det.border_margin()
+    factor = det.scorer_.pad_factor()
+    ae_margin = det.scorer_.border_margin()
     ph, pw = (-(h + 2 * ae_margin)) % factor, (-(w + 2 * ae_margin)) % factor
     if s.tile_size is not None and max(h + 2 * ae_margin + ph, w + 2 * ae_margin + pw) > s.tile_size:
         raise ExportError(
@@ -163,7 +163,7 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
     # the same padding and crop as Detector.reconstruct and Detector.learned_maps (tiling.pad_margin)
     x_hat = _cropped(det.model_(_padded(x, ae_margin, factor, "pad"), training=False), ae_margin, h, w,
                      "reconstruction_crop")
-    head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det.smoothing_sigma(), s.reduction,
+    head = ScoringHead(s.metric, s.channel_reduction, s.ssim_weight, det.scorer_.smoothing_sigma(), s.reduction,
                        s.topk_fraction, s.position_norm, name="scoring")
     inputs = [x, x_hat]
     if s.metric == "learned":  # the discriminator on (image, reconstruction), as Detector.learned_maps
@@ -171,7 +171,7 @@ def scoring_model(det: Detector, input_dtype: str = "uint8") -> keras.Model:
         inputs.append(det.model_.discriminator_net(_padded(joined, 0, factor, "map_pad")))  # the head crops it
     outputs = head(inputs)
     if s.position_norm:  # the reference, resized as Detector does it, becomes two constants of the graph
-        mean, scale = det.position_reference().full_size((h, w))
+        mean, scale = det.scorer_.position_reference().full_size((h, w))
         head.position_mean.assign(mean)
         head.position_scale.assign(scale)
     return keras.Model(images, outputs, name="anomaly_ae_detector")

@@ -5,7 +5,7 @@ copies with one seeded synthetic defect each (:mod:`anomaly_ae.data.anomalies`, 
 fixed here, independent of the training config, so the figures of two configs are comparable). The
 result is a *synthetic* image AUROC, pixel AUROC and AUPRO: an estimate, from good images only, of how
 well the detector separates and localises defects. ``scoring.select: auto`` picks the map metric,
-smoothing, image reduction and per-position normalization that maximise it (:func:`select_scoring`).
+smoothing, image reduction and per-position normalization that maximise it (:func:`check_scoring`).
 
 Version 3 keeps the estimate from flattering the model in three ways:
 
@@ -30,14 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from anomaly_ae.data.anomalies import CHECK_SHAPES, AnomalySynthesizer, synthesize_batch
 from anomaly_ae.data.textures import CHECK_FAMILIES
 from anomaly_ae.evaluation.metrics import PixelAccumulator
-from anomaly_ae.scoring.maps import image_score, smooth
+from anomaly_ae.scoring.maps import image_score, smooth, source_ratio
 from anomaly_ae.scoring.position import PositionReference
+from anomaly_ae.scoring.reconstruction import has_learned_map
+from anomaly_ae.scoring.scorer import Scorer
 
 #: seed of the self-check's defects (any fixed number; not the training seed, so they differ from training's)
 SELF_CHECK_SEED = 20211011
@@ -179,7 +182,7 @@ def candidates(metric: str, sigma: float, reduction: str, position_norm: bool, s
                       [position_norm, not position_norm] if reference else [False])
 
 
-def select_scoring(
+def rank_candidates(
     raw: dict[str, tuple[np.ndarray, np.ndarray]],
     masks: np.ndarray,
     sigmas: Sequence[tuple[float, tuple[float, float]]],
@@ -249,3 +252,63 @@ def report(choice: SelfCheck, good_raw: np.ndarray, bad_raw: np.ndarray, masks: 
     chosen = choice.to_dict()
     return {**out.to_dict(), "image_auroc_interval": [round(lo, 6), round(hi, 6)],
             "selection": {k: chosen[k] for k in ("image_auroc", "pixel_auroc", "aupro")}}
+
+
+@dataclass
+class ScoringCheck:
+    """What :func:`check_scoring` found: the reported figures (the ``self_check`` entry of ``train_info_``),
+    every candidate's row, best first, and the best (``best.reference``: its fitted position reference)."""
+
+    figures: dict[str, Any]
+    rows: list[SelfCheck]
+
+    @property
+    def best(self) -> SelfCheck:
+        """The chosen setting (without selection, the configured one)."""
+        return self.rows[0]
+
+
+def check_scoring(scorer: Scorer, good: np.ndarray, seed: int = SELF_CHECK_SEED, select: bool = False,
+                  reference: np.ndarray | None = None) -> ScoringCheck:
+    """The self-check of ``scorer`` on held-out good images; changes nothing.
+
+    Args:
+        good: uint8 ``(N, h, w, C)`` good images at model size that the model was not trained on (at most
+            :data:`MAX_GOOD` of them are used, a seeded subset).
+        select: rank every map metric the model has, smoothing sigmas, image reductions and (with
+            ``reference``) the per-position normalization; else only the configured setting.
+        reference: uint8 ``(M, h, w, C)`` good images that are *not* in ``good`` (training images), whose maps
+            fit the per-position reference of the candidates with ``position_norm``; without it a configured
+            ``position_norm`` uses ``scorer.position``.
+
+    Returns:
+        The figures of the best setting, measured on a second set of defects (the best of many candidates on
+        the set that chose it is biased up), with the image AUROC's 95% interval, the setting, how many images
+        and candidates it used and the seed; and every candidate's row.
+    """
+    s, pre = scorer.scoring, scorer.preprocessing
+    if len(good) > MAX_GOOD:  # a seeded subset: bounded memory and time for large sets
+        good = good[np.sort(np.random.default_rng(seed).choice(len(good), MAX_GOOD, replace=False))]
+    bad, masks = synthetic_defects(good, seed)
+    x_good, x_bad = pre(good), pre(bad)
+    xh_good, xh_bad = scorer.reconstruct(x_good), scorer.reconstruct(x_bad)
+    c = candidates(s.metric, s.smoothing_sigma, s.reduction, s.position_norm, select, has_learned_map(scorer.model),
+                   source_ratio(pre.image_size, pre.original_hw), reference is not None)
+    raw = {m: (scorer.raw_maps(x_good, xh_good, m), scorer.raw_maps(x_bad, xh_bad, m)) for m in c.metrics}
+    refs: dict[str, np.ndarray | PositionReference] = {}
+    if True in c.position and reference is not None:
+        x_ref = pre(reference)
+        xh_ref = scorer.reconstruct(x_ref)
+        refs = {m: scorer.raw_maps(x_ref, xh_ref, m) for m in c.metrics}
+    elif True in c.position:
+        refs = {s.metric: scorer.position_reference()}
+    sig = [(v, scorer.smoothing_sigma(v)) for v in c.sigmas]
+    rows = rank_candidates(raw, masks, sig, c.reductions, s.topk_fraction, refs, c.position)
+    best = rows[0]
+    bad2, masks2 = synthetic_defects(good, seed + 1)
+    x_bad2 = pre(bad2)
+    bad2_raw = scorer.raw_maps(x_bad2, scorer.reconstruct(x_bad2), best.metric)
+    best_sigma = next(ms for v, ms in sig if v == best.smoothing_sigma)
+    figures = report(best, raw[best.metric][0], bad2_raw, masks2, best_sigma, s.topk_fraction, seed + 1)
+    return ScoringCheck({**figures, "n_good": int(len(good)), "n_defective": int(len(bad2)), "seed": int(seed),
+                         "candidates": len(rows), "selected": bool(select)}, rows)

@@ -26,7 +26,7 @@ from anomaly_ae.pipelines.train_finish import drop_checkpoints, finish_run, run_
 from anomaly_ae.postprocessing import FPR_CONFIDENCE
 from anomaly_ae.progress import Progress, as_progress
 from anomaly_ae.tracking import Tracker, source_tags
-from anomaly_ae.training.checkpoint import latest_checkpoint, read_run_state, start_checkpoints
+from anomaly_ae.training.checkpoint import TrainingCheckpoint, latest_checkpoint, read_run_state, start_checkpoints
 
 
 class ResumeError(ValueError):
@@ -129,9 +129,9 @@ def train_run(
     try:
         if workers > 1:
             return _train_on_workers(config, good_dir, run_dir, workers, address, tracker, register, alias, verbose)
-        det = Detector(config, verbose=verbose).fit(good_dir, callbacks=callbacks, checkpoint_dir=ckpt_dir,
-                                                    resume=resume, checkpoint_state=run_state,
-                                                    record=run_record(tracker, register))
+        keeper = TrainingCheckpoint(ckpt_dir, resume=resume, extra_state=run_state)
+        det = Detector(config, verbose=verbose).fit(good_dir, callbacks=[keeper, *callbacks])
+        det.train_info_.update(run_record(tracker, register) or {})
     except ValueError:
         if not resume:
             drop_checkpoints(run_dir)

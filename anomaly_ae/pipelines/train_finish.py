@@ -84,7 +84,7 @@ def _log_run(det: Detector, run_dir: Path, tracker: Tracker) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         grid = Path(tmp) / "validation_grid.png"
         x = det.preprocessing_(det.val_sample_)
-        x_hat = det.reconstruct(x)
-        grid.write_bytes(reconstruction_grid(x, x_hat, det.maps_from_reconstruction(x, x_hat), det.heatmap_range_))
+        x_hat = det.scorer_.reconstruct(x)
+        grid.write_bytes(reconstruction_grid(x, x_hat, det.scorer_.maps(x, x_hat), det.heatmap_range_))
         tracker.log_artifact(grid)
     tracker.log_artifact(run_dir / CONFIG_FILE)  # the model itself is the run's logged MLflow model

@@ -66,8 +66,8 @@ class TrainingWorker:
             where = f"{ray.util.get_node_ip_address()}, pid {os.getpid()}"
             tracker.set_tags({"anomaly_ae.written_by": f"Ray worker rank 0 of {workers} ({where})"})
         cfg = DetectorConfig.model_validate(config).with_overrides({"train.distribution": "multi_worker"})
-        det = Detector(cfg).fit([Path(p) for p in paths], callbacks=[TrackingCallback(tracker)] if rank == 0 else (),
-                                record=run_record(tracker, tracking.register if tracking else None))
+        det = Detector(cfg).fit([Path(p) for p in paths], callbacks=[TrackingCallback(tracker)] if rank == 0 else ())
+        det.train_info_.update(run_record(tracker, tracking.register if tracking else None) or {})
         n_train = _sum_over_workers(det.train_info_["n_train"])  # a collective: every worker takes part
         result: dict[str, Any] = {"rank": rank, "n_train": det.train_info_["n_train"], "loss": det.history_["loss"]}
         if rank == 0:

@@ -138,33 +138,49 @@ class NanGuard(keras.callbacks.TerminateOnNaN):
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
-    """Writes a checkpoint after every epoch whose losses are finite; restores early stopping on resume.
+    """Writes a checkpoint after every epoch whose losses are finite; with ``resume``, training continues from
+    the newest one (weights, optimizer, data order, early stopping and the loss history).
+
+    Checkpointing arrives at :meth:`Detector.fit <anomaly_ae.detector.Detector.fit>` as this callback::
+
+        Detector(config).fit(good, callbacks=[TrainingCheckpoint("runs/a/checkpoint", resume=True)])
+
+    The training loop (:func:`~anomaly_ae.training.loop.fit_model`) finds it among the callbacks, hands it
+    its ``EarlyStopping`` and restores the model from :attr:`resume_from`.
 
     Not ``keras.callbacks.BackupAndRestore``: that one keeps neither early stopping's counters and best
     weights nor the loss history, writes its files in place (a crash mid-write leaves a broken backup),
     deletes the backup when ``fit`` returns and resumes only inside a later ``fit`` of the same process
     setup; a resumed ``train --resume`` needs all of those.
 
-    Put it after the ``EarlyStopping`` callback: its ``on_train_begin`` runs after early stopping
-    has reset itself, and puts back the counters and best weights of the resumed run.
+    The loop runs it right after the ``EarlyStopping`` callback: its ``on_train_begin`` runs after early
+    stopping has reset itself, and puts back the counters and best weights of the resumed run.
+
+    Args:
+        checkpoint_dir: where the ``epoch-NNNN`` checkpoints go (only complete ones of ours are ever removed).
+        resume: continue from the newest complete checkpoint there.
+        extra_state: JSON-ready entries stored in every checkpoint (e.g. the image folder, the MLflow run id).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a complete checkpoint.
     """
 
-    def __init__(
-        self,
-        checkpoint_dir: Path,
-        early: keras.callbacks.EarlyStopping,
-        resume_from: Checkpoint | None = None,
-        extra_state: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, checkpoint_dir: str | Path, resume: bool = False,
+                 extra_state: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.dir = Path(checkpoint_dir)
-        self.early = early
+        resume_from = latest_checkpoint(self.dir) if resume else None
+        if resume and resume_from is None:
+            raise FileNotFoundError(f"no complete checkpoint to resume from in {self.dir}")
+        self.early: keras.callbacks.EarlyStopping | None = None  # the loop's, set by fit_model
         self.resume_from = resume_from
         self.extra_state = extra_state or {}
         self.history: dict[str, list[float]] = dict(resume_from.state["history"]) if resume_from else {}
         self.last_good: int | None = resume_from.epoch if resume_from else None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.early is None:
+            raise RuntimeError("TrainingCheckpoint runs inside fit_model, which hands it its EarlyStopping")
         if self.resume_from is None:
             return
         es = self.resume_from.state["early_stopping"]

@@ -23,6 +23,7 @@ from anomaly_ae.data.loading import ImagesLike, TrainingSet, load_training_set, 
 from anomaly_ae.progress import Progress
 from anomaly_ae.scoring.position import reference_indices
 from anomaly_ae.training.callbacks import EpochProgress, EpochTimer, steady_rate
+from anomaly_ae.training.checkpoint import TrainingCheckpoint
 from anomaly_ae.training.distribution import replicas
 from anomaly_ae.training.features import fit_feature_model
 from anomaly_ae.training.loop import TrainedModel, fit_model
@@ -53,9 +54,6 @@ def train_autoencoder(
     good: ImagesLike,
     progress: Progress,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
-    checkpoint_state: dict | None = None,
 ) -> TrainedAutoencoder:
     """Train ``config``'s autoencoder on the good images ``good`` (a folder, array or list); see
     :meth:`Detector.fit <anomaly_ae.detector.Detector.fit>` for the arguments."""
@@ -79,8 +77,9 @@ def train_autoencoder(
     ref_idx = reference_indices(train_idx, cfg.train.seed)
 
     if cfg.model.name in FEATURE_MODELS:  # features extracted once, then seconds of training
+        plain = [c for c in callbacks if not isinstance(c, TrainingCheckpoint)]  # seconds of training: none kept
         trained = fit_feature_model(cfg, lambda i: data.at_model_size(int(train_idx[i]), pre), len(train_idx),
-                                    val_images, progress, callbacks)
+                                    val_images, progress, plain)
         return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, _reference(data, ref_idx, pre),
                                   _info(cfg, good, data, train_idx, val_idx, trained, len(train_idx)))
 
@@ -105,8 +104,7 @@ def train_autoencoder(
             unit = "patch" if cfg.data.patch_size else "img"
             callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit, timer, len(train_ds.items)),
                          *callbacks]
-        trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, None if checkpoint_dir is None
-                            else Path(checkpoint_dir), resume, checkpoint_state, shard.loss_scale, timer)
+        trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, shard.loss_scale, timer)
 
     if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
         trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))

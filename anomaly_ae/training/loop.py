@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -22,7 +20,6 @@ from anomaly_ae.training.checkpoint import (
     NanGuard,
     TrainingCheckpoint,
     TrainingDiverged,
-    latest_checkpoint,
     restore,
 )
 
@@ -57,9 +54,6 @@ def fit_model(
     val_ds: keras.utils.PyDataset,
     adapt_data: np.ndarray | Callable[[], np.ndarray],
     callbacks: Sequence[keras.callbacks.Callback] = (),
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    checkpoint_state: dict[str, Any] | None = None,
     loss_scale: float = 1.0,
     timer: EpochTimer | None = None,
 ) -> TrainedModel:
@@ -69,16 +63,14 @@ def fit_model(
         adapt_data: float32 ``(N, h, w, C)`` images in [0, 1] (or a function returning them, called only
             when needed, so that the copy is not made for other models) for models with a fitted input
             normalization (``linear``); ignored by the others.
-        checkpoint_dir: write a checkpoint there after every epoch (:mod:`anomaly_ae.training.checkpoint`).
-        resume: continue from the newest checkpoint in ``checkpoint_dir``.
-        checkpoint_state: extra JSON-ready state stored in every checkpoint.
+        callbacks: Keras callbacks; a :class:`~anomaly_ae.training.checkpoint.TrainingCheckpoint` among them
+            writes a checkpoint after every epoch (and, made with ``resume``, restores the newest first).
         loss_scale: factor on each step's loss (:class:`~anomaly_ae.training.distribution.Replicas`).
         timer: the :class:`~anomaly_ae.training.callbacks.EpochTimer` to record the epochs with (one is
             made when not given); it runs before ``callbacks``, which may read it.
 
     Raises:
         TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
-        FileNotFoundError: ``resume`` without a complete checkpoint.
     """
     model = build_model(config)
     model.loss_scale = loss_scale
@@ -89,34 +81,47 @@ def fit_model(
     model.compile(optimizer=keras.optimizers.Adam(lr, global_clipnorm=config.train.clip_grad_norm))
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.train.patience,
                                           restore_best_weights=True)
-    ckpt = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir is not None else None
-    if resume and ckpt is None:
-        raise FileNotFoundError(f"no complete checkpoint to resume from in {checkpoint_dir}")
-    initial_epoch = 0
-    if ckpt is not None:
-        restore(model, ckpt, val_ds[0][0])
-        initial_epoch = ckpt.epoch
-        train_ds.set_epoch(initial_epoch)
-    extra: list[keras.callbacks.Callback] = []
-    if getattr(model, "kl_warmup_epochs", 0):
-        from anomaly_ae.training.callbacks import KLWarmup
-
-        extra.append(KLWarmup(model.kl_warmup_epochs))
+    keeper = [c for c in callbacks if isinstance(c, TrainingCheckpoint)][:1]
+    others = [c for c in callbacks if c not in keeper]
+    initial_epoch = _resume(model, keeper, early, train_ds, val_ds)
     timer = timer if timer is not None else EpochTimer()
     guard = NanGuard()
-    keeper = [TrainingCheckpoint(checkpoint_dir, early, ckpt, checkpoint_state)] if checkpoint_dir is not None else []
     start = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=config.train.epochs, initial_epoch=initial_epoch,
-        callbacks=[timer, *extra, guard, early, *keeper, *callbacks], verbose=0,
+        callbacks=[timer, *_model_callbacks(model), guard, early, *keeper, *others], verbose=0,
     )
     fit_seconds = time.perf_counter() - start
     if guard.fault is not None:
         last = keeper[0].last_good if keeper else None
-        where = (f"the last good checkpoint (epoch {last}) is kept in {checkpoint_dir}" if last
+        where = (f"the last good checkpoint (epoch {last}) is kept in {keeper[0].dir}" if last
                  else "no checkpoint was written before it")
         raise TrainingDiverged(f"training diverged: {guard.fault}; {where}. Lower train.learning_rate "
                                "or check the images, then train again (or --resume).")
     merged = keeper[0].history if keeper else history.history
     return TrainedModel(model, {k: [float(v) for v in vals] for k, vals in merged.items()}, fit_seconds,
                         initial_epoch, list(timer.seconds))
+
+
+def _resume(model: keras.Model, keeper: list[TrainingCheckpoint], early: keras.callbacks.EarlyStopping,
+            train_ds: keras.utils.PyDataset, val_ds: keras.utils.PyDataset) -> int:
+    """Hand the checkpoint callback (if any) the loop's early stopping and restore its checkpoint into the
+    compiled ``model``; the epoch training starts at."""
+    if not keeper:
+        return 0
+    keeper[0].early = early
+    ckpt = keeper[0].resume_from
+    if ckpt is None:
+        return 0
+    restore(model, ckpt, val_ds[0][0])
+    train_ds.set_epoch(ckpt.epoch)
+    return ckpt.epoch
+
+
+def _model_callbacks(model: keras.Model) -> list[keras.callbacks.Callback]:
+    """Callbacks a model asks for itself: the KL warm-up of a variational model."""
+    if getattr(model, "kl_warmup_epochs", 0):
+        from anomaly_ae.training.callbacks import KLWarmup
+
+        return [KLWarmup(model.kl_warmup_epochs)]
+    return []
