@@ -1,33 +1,31 @@
-"""``Detector``: preprocessing -> autoencoder -> anomaly map -> image score -> post-processing.
+"""``Detector``, the estimator: preprocessing -> model -> anomaly map -> image score -> post-processing.
 
 pyod-like API where a score always means "higher = more anomalous"::
 
     det = Detector().fit("good_images/")   # the default preset; Detector(DetectorConfig.from_preset("fast"))
     det.score(images)          # (N,)
     det.anomaly_maps(images)   # (N, H, W) at the input size
-    det.predict(images)        # (N,) bool, score > threshold_
+    det.predict(images)        # (N,) bool: PostProcessor.is_anomalous, score > threshold_
     det.save("runs/a"); Detector.load("runs/a")
 
-``fit`` is three steps, each owned elsewhere: training (:func:`anomaly_ae.training.fit.train_autoencoder`:
-data, hold-out split, loop), the self-check that chooses the scoring (:mod:`anomaly_ae.evaluation.self_check`)
-and the calibration of the :class:`~anomaly_ae.postprocessing.PostProcessor`. Streaming a folder through a
-fitted detector is a pipeline's work (:mod:`anomaly_ae.pipelines.score_batch`).
+``fit`` is three steps, each owned elsewhere: training (:func:`anomaly_ae.training.fit.train_autoencoder`),
+the self-check that fits the scoring (:mod:`anomaly_ae.evaluation.self_check`) and the calibration of the
+:class:`~anomaly_ae.postprocessing.PostProcessor`. Inference is the :class:`~anomaly_ae.scoring.scorer.Scorer`
+(``scorer_``); runs with folders, trackers and locks are the :class:`~anomaly_ae.pipelines.engine.Engine`'s.
 
 ``config`` stays what the user passed (as scikit-learn keeps constructor parameters); ``config_`` is the
-fitted one: ``image_size: auto`` resolved and the scoring chosen by ``scoring.select: auto`` (what
-``detector.json`` stores, and what a loaded detector holds in both).
-
-Fitted attributes end in ``_``: ``config_``, ``model_``, ``preprocessing_``, ``postprocessor_``, ``history_``,
-``train_info_``, ``source_dir_`` (the model directory it was loaded from or saved to, else ``None``)
-(and, after ``fit`` only, ``holdout_images_``: the held-out good images at model size, uint8, and
-``val_sample_``: the first 8 of them).
-``threshold_``, ``pixel_threshold_``, ``expected_fpr_``, ``norm_range_``, ``score_stats_``,
-``val_scores_`` and ``heatmap_range_`` read the post-processor's values.
+fitted one (``image_size: auto`` resolved, the scoring chosen; what ``detector.json`` stores). Fitted
+attributes end in ``_``: ``config_``, ``model_``, ``preprocessing_``, ``postprocessor_``, ``history_``,
+``train_info_``, ``source_dir_`` (the model directory it was loaded from or saved to, else ``None``), after
+``fit`` only ``holdout_images_`` (uint8 held-out good images at model size) and ``val_sample_`` (8 of them);
+``threshold_``, ``pixel_threshold_``, ``expected_fpr_``, ``norm_range_``, ``score_stats_``, ``val_scores_``
+and ``heatmap_range_`` read the post-processor's values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +35,31 @@ import numpy as np
 from anomaly_ae.artifact import ModelState, load_model_dir, save_calibration, save_model_dir
 from anomaly_ae.config import DetectorConfig, ThresholdConfig
 from anomaly_ae.data.loading import ImagesLike, decode_images
-from anomaly_ae.evaluation.metrics import PixelAccumulator
-from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, check_scoring
-from anomaly_ae.postprocessing import PostProcessor, ScoreStats
+from anomaly_ae.evaluation.metrics import labelled_pixels
+from anomaly_ae.evaluation.self_check import SELF_CHECK_SEED, check_scoring, split_reference
+from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
-from anomaly_ae.scoring.maps import resize_map
 from anomaly_ae.scoring.scorer import Scorer
 from anomaly_ae.training.fit import train_autoencoder
 
 __all__ = ["Detector", "ImagesLike", "NotFittedError"]
 
 
-#: ``tune`` fits a position reference only with at least this many images in each half (halving fewer would
-#: leave the self-check too few good images)
-TUNE_MIN_HALF = 20
-
+#: the fitted attributes that :class:`~anomaly_ae.artifact.ModelState` holds, in its fields' order
+_STATE_ATTRS = ("config_", "model_", "preprocessing_", "postprocessor_", "history_", "train_info_", "metadata_",
+                "source_dir_", "position_reference_")
 
 class NotFittedError(RuntimeError):
     """The detector was used before ``fit`` or ``load``."""
+
+
+def _posted(name: str, doc: str) -> property:
+    """A read-only fitted attribute that reads the post-processor's ``name`` (calibrated detectors only)."""
+    def read(det: Detector) -> Any:
+        det.check_fitted(need_threshold=True)
+        return getattr(det.postprocessor_, name)
+
+    return property(read, doc=doc)
 
 
 class Detector:
@@ -70,14 +75,13 @@ class Detector:
 
     def __repr__(self) -> str:
         """``Detector(conv, 208x512x3, fitted, threshold=0.1528, map=learned)`` (or ``not fitted``)."""
-        cfg = getattr(self, "config_", self.config)
-        pre = getattr(self, "preprocessing_", None)
+        cfg, pre = getattr(self, "config_", self.config), getattr(self, "preprocessing_", None)
         size = pre.image_size if pre is not None else cfg.data.image_size
         shape = f"{'x'.join(map(str, size)) if size != 'auto' else 'auto'}x{cfg.data.channels}"
         if not hasattr(self, "model_"):
             return f"Detector({cfg.model.name}, {shape}, not fitted)"
-        threshold = f"threshold={self.postprocessor_.threshold:.6g}" if hasattr(self, "postprocessor_") else \
-            "not calibrated"
+        post = getattr(self, "postprocessor_", None)
+        threshold = "not calibrated" if post is None else f"threshold={post.threshold:.6g}"
         return f"Detector({cfg.model.name}, {shape}, fitted, {threshold}, map={cfg.scoring.metric})"
 
     # ------------------------------------------------------------------ fitting
@@ -98,18 +102,15 @@ class Detector:
         """
         progress = as_progress(self.verbose)
         trained = train_autoencoder(self.config, good, progress, callbacks)
-        self.config_ = trained.config
-        self.model_ = trained.model
-        self.preprocessing_ = trained.preprocessing
+        self.config_, self.model_, self.preprocessing_ = trained.config, trained.model, trained.preprocessing
         self.history_ = trained.history
-        val_images, n_val = trained.holdout, len(trained.holdout)
-        progress.stage(f"self-check: seeded synthetic defects on the {n_val} held-out good images"
-                       + (", choosing the scoring" if self.config_.scoring.select == "auto" else ""))
-        check = self.fit_scoring(val_images, select=self.config_.scoring.select == "auto", reference=trained.reference)
-        progress.stage(f"calibrating the thresholds on the {n_val} held-out good images")
-        self.calibrate(val_images)
-        self.holdout_images_ = val_images  # the self-check's good images; not saved
-        self.val_sample_ = val_images[:8]  # for reports; not saved
+        held, select = trained.holdout, self.config_.scoring.select == "auto"
+        progress.stage(f"self-check: seeded synthetic defects on the {len(held)} held-out good images"
+                       + (", choosing the scoring" if select else ""))
+        check = self.fit_scoring(held, select=select, reference=trained.reference)
+        progress.stage(f"calibrating the thresholds on the {len(held)} held-out good images")
+        self.calibrate(held)
+        self.holdout_images_, self.val_sample_ = held, held[:8]  # the self-check's images, a sample; not saved
         self.train_info_ = {**trained.info, "self_check": check}
         return self
 
@@ -134,10 +135,8 @@ class Detector:
         found = check_scoring(self.scorer_, good, seed, select, reference)
         best = found.best
         if select:
-            scoring = self.config_.scoring.model_copy(update={
-                "metric": best.metric, "smoothing_sigma": best.smoothing_sigma, "reduction": best.reduction,
-                "position_norm": best.position_norm})
-            self.config_ = self.config_.model_copy(update={"scoring": scoring})
+            self.config_ = self.config_.model_copy(update={"scoring": self.config_.scoring.model_copy(
+                update=best.setting)})
         if best.position_norm:
             self.position_reference_ = best.reference
         elif select:
@@ -148,36 +147,25 @@ class Detector:
     def tune(self, good: ImagesLike, seed: int = SELF_CHECK_SEED) -> dict[str, Any]:
         """Pick the scoring (map metric, smoothing, reduction) by the self-check on ``good`` images.
 
-        ``good``: good images the model was not trained on (a folder, array or list, any size). With at
-        least ``2 * TUNE_MIN_HALF`` of them, a seeded half fits the per-position reference
-        (``scoring.position_norm`` is a candidate) and the other half is the self-check's. The
-        result replaces ``train_info_["self_check"]``; call :meth:`calibrate` afterwards (the
-        thresholds of the old scoring no longer apply).
+        ``good``: good images the model was not trained on (a folder, array or list, any size). With enough of
+        them (:func:`~anomaly_ae.evaluation.self_check.split_reference`), a seeded half fits the per-position
+        reference and the other half is the self-check's. The result replaces ``train_info_["self_check"]``;
+        call :meth:`calibrate` afterwards (the thresholds of the old scoring no longer apply).
         """
         self.check_fitted(need_threshold=False)
         pre = self.preprocessing_
         images = np.stack([pre.resize(pre.convert_channels(im)) for im in self._decode(good)])
         if images.dtype != np.uint8:  # float input in [0, 1]
             images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-        reference = None
-        if len(images) >= 2 * TUNE_MIN_HALF:  # a seeded half fits position_norm's reference, the rest checks
-            order = np.random.default_rng(seed).permutation(len(images))
-            half = len(images) // 2
-            reference, images = images[np.sort(order[:half])], images[np.sort(order[half:])]
+        images, reference = split_reference(images, seed)
         check = self.fit_scoring(images, select=True, seed=seed, reference=reference)
         self.train_info_ = {**getattr(self, "train_info_", {}), "self_check": check}
         return check
 
-    def calibrate(
-        self,
-        good: ImagesLike,
-        anomalous: ImagesLike | None = None,
-        masks: Sequence[np.ndarray | None] | None = None,
-        threshold: ThresholdConfig | None = None,
-    ) -> Detector:
-        """(Re)fit the :class:`~anomaly_ae.postprocessing.PostProcessor`: thresholds, statistics, ranges.
-
-        No retraining.
+    def calibrate(self, good: ImagesLike, anomalous: ImagesLike | None = None,
+                  masks: Sequence[np.ndarray | None] | None = None, threshold: ThresholdConfig | None = None,
+                  ) -> Detector:
+        """(Re)fit the :class:`~anomaly_ae.postprocessing.PostProcessor` (thresholds, statistics, ranges), no training.
 
         Args:
             good: held-out good images (never the training images: an autoencoder reconstructs those
@@ -191,69 +179,30 @@ class Detector:
         self.check_fitted(need_threshold=False)
         if threshold is not None:
             self.config_ = self.config_.model_copy(update={"threshold": threshold})
-        t = self.config_.threshold
+        t, scorer = self.config_.threshold, self.scorer_
         good_images = self._decode(good)
-        bs = self.config_.scoring.batch_size  # in batches: the float32 copies never hold the whole set
-        parts = [self.scorer_.score_model_size(self.preprocessing_(good_images[i : i + bs]))
-                 for i in range(0, len(good_images), bs)]
-        scores, maps = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        scores, maps = scorer.score_in_batches(good_images)
         bad_images = self._decode(anomalous) if anomalous is not None else []
         if (t.method == "f1" or t.pixel_method == "f1") and not bad_images:
             raise ValueError("threshold method 'f1' needs anomalous images")
-        bad_scores, bad_maps = self.score_images(bad_images) if bad_images else (np.empty(0), [])
+        bad_scores, bad_maps = scorer.score_images(bad_images) if bad_images else (np.empty(0), [])
         pixels = None
         if t.pixel_method == "f1":
             if masks is None:
                 raise ValueError("pixel_method 'f1' needs anomalous images with masks")
-            pixels = PixelAccumulator()
-            for m, im in zip(maps, good_images, strict=True):
-                pixels.add(resize_map(m, im.shape[:2], self.preprocessing_.box(im.shape[:2])))
-            for amap, mask in zip(bad_maps, masks, strict=True):
-                if mask is not None:
-                    pixels.add(amap, mask)
+            pixels = labelled_pixels(scorer.at_image_size(maps, good_images), bad_maps, masks)
         self.postprocessor_ = PostProcessor.fit(scores, maps, t, bad_scores, pixels)
         self.source_dir_ = None  # the thresholds now differ from any saved model directory
         return self
 
     # ----------------------------------------------- the post-processor's values
-    @property
-    def threshold_(self) -> float:
-        """Image threshold: ``score > threshold_`` is anomalous."""
-        return self._post().threshold
-
-    @property
-    def pixel_threshold_(self) -> float:
-        """``anomaly map > pixel_threshold_`` is a defect pixel."""
-        return self._post().pixel_threshold
-
-    @property
-    def expected_fpr_(self) -> float:
-        """Expected false-alarm rate on new good images."""
-        return self._post().expected_fpr
-
-    @property
-    def norm_range_(self) -> tuple[float, float]:
-        """``(min, max)`` of the validation-good scores."""
-        return self._post().norm_range
-
-    @property
-    def heatmap_range_(self) -> tuple[float, float]:
-        """Colour range of heatmap overlays."""
-        return self._post().heatmap_range
-
-    @property
-    def score_stats_(self) -> ScoreStats:
-        """Statistics of the validation-good scores."""
-        return self._post().score_stats
-
-    @property
-    def val_scores_(self) -> np.ndarray:
-        """``(n,)`` validation-good scores."""
-        return self._post().val_scores
-
-    def _post(self) -> PostProcessor:
-        self.check_fitted(need_threshold=True)
-        return self.postprocessor_
+    threshold_ = _posted("threshold", "Image threshold: ``score > threshold_`` is anomalous.")
+    pixel_threshold_ = _posted("pixel_threshold", "``anomaly map > pixel_threshold_`` is a defect pixel.")
+    expected_fpr_ = _posted("expected_fpr", "Expected false-alarm rate on new good images.")
+    norm_range_ = _posted("norm_range", "``(min, max)`` of the validation-good scores.")
+    heatmap_range_ = _posted("heatmap_range", "Colour range of heatmap overlays.")
+    score_stats_ = _posted("score_stats", "Statistics (:class:`ScoreStats`) of the validation-good scores.")
+    val_scores_ = _posted("val_scores", "``(n,)`` validation-good scores.")
 
     # ---------------------------------------------------------------- inference
     @property
@@ -275,8 +224,7 @@ class Detector:
 
     def score(self, images: ImagesLike) -> np.ndarray:
         """Image scores ``(N,)``; higher = more anomalous."""
-        self.check_fitted(need_threshold=False)
-        return self.score_images(self._decode(images))[0]
+        return self.scorer_.score_images(self._decode(images))[0]
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
         """Scores on a [0, 1] scale where the image threshold is 0.5 (see :meth:`PostProcessor.normalize`)."""
@@ -285,26 +233,20 @@ class Detector:
 
     def anomaly_maps(self, images: ImagesLike) -> np.ndarray:
         """Anomaly maps ``(N, H, W)`` at the input size (inputs of one size; else use ``score_images``)."""
-        self.check_fitted(need_threshold=False)
-        maps = self.score_images(self._decode(images))[1]
-        return np.stack(maps)
+        return np.stack(self.scorer_.score_images(self._decode(images))[1])
 
     def predict(self, images: ImagesLike) -> np.ndarray:
-        """``(N,)`` bool: ``score > threshold_``."""
+        """``(N,)`` bool: :meth:`PostProcessor.is_anomalous`, ``score > threshold_``."""
         self.check_fitted(need_threshold=True)
         return self.postprocessor_.is_anomalous(self.score(images))
 
     def predict_masks(self, images: ImagesLike) -> np.ndarray:
-        """``(N, H, W)`` bool defect masks: ``anomaly map > pixel_threshold_`` (inputs of one size)."""
+        """``(N, H, W)`` bool defect masks: :meth:`PostProcessor.mask`, ``map > pixel_threshold_`` (one size)."""
         self.check_fitted(need_threshold=True)
         return self.postprocessor_.mask(self.anomaly_maps(images))
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` new uint8 images ``(n, h, w, C)`` decoded from the prior N(0, I) of a variational model.
-
-        Raises:
-            ValueError: the model is not a ``vae``.
-        """
+        """``n`` new uint8 images ``(n, h, w, C)`` decoded from the prior N(0, I) of a ``vae`` (else ValueError)."""
         self.check_fitted(need_threshold=False)
         if not hasattr(self.model_, "sample"):
             raise ValueError(f"holds a '{self.config_.model.name}' model; only 'vae' models can sample")
@@ -322,10 +264,8 @@ class Detector:
     def save_calibration(self, path: str | Path) -> Path:
         """Rewrite only the thresholds (``detector.json``, ``config.yaml``) of the model directory ``path``."""
         self.check_fitted(need_threshold=True)
-        state = self.to_state()
-        save_calibration(Path(path), state)
-        self.metadata_ = state.metadata
-        self.source_dir_ = Path(path)
+        save_calibration(Path(path), state := self.to_state())
+        self.metadata_, self.source_dir_ = state.metadata, Path(path)
         return Path(path)
 
     @classmethod
@@ -346,15 +286,8 @@ class Detector:
     def from_state(cls, state: ModelState) -> Detector:
         """A fitted detector from plain state (inverse of :meth:`to_state`)."""
         det = cls(state.config)
-        det.config_ = state.config
-        det.model_ = state.model
-        det.preprocessing_ = state.preprocessing
-        det.postprocessor_ = state.postprocessor
-        det.history_ = state.history
-        det.train_info_ = state.train_info
-        det.metadata_ = state.metadata
-        det.source_dir_ = state.source
-        det.position_reference_ = state.position
+        for attr, f in zip(_STATE_ATTRS, fields(state), strict=True):  # config_, model_, ... in ModelState's order
+            setattr(det, attr, getattr(state, f.name))
         return det
 
     # ------------------------------------------------------------------ helpers

@@ -12,6 +12,7 @@ from 1e-10 to 1e3 one bin spans 0.15% of a value, and the bound on real maps is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -179,3 +180,16 @@ def integrate_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
         xs = np.append(xs, x_max)
         ys = np.append(ys, y_at)
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2))
+
+
+def labelled_pixels(good_maps: Sequence[np.ndarray], bad_maps: Sequence[np.ndarray],
+                    masks: Sequence[np.ndarray | None]) -> PixelAccumulator:
+    """Every pixel of the good maps (all good) and of the anomalous maps with a mask (labelled by it), each map
+    ``(H, W)`` at its image's size: what ``pixel_method: f1`` fits the pixel threshold on."""
+    pixels = PixelAccumulator()
+    for amap in good_maps:
+        pixels.add(amap)
+    for amap, mask in zip(bad_maps, masks, strict=True):
+        if mask is not None:
+            pixels.add(amap, mask)
+    return pixels

@@ -51,6 +51,9 @@ BOOTSTRAP = 1000
 #: at most this many held-out good images (a seeded subset) go into the self-check: its memory and time
 #: stay bounded however large the training set (and so the held-out part) is
 MAX_GOOD = 64
+#: :func:`split_reference` fits a position reference only with at least this many images in each half (halving
+#: fewer would leave the self-check too few good images)
+MIN_HALF = 20
 #: every held-out image is used this many times with a different defect
 COPIES = 2
 #: smoothing candidates of ``select: auto``, in pixels of the model's map
@@ -75,6 +78,12 @@ class SelfCheck:
     position_norm: bool = False
     #: the per-position reference the image score was normalized by (``position_norm``); not in to_dict
     reference: PositionReference | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def setting(self) -> dict[str, str | float | bool]:
+        """The ``scoring`` fields it sets: ``metric``, ``smoothing_sigma``, ``reduction``, ``position_norm``."""
+        return {"metric": self.metric, "smoothing_sigma": self.smoothing_sigma, "reduction": self.reduction,
+                "position_norm": self.position_norm}
 
     @property
     def objective(self) -> float:
@@ -312,3 +321,14 @@ def check_scoring(scorer: Scorer, good: np.ndarray, seed: int = SELF_CHECK_SEED,
     figures = report(best, raw[best.metric][0], bad2_raw, masks2, best_sigma, s.topk_fraction, seed + 1)
     return ScoringCheck({**figures, "n_good": int(len(good)), "n_defective": int(len(bad2)), "seed": int(seed),
                          "candidates": len(rows), "selected": bool(select)}, rows)
+
+
+def split_reference(images: np.ndarray, seed: int = SELF_CHECK_SEED) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(self-check images, position reference images)``: with at least ``2 * MIN_HALF`` good images, a seeded
+    half fits ``scoring.position_norm``'s reference and the other half is the self-check's (each in its
+    original order); with fewer, all are the self-check's and there is no reference."""
+    if len(images) < 2 * MIN_HALF:
+        return images, None
+    order = np.random.default_rng(seed).permutation(len(images))
+    half = len(images) // 2
+    return images[np.sort(order[half:])], images[np.sort(order[:half])]

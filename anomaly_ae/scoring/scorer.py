@@ -29,7 +29,7 @@ from anomaly_ae.scoring.maps import image_score, model_sigma, residual_map, resi
 from anomaly_ae.scoring.position import PositionReference
 
 
-@dataclass
+@dataclass(eq=False)
 class Scorer:
     """Inference of one fitted model under one scoring setting.
 
@@ -136,6 +136,18 @@ class Scorer:
             scores = scores + s.kl_weight * np.concatenate(kl).astype(np.float64)
         return scores, maps
 
+    def score_in_batches(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores ``(N,)`` and model-size maps ``(N, h, w)`` of decoded images, ``scoring.batch_size`` at a time
+        (the float32 copies never hold the whole set)."""
+        bs = self.scoring.batch_size
+        parts = [self.score_model_size(self.preprocessing(images[i : i + bs])) for i in range(0, len(images), bs)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def at_image_size(self, maps: np.ndarray, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Model-size maps ``(N, h, w)`` -> one map per image at its size (the pad margin cropped)."""
+        box = self.preprocessing.box
+        return [resize_map(m, im.shape[:2], box(im.shape[:2])) for m, im in zip(maps, images, strict=True)]
+
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Decoded images of any sizes -> (scores ``(N,)``, anomaly maps, each at its image's size).
 
@@ -147,4 +159,4 @@ class Scorer:
             scores, maps = self.score_model_size(pre(list(images)))
         else:  # uint8 to the model, scaled there; the maps use the same float32 values on the host
             scores, maps = self.score_model_size(u8.astype(np.float32) * np.float32(1 / 255), x_model=u8)
-        return scores, [resize_map(m, im.shape[:2], pre.box(im.shape[:2])) for m, im in zip(maps, images, strict=True)]
+        return scores, self.at_image_size(maps, images)
