@@ -3,10 +3,11 @@
 The public surface, loaded on first use (Keras and OpenCV load only then, so importing the package
 and the CLI's ``--help`` stay fast)::
 
-    from anomaly_ae import Detector, DetectorConfig, score_folder, evaluate
+    from anomaly_ae import Detector, DetectorConfig, Engine, score_folder, evaluate
 
-    det = Detector().fit("good_images/")   # the default preset, as `anomaly-ae train`
-    det.save("runs/a")
+    det = Engine("runs/a").fit("good_images/")  # as `anomaly-ae train`: the model directory, tracked in MLflow
+    det = Detector().fit("good_images/")        # the estimator alone (the default preset); nothing written
+    det.save("runs/b")
     summary = score_folder("runs/a", "inspection/", "scores/")  # scores.csv + heatmaps + masks
     result = evaluate("runs/a", "mvtec_like_dataset/", "eval/")  # metrics.json + report.html
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from anomaly_ae.detector import Detector, NotFittedError
     from anomaly_ae.evaluation.result import EvaluationResult
     from anomaly_ae.io.folders import OutputConflict
+    from anomaly_ae.pipelines.engine import Engine
     from anomaly_ae.pipelines.evaluate import evaluate
     from anomaly_ae.pipelines.options import CalibrateOptions, EvaluateOptions, ScoreOptions, TrainOptions
     from anomaly_ae.pipelines.score import NoImagesError, ScoreSummary, Verdict, score_files, score_folder
@@ -49,6 +51,7 @@ _EXPORTS = {
     "ModelDirError": "anomaly_ae.artifact",
     "OutputConflict": "anomaly_ae.io.folders",
     "UriError": "anomaly_ae.data.uris",
+    "Engine": "anomaly_ae.pipelines.engine",
     "ScoreOptions": "anomaly_ae.pipelines.options",
     "TrainOptions": "anomaly_ae.pipelines.options",
     "CalibrateOptions": "anomaly_ae.pipelines.options",
@@ -56,7 +59,7 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "CalibrateOptions", "Detector", "DetectorConfig", "EvaluateOptions", "EvaluationResult", "ModelDirError",
+    "CalibrateOptions", "Detector", "DetectorConfig", "Engine", "EvaluateOptions", "EvaluationResult", "ModelDirError",
     "NoImagesError", "NotFittedError", "OutputConflict", "PostProcessor", "ScoreOptions", "ScoreSummary",
     "TrainOptions", "UriError", "Verdict", "__version__", "evaluate", "score_files", "score_folder",
 ]

@@ -66,6 +66,34 @@ def local_store_uri(folder: str | Path) -> str:
     return f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
 
 
+def default_tracking_uri(folder: str | Path | None = None) -> str:
+    """Where a run is tracked when the caller names no store: ``MLFLOW_TRACKING_URI`` when set (MLflow's own
+    rule), else the local store of ``folder`` (default: the working folder), :func:`local_store_uri`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd() if folder is None else folder)
+
+
+def local_fallback(uri: str, folder: str | Path | None = None) -> str | None:
+    """Where a run goes when ``uri`` fails: the local store of ``folder`` (default: the working folder), or
+    ``None`` when that is ``uri`` itself."""
+    local = local_store_uri(Path.cwd() if folder is None else folder)
+    return None if uri == local else local
+
+
+@contextlib.contextmanager
+def open_run(experiment: str, run_name: str | None = None, uri: str | None = None, *, run_id: str | None = None,
+             resumed_run: bool = False, fallback: bool = True,
+             on_warning: Callable[[str], None] | None = None) -> Iterator[MlflowTracker]:
+    """A tracked MLflow run that never costs the work: ``uri`` (default :func:`default_tracking_uri`); a
+    server that fails falls back to the local store (unless ``fallback`` is off), a store that cannot be
+    written turns tracking off with one warning to ``on_warning``. ``run_id``: add to that run when it exists;
+    ``resumed_run``: end it when the block ends (a resumed training)."""
+    uri = uri or default_tracking_uri()
+    with MlflowTracker(uri, experiment, run_name=run_name, run_id=run_id, end_resumed_run=resumed_run,
+                       fallback_uri=local_fallback(uri) if fallback else None, on_fallback=on_warning,
+                       off_on_failure=True) as tracker:
+        yield tracker
+
+
 def _param_value(v: Any) -> str:
     s = str(v)
     return s if len(s) <= 6000 else s[:5997] + "..."

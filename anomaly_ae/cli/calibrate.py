@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -18,9 +18,7 @@ from anomaly_ae.cli.common import (
     Quiet,
     RegisterAgain,
     fail_usage,
-    fallback_uri,
     loading,
-    model_dir,
     note,
     print_json,
     print_summary,
@@ -28,10 +26,6 @@ from anomaly_ae.cli.common import (
     tracking_uri,
     warn,
 )
-
-if TYPE_CHECKING:
-    from anomaly_ae import Detector
-
 
 EXAMPLES = """Examples:
 
@@ -79,118 +73,53 @@ def calibrate(
     A tracked model (or one given as models:/..., or with --register) is logged as a new MLflow model of
     the recalibrated detector, a new version of its registered model, so the tracked copy is never stale.
     """
-    _check_arguments(run_dir, (good, anomalous, masks), register, alias, no_track)
-    loading(quiet)
-    from anomaly_ae.pipelines.calibrate import calibration_summary, writable_copy
+    for name, folder in zip(("--good", "--anomalous", "--masks"), (good, anomalous, masks), strict=True):
+        if folder is not None and not folder.is_dir():
+            fail_usage(f"{name} {folder} is not a folder")
+    from anomaly_ae.pipelines.options import CalibrateOptions
 
-    with writable_copy(model_dir(run_dir, quiet), run_dir) as target:
-        det = _load(target)
-        _warn_training_images(det, good)
-        updates = {"method": value(method), "quantile": quantile, "mad_k": mad_k,
-                   "pixel_method": value(pixel_method), "pixel_quantile": pixel_quantile}
-        failed = _recalibrate(det, (good, anomalous, masks), updates, select_scoring, quiet)
-        det.save_calibration(target)
-        summary = calibration_summary(det, target, failed)
-        summary["mlflow"] = None if no_track else _log(det, target, run_dir, register, alias, summary, quiet)
-        if target != Path(run_dir):
-            _by_uri(summary, run_dir, no_track)
+    try:
+        options = CalibrateOptions(good=good, anomalous=anomalous, masks=masks, method=value(method), quantile=quantile,
+                                   mad_k=mad_k, pixel_method=value(pixel_method), pixel_quantile=pixel_quantile,
+                                   select_scoring=select_scoring, registered_name=register, alias=alias)
+        summary = _calibrate(run_dir, options, no_track, quiet)
+    except ValueError as err:
+        fail_usage(_flags(str(err)))
     if json_out:
         print_json(summary)
     else:
         print_summary(_rows(summary))
     if "few_good" in summary["caveats"]:
         warn(f"{summary['caveats']['few_good']}; calibrate on more good images the model was not trained on")
-    if failed:
+    if summary["skipped"]:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _check_arguments(ref: str, folders: tuple[Path, Path | None, Path | None], register: str | None,
-                     alias: str | None, no_track: bool) -> None:
-    """Refuse, before anything is loaded, fetched or written: a folder option that is not a folder, an alias
-    without a registered model, and a model given by URI whose store cannot be written (recalibrating it
-    means logging a new version there)."""
-    for name, folder in zip(("--good", "--anomalous", "--masks"), folders, strict=True):
-        if folder is not None and not folder.is_dir():
-            fail_usage(f"{name} {folder} is not a folder")
-    if alias and not register and not ref.startswith("models:/"):
-        fail_usage("--alias needs a registered model: add --register NAME")
-    if no_track or not ref.startswith(("models:/", "runs:/")):
-        return
-    from anomaly_ae.tracking import store_write_problem
+def _calibrate(ref: str, options: Any, no_track: bool, quiet: bool) -> dict[str, Any]:
+    """:meth:`Engine.calibrate`, its refusals before any work (the store of a URI checked before Keras loads)."""
+    from anomaly_ae.pipelines.calibrate import check_calibration
 
-    uri = tracking_uri()
-    if (problem := store_write_problem(uri)) is not None:
-        fail_usage(f"calibrate {ref} logs the recalibrated model as a new version in {uri}, which cannot be "
-                   f"written ({problem}): nothing was fetched or changed; use a store you can write "
-                   "(MLFLOW_TRACKING_URI), or calibrate a model folder")
+    check_calibration(ref, options, None if no_track else tracking_uri())
+    if not ref.startswith(("models:/", "runs:/")) and not Path(ref).is_dir():
+        fail_usage(f"RUN_DIR {ref} is not a folder")
+    loading(quiet)
+    from anomaly_ae import ModelDirError
+    from anomaly_ae.pipelines.calibrate import RecalibrationNotLogged
+    from anomaly_ae.pipelines.engine import Engine
 
-
-def _by_uri(summary: dict[str, Any], ref: str, no_track: bool) -> None:
-    """A model given by URI was recalibrated in a temporary copy, gone on return: the summary names the URI
-    given and the new version as what was updated; without one (the store refused it), the command fails."""
-    summary["model_dir"] = ref
-    summary["updated"] = (summary["mlflow"] or {}).get("model_uri")
-    if summary["updated"] is None and not no_track:
-        note("error:", "red", f"the recalibrated {ref} could not be logged to {tracking_uri()} (the warning above "
-             "says why): nothing was updated; fix the store and run calibrate again")
-        raise typer.Exit(EXIT_FAILED)
-
-
-def _warn_training_images(det: Detector, good: Path) -> None:
-    """One warning when ``--good`` is the training folder (or inside it, or a copy of it)."""
-    from anomaly_ae.pipelines.calibrate import trained_on
-
-    folder = trained_on(det, good)
-    if folder:
-        warn(f"--good {good} holds the images the model was trained on ({folder}): it reconstructs them too "
-             "well, so the threshold comes out too low and good images will be flagged; use good images it was "
-             "not trained on")
-
-
-def _recalibrate(det: Detector, folders: tuple[Path, Path | None, Path | None], updates: dict[str, Any],
-                 select: bool, quiet: bool) -> list[str]:
-    """Read the images (each file left out named once), refit; the files left out. Bad settings stop here."""
-    from anomaly_ae.pipelines.calibrate import read_calibration_images, recalibrate, threshold_settings
-
+    engine = Engine(tracking=not no_track, verbose=reporter(quiet), on_warning=warn)
     try:
-        settings = threshold_settings(det, updates)  # refused before any image is read
-        images = read_calibration_images(det, *folders, on_skip=lambda what, why: note("skipped", "yellow",
-                                                                                        f"{what}: {why}"))
-        recalibrate(det, images, settings, select, reporter(quiet))
-    except ValueError as err:
-        fail_usage(str(err))
-    return images.failed
-
-
-def _load(run_dir: Path) -> Detector:
-    from anomaly_ae import Detector, ModelDirError
-
-    try:
-        return Detector.load(run_dir)
+        return engine.calibrate(ref, options, on_skip=lambda what, why: note("skipped", "yellow", f"{what}: {why}"))
     except ModelDirError as err:
         fail_usage(str(err))
+    except RecalibrationNotLogged as err:
+        note("error:", "red", str(err))
+        raise typer.Exit(EXIT_FAILED) from None
 
 
-def _log(det: Detector, target: Path, ref: str, register: str | None, alias: str | None,
-         summary: dict[str, Any], quiet: bool) -> dict[str, Any] | None:
-    """The recalibrated model as a new MLflow model (version) when the model is tracked, registered or a URI."""
-    from anomaly_ae.deploy.mlflow_model import log_recalibration
-    from anomaly_ae.pipelines.calibrate import registered_name
-
-    record = det.train_info_.get("mlflow") or {}
-    register = registered_name(ref, record, register)
-    if not (register or record.get("run_id") or ref.startswith("runs:/")):
-        return None  # an untracked model stays untracked
-    if not quiet:
-        reporter(quiet).stage("logging the recalibrated model to MLflow" + (f" ({register})" if register else ""))
-    figures = {k: summary[k] for k in ("threshold", "pixel_threshold", "expected_fpr", "n_good")}
-    figures["settings"] = det.config_.threshold.model_dump()
-    uri = tracking_uri()
-    # a model given by URI is updated in its own registry or not at all: a version in ./mlflow.db would be
-    # one the user never looks in, while the URI they gave keeps the old threshold
-    fallback = None if ref.startswith(("models:/", "runs:/")) else fallback_uri(uri)
-    return log_recalibration(target, figures, det.config_.tracking.experiment, record.get("run_id"), register,
-                             alias, uri, fallback, on_fallback=warn, detector=det)
+def _flags(message: str) -> str:
+    """A library message in this command's words: its parameters become the flags that set them."""
+    return message.replace("give registered_name", "add --register NAME")
 
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:

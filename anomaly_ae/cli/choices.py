@@ -72,7 +72,7 @@ class ScoresFormat(StrEnum):
     parquet = "parquet"
 
 
-class Engine(StrEnum):
+class EngineChoice(StrEnum):
     """``score --engine``: this process, or Ray Data actors on a Ray cluster."""
 
     local = "local"

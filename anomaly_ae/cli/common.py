@@ -262,42 +262,39 @@ def silence_native_stderr() -> None:
 
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the local store ``sqlite:///<cwd>/mlflow.db``."""
-    from anomaly_ae.tracking import local_store_uri
+    from anomaly_ae.tracking import default_tracking_uri
 
-    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(Path.cwd())
+    return default_tracking_uri()
 
 
 def fallback_uri(uri: str) -> str | None:
     """Where a run goes when ``uri`` fails: the local store ``./mlflow.db`` (``None`` if that is ``uri``)."""
-    from anomaly_ae.tracking import local_store_uri
+    from anomaly_ae.tracking import local_fallback
 
-    local = local_store_uri(Path.cwd())
-    return None if uri == local else local
+    return local_fallback(uri)
+
+
+def announce_run(tracker: Any, show_store: bool = True) -> None:
+    """The run id (stderr), and how to view a local store, once a tracked run ended well."""
+    if tracker is None or tracker.disabled:
+        return
+    if not show_store:
+        console.print(f"MLflow run     {tracker.run_id}")
+        return
+    console.print(f"MLflow run     {tracker.run_id} in {tracker.uri}")
+    if not os.environ.get("MLFLOW_TRACKING_URI") or tracker.fell_back:
+        console.print(f"               view it with: mlflow ui --backend-store-uri {tracker.uri}")
 
 
 @contextlib.contextmanager
-def open_tracker(experiment: str, run_name: str, no_track: bool, run_id: str | None = None,
-                 resumed_run: bool = False, show_store: bool = True, announce: bool = True) -> Iterator[Any]:
-    """The run's tracker: ``NullTracker`` with ``--no-track``, else an MLflow run in :func:`tracking_uri`.
-
-    A server that fails falls back to the local store; a store that cannot be written turns tracking
-    off with one warning. With ``announce``, the run id and how to view a local store are printed
-    (stderr) when the run ends well.
-    """
-    from anomaly_ae.tracking import MlflowTracker, NullTracker
+def open_tracker(experiment: str, run_name: str, no_track: bool, show_store: bool = True) -> Iterator[Any]:
+    """The run's tracker: ``NullTracker`` with ``--no-track``, else :func:`anomaly_ae.tracking.open_run` in
+    :func:`tracking_uri`, its warnings on stderr and :func:`announce_run` when it ends well."""
+    from anomaly_ae.tracking import NullTracker, open_run
 
     if no_track:
         yield NullTracker()
         return
-    uri = tracking_uri()
-    with MlflowTracker(uri, experiment, run_name=run_name, run_id=run_id, end_resumed_run=resumed_run,
-                       fallback_uri=fallback_uri(uri), on_fallback=warn, off_on_failure=True) as tracker:
+    with open_run(experiment, run_name, on_warning=warn) as tracker:
         yield tracker
-        if tracker.disabled or not announce:
-            return
-        if not show_store:
-            console.print(f"MLflow run     {tracker.run_id}")
-            return
-        console.print(f"MLflow run     {tracker.run_id} in {tracker.uri}")
-        if not os.environ.get("MLFLOW_TRACKING_URI") or tracker.fell_back:
-            console.print(f"               view it with: mlflow ui --backend-store-uri {tracker.uri}")
+    announce_run(tracker, show_store)

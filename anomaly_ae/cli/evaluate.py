@@ -13,7 +13,6 @@ from anomaly_ae.cli.common import (
     Json,
     Quiet,
     fail_usage,
-    fallback_uri,
     loading,
     model_dir,
     note,
@@ -21,7 +20,6 @@ from anomaly_ae.cli.common import (
     print_summary,
     reporter,
     results,
-    tracking_uri,
     warn,
 )
 from anomaly_ae.io.names import METRICS_JSON, REPORT_HTML
@@ -55,16 +53,15 @@ def evaluate(
         fail_usage(f"DATASET_DIR {dataset_dir} has no 'test' folder (MVTec AD layout expected)")
     loading(quiet)
 
-    from anomaly_ae import ModelDirError, OutputConflict
-    from anomaly_ae import evaluate as run_evaluation
+    from anomaly_ae import Engine, EvaluateOptions, ModelDirError, OutputConflict
 
+    engine = Engine(out, tracking=not no_track, verbose=reporter(quiet), on_warning=warn)
     try:
-        ev = run_evaluation(run_dir, dataset_dir, out, max_fpr=max_fpr, overwrite=overwrite,
-                            verbose=reporter(quiet))
+        ev = engine.evaluate(run_dir, dataset_dir, EvaluateOptions(max_fpr=max_fpr, overwrite=overwrite))
     except (ModelDirError, FileNotFoundError, OutputConflict) as err:
         fail_usage(str(err))
     _missing_masks(ev, dataset_dir)
-    tracked = None if no_track else _log(ev, out)
+    tracked = engine.summary_["mlflow"]
     for f in ev.failures:
         note("failed", "yellow", f"{f['path']}: {f['error']}")
     if json_out:
@@ -104,12 +101,3 @@ def _print(ev: EvaluationResult, out: Path, tracked: str | None) -> None:
     if ev.failures:
         rows.append(("unreadable", f"{len(ev.failures)} file(s), listed above and in metrics.json"))
     print_summary(rows)
-
-
-def _log(ev: EvaluationResult, out: Path) -> str | None:
-    """Log to the model's MLflow run when it is in the current store, else to a new run."""
-    from anomaly_ae.tracking import log_evaluation
-
-    uri = tracking_uri()
-    return log_evaluation(ev.metrics, [out / METRICS_JSON, out / REPORT_HTML], ev.experiment, ev.mlflow_run_id,
-                          uri, fallback_uri(uri), on_fallback=warn)

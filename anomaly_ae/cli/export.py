@@ -33,12 +33,11 @@ def export(
     The graph takes images at the model resolution; deploy.json holds the thresholds and the normalization.
     """
     run_dir = model_dir(run_dir)
-    from anomaly_ae import ModelDirError, OutputConflict
+    from anomaly_ae import Engine, ModelDirError, OutputConflict
     from anomaly_ae.deploy.encoder import ExportError
-    from anomaly_ae.deploy.graph import export_detector
 
     try:
-        info = export_detector(run_dir, out, fmt.value, input_dtype.value, overwrite=overwrite)
+        info = Engine(out).export(run_dir, fmt.value, input_dtype.value, overwrite=overwrite)
     except (ModelDirError, ExportError, OutputConflict) as err:
         fail_usage(str(err))
     inp = info["input"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from anomaly_ae.cli.choices import Engine, Heatmaps, ScoresFormat
+from anomaly_ae.cli.choices import EngineChoice, Heatmaps, ScoresFormat
 from anomaly_ae.cli.common import (
     EXIT_PARTIAL,
     MODEL_REF_HELP,
@@ -85,8 +85,8 @@ def score(
     ] = False,
     max_megapixels: Annotated[float | None, typer.Option(
         min=0.000001, help="Refuse larger images before decoding.", show_default="100")] = None,
-    engine: Annotated[Engine, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
-                                           f"(pip install '{RAY_EXTRA}').")] = Engine.local,
+    engine: Annotated[EngineChoice, typer.Option(help="Where to score a folder: this process, or Ray Data actors "
+                                           f"(pip install '{RAY_EXTRA}').")] = EngineChoice.local,
     address: RayAddress = None,
     actors: Actors = 1,
     gpus_per_actor: GpusPerActor = 0.0,
@@ -100,20 +100,11 @@ def score(
     after an interruption keeps what is already scored and scores the rest.
     Files print one verdict line each: path, score, normalized score, anomalous yes/no, files written.
     """
-    run_dir, (folder, files) = model_dir(run_dir, quiet), _inputs(inputs, out)
-    if folder is None and (engine is Engine.ray or scores_format is ScoresFormat.parquet):
-        fail_usage(f"{'--engine ray' if engine is Engine.ray else '--format parquet'} is for a folder; give one "
-                   "folder and --out")
+    folder_only = "--engine ray" if engine is EngineChoice.ray else \
+        "--format parquet" if scores_format is ScoresFormat.parquet else None
+    run_dir, target = model_dir(run_dir, quiet), _inputs(inputs, out, folder_only)
     loading(quiet)
-    from anomaly_ae import (
-        ModelDirError,
-        NoImagesError,
-        OutputConflict,
-        ScoreOptions,
-        UriError,
-        score_files,
-        score_folder,
-    )
+    from anomaly_ae import Engine, ModelDirError, NoImagesError, OutputConflict, ScoreOptions, UriError
 
     options = ScoreOptions(
         batch_size=batch_size, heatmaps="none" if no_heatmaps else heatmaps.value, masks=masks, raw_maps=raw_maps,
@@ -121,30 +112,31 @@ def score(
         engine=engine.value, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
         scores_format=scores_format.value)
     try:
-        if folder is not None:
-            partial = _print_folder(score_folder(run_dir, folder, out, options, verbose=reporter(quiet)), json_out)
-        else:
-            partial = _print_files(score_files(run_dir, files, out, options, verbose=reporter(quiet)), out, json_out)
+        result = Engine(out, verbose=reporter(quiet)).score(run_dir, target, options)
     except (ModelDirError, OutputConflict, NoImagesError, UriError, ImportError) as err:  # ImportError: [ray]
         fail_usage(_flags(str(err)))
+    partial = _print_files(result, out, json_out) if isinstance(result, list) else _print_folder(result, json_out)
     if partial:
         raise typer.Exit(EXIT_PARTIAL)
 
 
 def _flags(message: str) -> str:
     """A library message in the command's words: parameters become the flags and arguments that set them."""
-    return message.replace("input folder", "INPUT_DIR").replace("output folder", "--out")
+    if message.startswith("input folder "):  # the library names its parameter, the command its argument
+        message = "INPUT_DIR " + message[len("input folder "):]
+    return message.replace("choose another output folder", "choose another --out")
 
 
-def _inputs(inputs: list[str], out: Path | None) -> tuple[Path | str | None, list[Path]]:
-    """``(folder or folder URI, [])`` or ``(None, files)``; quoted globs are expanded here, as a shell would."""
+def _inputs(inputs: list[str], out: Path | None, folder_only: str | None) -> Path | str | list[Path]:
+    """The folder or folder URI, or the files (quoted globs expanded here, as a shell would); ``folder_only``:
+    the option that is for a folder only, if given."""
     from anomaly_ae.data.uris import is_uri
 
     if len(inputs) == 1 and (is_uri(inputs[0]) or Path(inputs[0]).is_dir()):
         folder: Path | str = inputs[0] if is_uri(inputs[0]) else Path(inputs[0])
         if out is None:
             fail_usage(f"scoring the folder {folder} needs --out OUT_DIR (for scores.csv and the heatmaps)")
-        return folder, []
+        return folder
     files: list[Path] = []
     for text in inputs:
         item = Path(text)
@@ -161,7 +153,9 @@ def _inputs(inputs: list[str], out: Path | None) -> tuple[Path | str | None, lis
         if not matched:
             fail_usage(f"INPUT {item}: no file matches")
         files += matched
-    return None, files
+    if folder_only is not None:
+        fail_usage(f"{folder_only} is for a folder; give one folder and --out")
+    return files
 
 
 def _print_folder(summary: ScoreSummary, json_out: bool) -> bool:

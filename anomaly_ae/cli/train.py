@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from anomaly_ae.cli.choices import Engine, ModelName, value
+from anomaly_ae.cli.choices import EngineChoice, ModelName, value
 from anomaly_ae.cli.common import (
     EXIT_FAILED,
     Alias,
@@ -25,7 +25,6 @@ from anomaly_ae.cli.common import (
     fail_usage,
     loading,
     note,
-    open_tracker,
     print_json,
     print_summary,
     reporter,
@@ -80,8 +79,8 @@ def train(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the model (or interrupted training) in --out; other files there stay.")
     ] = False,
-    engine: Annotated[Engine, typer.Option(help="Train in this process, or on Ray workers (JAX backend).")
-                      ] = Engine.local,
+    engine: Annotated[EngineChoice, typer.Option(help="Train in this process, or on Ray workers (JAX backend).")
+                      ] = EngineChoice.local,
     workers: Annotated[int, typer.Option(min=1, help="Ray workers (with --engine ray).")] = 2,
     address: RayAddress = None,
     quiet: Quiet = False,
@@ -93,10 +92,10 @@ def train(
     'anomaly-ae train --resume RUN_DIR' continues from it with the same config and images.
     """
     loading(quiet)
-    show = Show(quiet, json_out, register, alias, workers if engine is Engine.ray else 1, address)
+    show = Show(quiet, json_out, register, alias, workers if engine is EngineChoice.ray else 1, address, overwrite)
     if alias and not register:
         fail_usage("--alias needs --register NAME")
-    if engine is Engine.ray:
+    if engine is EngineChoice.ray:
         _require_ray(address)
     if resume is not None:
         _resume(resume, good_dir, no_track, show, (config, model, out, epochs, image_size, channels, seed,
@@ -108,7 +107,7 @@ def train(
         "train.seed": seed, "tracking.experiment": experiment})
     _check_images(good_dir)
     run_dir = _prepared_run_dir(out, good_dir, overwrite)
-    _train(cfg, good_dir, run_dir, no_track, run_id=None, resume=False, show=show)
+    _train(cfg, good_dir, run_dir, no_track, show)
 
 
 def _require_ray(address: str | None) -> None:
@@ -147,6 +146,7 @@ class Show:
     alias: str | None = None
     workers: int = 1  # more than 1: train on Ray workers
     address: str | None = None  # of the Ray cluster
+    overwrite: bool = False  # replace the model in --out
 
 
 def _check_args(good_dir: Path | None, channels: int | None) -> Path:
@@ -198,41 +198,38 @@ def _resume(run_dir: Path, good_dir: Path | None, no_track: bool, show: Show, gi
         progress.stage(f"restarting {run_dir}: no epoch had finished; training from epoch 1 with its config")
     else:
         progress.stage(f"resuming {run_dir} after epoch {plan.epoch} of {plan.config.train.epochs}")
-    _train(plan.config, plan.good_dir, run_dir, no_track, run_id=plan.mlflow_run_id, resume=plan.resume, show=show)
+    _train(None, plan.good_dir, run_dir, no_track, show, resume=True)
 
 
-def _train(cfg: DetectorConfig, good_dir: Path, run_dir: Path, no_track: bool, run_id: str | None,
-           resume: bool, show: Show) -> None:
-    """Lock ``run_dir``, open the MLflow run, train (progress on stderr), print the summary on stdout."""
-    from anomaly_ae import OutputConflict
-    from anomaly_ae.io.folders import OutDirLock
-    from anomaly_ae.pipelines.train import train_run, train_summary
-    from anomaly_ae.training.callbacks import TrackingCallback
+def _train(cfg: DetectorConfig | None, good_dir: Path, run_dir: Path, no_track: bool, show: Show,
+           resume: bool = False) -> None:
+    """:meth:`Engine.fit <anomaly_ae.pipelines.engine.Engine.fit>` (progress on stderr), then the summary on stdout."""
+    from anomaly_ae import OutputConflict, TrainOptions
+    from anomaly_ae.pipelines.engine import Engine
+    from anomaly_ae.pipelines.train import ResumeError
     from anomaly_ae.training.checkpoint import TrainingDiverged
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    engine = Engine(run_dir, tracking=not no_track, verbose=reporter(show.quiet), on_warning=warn)
+    options = TrainOptions(resume=resume, overwrite=show.overwrite and not resume, registered_name=show.register,
+                           alias=show.alias, workers=show.workers, address=show.address)
     try:
-        with OutDirLock(run_dir), open_tracker(cfg.tracking.experiment, run_dir.name, no_track, run_id,
-                                               resumed_run=True, announce=False) as tracker:
-            det = train_run(cfg, good_dir, run_dir, tracker, resume, [TrackingCallback(tracker)],
-                            verbose=reporter(show.quiet), register=show.register, alias=show.alias,
-                            workers=show.workers, address=show.address)
-            summary = train_summary(det, run_dir, tracker, show.register)
-            if show.json:
-                print_json(summary)
-            else:
-                print_summary(_rows(summary), "trained")
-            for kind, text in summary["caveats"].items():
-                warn(f"{text}; {_REMEDY[kind].format(run=shlex.quote(str(run_dir)))}")
+        engine.fit(None if resume else good_dir, cfg, options)
     except KeyboardInterrupt:
         _interrupted(run_dir)
-    except OutputConflict as err:
+    except (OutputConflict, ResumeError) as err:
         fail_usage(str(err))
     except TrainingDiverged as err:
         note("error:", "red", str(err))
         raise typer.Exit(EXIT_FAILED) from None
     except (ValueError, ImportError) as err:  # e.g. fewer than 2 readable images; the [ray] extra missing
         fail_usage(str(err))
+    summary = engine.summary_
+    if show.json:
+        print_json(summary)
+    else:
+        print_summary(_rows(summary), "trained")
+    for kind, text in summary["caveats"].items():
+        warn(f"{text}; {_REMEDY[kind].format(run=shlex.quote(str(run_dir)))}")
 
 
 def _interrupted(run_dir: Path) -> NoReturn:

@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
 from pathlib import Path
@@ -208,32 +209,41 @@ def _load_pyfunc(data_path: str) -> DetectorModel:
     return DetectorModel(Detector.load(data_path))
 
 
+@dataclass(frozen=True)
+class RegistryTarget:
+    """Where a recalibrated model goes: the ``experiment`` of its new run, the run that trained the model
+    (``trained_in``, tag ``anomaly_ae.recalibrates``), the registered model (``register``) and ``alias``."""
+
+    experiment: str
+    trained_in: str | None = None
+    register: str | None = None
+    alias: str | None = None
+
+
 def log_recalibration(
     run_dir: Path,
     figures: dict[str, Any],
-    experiment: str,
-    trained_in: str | None,
-    register: str | None,
-    alias: str | None,
+    target: RegistryTarget,
     uri: str,
     fallback_uri: str | None = None,
     on_fallback: Any = None,
     detector: Detector | None = None,
 ) -> dict[str, Any] | None:
     """Log a recalibrated model directory as a new MLflow model in a new run ("calibrate"), registered as a new
-    version of ``register`` (``alias`` then points at it), so the tracked model never keeps a stale threshold.
+    version of ``target.register`` (``target.alias`` then points at it), so the tracked model never keeps a
+    stale threshold.
 
     Args:
         figures: the calibration's numbers (thresholds, expected false-alarm rate, counts), logged as metrics;
             its ``settings`` entry (the threshold rules) is logged as parameters.
-        trained_in: the run that trained the model (tag ``anomaly_ae.recalibrates``).
         detector: the recalibrated detector saved in ``run_dir``, when the caller has it (not loaded again).
 
     Returns:
         ``{"run_id", "model_uri", "registered_model", "version"}``, or ``None`` when tracking turned itself off.
     """
-    with MlflowTracker(uri, experiment, run_name="calibrate", fallback_uri=fallback_uri, on_fallback=on_fallback,
-                       off_on_failure=True) as tracker:
+    trained_in, register, alias = target.trained_in, target.register, target.alias
+    with MlflowTracker(uri, target.experiment, run_name="calibrate", fallback_uri=fallback_uri,
+                       on_fallback=on_fallback, off_on_failure=True) as tracker:
         tracker.set_tags({**source_tags("anomaly-ae calibrate"),
                           **({"anomaly_ae.recalibrates": trained_in} if trained_in else {})})
         tracker.log_params({f"threshold.{k}": v for k, v in figures.get("settings", {}).items()})

@@ -27,10 +27,13 @@ from pydantic import ValidationError
 from anomaly_ae.config import ThresholdConfig, scoring_record
 from anomaly_ae.data.images import folder_fingerprint
 from anomaly_ae.data.loading import read_folder, read_masks
+from anomaly_ae.deploy.mlflow_model import RegistryTarget, is_model_uri, log_recalibration, resolve_model
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.names import META_FILE
+from anomaly_ae.pipelines.options import CalibrateOptions
 from anomaly_ae.postprocessing import FPR_CONFIDENCE
 from anomaly_ae.progress import Progress
+from anomaly_ae.tracking import default_tracking_uri, local_fallback
 
 
 @contextlib.contextmanager
@@ -161,3 +164,94 @@ def calibration_summary(det: Detector, run_dir: Path, failed: list[str]) -> dict
                                              "selected", "candidates", "version") if k in check} or None,
         "skipped": failed, "updated": str(run_dir / META_FILE),
     }
+
+
+class RecalibrationNotLogged(RuntimeError):
+    """A model given by URI was recalibrated in a temporary copy, but its store refused the new version: nothing
+    was updated (the warning before it says why)."""
+
+
+def check_calibration(ref: str, options: CalibrateOptions, tracking_uri: str | None) -> None:
+    """Refuse, before anything is loaded, fetched or written: an alias without a registered model, and a model
+    given by URI whose store cannot be written (recalibrating it means logging a new version there).
+
+    Raises:
+        ValueError: one line, naming what to change.
+    """
+    from anomaly_ae.tracking import store_write_problem
+
+    if options.alias and not options.registered_name and not ref.startswith("models:/"):
+        raise ValueError("an alias needs a registered model: give registered_name")
+    if tracking_uri is None or not is_model_uri(ref):
+        return
+    if (problem := store_write_problem(tracking_uri)) is not None:
+        raise ValueError(f"calibrate {ref} logs the recalibrated model as a new version in {tracking_uri}, which "
+                         f"cannot be written ({problem}): nothing was fetched or changed; use a store you can write "
+                         "(MLFLOW_TRACKING_URI), or calibrate a model folder")
+
+
+def calibrate_model(ref: str | Path, options: CalibrateOptions, tracking_uri: str | None, fallback: bool,
+                    progress: Progress, on_warning: Callable[[str], None],
+                    on_skip: Callable[[Path, str], None] | None = None) -> dict[str, Any]:
+    """Recalibrate the model ``ref`` (a model directory, or an MLflow model URI: fetched, recalibrated in a copy
+    and logged as a new version in its own registry, never in another store) on ``options``; the summary
+    (:func:`calibration_summary` with ``mlflow``). ``tracking_uri``: ``None`` tracks nothing; ``fallback``: a
+    failing server falls back to the local store (for a model folder only). See
+    :meth:`Engine.calibrate <anomaly_ae.pipelines.engine.Engine.calibrate>`.
+    """
+    ref = str(ref)
+    check_calibration(ref, options, tracking_uri)
+    local = Path(ref)
+    if is_model_uri(ref):
+        progress.stage(f"fetching {ref} from {tracking_uri or default_tracking_uri()}")
+        local = resolve_model(ref, tracking_uri or default_tracking_uri(), on_refresh=on_warning)
+    with writable_copy(local, ref) as target:
+        det = Detector.load(target)
+        if folder := trained_on(det, options.good):
+            on_warning(f"--good {options.good} holds the images the model was trained on ({folder}): it "
+                       "reconstructs them too well, so the threshold comes out too low and good images will be "
+                       "flagged; use good images it was not trained on")
+        settings = threshold_settings(det, options.threshold_updates)  # refused before any image is read
+        images = read_calibration_images(det, *options.folders, on_skip=on_skip or (
+            lambda what, why: on_warning(f"{what}: {why} (skipped)")))
+        recalibrate(det, images, settings, options.select_scoring, progress)
+        det.save_calibration(target)
+        summary = calibration_summary(det, target, images.failed)
+        summary["mlflow"] = None if tracking_uri is None else _log_version(
+            det, target, ref, options, summary, (tracking_uri, fallback), progress, on_warning)
+        if target != Path(ref):
+            _by_uri(summary, ref, tracking_uri)
+    return summary
+
+
+def _log_version(det: Detector, target: Path, ref: str, options: CalibrateOptions, summary: dict[str, Any],
+                 store: tuple[str, bool], progress: Progress,
+                 on_warning: Callable[[str], None]) -> dict[str, Any] | None:
+    """The recalibrated model as a new MLflow model (version) when the model is tracked, registered or a URI."""
+    record = det.train_info_.get("mlflow") or {}
+    register = registered_name(ref, record, options.registered_name)
+    if not (register or record.get("run_id") or ref.startswith("runs:/")):
+        return None  # an untracked model stays untracked
+    progress.stage("logging the recalibrated model to MLflow" + (f" ({register})" if register else ""))
+    figures = {k: summary[k] for k in ("threshold", "pixel_threshold", "expected_fpr", "n_good")}
+    figures["settings"] = det.config_.threshold.model_dump()
+    uri, fallback = store
+    # a model given by URI is updated in its own registry or not at all: a version in ./mlflow.db would be
+    # one the user never looks in, while the URI they gave keeps the old threshold
+    local = None if is_model_uri(ref) or not fallback else local_fallback(uri)
+    where = RegistryTarget(det.config_.tracking.experiment, record.get("run_id"), register, options.alias)
+    return log_recalibration(target, figures, where, uri, local, on_fallback=on_warning, detector=det)
+
+
+def _by_uri(summary: dict[str, Any], ref: str, tracking_uri: str | None) -> None:
+    """A model given by URI was recalibrated in a temporary copy, gone on return: the summary names the URI
+    given and the new version as what was updated.
+
+    Raises:
+        RecalibrationNotLogged: tracking was on but the store refused the new version.
+    """
+    summary["model_dir"] = ref
+    summary["updated"] = (summary["mlflow"] or {}).get("model_uri")
+    if summary["updated"] is None and tracking_uri is not None:
+        raise RecalibrationNotLogged(f"the recalibrated {ref} could not be logged to {tracking_uri} (the warning "
+                                     "above says why): nothing was updated; fix the store and run calibrate again")

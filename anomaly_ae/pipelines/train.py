@@ -5,7 +5,9 @@
     prepare_run_dir(run_dir, good_dir, overwrite)     # refuse what may not be replaced, before any work
     det = train_run(config, good_dir, run_dir, tracker)  # checkpoints -> fit -> save -> log
     plan = resume_plan(run_dir)                       # after a crash: the recorded config and images
-    det = train_run(plan.config, plan.good_dir, run_dir, tracker, resume=plan.resume)
+    det = train_run(plan.config, plan.good_dir, run_dir, tracker, TrainOptions(resume=plan.resume))
+
+:class:`~anomaly_ae.pipelines.engine.Engine` runs these with the lock and the tracker: ``Engine(run_dir).fit(good)``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from anomaly_ae.config import DetectorConfig, scoring_record
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
 from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
+from anomaly_ae.pipelines.options import TrainOptions
 from anomaly_ae.pipelines.train_finish import drop_checkpoints, finish_run, run_record
 from anomaly_ae.postprocessing import FPR_CONFIDENCE
 from anomaly_ae.progress import Progress, as_progress
@@ -96,61 +99,60 @@ def train_run(
     good_dir: Path,
     run_dir: Path,
     tracker: Tracker,
-    resume: bool = False,
+    options: TrainOptions | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | Progress = 0,
-    register: str | None = None,
-    alias: str | None = None,
-    workers: int = 1,
-    address: str | None = None,
 ) -> Detector:
     """Train on ``good_dir`` into the model directory ``run_dir`` (call it holding ``OutDirLock(run_dir)``).
 
-    With ``workers`` > 1 the training runs on that many Ray workers (:mod:`anomaly_ae.pipelines.train_ray`;
-    the cluster at ``address``, else a local Ray): this process opens the run and logs the params,
-    rank 0 writes the model directory and the run's metrics, artifacts and model (so ``tracker.uri``
-    must be reachable from rank 0: a tracking server, or a store on shared storage). No checkpoint
-    is written then (an interrupted multi-worker training starts again).
+    ``options``: :class:`~anomaly_ae.pipelines.options.TrainOptions` (``resume``, the registered name and
+    alias, Ray ``workers`` and ``address``). With ``workers`` > 1 the training runs on that many Ray workers
+    (:mod:`anomaly_ae.pipelines.train_ray`; the cluster at ``address``, else a local Ray): this process opens
+    the run and logs the params, rank 0 writes the model directory and the run's metrics, artifacts and model
+    (so ``tracker.uri`` must be reachable from rank 0: a tracking server, or a store on shared storage). No
+    checkpoint is written then (an interrupted multi-worker training starts again).
 
     A checkpoint is written to ``run_dir/checkpoint`` after every epoch and removed once the model is
     saved. The config, per-epoch losses, the threshold statistics, a validation reconstruction grid
     and the model files go to ``tracker``.
 
     Raises:
-        TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept for ``--resume``).
+        TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept for a resume).
         ValueError: the images cannot train a model (e.g. fewer than 2 readable ones); nothing is left.
     """
+    opts = TrainOptions.of(options)
     ckpt_dir = run_dir / CHECKPOINT_DIR
     run_state = {"good_dir": str(good_dir.resolve()), "mlflow_run_id": tracker.run_id}
-    if not resume:
+    if not opts.resume:
         tracker.log_params({"data.good_dir": str(good_dir), **config.used_params()})
         tracker.set_tags({**source_tags("anomaly-ae train"), **data_tags(good_dir)})
         start_checkpoints(ckpt_dir, config, run_state)
     try:
-        if workers > 1:
-            return _train_on_workers(config, good_dir, run_dir, workers, address, tracker, register, alias, verbose)
-        keeper = TrainingCheckpoint(ckpt_dir, resume=resume, extra_state=run_state)
+        if opts.workers > 1:
+            return _train_on_workers(config, good_dir, run_dir, tracker, opts, verbose)
+        keeper = TrainingCheckpoint(ckpt_dir, resume=opts.resume, extra_state=run_state)
         det = Detector(config, verbose=verbose).fit(good_dir, callbacks=[keeper, *callbacks])
-        det.train_info_.update(run_record(tracker, register) or {})
+        det.train_info_.update(run_record(tracker, opts.registered_name) or {})
     except ValueError:
-        if not resume:
+        if not opts.resume:
             drop_checkpoints(run_dir)
         raise
-    finish_run(det, run_dir, tracker, register, alias, as_progress(verbose))
+    finish_run(det, run_dir, tracker, opts.registered_name, opts.alias, as_progress(verbose))
     return det
 
 
-def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, workers: int, address: str | None,
-                      tracker: Tracker, register: str | None, alias: str | None, verbose: int | Progress) -> Detector:
+def _train_on_workers(config: DetectorConfig, good_dir: Path, run_dir: Path, tracker: Tracker, options: TrainOptions,
+                      verbose: int | Progress) -> Detector:
     """Train on Ray workers; rank 0 saves the model and writes this run's metrics and model to MLflow."""
     from anomaly_ae.pipelines.train_ray import RankZeroTracking, train_on_ray
 
     progress = as_progress(verbose)
-    progress.stage(f"training on {workers} Ray workers ({address or 'a local Ray'}), JAX backend")
+    progress.stage(f"training on {options.workers} Ray workers ({options.address or 'a local Ray'}), JAX backend")
     tracking = None
     if tracker.run_id is not None:
-        tracking = RankZeroTracking(tracker.uri, config.tracking.experiment, tracker.run_id, register, alias)
-    results = train_on_ray(config, good_dir, run_dir, workers, address, tracking)
+        tracking = RankZeroTracking(tracker.uri, config.tracking.experiment, tracker.run_id, options.registered_name,
+                                    options.alias)
+    results = train_on_ray(config, good_dir, run_dir, options.workers, options.address, tracking)
     rank0 = next(r for r in results if r["rank"] == 0)
     for line in rank0.get("warnings", []):
         progress.warning(line)
