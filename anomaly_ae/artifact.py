@@ -212,6 +212,35 @@ def check_contents(path: Path) -> None:
         raise ModelDirError(f"{path / MODEL_FILE}: unexpected member {unexpected[0]!r} in the archive; refused")
 
 
+def _check_schema(meta: dict[str, Any], meta_path: Path) -> None:
+    """Refuse a ``detector.json`` of another schema version, saying which anomaly-ae wrote it and what to do."""
+    version = meta.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return
+    made_by = (meta.get("versions") if isinstance(meta.get("versions"), dict) else {}).get("anomaly_ae", "unknown")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        why = f"it was written by a newer anomaly-ae ({made_by}): upgrade anomaly-ae to load it"
+    elif isinstance(version, int):
+        why = f"it was written by an older anomaly-ae ({made_by}) whose format is no longer read: retrain"
+    else:
+        why = "not a version number"
+    raise ModelDirError(
+        f"{meta_path}: schema_version {version!r} is not supported ({why}; "
+        f"this anomaly-ae reads version {SCHEMA_VERSION})"
+    )
+
+
+def _load_keras(model_file: Path) -> keras.Model:
+    """The ``.keras`` model with ``safe_mode=True``: code in it (a ``Lambda`` layer) is refused, never run."""
+    try:
+        return keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Lambda" in str(err) or "safe_mode" in str(err):
+            first = "it contains a Lambda layer or other code, which safe mode refuses to run"
+        raise ModelDirError(f"{model_file}: cannot be loaded safely ({first})") from None
+
+
 def load_model_dir(path: Path) -> ModelState:
     """Read a model directory (checked, validated, ``safe_mode=True``) into plain state.
 
@@ -236,19 +265,7 @@ def load_model_dir(path: Path) -> ModelState:
         raise ModelDirError(f"{meta_path}: unreadable ({' '.join(str(err).split())})") from None
     if not isinstance(meta, dict):
         raise ModelDirError(f"{meta_path}: not a JSON object (a {type(meta).__name__}); not a model's metadata")
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        made_by = (meta.get("versions") if isinstance(meta.get("versions"), dict) else {}).get("anomaly_ae", "unknown")
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            why = f"it was written by a newer anomaly-ae ({made_by}): upgrade anomaly-ae to load it"
-        elif isinstance(version, int):
-            why = f"it was written by an older anomaly-ae ({made_by}) whose format is no longer read: retrain"
-        else:
-            why = "not a version number"
-        raise ModelDirError(
-            f"{meta_path}: schema_version {version!r} is not supported ({why}; "
-            f"this anomaly-ae reads version {SCHEMA_VERSION})"
-        )
+    _check_schema(meta, meta_path)
     damage = damaged_files(path, meta)
     if damage is not None:
         raise ModelDirError(damage)
@@ -261,13 +278,7 @@ def load_model_dir(path: Path) -> ModelState:
         position = PositionReference.from_dict(meta["position_reference"]) if "position_reference" in meta else None
     except (KeyError, TypeError, ValueError) as err:
         raise ModelDirError(f"{meta_path}: missing or invalid field ({type(err).__name__}: {err})") from None
-    try:
-        model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
-    except (ValueError, TypeError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "Lambda" in str(err) or "safe_mode" in str(err):
-            first = "it contains a Lambda layer or other code, which safe mode refuses to run"
-        raise ModelDirError(f"{path / MODEL_FILE}: cannot be loaded safely ({first})") from None
+    model = _load_keras(path / MODEL_FILE)
     expected = (*preprocessing.image_size, preprocessing.channels)
     got = tuple(getattr(model, "image_shape", expected))
     if any(g is not None and g != e for g, e in zip(got, expected, strict=True)):

@@ -8,7 +8,7 @@ regularisers on every Dense layer, an L1 activity regulariser on the latent code
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 from keras import layers
@@ -20,21 +20,32 @@ from anomaly_ae.models.base import Autoencoder
 _DEFAULTS = DenseConfig()
 
 
+class Regularization(NamedTuple):
+    """Penalties of the dense layers: ``l1`` / ``l2`` on the kernels, ``activity_l1`` on the latent code,
+    ``dropout`` after each hidden layer."""
+
+    l1: float = 0.0
+    l2: float = 0.0
+    activity_l1: float = 0.0
+    dropout: float = 0.0
+
+
+NO_REGULARIZATION = Regularization()
+
+
 def dense_parts(
     image_shape: tuple[int, int, int],
     hidden: tuple[int, ...],
     latent_dim: int,
     activation: str,
     latent_activation: str,
-    l1: float = 0.0,
-    l2: float = 0.0,
-    activity_l1: float = 0.0,
-    dropout: float = 0.0,
+    regularization: Regularization = NO_REGULARIZATION,
     use_bias: bool = True,
     output_activation: str = "sigmoid",
 ) -> tuple[keras.Model, keras.Model]:
     """Encoder ``(H, W, C) -> (latent_dim,)`` and decoder ``(latent_dim,) -> (H, W, C)``."""
     n_pixels = math.prod(image_shape)
+    l1, l2, activity_l1, dropout = regularization
 
     def reg() -> Any:
         return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -99,7 +110,7 @@ class DenseAutoencoder(Autoencoder):
         self.l1, self.l2, self.activity_l1, self.dropout = float(l1), float(l2), float(activity_l1), float(dropout)
         encoder, decoder = dense_parts(
             self.image_shape, self.hidden, self.latent_dim, activation, latent_activation,
-            self.l1, self.l2, self.activity_l1, self.dropout,
+            Regularization(self.l1, self.l2, self.activity_l1, self.dropout),
         )
         super().__init__(encoder=encoder, decoder=decoder, loss=loss, ssim_weight=ssim_weight, **kwargs)
 

@@ -106,7 +106,7 @@ class Engine:
             TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept).
             ValueError: the images cannot train a model (e.g. fewer than 2 readable ones).
         """
-        from anomaly_ae.pipelines.train import default_run_dir, prepare_run_dir, resume_plan, train_summary
+        from anomaly_ae.pipelines.train import default_run_dir, prepare_run_dir, resume_plan, train_run, train_summary
         from anomaly_ae.training.callbacks import TrackingCallback
 
         opts, run_id = TrainOptions.of(options), None
@@ -124,15 +124,10 @@ class Engine:
         run_dir = self.out_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         with OutDirLock(run_dir), self.tracked(config.tracking.experiment, run_dir.name, run_id, True) as tracker:
-            det = self._train(config, good, run_dir, tracker, opts, [TrackingCallback(tracker), *callbacks])
+            det = train_run(config, good, run_dir, tracker, opts, [TrackingCallback(tracker), *callbacks],
+                            verbose=self.progress)
             self.summary_ = train_summary(det, run_dir, tracker, opts.registered_name)
         return det
-
-    def _train(self, config: DetectorConfig, good: Path, run_dir: Path, tracker: Tracker, options: TrainOptions,
-               callbacks: list[keras.callbacks.Callback]) -> Detector:
-        from anomaly_ae.pipelines.train import train_run
-
-        return train_run(config, good, run_dir, tracker, options, callbacks, verbose=self.progress)
 
     # ---------------------------------------------------------------- score
     def score(self, model: Detector | str | Path, inputs: str | Path | Sequence[str | Path],
@@ -178,8 +173,7 @@ class Engine:
         from anomaly_ae.tracking import local_fallback, log_evaluation
 
         opts, out = EvaluateOptions.of(options), self._out("evaluate")
-        result = evaluate(model, dataset_dir, out, max_fpr=opts.max_fpr, overwrite=opts.overwrite,
-                          n_examples=opts.n_examples, verbose=self.progress)
+        result = evaluate(model, dataset_dir, out, opts, verbose=self.progress)
         uri, tracked = self.tracking_uri, None
         if uri is not None:
             tracked = log_evaluation(result.metrics, [out / METRICS_JSON, out / REPORT_HTML], result.experiment,

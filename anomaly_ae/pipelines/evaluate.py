@@ -26,6 +26,7 @@ from anomaly_ae.io.files import write_json_atomic
 from anomaly_ae.io.folders import plan, staging
 from anomaly_ae.io.names import EVALUATION_FILES, METRICS_JSON, REPORT_HTML
 from anomaly_ae.outputs.overlays import Caption, heatmap_overlay, to_bgr, with_legend
+from anomaly_ae.pipelines.options import EvaluateOptions
 from anomaly_ae.pipelines.score_batch import ScoredFile, iter_scored
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.progress import Progress, as_progress
@@ -59,12 +60,11 @@ def evaluate(
     detector_or_run_dir: Detector | str | Path,
     dataset_dir: str | Path,
     out_dir: str | Path | None = None,
+    options: EvaluateOptions | None = None,
     *,
-    max_fpr: float = 0.3,
-    overwrite: bool = False,
-    n_examples: int = 6,
     progress: Callable[[int, int], None] | None = None,
     verbose: int | Progress = 0,
+    **option_fields: Any,
 ) -> EvaluationResult:
     """Score every test image and compute image and pixel metrics, overall and per defect type.
 
@@ -77,6 +77,8 @@ def evaluate(
         detector_or_run_dir: a fitted :class:`Detector` or its model directory.
         out_dir: when given, ``metrics.json`` and ``report.html`` are written there (an earlier
             evaluation is replaced only with ``overwrite``; other files are never touched).
+        options: :class:`~anomaly_ae.pipelines.options.EvaluateOptions` (``max_fpr``, ``overwrite``,
+            ``n_examples``), or its fields as keywords.
         progress: called with ``(images done, images in all)`` after every image.
         verbose: without ``progress``, 1 shows a bar on stderr (count, images/s, ETA); see
             :class:`~anomaly_ae.progress.Progress`.
@@ -86,10 +88,10 @@ def evaluate(
         OutputConflict: ``out_dir`` is unusable or holds an evaluation and ``overwrite`` is not set.
         ModelDirError: the model directory cannot be loaded.
     """
-    dataset_dir = Path(dataset_dir)
+    opts, dataset_dir = EvaluateOptions.of(options, option_fields), Path(dataset_dir)
     run_dir = None if isinstance(detector_or_run_dir, Detector) else Path(detector_or_run_dir)
     if out_dir is not None:
-        plan(Path(out_dir), "evaluation", EVALUATION_FILES, overwrite,
+        plan(Path(out_dir), "evaluation", EVALUATION_FILES, opts.overwrite,
              {"model directory": run_dir, "data set": dataset_dir})
     shown = as_progress(verbose)
     if run_dir is not None:
@@ -103,19 +105,25 @@ def evaluate(
         def advance(done: int, total: int) -> None:
             bar.advance(done - bar.done)
 
-        result = _score_items(det, items, max_fpr, n_examples, progress or advance)
+        result = _score_items(det, items, opts.max_fpr, opts.n_examples, progress or advance)
     result.failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
     result.metrics["counts"]["failed"] = len(result.failures)
+    _describe(result, det, run_dir)
+    if out_dir is not None:
+        _write(result, Path(out_dir), result.model_dir, dataset_dir, opts.overwrite)
+    return result
+
+
+def _describe(result: EvaluationResult, det: Detector, run_dir: Path | None) -> None:
+    """What the report says of the model: its experiment and run, folder, config, caveats, and when."""
+    info = getattr(det, "train_info_", {})
     result.experiment = det.config_.tracking.experiment
-    result.mlflow_run_id = getattr(det, "train_info_", {}).get("mlflow", {}).get("run_id")
+    result.mlflow_run_id = info.get("mlflow", {}).get("run_id")
     result.model_dir = run_dir if run_dir is not None else getattr(det, "source_dir_", None)
     result.config_summary = config_summary(det)
-    check = getattr(det, "train_info_", {}).get("self_check") or {}
+    check = info.get("self_check") or {}
     result.caveats = list(det.postprocessor_.caveats(check.get("image_auroc")).values())
     result.evaluated_at = datetime.now(UTC).isoformat(timespec="seconds")
-    if out_dir is not None:
-        _write(result, Path(out_dir), result.model_dir, dataset_dir, overwrite)
-    return result
 
 
 def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_examples: int,

@@ -179,26 +179,11 @@ def start(
     fingerprint = model_fingerprint(run_dir)
     state = ScoreRun(todo=list(paths))
     has_results = _check_owner(out)
-    csvs = [p for p in (out / SCORES_PARTIAL, out / SCORES_CSV) if p.is_file()]
     if has_results and overwrite:
         _clear(out)
     elif has_results:
-        hint = "use --overwrite to replace them, or another --out"
-        if not resume:
-            raise OutputConflict(f"{out} already holds scores; {hint} (or --resume to continue)")
-        try:
-            manifest = json.loads((out / SCORE_RUN).read_text(encoding="utf-8"))
-            if not isinstance(manifest, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError):
-            raise OutputConflict(f"{out} holds scores.csv without a readable {SCORE_RUN}; {hint}") from None
-        if manifest.get("model_sha256") != fingerprint:
-            raise OutputConflict(
-                f"{out} holds scores of another model, or of this one before it was retrained or recalibrated "
-                f"({manifest.get('model_dir')}); one scores.csv never mixes two models: {hint}"
-            )
-        if manifest.get("input_dir") != input_id(input_dir):
-            raise OutputConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")
+        _check_same_run(out, fingerprint, input_dir, resume)
+        csvs = [p for p in (out / SCORES_PARTIAL, out / SCORES_CSV) if p.is_file()]
         if csvs:
             _resume(state, out, csvs[0], input_dir, kinds, heatmaps)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +199,26 @@ def start(
     })
     record(out, "scores", [SCORES_CSV, SCORE_RUN, *kinds])
     return state
+
+
+def _check_same_run(out: Path, fingerprint: str, input_dir: Path | UriInput, resume: bool) -> None:
+    """Refuse to add to the scores in ``out`` unless resuming the same model on the same input folder."""
+    hint = "use --overwrite to replace them, or another --out"
+    if not resume:
+        raise OutputConflict(f"{out} already holds scores; {hint} (or --resume to continue)")
+    try:
+        manifest = json.loads((out / SCORE_RUN).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError):
+        raise OutputConflict(f"{out} holds scores.csv without a readable {SCORE_RUN}; {hint}") from None
+    if manifest.get("model_sha256") != fingerprint:
+        raise OutputConflict(
+            f"{out} holds scores of another model, or of this one before it was retrained or recalibrated "
+            f"({manifest.get('model_dir')}); one scores.csv never mixes two models: {hint}"
+        )
+    if manifest.get("input_dir") != input_id(input_dir):
+        raise OutputConflict(f"{out} holds scores of another input folder ({manifest.get('input_dir')}); {hint}")
 
 
 def _resume(state: ScoreRun, out: Path, csv_path: Path, input_dir: Path | UriInput, kinds: Sequence[str],

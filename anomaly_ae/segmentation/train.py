@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,24 +73,39 @@ def encoder_preprocessing(encoder_dir: Path) -> Preprocessing:
 BATCH_SIZE = 8
 
 
+@dataclass(frozen=True)
+class SegmenterTraining:
+    """How a segmenter trains: ``epochs``, ``learning_rate``, the seeded ``holdout_fraction`` it is measured on,
+    ``seed``, ``freeze_encoder`` (train the decoder only) and ``pretrained`` (start from the encoder's weights;
+    ``False``: the same architecture from scratch, the baseline of ``benchmarks/transfer.py``)."""
+
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    freeze_encoder: bool = True
+    pretrained: bool = True
+
+
 def train_segmenter(
     encoder_dir: Path,
     pairs: Pairs,
-    epochs: int = 30,
-    learning_rate: float = 1e-3,
-    holdout_fraction: float = 0.2,
-    seed: int = 0,
-    freeze_encoder: bool = True,
+    training: SegmenterTraining | None = None,
     callbacks: list[Any] | None = None,
-    pretrained: bool = True,
     test: Pairs | None = None,
+    **fields: Any,
 ) -> tuple[keras.Model, dict[str, float]]:
     """Fit a :func:`~anomaly_ae.segmentation.model.build_segmenter` model; Dice/IoU on a seeded held-out split.
 
-    With ``test`` given, all of ``pairs`` train and Dice/IoU are measured on ``test`` instead.
+    ``training`` (or its fields as keywords): :class:`SegmenterTraining`. With ``test`` given, all of ``pairs``
+    train and Dice/IoU are measured on ``test`` instead.
     """
     from anomaly_ae.segmentation.model import build_segmenter
     from anomaly_ae.training.seeding import set_seed
+
+    t = replace(training or SegmenterTraining(), **fields)
+    epochs, learning_rate, holdout_fraction, seed = t.epochs, t.learning_rate, t.holdout_fraction, t.seed
+    freeze_encoder, pretrained = t.freeze_encoder, t.pretrained
 
     set_seed(seed)
     if test is None:

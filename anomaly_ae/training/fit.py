@@ -83,6 +83,18 @@ def train_autoencoder(
         return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, _reference(data, ref_idx, pre),
                                   _info(cfg, good, data, train_idx, val_idx, trained, len(train_idx)))
 
+    trained, samples = _fit_loop(cfg, pre, train_src, val_images, progress, callbacks)
+    if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
+        trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))
+    info = _info(cfg, good, data, train_idx, val_idx, trained, samples)
+    return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, _reference(data, ref_idx, pre),
+                              info)
+
+
+def _fit_loop(cfg: DetectorConfig, pre: Preprocessing, train_src: Any, val_images: np.ndarray, progress: Progress,
+              callbacks: Sequence[keras.callbacks.Callback]) -> tuple[TrainedModel, int]:
+    """The Keras loop on the training images (``train_src``) and the held-out ones, data-parallel over the
+    replicas of ``train.distribution``; the trained model and how many samples an epoch holds."""
     patches = {"patch_size": cfg.data.patch_size, "patches_per_image": cfg.data.patches_per_image,
                "workers": cfg.train.workers}
     patches.update(_repair_options(cfg))
@@ -98,19 +110,13 @@ def train_autoencoder(
         size = "x".join(map(str, cfg.data.image_size))
         on = f", {shard.n} devices" if shard.n > 1 else ""
         progress.stage(f"training the {cfg.model.name} autoencoder at {size}x{cfg.data.channels} on "
-                       f"{len(train_idx)} images ({len(val_idx)} held out){on}, up to {cfg.train.epochs} epochs")
+                       f"{len(train_src)} images ({len(val_images)} held out){on}, up to {cfg.train.epochs} epochs")
         timer = EpochTimer()
         if progress.verbose:
             unit = "patch" if cfg.data.patch_size else "img"
             callbacks = [EpochProgress(progress, cfg.train.epochs, bs, unit, timer, len(train_ds.items)),
                          *callbacks]
-        trained = fit_model(cfg, train_ds, val_ds, adapt, callbacks, shard.loss_scale, timer)
-
-    if cfg.train.distribution == "multi_worker":  # the rest runs in this process alone
-        trained.model = _local_copy(trained.model, cfg, pre(val_images[:1]))
-    info = _info(cfg, good, data, train_idx, val_idx, trained, len(train_ds.items))
-    return TrainedAutoencoder(cfg, trained.model, pre, trained.history, val_images, _reference(data, ref_idx, pre),
-                              info)
+        return fit_model(cfg, train_ds, val_ds, adapt, callbacks, shard.loss_scale, timer), len(train_ds.items)
 
 
 def _reference(data: TrainingSet, ref_idx: np.ndarray, pre: Preprocessing) -> np.ndarray | None:
