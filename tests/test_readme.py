@@ -24,6 +24,7 @@ def test_the_readme_has_the_blocks_this_test_runs():
     blocks = python_blocks()
     assert len(blocks) >= 3
     assert any("Detector(cfg, verbose=1).fit" in b for b in blocks)
+    assert any("Engine(" in b and "tracking=" in b and ".fit(" in b for b in blocks)  # a tracked run from Python
     assert any("build_segmenter" in b for b in blocks) and any("onnxruntime" in b for b in blocks)
 
 
@@ -45,6 +46,14 @@ def test_every_python_block_of_the_readme_runs_as_written(tmp_path):
             assert re.search(r"^Detector\(conv, 128x128x1, fitted, threshold=[\d.e-]+, map=l2\)$", proc.stdout,
                              re.M), proc.stdout
     assert (tmp_path / "runs" / "plate" / "model.keras").is_file()
+    # the Engine block: a tracked training from Python, its run in the store the block named
+    run = tmp_path / "runs" / "plate-run"
+    assert (run / "model.keras").is_file() and (tmp_path / "runs" / "mlflow.db").is_file()
+    from anomaly_ae import Detector
+
+    recorded = Detector.load(run).train_info_["mlflow"]
+    assert recorded["run_id"] and recorded["tracking_uri"] == "sqlite:///runs/mlflow.db"
+    assert (tmp_path / "runs" / "plate-run-scores" / "scores.csv").is_file()
     assert (tmp_path / "runs" / "plate-eval" / "report.html").is_file()
     assert (tmp_path / "runs" / "deploy" / "deploy.json").is_file()
     assert (tmp_path / "runs" / "encoder" / "encoder.json").is_file()
