@@ -28,7 +28,7 @@ from anomaly_ae.config import DetectorConfig
 from anomaly_ae.data.images import Preprocessing
 from anomaly_ae.io.files import file_sha256, versions, write_bytes_atomic, write_json_atomic
 from anomaly_ae.io.folders import staging
-from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, META_FILE, MODEL_FILE
+from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, KERAS_WEIGHTS, META_FILE, MODEL_FILE
 from anomaly_ae.postprocessing import PostProcessor
 from anomaly_ae.scoring.position import PositionReference
 
@@ -186,7 +186,7 @@ def validate_metadata(meta: dict[str, Any], where: Path) -> None:
 
 
 #: what a ``.keras`` archive written by Keras 3 holds; anything else (a pickle, code) is refused
-KERAS_ARCHIVE_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"})
+KERAS_ARCHIVE_MEMBERS = frozenset({"config.json", "metadata.json", KERAS_WEIGHTS, "model.weights.npz"})
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".pt", ".pth"})
 
 

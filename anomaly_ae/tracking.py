@@ -212,7 +212,7 @@ class MlflowTracker:
         self.disabled, self.run_id = True, None
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         msg = (f"MLflow tracking is off for this run: the store {self.uri} cannot be written ({first}); "
-               "the work goes on and its results are written as usual (--no-track skips tracking)")
+               "the work goes on and its results are written as usual (tracking=False skips tracking)")
         if self._on_fallback is not None:
             self._on_fallback(msg)
         else:

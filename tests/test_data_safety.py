@@ -619,7 +619,7 @@ def test_batches_are_cut_by_pixels_not_only_by_count(tmp_path):
 
 def test_a_finished_training_removes_only_its_own_checkpoint_folder(tmp_path):
     """train_run drops run_dir/checkpoint when done; a folder of the user's of that name is never removed."""
-    from anomaly_ae.io.folders import read_manifest, record
+    from anomaly_ae.io.folders import read_manifest, record_outputs
     from anomaly_ae.pipelines.train_finish import drop_checkpoints
 
     mine = tmp_path / "user" / "checkpoint"
@@ -630,6 +630,6 @@ def test_a_finished_training_removes_only_its_own_checkpoint_folder(tmp_path):
 
     ours = tmp_path / "run" / "checkpoint"
     ours.mkdir(parents=True)
-    record(tmp_path / "run", "model", ["checkpoint"])
+    record_outputs(tmp_path / "run", "model", ["checkpoint"])
     drop_checkpoints(tmp_path / "run")
     assert not ours.exists() and "checkpoint" not in read_manifest(tmp_path / "run").get("model", [])

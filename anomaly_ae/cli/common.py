@@ -159,9 +159,33 @@ def invoked_command(drop: tuple[str, ...] = ("--overwrite",)) -> str:
     return shlex.join(["anomaly-ae", *(a for a in sys.argv[1:] if a not in drop)])
 
 
+#: the library's messages name its parameters (``out_dir``, ``overwrite=True``); a command shows the flags that
+#: set them. Applied to every error and warning line the commands print.
+FLAG_WORDS = (
+    ("overwrite=True", "--overwrite"),
+    ("resume=True", "--resume"),
+    ("tracking=False", "--no-track"),
+    ("another out_dir", "another --out"),
+    ("out_dir ", "--out "),
+    ("leave address unset", "leave --address out"),
+    ("address=", "--address "),
+    ("fmt='savedmodel'", "--format savedmodel"),
+)
+
+
+def in_flags(message: str) -> str:
+    """A library message in the command line's words (:data:`FLAG_WORDS`)."""
+    for words, flag in FLAG_WORDS:
+        message = message.replace(words, flag)
+    return message
+
+
 def note(label: str, style: str, message: str = "") -> None:
-    """One line: ``label`` in colour (``"red"``, ``"yellow"``), then ``message`` as plain text."""
+    """One line: ``label`` in colour (``"red"``, ``"yellow"``), then ``message`` as plain text, its parameter
+    names as flags (:func:`in_flags`)."""
     from rich.text import Text
+
+    message = in_flags(message)
 
     if message:
         console.print(Text(label, style=style), message)

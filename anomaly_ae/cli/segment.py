@@ -51,7 +51,7 @@ def segment_train(
     loading(False)
 
     from anomaly_ae import OutputConflict
-    from anomaly_ae.io.folders import plan
+    from anomaly_ae.io.folders import check_writable
     from anomaly_ae.segmentation.train import (
         BATCH_SIZE,
         encoder_preprocessing,
@@ -61,7 +61,7 @@ def segment_train(
     from anomaly_ae.training.callbacks import EpochProgress, TrackingCallback
 
     try:
-        plan(out, "segmenter", SEGMENTER_FILES, overwrite,
+        check_writable(out, "segmenter", SEGMENTER_FILES, overwrite,
              {"encoder folder": encoder_dir, "image folder": images, "mask folder": masks})
         pre = encoder_preprocessing(encoder_dir)
     except OutputConflict as err:

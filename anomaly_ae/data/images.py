@@ -210,7 +210,7 @@ def decode_image(data: np.ndarray | bytes, channels: int, max_pixels: int | None
         dims = f"{w}x{h} = " if w is not None else ""
         raise ImageReadError(
             f"image too large: {dims}{n / 1e6:.0f} megapixels "
-            f"(limit {limit / 1e6:g}; set ANOMALY_AE_MAX_MEGAPIXELS or --max-megapixels)"
+            f"(limit {limit / 1e6:g}; set ANOMALY_AE_MAX_MEGAPIXELS or max_megapixels, --max-megapixels)"
         )
     if (why := _truncation(data)) is not None:
         raise ImageReadError(why)

@@ -32,7 +32,7 @@ import keras
 from anomaly_ae.config import FEATURE_MODELS
 from anomaly_ae.detector import Detector
 from anomaly_ae.io.files import versions, write_json_atomic
-from anomaly_ae.io.folders import plan, staging
+from anomaly_ae.io.folders import check_writable, staging
 from anomaly_ae.io.names import ENCODER_JSON, ENCODER_KERAS, ENCODER_ONNX, ENCODER_SAVED_MODEL, ENCODER_WEIGHTS
 
 SPATIAL_MODELS = ("conv", "denoising", "vae", "feature")
@@ -66,7 +66,7 @@ def detector_for_export(detector_or_run_dir: Detector | str | Path, out: Path, k
     """
     if isinstance(detector_or_run_dir, Detector):
         return detector_or_run_dir
-    plan(out, kind, [marker], overwrite, {"model directory": Path(detector_or_run_dir)})
+    check_writable(out, kind, [marker], overwrite, {"model directory": Path(detector_or_run_dir)})
     return Detector.load(detector_or_run_dir)
 
 

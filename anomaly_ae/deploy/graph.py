@@ -196,7 +196,7 @@ def export_detector(
     if fmt == "onnx":
         if getattr(det.model_, "precision", "float32") != "float32":  # Keras' ONNX export needs float32
             raise ExportError(f"ONNX export needs a float32 model; this one trains in {det.model_.precision} "
-                              "(export it as --format savedmodel, or retrain with train.precision: float32)")
+                              "(export it as fmt='savedmodel', or retrain with train.precision: float32)")
     model = scoring_model(det, input_dtype)
     h, w = det.preprocessing_.image_size
     c = det.preprocessing_.channels

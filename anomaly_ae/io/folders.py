@@ -135,7 +135,7 @@ def _our_checkpoint(folder: Path) -> bool:
     return isinstance(config, dict) and set(config) == _CONFIG_SECTIONS
 
 
-def record(out: Path, kind: str, files: Iterable[str], replace: bool = False) -> None:
+def record_outputs(out: Path, kind: str, files: Iterable[str], replace: bool = False) -> None:
     """Add ``files`` (top-level entries of ``out``) to the manifest under ``kind`` (or replace the list)."""
     try:
         data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
@@ -152,7 +152,7 @@ def record(out: Path, kind: str, files: Iterable[str], replace: bool = False) ->
 def forget(out: Path, kind: str, files: Iterable[str]) -> None:
     """Drop ``files`` from ``kind`` in the manifest (after the command removed them itself)."""
     current = read_manifest(out).get(kind, [])
-    record(out, kind, [n for n in current if n not in set(files)], replace=True)
+    record_outputs(out, kind, [n for n in current if n not in set(files)], replace=True)
 
 
 def check_out_dir(out: Path, protect: Mapping[str, Path | None] | None = None) -> None:
@@ -167,25 +167,25 @@ def check_out_dir(out: Path, protect: Mapping[str, Path | None] | None = None) -
         OutputConflict: with the reason.
     """
     if out.is_symlink() and not out.exists():
-        raise OutputConflict(f"--out {out} is a broken symbolic link (to {os.readlink(out)}): remove it or choose "
+        raise OutputConflict(f"out_dir {out} is a broken symbolic link (to {os.readlink(out)}): remove it or choose "
                              "another folder")
     if out.exists() and not out.is_dir():
-        raise OutputConflict(f"--out {out} is a file, not a folder: choose a folder path")
+        raise OutputConflict(f"out_dir {out} is a file, not a folder: choose a folder path")
     for label, p in (protect or {}).items():
         if p is not None and p.exists() and _within(p, out):
             same = _resolved(p) == _resolved(out)
             where = "is" if same else "contains"
-            raise OutputConflict(f"--out {out} {where} the {label} {p}: write the output to another folder")
+            raise OutputConflict(f"out_dir {out} {where} the {label} {p}: write the output to another folder")
     cwd = Path.cwd()
     if _within(cwd, out):
         owned = {n for names in read_manifest(cwd).values() for n in names} | TOOL_FILES
         foreign = [n for n in os.listdir(cwd) if n not in owned]
         if _resolved(cwd) != _resolved(out) or foreign:
-            raise OutputConflict(f"--out {out} is or contains the current folder, which holds files anomaly-ae did "
+            raise OutputConflict(f"out_dir {out} is or contains the current folder, which holds files anomaly-ae did "
                                  "not write: choose a new folder (for example runs/NAME)")
 
 
-def plan(out: Path, kind: str, names: Iterable[str], overwrite: bool,
+def check_writable(out: Path, kind: str, names: Iterable[str], overwrite: bool,
          protect: Mapping[str, Path | None] | None = None) -> None:
     """Check, before any work, that ``kind``'s entries ``names`` may be written into ``out``.
 
@@ -199,14 +199,15 @@ def plan(out: Path, kind: str, names: Iterable[str], overwrite: bool,
     owned = read_manifest(out)
     mine = set(owned.get(kind, ()))
     if mine and not overwrite:
-        raise OutputConflict(f"{out} already holds {WHAT.get(kind, kind)} written by anomaly-ae: add --overwrite to "
-                             "replace it (only the files anomaly-ae wrote there are removed), or choose another --out")
+        raise OutputConflict(f"{out} already holds {WHAT.get(kind, kind)} written by anomaly-ae: add overwrite=True "
+                             "to replace it (only the files anomaly-ae wrote there are removed), or choose another "
+                             "out_dir")
     for n in names:
         if os.path.lexists(out / n) and n not in mine:
             by = next((k for k, v in owned.items() if n in v), None)
             whose = f"belongs to {WHAT.get(by, by)} written by anomaly-ae" if by else "was not written by anomaly-ae"
             raise OutputConflict(f"{out / n} already exists and {whose}; it is never replaced: move it away or "
-                                 "choose another --out")
+                                 "choose another out_dir")
 
 
 def _remove(p: Path) -> None:
@@ -226,9 +227,9 @@ def publish(tmp: Path, out: Path, kind: str, overwrite: bool, order: Sequence[st
     """
     names = sorted((n for n in os.listdir(tmp) if n != MANIFEST),
                    key=lambda n: (n in order, order.index(n) if n in order else 0, n))
-    plan(out, kind, names, overwrite)
+    check_writable(out, kind, names, overwrite)
     if not out.exists():
-        record(tmp, kind, names, replace=True)  # the manifest travels with the folder
+        record_outputs(tmp, kind, names, replace=True)  # the manifest travels with the folder
         try:
             os.rename(tmp, out)
             return out
@@ -239,7 +240,7 @@ def publish(tmp: Path, out: Path, kind: str, overwrite: bool, order: Sequence[st
     out.mkdir(parents=True, exist_ok=True)
     old = set(read_manifest(out).get(kind, ()))
     # recorded before anything moves: after a crash half-way every entry is still known as ours
-    record(out, kind, sorted(old | set(names)), replace=True)
+    record_outputs(out, kind, sorted(old | set(names)), replace=True)
     for n in (old - set(names)) if replace_all else ():
         _remove(out / n)
     for n in names:
@@ -247,7 +248,7 @@ def publish(tmp: Path, out: Path, kind: str, overwrite: bool, order: Sequence[st
             _remove(out / n)
         os.replace(tmp / n, out / n)
     if replace_all:
-        record(out, kind, names, replace=True)
+        record_outputs(out, kind, names, replace=True)
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -258,9 +259,9 @@ def staging(out: Path, kind: str, names: Iterable[str], overwrite: bool,
             replace_all: bool = True) -> Iterator[Path]:
     """``with staging(out, "export", [...], overwrite) as tmp:`` write into ``tmp``; published on success.
 
-    Checks first (:func:`plan`); on an error the temporary folder is removed and ``out`` is untouched.
+    Checks first (:func:`check_writable`); on an error the temporary folder is removed and ``out`` is untouched.
     """
-    plan(out, kind, names, overwrite, protect)
+    check_writable(out, kind, names, overwrite, protect)
     tmp = make_temp_dir(out.parent, f".{out.name[:80]}.tmp-")
     try:
         yield tmp
@@ -295,7 +296,7 @@ class OutDirLock:
                 owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
                 os.close(fd)
                 raise OutputConflict(f"{self.path.parent} is being written by another anomaly-ae process (PID "
-                                     f"{owner}): wait for it to finish, or choose another --out") from None
+                                     f"{owner}): wait for it to finish, or choose another out_dir") from None
             try:  # the file may have been unlinked by the previous owner after we opened it: lock the new one
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -307,7 +308,7 @@ class OutDirLock:
         if held and not held.isdigit():  # a file of this name that is not one of our locks: never touched
             os.close(fd)
             raise OutputConflict(f"{self.path} exists and is not an anomaly-ae lock: move it away or choose another "
-                                 "--out")
+                                 "out_dir")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         self._fd = fd

@@ -14,6 +14,16 @@ CHECKPOINT_DIR = "checkpoint"  # while training (resumable); removed when the mo
 #: the top-level entries of a model directory that anomaly-ae writes
 MODEL_DIR_ENTRIES = (MODEL_FILE, META_FILE, CONFIG_FILE, CHECKPOINT_DIR)
 
+# ----------------------------------------------------------------- a training's checkpoint (CHECKPOINT_DIR)
+CHECKPOINT_STATE = "state.json"  # in each epoch folder: the epoch, loss history, early stopping's counters
+CHECKPOINT_RUN = "run.json"  # the run's state before the first epoch ends (image folder, MLflow run id)
+#: Keras's own name for a model's weights (inside a ``.keras`` archive, and what ``save_weights`` is given here)
+KERAS_WEIGHTS = "model.weights.h5"
+CHECKPOINT_WEIGHTS = KERAS_WEIGHTS  # weights and optimizer state
+CHECKPOINT_BEST = "best.npz"  # early stopping's best weights so far
+CHECKPOINT_EPOCH = "epoch-{epoch:04d}"  # one folder per kept epoch; EPOCH_GLOB finds them
+CHECKPOINT_EPOCH_GLOB = "epoch-*"
+
 # ----------------------------------------------------------------- a score run (``anomaly-ae score``)
 SCORES_CSV = "scores.csv"
 SCORES_PARTIAL = SCORES_CSV + ".partial"  # rows written so far; renamed to scores.csv when complete

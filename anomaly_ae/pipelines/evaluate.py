@@ -23,7 +23,7 @@ from anomaly_ae.detector import Detector
 from anomaly_ae.evaluation.metrics import PixelAccumulator, image_metrics, thin_curve
 from anomaly_ae.evaluation.result import EvaluationResult, Example
 from anomaly_ae.io.files import write_json_atomic
-from anomaly_ae.io.folders import plan, staging
+from anomaly_ae.io.folders import check_writable, staging
 from anomaly_ae.io.names import EVALUATION_FILES, METRICS_JSON, REPORT_HTML
 from anomaly_ae.outputs.overlays import Caption, heatmap_overlay, to_bgr, with_legend
 from anomaly_ae.pipelines.options import EvaluateOptions
@@ -62,7 +62,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     options: EvaluateOptions | None = None,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    on_image: Callable[[int, int], None] | None = None,
     verbose: int | Progress = 0,
     **option_fields: Any,
 ) -> EvaluationResult:
@@ -79,8 +79,8 @@ def evaluate(
             evaluation is replaced only with ``overwrite``; other files are never touched).
         options: :class:`~anomaly_ae.pipelines.options.EvaluateOptions` (``max_fpr``, ``overwrite``,
             ``n_examples``), or its fields as keywords.
-        progress: called with ``(images done, images in all)`` after every image.
-        verbose: without ``progress``, 1 shows a bar on stderr (count, images/s, ETA); see
+        on_image: called with ``(images done, images in all)`` after every image.
+        verbose: without ``on_image``, 1 shows a bar on stderr (count, images/s, ETA); see
             :class:`~anomaly_ae.progress.Progress`.
 
     Raises:
@@ -91,7 +91,7 @@ def evaluate(
     opts, dataset_dir = EvaluateOptions.of(options, option_fields), Path(dataset_dir)
     run_dir = None if isinstance(detector_or_run_dir, Detector) else Path(detector_or_run_dir)
     if out_dir is not None:
-        plan(Path(out_dir), "evaluation", EVALUATION_FILES, opts.overwrite,
+        check_writable(Path(out_dir), "evaluation", EVALUATION_FILES, opts.overwrite,
              {"model directory": run_dir, "data set": dataset_dir})
     shown = as_progress(verbose)
     if run_dir is not None:
@@ -105,7 +105,7 @@ def evaluate(
         def advance(done: int, total: int) -> None:
             bar.advance(done - bar.done)
 
-        result = _score_items(det, items, opts.max_fpr, opts.n_examples, progress or advance)
+        result = _score_items(det, items, opts.max_fpr, opts.n_examples, on_image or advance)
     result.failures += [{"path": "(a folder under test/)", "error": line} for line in problems]
     result.metrics["counts"]["failed"] = len(result.failures)
     _describe(result, det, run_dir)
@@ -127,7 +127,7 @@ def _describe(result: EvaluationResult, det: Detector, run_dir: Path | None) -> 
 
 
 def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_examples: int,
-                 progress: Callable[[int, int], None] | None) -> EvaluationResult:
+                 on_image: Callable[[int, int], None] | None) -> EvaluationResult:
     """Stream ``items`` through ``det``: records, pixel histograms, failures and the worst cases."""
     post = det.postprocessor_
     good_acc = PixelAccumulator()
@@ -155,8 +155,8 @@ def _score_items(det: Detector, items: list[TestItem], max_fpr: float, n_example
             elif mask is not None:
                 defect_accs.setdefault(it.defect, PixelAccumulator()).add(scored.amap, mask)
             _keep_if_worst(record, len(records), scored, mask, post, worst_fn, worst_fp)
-        if progress:
-            progress(done, len(items))
+        if on_image:
+            on_image(done, len(items))
 
     metrics = _metrics(records, good_acc, defect_accs, post, max_fpr)
     metrics["per_defect"] = {}

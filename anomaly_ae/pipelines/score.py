@@ -30,7 +30,7 @@ import numpy as np
 from anomaly_ae.data.images import list_images
 from anomaly_ae.data.uris import UriFile, UriInput, is_uri
 from anomaly_ae.detector import Detector
-from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, read_manifest, record
+from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, read_manifest, record_outputs
 from anomaly_ae.io.names import MANIFEST, SCORES_CSV, SCORES_PARQUET
 from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores, write_scores_parquet
 from anomaly_ae.outputs.writers import OrderedOutputs
@@ -316,7 +316,7 @@ def _score_into(run: _Run) -> ScoreSummary:
             # once written by us (and not removed by overwrite), kept in step with scores.csv; a user's is left
             if options.scores_format == "parquet" or (ours and parquet.is_file()):
                 write_scores_parquet(out / SCORES_CSV, parquet)
-                record(out, "scores", [SCORES_PARQUET])
+                record_outputs(out, "scores", [SCORES_PARQUET])
     except Exception:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run refused before writing anything leaves no empty folder behind

@@ -71,14 +71,14 @@ def check_ray_address(address: str, timeout: float | None = None) -> None:
     try:
         port_number = int(port) if port else (10001 if client else 6379)
     except ValueError:
-        raise RayUnreachable(f"--address {address}: not HOST:PORT") from None
+        raise RayUnreachable(f"address={address}: not HOST:PORT") from None
     wait = connect_timeout() if timeout is None else timeout
     try:
         with socket.create_connection((host or "127.0.0.1", port_number), timeout=wait):
             pass
     except OSError as err:
-        raise RayUnreachable(f"--address {address}: no Ray cluster answers there ({err.strerror or err}; "
-                             f"waited up to {wait:g} s); start it, or leave --address out to start a local "
+        raise RayUnreachable(f"address={address}: no Ray cluster answers there ({err.strerror or err}; "
+                             f"waited up to {wait:g} s); start it, or leave address unset to start a local "
                              "Ray") from None
 
 

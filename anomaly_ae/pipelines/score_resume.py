@@ -31,7 +31,7 @@ from pathlib import Path
 from anomaly_ae.data.loading import input_stat
 from anomaly_ae.data.uris import UriFile, UriInput
 from anomaly_ae.io.files import display_name, output_name, write_json_atomic
-from anomaly_ae.io.folders import OutputConflict, check_out_dir, forget, read_manifest, record
+from anomaly_ae.io.folders import OutputConflict, check_out_dir, forget, read_manifest, record_outputs
 from anomaly_ae.io.names import (
     META_FILE,
     MODEL_FILE,
@@ -149,7 +149,7 @@ def _check_owner(out: Path) -> bool:
     clash = [n for n in SCORE_RUN_ENTRIES if os.path.lexists(out / n)]
     if clash:
         raise OutputConflict(f"{out / clash[0]} already exists and was not written by 'anomaly-ae score'; it is "
-                             "never replaced: move it away or choose another --out")
+                             "never replaced: move it away or choose another out_dir")
     return False
 
 
@@ -197,15 +197,15 @@ def start(
         "derived_names": "<kind>/<input path relative to INPUT_DIR><suffix> (anomaly_ae.io.files.output_name)",
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    record(out, "scores", [SCORES_CSV, SCORE_RUN, *kinds])
+    record_outputs(out, "scores", [SCORES_CSV, SCORE_RUN, *kinds])
     return state
 
 
 def _check_same_run(out: Path, fingerprint: str, input_dir: Path | UriInput, resume: bool) -> None:
     """Refuse to add to the scores in ``out`` unless resuming the same model on the same input folder."""
-    hint = "use --overwrite to replace them, or another --out"
+    hint = "use overwrite=True to replace them, or another out_dir"
     if not resume:
-        raise OutputConflict(f"{out} already holds scores; {hint} (or --resume to continue)")
+        raise OutputConflict(f"{out} already holds scores; {hint} (or resume=True to continue)")
     try:
         manifest = json.loads((out / SCORE_RUN).read_text(encoding="utf-8"))
         if not isinstance(manifest, dict):

@@ -22,7 +22,7 @@ import keras
 
 from anomaly_ae.config import DetectorConfig, scoring_record
 from anomaly_ae.detector import Detector
-from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, plan, read_manifest
+from anomaly_ae.io.folders import OutDirLock, OutputConflict, check_out_dir, check_writable, read_manifest
 from anomaly_ae.io.names import CHECKPOINT_DIR, CONFIG_FILE, MODEL_DIR_ENTRIES, MODEL_FILE
 from anomaly_ae.pipelines.options import TrainOptions
 from anomaly_ae.pipelines.train_finish import drop_checkpoints, finish_run, run_record
@@ -48,9 +48,9 @@ def prepare_run_dir(run_dir: Path, good_dir: Path, overwrite: bool) -> None:
         with OutDirLock(run_dir):  # refused while another training writes there
             pass
     if CHECKPOINT_DIR in read_manifest(run_dir).get("model", []) and not overwrite:
-        raise OutputConflict(f"{run_dir} holds an interrupted training: continue it with --resume {run_dir}, "
-                             "start over with --overwrite, or choose another --out")
-    plan(run_dir, "model", MODEL_DIR_ENTRIES, overwrite)
+        raise OutputConflict(f"{run_dir} holds an interrupted training: continue it with resume=True, "
+                             "start over with overwrite=True, or choose another out_dir")
+    check_writable(run_dir, "model", MODEL_DIR_ENTRIES, overwrite)
 
 
 @dataclass

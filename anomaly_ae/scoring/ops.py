@@ -1,6 +1,6 @@
 """The maps and scores of :mod:`anomaly_ae.scoring.maps` written with ``keras.ops``, for exported graphs.
 
-Each function gives the same numbers as its NumPy/OpenCV twin in ``scoring.py`` (float32
+Each function gives the same numbers as its NumPy/OpenCV twin in :mod:`anomaly_ae.scoring.maps` (float32
 rounding aside; ``tests/test_export.py`` checks the whole chain within 1e-4), so that a graph
 exported by :mod:`anomaly_ae.deploy.graph` needs no Python of ours at inference time.
 

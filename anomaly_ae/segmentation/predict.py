@@ -15,7 +15,7 @@ import numpy as np
 from anomaly_ae.data.images import ImageReadError, Preprocessing, list_images, read_image
 from anomaly_ae.data.mvtec import mask_path_for
 from anomaly_ae.io.files import display_name, output_name, write_png_atomic
-from anomaly_ae.io.folders import plan, staging
+from anomaly_ae.io.folders import check_writable, staging
 from anomaly_ae.io.names import SEGMENTER_JSON, SEGMENTER_KERAS
 from anomaly_ae.segmentation.train import dice_iou
 
@@ -66,8 +66,8 @@ def predict_folder(model_dir: Path, input_dir: Path, out: Path, masks: Path | No
         OutputConflict: ``out`` is unusable or holds predictions and ``overwrite`` is not set.
         SegmenterError: the segmenter cannot be loaded.
     """
-    plan(out, "segmentation", SEGMENTATION_OUTPUTS, overwrite, {"model folder": model_dir, "input folder": input_dir,
-                                                               "mask folder": masks})
+    check_writable(out, "segmentation", SEGMENTATION_OUTPUTS, overwrite,
+                   {"model folder": model_dir, "input folder": input_dir, "mask folder": masks})
     info, model = load_segmenter(model_dir)
     with staging(out, "segmentation", SEGMENTATION_OUTPUTS, overwrite) as tmp:
         return _predict_into(tmp, info, model, input_dir, masks, out, on_failure or (lambda line: None))

@@ -33,11 +33,19 @@ import keras
 import numpy as np
 
 from anomaly_ae.io.files import make_temp_dir, write_bytes_atomic, write_json_atomic
-from anomaly_ae.io.folders import OutputConflict, read_manifest, record
-from anomaly_ae.io.names import CONFIG_FILE
+from anomaly_ae.io.folders import OutputConflict, read_manifest, record_outputs
+from anomaly_ae.io.names import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_EPOCH,
+    CHECKPOINT_EPOCH_GLOB,
+    CHECKPOINT_RUN,
+    CHECKPOINT_STATE,
+    CHECKPOINT_WEIGHTS,
+    CONFIG_FILE,
+)
 
-STATE_FILE = "state.json"
-RUN_FILE = "run.json"
+STATE_FILE = CHECKPOINT_STATE  # the names this module's readers knew them by
+RUN_FILE = CHECKPOINT_RUN
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,7 +79,7 @@ def latest_checkpoint(checkpoint_dir: Path) -> Checkpoint | None:
     """The newest ``epoch-*`` folder that has its ``state.json``, or ``None``."""
     if not checkpoint_dir.is_dir():
         return None
-    for folder in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
+    for folder in sorted(checkpoint_dir.glob(CHECKPOINT_EPOCH_GLOB), reverse=True):
         ckpt = read_checkpoint(folder)
         if ckpt is not None:
             return ckpt
@@ -88,10 +96,10 @@ def start_checkpoints(checkpoint_dir: Path, config: Any, state: dict[str, Any]) 
     if os.path.lexists(checkpoint_dir):
         if checkpoint_dir.name not in read_manifest(checkpoint_dir.parent).get("model", []):
             raise OutputConflict(f"{checkpoint_dir} was not written by anomaly-ae; it is never replaced: move it away "
-                                 "or choose another --out")
+                                 "or choose another out_dir")
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True)
-    record(checkpoint_dir.parent, "model", [checkpoint_dir.name])
+    record_outputs(checkpoint_dir.parent, "model", [checkpoint_dir.name])
     write_bytes_atomic(checkpoint_dir / CONFIG_FILE, config.yaml_text().encode("utf-8"))
     write_json_atomic(checkpoint_dir / RUN_FILE, state)
 
@@ -187,7 +195,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.early.wait = int(es["wait"])
         self.early.best = float(es["best"]) if es["best"] is not None else self.early.best
         self.early.best_epoch = int(es["best_epoch"])
-        best = self.resume_from.path / "best.npz"
+        best = self.resume_from.path / CHECKPOINT_BEST
         if best.is_file():
             with np.load(best, allow_pickle=False) as f:
                 self.early.best_weights = [f[f"w{i}"] for i in range(len(f.files))]
@@ -198,7 +206,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(k, []).append(float(v))
         if not all(math.isfinite(float(v)) for v in logs.values()):
             return  # never overwrite the last good checkpoint with a diverged one
-        folder = self.dir / f"epoch-{epoch + 1:04d}"
+        folder = self.dir / CHECKPOINT_EPOCH.format(epoch=epoch + 1)
         tmp = make_temp_dir(self.dir, f".{folder.name}.tmp-")  # renamed when complete: never half a checkpoint
         try:
             self._write(tmp, epoch)
@@ -208,15 +216,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        for old in self.dir.glob("epoch-*"):
+        for old in self.dir.glob(CHECKPOINT_EPOCH_GLOB):
             if old != folder and read_checkpoint(old) is not None:  # only complete checkpoints of ours
                 shutil.rmtree(old, ignore_errors=True)
         self.last_good = epoch + 1
 
     def _write(self, folder: Path, epoch: int) -> None:
-        self.model.save_weights(folder / "model.weights.h5")
+        self.model.save_weights(folder / CHECKPOINT_WEIGHTS)
         if self.early.best_weights is not None:
-            np.savez(folder / "best.npz", **{f"w{i}": np.asarray(w) for i, w in enumerate(self.early.best_weights)})
+            best_weights = {f"w{i}": np.asarray(w) for i, w in enumerate(self.early.best_weights)}
+            np.savez(folder / CHECKPOINT_BEST, **best_weights)
         best = self.early.best
         state = {
             "epoch": epoch + 1,
@@ -235,4 +244,4 @@ def restore(model: keras.Model, ckpt: Checkpoint, sample: np.ndarray) -> None:
     """Load a checkpoint's weights and optimizer state into a freshly built, compiled ``model``."""
     model(sample[:1])  # build the model's variables
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(ckpt.path / "model.weights.h5")
+    model.load_weights(ckpt.path / CHECKPOINT_WEIGHTS)

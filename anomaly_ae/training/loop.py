@@ -97,7 +97,7 @@ def fit_model(
         where = (f"the last good checkpoint (epoch {last}) is kept in {keeper[0].dir}" if last
                  else "no checkpoint was written before it")
         raise TrainingDiverged(f"training diverged: {guard.fault}; {where}. Lower train.learning_rate "
-                               "or check the images, then train again (or --resume).")
+                               "or check the images, then train again (or resume=True).")
     merged = keeper[0].history if keeper else history.history
     return TrainedModel(model, {k: [float(v) for v in vals] for k, vals in merged.items()}, fit_seconds,
                         initial_epoch, list(timer.seconds))
