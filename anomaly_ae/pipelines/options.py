@@ -29,6 +29,12 @@ class _Options(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def __init__(self, **fields: Any) -> None:
+        try:
+            super().__init__(**fields)
+        except ValidationError as err:
+            raise ValueError(_one_line(err, type(self).__name__)) from None
+
     @classmethod
     def of(cls, options: Self | None = None, fields: Mapping[str, Any] | None = None) -> Self:
         """``options`` with ``fields`` changed (both optional): how a function taking ``options=None,
@@ -44,12 +50,14 @@ class _Options(BaseModel):
 
     def with_(self, **fields: Any) -> Self:
         """A validated copy with ``fields`` changed (``model_copy`` would skip the validation)."""
-        try:
-            return type(self).model_validate({**self.model_dump(), **fields})
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or type(self).__name__
-            raise ValueError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
+        return type(self)(**{**self.model_dump(), **fields})
+
+
+def _one_line(err: ValidationError, record: str) -> str:
+    """``heatmaps: Input should be 'all', 'anomalous' or 'none' (got 'every')``: the first problem, one line."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or record
+    return f"{where}: {first['msg']} (got {first.get('input')!r})"
 
 
 class ScoreOptions(_Options):
