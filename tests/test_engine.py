@@ -64,6 +64,10 @@ def test_engine_score_writes_what_score_folder_writes(tiny_detector, tiny_data, 
     assert len(heatmaps) == summary.n_anomalous  # only the anomalous ones, as asked
     maps = sorted((tmp_path / "a" / "maps").rglob("*.npy"))
     assert maps and np.load(maps[0]).dtype == np.float32
+    one = tiny_data / "test" / "good" / "000.png"
+    verdicts = Engine(tracking=False).score(run, one)  # one file: its verdict, nothing written
+    by_path = {r[0]: r for r in rows_a[1:]}
+    assert len(verdicts) == 1 and verdicts[0].score == pytest.approx(float(by_path["good/000.png"][1]), rel=1e-6)
     with pytest.raises(ValueError, match="for a folder"):
         Engine(tracking=False).score(run, [tiny_data / "test" / "good" / "000.png"], ScoreOptions(engine="ray"))
 

@@ -133,14 +133,15 @@ class Engine:
     def score(self, model: Detector | str | Path, inputs: str | Path | Sequence[str | Path],
               options: ScoreOptions | None = None, **option_fields: Any) -> ScoreSummary | list[Verdict]:
         """Score a folder (or folder URI) into ``out_dir``: :func:`~anomaly_ae.pipelines.score.score_folder`'s
-        :class:`ScoreSummary`; or image files: :func:`~anomaly_ae.pipelines.score.score_files`'s verdicts
-        (written to ``out_dir`` when the Engine has one). Options as those functions take them."""
+        :class:`ScoreSummary`; or an image file or a list of them: :func:`~anomaly_ae.pipelines.score.score_files`'s
+        verdicts (written to ``out_dir`` when the Engine has one). Options as those functions take them."""
         from anomaly_ae.pipelines.score import score_files, score_folder
 
         opts = ScoreOptions.of(options, option_fields)
-        if isinstance(inputs, str | Path):
+        if isinstance(inputs, str | Path) and not Path(inputs).is_file():  # a folder, or a folder URI
             return score_folder(model, inputs, self._out("scoring a folder"), opts, verbose=self.progress)
-        return score_files(model, inputs, self.out_dir, opts, verbose=self.progress)
+        files = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+        return score_files(model, files, self.out_dir, opts, verbose=self.progress)
 
     # ------------------------------------------------------------ calibrate
     def calibrate(self, model: str | Path, options: CalibrateOptions,
