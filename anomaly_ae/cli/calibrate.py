@@ -84,7 +84,7 @@ def calibrate(
                                    select_scoring=select_scoring, registered_name=register, alias=alias)
         summary = _calibrate(run_dir, options, no_track, quiet)
     except ValueError as err:
-        fail_usage(_flags(str(err)))
+        fail_usage(str(err))
     if json_out:
         print_json(summary)
     else:
@@ -115,11 +115,6 @@ def _calibrate(ref: str, options: Any, no_track: bool, quiet: bool) -> dict[str,
     except RecalibrationNotLogged as err:
         note("error:", "red", str(err))
         raise typer.Exit(EXIT_FAILED) from None
-
-
-def _flags(message: str) -> str:
-    """A library message in this command's words: its parameters become the flags that set them."""
-    return message.replace("give registered_name", "add --register NAME")
 
 
 def _rows(j: dict[str, Any]) -> list[tuple[str, str]]:

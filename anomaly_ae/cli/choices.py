@@ -58,7 +58,7 @@ class InputDtype(StrEnum):
 
 
 class Heatmaps(StrEnum):
-    """``score --heatmaps``: which inputs get a heatmap (``anomaly_ae.pipelines.score_resume.HEATMAP_POLICIES``)."""
+    """``score --heatmaps``: which inputs get a heatmap (``anomaly_ae.ScoreOptions.heatmaps``)."""
 
     all = "all"
     anomalous = "anomalous"

@@ -170,6 +170,7 @@ FLAG_WORDS = (
     ("leave address unset", "leave --address out"),
     ("address=", "--address "),
     ("fmt='savedmodel'", "--format savedmodel"),
+    ("give registered_name", "add --register NAME"),
 )
 
 
@@ -289,13 +290,6 @@ def tracking_uri() -> str:
     from anomaly_ae.tracking import default_tracking_uri
 
     return default_tracking_uri()
-
-
-def fallback_uri(uri: str) -> str | None:
-    """Where a run goes when ``uri`` fails: the local store ``./mlflow.db`` (``None`` if that is ``uri``)."""
-    from anomaly_ae.tracking import local_fallback
-
-    return local_fallback(uri)
 
 
 def announce_run(tracker: Any, show_store: bool = True) -> None:

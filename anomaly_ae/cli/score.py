@@ -124,7 +124,7 @@ def _flags(message: str) -> str:
     """A library message in the command's words: parameters become the flags and arguments that set them."""
     if message.startswith("input folder "):  # the library names its parameter, the command its argument
         message = "INPUT_DIR " + message[len("input folder "):]
-    return message.replace("choose another output folder", "choose another --out")
+    return message
 
 
 def _inputs(inputs: list[str], out: Path | None, folder_only: str | None) -> Path | str | list[Path]:

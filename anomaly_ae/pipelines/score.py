@@ -302,7 +302,7 @@ def _score_into(run: _Run) -> ScoreSummary:
             ours = SCORES_PARQUET in read_manifest(out).get("scores", [])  # a parquet file a run of ours wrote
             if options.scores_format == "parquet" and (parquet.exists() or parquet.is_symlink()) and not ours:
                 raise OutputConflict(f"{out} holds a {SCORES_PARQUET} that anomaly-ae did not write: move it, or "
-                                     "choose another output folder")  # overwrite replaces only what we wrote
+                                     "choose another out_dir")  # overwrite replaces only what we wrote
             state = start(out, run.run_dir, run.source, run.paths, options.kinds, resume=options.resume,
                           overwrite=options.overwrite, heatmaps=options.heatmaps)
             for line in state.notes:

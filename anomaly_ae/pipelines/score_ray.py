@@ -124,8 +124,8 @@ class ScoringActor:
 
 def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Path | UriInput, out: Path,
                    options: ScoreOptions, sink: RowSink, quiet: bool = False) -> None:
-    """Score ``todo`` on Ray (``options.address``, ``options.actors``, ``options.batch_size`` images a batch) and
-    add its rows to ``sink`` in input order. ``quiet``: Ray's own warnings off too."""
+    """Score ``todo`` on Ray (``options.address``, ``options.actors``, ``options.batch_size`` images a batch: the
+    caller sets it) and add its rows to ``sink`` in input order. ``quiet``: Ray's own warnings off too."""
     ray = require_ray()
     logs = _QuietRayLogs(quiet)
     started = not ray.is_initialized()
@@ -137,7 +137,7 @@ def score_todo_ray(run_dir: Path, todo: Sequence[Path | UriFile], input_dir: Pat
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order, like the single process
         ctx.enable_progress_bars = False  # anomaly-ae shows its own bar
-        batch_size = options.batch_size or 32  # the caller gives the model's scoring.batch_size
+        batch_size = options.batch_size  # set by the caller (the model's scoring.batch_size by default)
         ds = ray.data.from_items(_items(todo), override_num_blocks=max(1, len(todo) // batch_size))
         where = input_dir.uri if isinstance(input_dir, UriInput) else os.path.abspath(input_dir)
         scored = ds.map_batches(

@@ -46,8 +46,6 @@ from anomaly_ae.outputs.scores_csv import CSV_COLUMNS, read_scores
 
 #: suffixes earlier versions wrote (anomaly-ae <= 0.1 heatmaps were PNG): --overwrite removes them too
 LEGACY_SUFFIXES: dict[str, tuple[str, ...]] = {"heatmaps": (".png",)}
-#: which inputs get a heatmap: every one, the anomalous ones (score above the image threshold), none
-HEATMAP_POLICIES = ("all", "anomalous", "none")
 
 
 def model_fingerprint(run_dir: Path) -> str:
@@ -167,7 +165,7 @@ def start(
 
     Call it holding :class:`~anomaly_ae.io.folders.OutDirLock` on ``out``. ``kinds``: the derived outputs
     asked for (``heatmaps``, ``masks``, ``maps``); ``heatmaps``: which inputs get one (``all`` or
-    ``anomalous``, :data:`HEATMAP_POLICIES`).
+    ``anomalous``: :attr:`ScoreOptions.heatmaps <anomaly_ae.pipelines.options.ScoreOptions>`).
 
     Raises:
         OutputConflict: ``out`` is unusable (a file, the input folder, the model directory), holds
